@@ -1,0 +1,102 @@
+//! Loading a recipe: the root file and, transitively, its imports.
+
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::source::{FileId, SourceMap, Span};
+use crate::syntax::{self, ast::Item, ast::Module};
+use std::path::{Path, PathBuf};
+
+/// Every file of a recipe, parsed (files with syntax errors are left out).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub sources: SourceMap,
+    /// Parsed modules in load order: imports before the files that import them.
+    pub modules: Vec<(FileId, Module)>,
+    /// The root file.
+    pub root: Option<FileId>,
+}
+
+/// Loads `path` and its imports.
+pub fn load_file(path: &Path, diags: &mut Diagnostics) -> Loaded {
+    let mut loaded = Loaded::default();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let canon = canonical(path);
+            let id = loaded.sources.add(path.display().to_string(), Some(&canon), text);
+            loaded.root = Some(id);
+            visit(&mut loaded, id, &mut vec![id], diags);
+        }
+        Err(e) => diags.push(
+            Diagnostic::error(Code::Io, format!("cannot read `{}`: {e}", path.display()))
+                .help("check the path; recipes are `.aht` files"),
+        ),
+    }
+    loaded
+}
+
+/// Loads recipe text that is not on disk; imports resolve against `base_dir`.
+pub fn load_text(name: &str, text: &str, base_dir: &Path, diags: &mut Diagnostics) -> Loaded {
+    let mut loaded = Loaded::default();
+    let pseudo = base_dir.join(name);
+    let id = loaded.sources.add(name, Some(&pseudo), text);
+    loaded.root = Some(id);
+    visit(&mut loaded, id, &mut vec![id], diags);
+    loaded
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut Diagnostics) {
+    let text = loaded.sources.get(id).text.clone();
+    let module = match syntax::parse(id, &text) {
+        Ok(m) => m,
+        Err(d) => {
+            diags.push(d);
+            return;
+        }
+    };
+    let dir = loaded
+        .sources
+        .get(id)
+        .path
+        .as_ref()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    for item in &module.items {
+        let Item::Import(target) = item else { continue };
+        let span: Span = target.span;
+        let path = dir.join(&target.node);
+        let canon = canonical(&path);
+        if let Some(existing) = loaded.sources.find(&canon) {
+            if stack.contains(&existing) {
+                let chain: Vec<String> = stack
+                    .iter()
+                    .chain(std::iter::once(&existing))
+                    .map(|f| loaded.sources.get(*f).name.clone())
+                    .collect();
+                diags.push(
+                    Diagnostic::error(Code::ImportCycle, format!("import cycle: {}", chain.join(" -> ")))
+                        .at(span, "imports a file that is still being loaded")
+                        .help("move the shared declarations into a third file that both import"),
+                );
+            }
+            continue;
+        }
+        match std::fs::read_to_string(&canon) {
+            Ok(text) => {
+                let name = path.display().to_string();
+                let child = loaded.sources.add(name, Some(&canon), text);
+                stack.push(child);
+                visit(loaded, child, stack, diags);
+                stack.pop();
+            }
+            Err(e) => diags.push(
+                Diagnostic::error(Code::ImportMissing, format!("cannot import `{}`: {e}", target.node))
+                    .at(span, "no such file")
+                    .help(format!("imports are relative to the importing file's folder ({})", dir.display())),
+            ),
+        }
+    }
+    loaded.modules.push((id, module));
+}

@@ -1,0 +1,886 @@
+//! Resolution: declarations + overrides + defaults -> typed objects, one trial at a time.
+//!
+//! A [`Resolver`] walks an experiment and everything it references. Each sweep it meets is a
+//! *site* named by its path (`aht.lr`, `zero_init.seed`); the choices made so far pick one
+//! alternative per site, and the first unchosen site is reported back so the caller can branch
+//! on it. Expansion is therefore a depth-first walk whose order follows the source, never a
+//! hash map's.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::plan::{Obj, SignalExpr, Val};
+use crate::source::{SourceMap, Span, Spanned};
+use crate::syntax::ast::{Arg, Block, Decl, DeclBody, DeclKind, Entry, Expr, ExprKind, Ident, Unit};
+
+use super::eval::{self, Env, is_whole};
+use super::schema::{self, Category, FieldSpec, KindSpec, SWEEPS, Ty};
+use super::suggest;
+
+/// A field as written, with deeper overrides (`a.b = ..`) attached.
+#[derive(Clone, Debug)]
+pub struct FieldSrc {
+    pub name: Ident,
+    pub value: Option<Expr>,
+    pub nested: Vec<(Vec<Ident>, Expr)>,
+}
+
+/// Override paths below a declaration: (field path, value).
+pub type Overrides = Vec<(Vec<Ident>, Expr)>;
+
+pub fn category_of(kind: DeclKind) -> Category {
+    match kind {
+        DeclKind::Dataset => Category::Dataset,
+        DeclKind::Model => Category::Model,
+        DeclKind::Schedule => Category::Schedule,
+        DeclKind::Optimizer => Category::Optimizer,
+        DeclKind::Experiment => Category::Experiment,
+    }
+}
+
+/// The declarations of a recipe, by name.
+pub struct Table<'m> {
+    pub decls: BTreeMap<String, &'m Decl>,
+    /// Declarations after following `with` chains: kind and merged fields.
+    merged: RefCell<HashMap<String, Option<(&'static KindSpec, Vec<FieldSrc>)>>>,
+}
+
+impl<'m> Table<'m> {
+    pub fn new(decls: BTreeMap<String, &'m Decl>) -> Self {
+        Table { decls, merged: RefCell::default() }
+    }
+
+    pub fn names_of(&self, cat: Category) -> Vec<&str> {
+        self.decls
+            .iter()
+            .filter(|(_, d)| category_of(d.kind.node) == cat)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The kind and the fields of a declaration after its `with` chain.
+    pub fn merged(&self, name: &str, diags: &mut Diagnostics) -> Option<(&'static KindSpec, Vec<FieldSrc>)> {
+        if let Some(m) = self.merged.borrow().get(name) {
+            return m.clone();
+        }
+        let m = self.merge(name, &mut Vec::new(), diags);
+        self.merged.borrow_mut().insert(name.to_string(), m.clone());
+        m
+    }
+
+    fn merge(&self, name: &str, chain: &mut Vec<String>, diags: &mut Diagnostics) -> Option<(&'static KindSpec, Vec<FieldSrc>)> {
+        let decl = *self.decls.get(name)?;
+        let cat = category_of(decl.kind.node);
+        chain.push(name.to_string());
+        let out = match &decl.body {
+            DeclBody::Block(block) => {
+                if cat != Category::Experiment {
+                    diags.push(
+                        Diagnostic::error(Code::MissingField, format!("{} `{name}` needs a kind", cat.noun()))
+                            .at(decl.name.span, "no kind given")
+                            .help(format!("write `{} {name} = KIND {{ ... }}`; kinds: {}", decl.kind.node.keyword(), kind_list(cat))),
+                    );
+                    None
+                } else {
+                    Some((schema::experiment(), block_fields(block, true, diags)))
+                }
+            }
+            DeclBody::Construct { kind, block } => {
+                if cat == Category::Experiment {
+                    diags.push(
+                        Diagnostic::error(Code::Syntax, "experiments have no kind")
+                            .at(kind.span, "not allowed here")
+                            .help(format!("write `experiment {name} {{ ... }}`, or `experiment {name} = other with {{ ... }}` to extend one")),
+                    );
+                    None
+                } else {
+                    match schema::kind(cat, &kind.node) {
+                        Some(k) => Some((k, block.as_ref().map(|b| block_fields(b, false, diags)).unwrap_or_default())),
+                        None => {
+                            let mut d = Diagnostic::error(Code::UnknownKind, format!("unknown {} kind `{}`", cat.noun(), kind.node))
+                                .at(kind.span, "no such kind");
+                            if let Some(other) = self.decls.get(&kind.node).filter(|o| category_of(o.kind.node) == cat) {
+                                d = d
+                                    .help(format!("`{}` is a declaration: to extend it write `= {} with {{ ... }}`", kind.node, kind.node))
+                                    .related(other.name.span, "declared here");
+                            } else {
+                                d = d.help(suggest::help(&kind.node, &format!("{} kinds", cat.noun()), schema::kinds(cat).map(|k| k.name)));
+                            }
+                            diags.push(d);
+                            None
+                        }
+                    }
+                }
+            }
+            DeclBody::Derive { base, block } => {
+                if chain.contains(&base.node) {
+                    diags.push(
+                        Diagnostic::error(Code::Cycle, format!("`{name}` extends itself: {} -> {}", chain.join(" -> "), base.node))
+                            .at(base.span, "cycle closes here")
+                            .help("a declaration may extend another only if that one does not lead back to it"),
+                    );
+                    None
+                } else {
+                    match self.decls.get(&base.node) {
+                        None => {
+                            diags.push(
+                                Diagnostic::error(Code::UnknownName, format!("`{name}` extends `{}`, which is not declared", base.node))
+                                    .at(base.span, "not declared")
+                                    .help(suggest::help(&base.node, &format!("{} declarations", cat.noun()), self.names_of(cat))),
+                            );
+                            None
+                        }
+                        Some(b) if category_of(b.kind.node) != cat => {
+                            diags.push(
+                                Diagnostic::error(Code::DeriveKind, format!("a {} cannot extend the {} `{}`", cat.noun(), category_of(b.kind.node).noun(), base.node))
+                                    .at(base.span, format!("this is a {}", b.kind.node.keyword()))
+                                    .related(b.name.span, "declared here")
+                                    .help(suggest::help(&base.node, &format!("{} declarations", cat.noun()), self.names_of(cat))),
+                            );
+                            None
+                        }
+                        Some(_) => self.merge(&base.node, chain, diags).map(|(k, mut fields)| {
+                            for f in block_fields(block, cat == Category::Experiment, diags) {
+                                apply_field(&mut fields, f);
+                            }
+                            (k, fields)
+                        }),
+                    }
+                }
+            }
+        };
+        chain.pop();
+        out
+    }
+}
+
+fn kind_list(cat: Category) -> String {
+    schema::kinds(cat).map(|k| format!("`{}`", k.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// Replaces or adds a field (overrides from `with`).
+fn apply_field(fields: &mut Vec<FieldSrc>, f: FieldSrc) {
+    match fields.iter_mut().find(|x| x.name.node == f.name.node) {
+        Some(existing) => {
+            if f.value.is_some() {
+                existing.value = f.value;
+                existing.name = f.name;
+                existing.nested.clear();
+            }
+            existing.nested.extend(f.nested);
+        }
+        None => fields.push(f),
+    }
+}
+
+/// Applies an override path to a list of fields.
+pub fn apply_override(fields: &mut Vec<FieldSrc>, path: &[Ident], value: Expr) {
+    let (first, rest) = path.split_first().expect("paths are non-empty");
+    if rest.is_empty() {
+        apply_field(fields, FieldSrc { name: first.clone(), value: Some(value), nested: Vec::new() });
+    } else {
+        apply_field(fields, FieldSrc { name: first.clone(), value: None, nested: vec![(rest.to_vec(), value)] });
+    }
+}
+
+/// The plain fields of a block (single-name paths); duplicates are reported.
+/// Dotted paths, `zip` and `random` are only allowed in experiments, which read them separately.
+fn block_fields(block: &Block, experiment: bool, diags: &mut Diagnostics) -> Vec<FieldSrc> {
+    let mut out: Vec<FieldSrc> = Vec::new();
+    for entry in &block.entries {
+        match entry {
+            Entry::Field(f) if f.path.parts.len() == 1 => {
+                let name = &f.path.parts[0];
+                if let Some(prev) = out.iter().find(|x| x.name.node == name.node) {
+                    diags.push(
+                        Diagnostic::error(Code::DuplicateField, format!("field `{}` is given twice", name.node))
+                            .at(name.span, "given again here")
+                            .related(prev.name.span, "first given here")
+                            .help("remove one of them"),
+                    );
+                    continue;
+                }
+                out.push(FieldSrc { name: name.clone(), value: Some(f.value.clone()), nested: Vec::new() });
+            }
+            Entry::Field(f) if !experiment => diags.push(
+                Diagnostic::error(Code::Path, format!("`{}`: dotted paths are only allowed in experiments", f.path.dotted()))
+                    .at(f.path.span, "dotted path")
+                    .help(format!("set the nested field inside its block: `{} = kind {{ {} = ... }}`", f.path.parts[0].node, f.path.parts[1].node)),
+            ),
+            Entry::Zip { span, .. } | Entry::Random { span, .. } if !experiment => diags.push(
+                Diagnostic::error(Code::Path, "`zip` and `random` are only allowed in experiments")
+                    .at(*span, "not in an experiment")
+                    .help("move this into the experiment that sweeps these fields"),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A sweep site's alternatives and the group (zip or random) it belongs to.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    pub alts: Vec<Expr>,
+    pub group: usize,
+}
+
+/// Where the walk stands with one trial.
+pub struct Resolver<'t, 'm> {
+    pub table: &'t Table<'m>,
+    pub sources: &'t mut SourceMap,
+    pub diags: Diagnostics,
+    /// `--set` overrides of declarations, by declaration name.
+    pub overrides: BTreeMap<String, Overrides>,
+    /// Overrides written inside the current experiment (`aht.lr = ...`).
+    pub exp_overrides: BTreeMap<String, Overrides>,
+    /// Random-search sites of the current experiment.
+    pub injected: BTreeMap<String, Injected>,
+    /// Zip groups: paths and the span of the `zip`.
+    pub groups: Vec<(Vec<String>, Span)>,
+    /// Chosen alternatives: site -> (index, length of the group's sweep).
+    pub choices: BTreeMap<String, (usize, usize)>,
+    /// The first site met that has no choice yet: (path, number of alternatives).
+    pub pending: Option<(String, usize)>,
+    /// Values picked at sites in this walk, in order.
+    pub picked: Vec<(String, String)>,
+    /// Sites whose every alternative has been checked.
+    pub checked: BTreeSet<String>,
+    /// Every site met, with its number of alternatives.
+    pub sites: BTreeMap<String, usize>,
+    /// Declarations met in this walk.
+    pub visited: BTreeSet<String>,
+    defaults: HashMap<&'static str, Option<Expr>>,
+    /// When set, problems are not reported (used while checking alternatives twice).
+    quiet: bool,
+}
+
+impl<'t, 'm> Resolver<'t, 'm> {
+    pub fn new(table: &'t Table<'m>, sources: &'t mut SourceMap) -> Self {
+        Resolver {
+            table,
+            sources,
+            diags: Diagnostics::default(),
+            overrides: BTreeMap::new(),
+            exp_overrides: BTreeMap::new(),
+            injected: BTreeMap::new(),
+            groups: Vec::new(),
+            choices: BTreeMap::new(),
+            pending: None,
+            picked: Vec::new(),
+            checked: BTreeSet::new(),
+            sites: BTreeMap::new(),
+            visited: BTreeSet::new(),
+            defaults: HashMap::new(),
+            quiet: false,
+        }
+    }
+
+    fn report(&mut self, d: Diagnostic) {
+        if !self.quiet {
+            self.diags.push(d);
+        }
+    }
+
+    fn default_expr(&mut self, text: &'static str) -> Option<Expr> {
+        if let Some(e) = self.defaults.get(text) {
+            return e.clone();
+        }
+        let id = self.sources.add(format!("<default `{text}`>"), None, text);
+        let parsed = crate::syntax::parse_value(id, text).ok();
+        self.defaults.insert(text, parsed.clone());
+        parsed
+    }
+
+    /// Resolves a declaration by name (with `--set` and experiment overrides applied).
+    pub fn decl(&mut self, name: &str, env: &Env) -> Option<Obj> {
+        let (kind, mut fields) = {
+            let mut d = std::mem::take(&mut self.diags);
+            let m = self.table.merged(name, &mut d);
+            self.diags = d;
+            m?
+        };
+        for (path, value) in self.overrides.get(name).into_iter().flatten().chain(self.exp_overrides.get(name).into_iter().flatten()) {
+            apply_override(&mut fields, path, value.clone());
+        }
+        self.visited.insert(name.to_string());
+        let decl = self.table.decls[name];
+        let span = decl.name.span;
+        self.object(kind, fields, Some(name.to_string()), name, env, span)
+    }
+
+    /// Builds an object of a kind from its fields, filling defaults.
+    pub fn object(&mut self, kind: &'static KindSpec, fields: Vec<FieldSrc>, decl: Option<String>, prefix: &str, env: &Env, span: Span) -> Option<Obj> {
+        let mut ok = true;
+        for f in &fields {
+            if kind.field(&f.name.node).is_none() {
+                ok = false;
+                let where_ = if kind.category == Category::Experiment { "experiments".to_string() } else { format!("`{}`", kind.name) };
+                self.report(
+                    Diagnostic::error(Code::UnknownField, format!("{where_} {} no field `{}`", if kind.category == Category::Experiment { "have" } else { "has" }, f.name.node))
+                        .at(f.name.span, "unknown field")
+                        .help(suggest::help(&f.name.node, &format!("fields of {where_}"), kind.fields.iter().map(|x| x.name))),
+                );
+            }
+        }
+        let mut env = *env;
+        let mut order: Vec<&'static FieldSpec> = kind.fields.iter().collect();
+        // the learning rate first: the rest of an optimizer (and its α schedule) may use it
+        if kind.category == Category::Optimizer {
+            order.sort_by_key(|f| f.name != "lr");
+        }
+        let mut values: Vec<(&'static str, Val)> = Vec::with_capacity(order.len());
+        for spec in order {
+            let src = fields.iter().find(|f| f.name.node == spec.name);
+            let nested = src.map(|s| s.nested.clone()).unwrap_or_default();
+            let path = format!("{prefix}.{}", spec.name);
+            let expr = match src.and_then(|s| s.value.clone()) {
+                Some(e) => e,
+                None => match spec.default {
+                    Some(text) => match self.default_expr(text) {
+                        Some(mut e) => {
+                            respan(&mut e, span);
+                            e
+                        }
+                        None => continue,
+                    },
+                    None => {
+                        ok = false;
+                        self.report(
+                            Diagnostic::error(Code::MissingField, format!("{} `{}` needs `{}`", kind.category.noun(), decl.as_deref().unwrap_or(kind.name), spec.name))
+                                .at(span, format!("`{}` missing", spec.name))
+                                .help(format!("add `{} = ...`: {}", spec.name, spec.doc)),
+                        );
+                        continue;
+                    }
+                },
+            };
+            match self.field(&path, &expr, spec, nested, &env) {
+                Some(v) => {
+                    if spec.name == "lr" {
+                        env.lr = v.as_f64();
+                    }
+                    values.push((spec.name, v));
+                }
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        values.sort_by_key(|(n, _)| kind.fields.iter().position(|f| f.name == *n));
+        Some(Obj { category: kind.category, kind: kind.name, decl, fields: values, span })
+    }
+
+    /// One field: picks a sweep alternative if the value is a sweep, then converts it.
+    fn field(&mut self, path: &str, expr: &Expr, spec: &FieldSpec, nested: Overrides, env: &Env) -> Option<Val> {
+        let alts = if let Some(inj) = self.injected.get(path) {
+            Some(inj.alts.clone())
+        } else {
+            match sweep_alternatives(expr) {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(d)) => {
+                    self.report(d);
+                    return None;
+                }
+            }
+        };
+        let Some(alts) = alts else {
+            return self.convert(expr, spec.ty, nested, env, path);
+        };
+        if alts.is_empty() {
+            self.report(
+                Diagnostic::error(Code::SweepEmpty, format!("the sweep of `{path}` has no values"))
+                    .at(expr.span, "expands to nothing")
+                    .help("a range `a..b` stops before b: `0..5` is 0, 1, 2, 3, 4"),
+            );
+            return None;
+        }
+        self.sites.insert(path.to_string(), alts.len());
+        if self.checked.insert(path.to_string()) {
+            let quiet = self.quiet;
+            for alt in alts.iter().skip(1) {
+                self.convert(alt, spec.ty, nested.clone(), env, path);
+            }
+            self.quiet = quiet;
+        }
+        let idx = match self.choices.get(path) {
+            Some(&(i, n)) => {
+                if n != alts.len() {
+                    let span = self.groups.iter().find(|(p, _)| p.iter().any(|x| x == path)).map(|(_, s)| *s).unwrap_or(expr.span);
+                    self.report(
+                        Diagnostic::error(Code::ZipLength, format!("zipped sweeps differ in length: `{path}` has {} values, its partner {n}", alts.len()))
+                            .at(span, "zipped here")
+                            .related(expr.span, "this sweep")
+                            .help("zipped sweeps vary together, so they need the same number of values"),
+                    );
+                    return None;
+                }
+                i
+            }
+            None => {
+                if self.pending.is_none() {
+                    self.pending = Some((path.to_string(), alts.len()));
+                }
+                0
+            }
+        };
+        let v = self.convert(&alts[idx], spec.ty, nested, env, path)?;
+        if self.choices.contains_key(path) {
+            self.picked.push((path.to_string(), v.to_source()));
+        }
+        Some(v)
+    }
+
+    /// Converts one (non-sweep) expression to a value of type `ty`.
+    pub fn convert(&mut self, expr: &Expr, ty: Ty, nested: Overrides, env: &Env, path: &str) -> Option<Val> {
+        if let ExprKind::Call { name, .. } = &expr.node {
+            if SWEEPS.contains(&name.node.as_str()) && !matches!(ty, Ty::Obj(_)) {
+                self.report(eval::sweep_misplaced(expr));
+                return None;
+            }
+        }
+        if !nested.is_empty() && !matches!(ty, Ty::Obj(_) | Ty::Alpha) {
+            let (p, _) = &nested[0];
+            self.report(
+                Diagnostic::error(Code::Path, format!("`{path}` is not a block, so `{}` cannot be set inside it", p[0].node))
+                    .at(p[0].span, "no fields here")
+                    .help(format!("set `{path}` itself")),
+            );
+            return None;
+        }
+        let field = path.rsplit('.').next().unwrap_or(path);
+        match ty {
+            Ty::Int { .. } | Ty::Float { .. } if !is_numeric(expr) => {
+                self.report(type_error(expr, field, if matches!(ty, Ty::Int { .. }) { "a whole number" } else { "a number" }, describe(expr)));
+                None
+            }
+            Ty::Int { min, max } => {
+                let v = self.number(expr, env)?;
+                if !is_whole(v) {
+                    self.report(type_error(expr, field, "a whole number", &format!("{v}")));
+                    return None;
+                }
+                if v < min as f64 || v > max as f64 {
+                    self.report(range_error(expr, field, v, &int_range(min, max)));
+                    return None;
+                }
+                Some(Val::Num(v, true))
+            }
+            Ty::Float { min, max, min_open } => {
+                let v = self.number(expr, env)?;
+                let below = if min_open { v <= min } else { v < min };
+                if below || v > max {
+                    self.report(range_error(expr, field, v, &float_range(min, max, min_open)));
+                    return None;
+                }
+                Some(Val::Num(v, is_whole(v) && matches!(expr.node, ExprKind::Number { integer: true, .. })))
+            }
+            Ty::Bool => match &expr.node {
+                ExprKind::Bool(b) => Some(Val::Bool(*b)),
+                _ => {
+                    self.report(type_error(expr, field, "`true` or `false`", describe(expr)));
+                    None
+                }
+            },
+            Ty::Str => match &expr.node {
+                ExprKind::Str(s) => Some(Val::Str(s.clone())),
+                _ => {
+                    self.report(type_error(expr, field, "a string in double quotes", describe(expr)));
+                    None
+                }
+            },
+            Ty::Enum(options) => match &expr.node {
+                ExprKind::Ref(n) if options.contains(&n.as_str()) => Some(Val::Name(n.clone())),
+                ExprKind::Ref(n) => {
+                    self.report(
+                        Diagnostic::error(Code::UnknownName, format!("`{n}` is not a valid `{field}`"))
+                            .at(expr.span, "unknown value")
+                            .help(suggest::help(n, "values", options.iter().copied())),
+                    );
+                    None
+                }
+                _ => {
+                    let list = options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ");
+                    self.report(type_error(expr, field, &format!("one of {list}"), describe(expr)));
+                    None
+                }
+            },
+            Ty::IntList { min } => match &expr.node {
+                ExprKind::List(items) => {
+                    let mut out = Vec::new();
+                    for item in items {
+                        let v = self.convert(item, Ty::Int { min, max: i32::MAX as i64 }, Vec::new(), env, path)?;
+                        out.push(v);
+                    }
+                    Some(Val::List(out))
+                }
+                _ => {
+                    self.report(type_error(expr, field, "a list of whole numbers like `[256, 256]`", describe(expr)));
+                    None
+                }
+            },
+            Ty::Quantity { units, whole, min } => match &expr.node {
+                ExprKind::Quantity { value, unit, .. } => {
+                    if !units.contains(unit) {
+                        let allowed = units.iter().map(|u| u.name()).collect::<Vec<_>>().join(" or ");
+                        self.report(
+                            Diagnostic::error(Code::Unit, format!("`{field}` is counted in {allowed}, not {}", unit.name()))
+                                .at(expr.span, "wrong unit")
+                                .help(format!("write e.g. `{field} = 50 {}`", units[0].name())),
+                        );
+                        return None;
+                    }
+                    if whole && !is_whole(*value) {
+                        self.report(
+                            Diagnostic::error(Code::Unit, format!("`{field}` needs a whole number of {}", unit.name()))
+                                .at(expr.span, "not whole")
+                                .help(format!("write `{} {}`", value.round().max(1.0), unit.name())),
+                        );
+                        return None;
+                    }
+                    if *value < min {
+                        self.report(range_error(expr, field, *value, &format!("at least {min} {}", unit.name())));
+                        return None;
+                    }
+                    Some(Val::Quantity(*value, *unit))
+                }
+                ExprKind::Number { text, .. } => {
+                    self.report(
+                        Diagnostic::error(Code::Unit, format!("`{field}` needs a unit"))
+                            .at(expr.span, "a bare number")
+                            .help(format!("write `{text} {}`", units[0].name())),
+                    );
+                    None
+                }
+                _ => {
+                    self.report(type_error(expr, field, "a quantity like `50 steps` or `2 epochs`", describe(expr)));
+                    None
+                }
+            },
+            Ty::Signal => {
+                let env = Env { lr: env.lr.or(Some(0.1)), signals: true };
+                match eval::eval(expr, &env) {
+                    Ok(e) => Some(Val::Expr(e)),
+                    Err(d) => {
+                        self.report(d);
+                        None
+                    }
+                }
+            }
+            Ty::Alpha => match &expr.node {
+                ExprKind::Number { .. } | ExprKind::Neg(_) | ExprKind::Binary { .. } | ExprKind::Paren(_) => {
+                    let fixed = schema::kind(Category::Schedule, "fixed").expect("fixed exists");
+                    let f = FieldSrc { name: Spanned::new("alpha".into(), expr.span), value: Some(expr.clone()), nested: Vec::new() };
+                    self.object(fixed, vec![f], None, path, env, expr.span).map(|o| Val::Obj(Box::new(o)))
+                }
+                _ => self.convert(expr, Ty::Obj(Category::Schedule), nested, env, path),
+            },
+            Ty::Obj(cat) => self.obj_value(expr, cat, nested, env, path),
+        }
+    }
+
+    fn obj_value(&mut self, expr: &Expr, cat: Category, nested: Overrides, env: &Env, path: &str) -> Option<Val> {
+        let declarable = matches!(cat, Category::Dataset | Category::Model | Category::Schedule | Category::Optimizer);
+        let (kind_name, mut fields): (&Ident, Vec<FieldSrc>) = match &expr.node {
+            ExprKind::Ref(name) => {
+                if let Some(decl) = self.table.decls.get(name) {
+                    let dcat = category_of(decl.kind.node);
+                    if declarable && dcat == cat {
+                        if !nested.is_empty() {
+                            let mut o = self.exp_overrides.clone();
+                            o.entry(name.clone()).or_default().extend(nested);
+                            let saved = std::mem::replace(&mut self.exp_overrides, o);
+                            let r = self.decl(name, env);
+                            self.exp_overrides = saved;
+                            return r.map(|o| Val::Obj(Box::new(o)));
+                        }
+                        return self.decl(name, env).map(|o| Val::Obj(Box::new(o)));
+                    }
+                    if dcat != cat && schema::kind(cat, name).is_none() {
+                        self.report(
+                            Diagnostic::error(Code::WrongDecl, format!("`{name}` is {}, but `{}` needs {}", a(dcat.noun()), last(path), a(cat.noun())))
+                                .at(expr.span, format!("a {}", decl.kind.node.keyword()))
+                                .related(decl.name.span, "declared here")
+                                .help(suggest::help(name, &format!("{} declarations", cat.noun()), self.table.names_of(cat))),
+                        );
+                        return None;
+                    }
+                }
+                let Some(kind) = schema::kind(cat, name) else {
+                    let mut candidates: Vec<&str> = if declarable { self.table.names_of(cat) } else { Vec::new() };
+                    candidates.extend(schema::kinds(cat).map(|k| k.name));
+                    let what = if declarable { format!("{} declarations and kinds", cat.noun()) } else { format!("{} kinds", cat.noun()) };
+                    self.report(
+                        Diagnostic::error(Code::UnknownName, format!("unknown {} `{name}`", cat.noun()))
+                            .at(expr.span, "not declared")
+                            .help(suggest::help(name, &what, candidates)),
+                    );
+                    return None;
+                };
+                let mut fields = Vec::new();
+                for (p, v) in nested {
+                    apply_override(&mut fields, &p, v);
+                }
+                return self.object(kind, fields, None, path, env, expr.span).map(|o| Val::Obj(Box::new(o)));
+            }
+            ExprKind::Call { name, args } => {
+                let Some(kind) = schema::kind(cat, &name.node) else {
+                    return self.unknown_kind(name, cat, expr);
+                };
+                let fields = self.call_fields(kind, args, expr)?;
+                (name, fields)
+            }
+            ExprKind::Object { kind, block } => {
+                if schema::kind(cat, &kind.node).is_none() {
+                    return self.unknown_kind(kind, cat, expr);
+                }
+                let mut d = std::mem::take(&mut self.diags);
+                let fields = block_fields(block, false, &mut d);
+                self.diags = d;
+                (kind, fields)
+            }
+            _ => {
+                self.report(type_error(expr, last(path), &format!("a {}", cat.noun()), describe(expr)));
+                return None;
+            }
+        };
+        let kind = schema::kind(cat, &kind_name.node).expect("checked above");
+        for (p, v) in nested {
+            apply_override(&mut fields, &p, v);
+        }
+        self.object(kind, fields, None, path, env, expr.span).map(|o| Val::Obj(Box::new(o)))
+    }
+
+    fn unknown_kind(&mut self, name: &Ident, cat: Category, _expr: &Expr) -> Option<Val> {
+        self.report(
+            Diagnostic::error(Code::UnknownKind, format!("unknown {} `{}`", cat.noun(), name.node))
+                .at(name.span, "no such kind")
+                .help(suggest::help(&name.node, &format!("{} kinds", cat.noun()), schema::kinds(cat).map(|k| k.name))),
+        );
+        None
+    }
+
+    /// `sigmoid(8)`, `norm(max = 10)`: arguments map to fields in order or by name.
+    fn call_fields(&mut self, kind: &'static KindSpec, args: &[Arg], expr: &Expr) -> Option<Vec<FieldSrc>> {
+        let mut out = Vec::new();
+        for (i, arg) in args.iter().enumerate() {
+            let name = match &arg.name {
+                Some(n) => n.clone(),
+                None => match kind.fields.get(i) {
+                    Some(f) => Spanned::new(f.name.to_string(), arg.value.span),
+                    None => {
+                        self.report(
+                            Diagnostic::error(Code::Arity, format!("`{}` takes {} argument(s)", kind.name, kind.fields.len()))
+                                .at(arg.value.span, "extra argument")
+                                .help(format!("`{}` takes: {}", kind.name, kind.fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", "))),
+                        );
+                        return None;
+                    }
+                },
+            };
+            out.push(FieldSrc { name, value: Some(arg.value.clone()), nested: Vec::new() });
+        }
+        let _ = expr;
+        Some(out)
+    }
+
+    fn number(&mut self, expr: &Expr, env: &Env) -> Option<f64> {
+        match eval::eval(expr, &Env { signals: false, ..*env }) {
+            Ok(SignalExpr::Const(v)) => Some(v),
+            Ok(_) => None,
+            Err(d) => {
+                self.report(d);
+                None
+            }
+        }
+    }
+}
+
+/// "a model", "an optimizer".
+fn a(noun: &str) -> String {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u', 'α']) { format!("an {noun}") } else { format!("a {noun}") }
+}
+
+fn last(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn respan(e: &mut Expr, span: Span) {
+    e.span = span;
+    match &mut e.node {
+        ExprKind::Neg(x) | ExprKind::Paren(x) => respan(x, span),
+        ExprKind::Binary { lhs, rhs, .. } | ExprKind::Range(lhs, rhs) => {
+            respan(lhs, span);
+            respan(rhs, span);
+        }
+        ExprKind::List(xs) => xs.iter_mut().for_each(|x| respan(x, span)),
+        ExprKind::Call { name, args } => {
+            name.span = span;
+            args.iter_mut().for_each(|a| respan(&mut a.value, span));
+        }
+        _ => {}
+    }
+}
+
+fn is_numeric(expr: &Expr) -> bool {
+    matches!(expr.node, ExprKind::Number { .. } | ExprKind::Neg(_) | ExprKind::Binary { .. } | ExprKind::Paren(_) | ExprKind::Ref(_) | ExprKind::Call { .. })
+}
+
+fn describe(expr: &Expr) -> &'static str {
+    match &expr.node {
+        ExprKind::Number { .. } => "a number",
+        ExprKind::Str(_) => "a string",
+        ExprKind::Bool(_) => "a boolean",
+        ExprKind::Quantity { .. } => "a quantity",
+        ExprKind::Ref(_) => "a name",
+        ExprKind::List(_) => "a list",
+        ExprKind::Object { .. } => "a block",
+        ExprKind::Call { .. } => "a call",
+        ExprKind::Range(..) => "a range",
+        _ => "an expression",
+    }
+}
+
+fn type_error(expr: &Expr, field: &str, want: &str, got: &str) -> Diagnostic {
+    Diagnostic::error(Code::Type, format!("`{field}` must be {want}, found {got}"))
+        .at(expr.span, format!("expected {want}"))
+        .help(format!("see docs/language.md for what `{field}` takes"))
+}
+
+fn range_error(expr: &Expr, field: &str, v: f64, range: &str) -> Diagnostic {
+    Diagnostic::error(Code::Range, format!("`{field}` = {v} is out of range"))
+        .at(expr.span, format!("must be {range}"))
+        .help(format!("choose a value {range}"))
+}
+
+fn int_range(min: i64, max: i64) -> String {
+    if max >= i32::MAX as i64 { format!("at least {min}") } else { format!("between {min} and {max}") }
+}
+
+fn float_range(min: f64, max: f64, open: bool) -> String {
+    match (min.is_finite(), max.is_finite()) {
+        (true, true) => format!("in {}{min}, {max}]", if open { "(" } else { "[" }),
+        (true, false) => {
+            if open { format!("greater than {min}") } else { format!("at least {min}") }
+        }
+        _ => format!("at most {max}"),
+    }
+}
+
+/// The alternatives of a sweep value, or `None` if the value is not a sweep.
+pub fn sweep_alternatives(expr: &Expr) -> Option<Result<Vec<Expr>, Diagnostic>> {
+    let ExprKind::Call { name, args } = &expr.node else {
+        if let ExprKind::Range(..) = expr.node {
+            return Some(Err(Diagnostic::error(Code::SweepMisplaced, "a bare range is not a value")
+                .at(expr.span, "range")
+                .help("write `sweep(0..5)` to run one trial per value")));
+        }
+        return None;
+    };
+    match name.node.as_str() {
+        "sweep" => {
+            let mut out = Vec::new();
+            if let Some(a) = args.iter().find(|a| a.name.is_some()) {
+                return Some(Err(Diagnostic::error(Code::Arity, "`sweep` takes values, not named arguments")
+                    .at(a.value.span, "named argument")
+                    .help("write `sweep(a, b, c)`")));
+            }
+            for a in args {
+                match &a.value.node {
+                    ExprKind::Range(lo, hi) => match (eval::eval(lo, &Env::default()), eval::eval(hi, &Env::default())) {
+                        (Ok(SignalExpr::Const(l)), Ok(SignalExpr::Const(h))) if is_whole(l) && is_whole(h) => {
+                            if h - l > 10_000_000.0 {
+                                return Some(Err(Diagnostic::error(Code::TooManyTrials, "range too long")
+                                    .at(a.value.span, "over 10 million values")
+                                    .help("use a shorter range")));
+                            }
+                            let mut i = l;
+                            while i < h {
+                                out.push(number_expr(i, true, a.value.span));
+                                i += 1.0;
+                            }
+                        }
+                        (Err(d), _) | (_, Err(d)) => return Some(Err(d)),
+                        _ => {
+                            return Some(Err(Diagnostic::error(Code::Type, "range bounds must be whole numbers")
+                                .at(a.value.span, "not whole numbers")
+                                .help("write e.g. `0..5`; for evenly spaced reals use `linspace(a, b, n)`")));
+                        }
+                    },
+                    ExprKind::Call { name, .. } if name.node == "logspace" || name.node == "linspace" => match sweep_alternatives(&a.value)? {
+                        Ok(xs) => out.extend(xs),
+                        Err(d) => return Some(Err(d)),
+                    },
+                    ExprKind::Call { name, .. } if name.node == "sweep" => {
+                        return Some(Err(Diagnostic::error(Code::SweepMisplaced, "sweeps do not nest")
+                            .at(a.value.span, "inner sweep")
+                            .help("list the values in one `sweep(...)`")));
+                    }
+                    _ => out.push(a.value.clone()),
+                }
+            }
+            Some(Ok(out))
+        }
+        "logspace" | "linspace" => {
+            let log = name.node == "logspace";
+            if args.len() != 3 || args.iter().any(|a| a.name.is_some()) {
+                return Some(Err(Diagnostic::error(Code::Arity, format!("`{}` takes (from, to, count)", name.node))
+                    .at(expr.span, "wrong arguments")
+                    .help(format!("write `{}(1e-3, 1e-1, 5)`", name.node))));
+            }
+            let mut v = [0.0; 3];
+            for (i, a) in args.iter().enumerate() {
+                match eval::eval(&a.value, &Env::default()) {
+                    Ok(SignalExpr::Const(x)) => v[i] = x,
+                    Ok(_) => return None,
+                    Err(d) => return Some(Err(d)),
+                }
+            }
+            let [from, to, n] = v;
+            if !is_whole(n) || !(0.0..=10_000_000.0).contains(&n) {
+                return Some(Err(Diagnostic::error(Code::Range, "the count must be a whole number between 0 and 10 million")
+                    .at(args[2].value.span, "not a count")
+                    .help("the third argument is how many values")));
+            }
+            if log && (from <= 0.0 || to <= 0.0) {
+                return Some(Err(Diagnostic::error(Code::Range, "logspace needs positive bounds")
+                    .at(expr.span, "bound not positive")
+                    .help("use linspace for ranges through zero")));
+            }
+            let n = n as usize;
+            let out = (0..n)
+                .map(|i| {
+                    let t = if n == 1 { 0.0 } else { i as f64 / (n - 1) as f64 };
+                    let x = if log { (from.ln() + t * (to.ln() - from.ln())).exp() } else { from + t * (to - from) };
+                    let x = if i + 1 == n && n > 1 { to } else { x };
+                    number_expr(round_sig(x), false, expr.span)
+                })
+                .collect();
+            Some(Ok(out))
+        }
+        _ => None,
+    }
+}
+
+/// Rounds to 12 significant digits so generated values print cleanly.
+fn round_sig(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let digits = 12 - x.abs().log10().ceil() as i32;
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+pub fn number_expr(v: f64, integer: bool, span: Span) -> Expr {
+    let text = crate::plan::fmt_num(v, integer);
+    Spanned::new(ExprKind::Number { value: v, text, integer: integer && is_whole(v) }, span)
+}
+
+/// Whether a value uses unit `Unit::Epochs` (helper for tests).
+pub fn is_epochs(v: &Val) -> bool {
+    matches!(v, Val::Quantity(_, Unit::Epochs))
+}

@@ -1,0 +1,135 @@
+//! `ahtsgd check`, `fmt` and `plan`.
+
+use super::RecipeArgs;
+use ahtsgd::check::{self, Checked, Options};
+use ahtsgd::diagnostic;
+use std::path::{Path, PathBuf};
+
+pub fn options(args: &RecipeArgs) -> Options {
+    Options { sets: args.sets.clone(), allow_large: args.allow_large }
+}
+
+/// Prints a checked recipe's diagnostics; returns whether it had errors.
+pub fn report(checked: &Checked, json: bool) -> bool {
+    if json {
+        for d in &checked.diagnostics {
+            println!("{}", serde_json::to_string(&d.to_json(&checked.sources)).unwrap_or_default());
+        }
+    } else if !checked.diagnostics.is_empty() {
+        eprint!("{}", diagnostic::render(&checked.diagnostics, &checked.sources, super::color()));
+    }
+    checked.has_errors()
+}
+
+pub fn check(files: &[PathBuf], args: &RecipeArgs) -> i32 {
+    let mut failed = false;
+    for file in files {
+        let checked = check::check_file(file, &options(args));
+        if report(&checked, args.json) {
+            failed = true;
+            let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
+            if !args.json {
+                eprintln!("{}: {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+            }
+            continue;
+        }
+        let plan = checked.plan.as_ref().expect("no errors means a plan");
+        if args.json {
+            let summary = serde_json::json!({
+                "file": file.display().to_string(),
+                "ok": true,
+                "experiments": plan.experiments.iter().map(|e| serde_json::json!({"name": e.name, "trials": e.trials.len()})).collect::<Vec<_>>(),
+                "trials": plan.trials.len(),
+            });
+            println!("{summary}");
+        } else {
+            let exps: Vec<String> = plan.experiments.iter().map(|e| format!("{} ({} trial{})", e.name, e.trials.len(), if e.trials.len() == 1 { "" } else { "s" })).collect();
+            println!("{}: ok, {} experiment{}: {}; {} trials", file.display(), exps.len(), if exps.len() == 1 { "" } else { "s" }, exps.join(", "), plan.trials.len());
+        }
+    }
+    i32::from(failed)
+}
+
+pub fn fmt(files: &[PathBuf], check_only: bool) -> i32 {
+    let mut status = 0;
+    for file in files {
+        match format_file(file) {
+            Err(code) => status = status.max(code),
+            Ok((original, formatted)) => {
+                if original == formatted {
+                    continue;
+                }
+                if check_only {
+                    println!("{}: not formatted", file.display());
+                    status = status.max(1);
+                } else if let Err(e) = ahtsgd::fsutil::write_atomic(file, formatted.as_bytes()) {
+                    eprintln!("error: cannot write {}: {e}", file.display());
+                    status = 2;
+                } else {
+                    println!("formatted {}", file.display());
+                }
+            }
+        }
+    }
+    status
+}
+
+fn format_file(file: &Path) -> Result<(String, String), i32> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", file.display());
+        2
+    })?;
+    let mut sources = ahtsgd::source::SourceMap::new();
+    let id = sources.add(file.display().to_string(), Some(file), text.as_str());
+    match ahtsgd::syntax::parse(id, &text) {
+        Ok(module) => Ok((text.clone(), ahtsgd::fmt::format(&module, &text))),
+        Err(d) => {
+            eprint!("{}", diagnostic::render(&[d], &sources, super::color()));
+            Err(1)
+        }
+    }
+}
+
+pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
+    let checked = check::check_file(file, &options(args));
+    if report(&checked, args.json) {
+        return 1;
+    }
+    let plan = checked.plan.as_ref().expect("no errors means a plan");
+    for exp in &plan.experiments {
+        if !args.json {
+            println!("experiment {} — {} trial{}", exp.name, exp.trials.len(), if exp.trials.len() == 1 { "" } else { "s" });
+        }
+        for t in &plan.trials[exp.trials.clone()] {
+            let c = &t.config;
+            let name = |f: &str| match c.get(f) {
+                ahtsgd::plan::Val::Obj(o) => o.decl.clone().unwrap_or_else(|| o.kind.to_string()),
+                v => v.to_source(),
+            };
+            if args.json {
+                let settings: serde_json::Map<String, serde_json::Value> = c.fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_source()))).collect();
+                let line = serde_json::json!({
+                    "trial": t.index,
+                    "experiment": t.experiment,
+                    "choices": t.choices.iter().map(|(p, v)| serde_json::json!({"path": p, "value": v})).collect::<Vec<_>>(),
+                    "settings": settings,
+                });
+                println!("{line}");
+            } else {
+                let choices: Vec<String> = t.choices.iter().map(|(p, v)| format!("{p}={v}")).collect();
+                println!(
+                    "  trial {:04}  data={} model={} optimizer={} epochs={} batch={} seed={}{}",
+                    t.index,
+                    name("data"),
+                    name("model"),
+                    name("optimizer"),
+                    c.get("epochs").to_source(),
+                    c.get("batch").to_source(),
+                    c.get("seed").to_source(),
+                    if choices.is_empty() { String::new() } else { format!("  [{}]", choices.join(", ")) }
+                );
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,12 @@
+//! Adaptive heavy-tailed SGD: a recipe language and its interpreter.
+//!
+//! The pipeline: [`source`] → [`syntax`] (pest → typed AST) → [`check`] (AST → [`plan::Plan`],
+//! every error at once) → lowering and training.
+
+pub mod check;
+pub mod diagnostic;
+pub mod plan;
+pub mod source;
+pub mod syntax;
+pub mod fmt;
+pub mod fsutil;

@@ -1,0 +1,6 @@
+//! Syntax: recipe text -> typed AST with spans. Nothing here knows about checking or training.
+
+pub mod ast;
+mod parse;
+
+pub use parse::{parse, parse_value, parse_value_at};
