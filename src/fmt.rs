@@ -13,31 +13,35 @@ const WIDTH: usize = 100;
 /// Formats a parsed module; `text` is the source it was parsed from (for comments and layout).
 pub fn format(module: &Module, text: &str) -> String {
     let mut p = Printer { out: String::new(), text, comments: module.comments.clone(), next: 0, indent: 0 };
-    let mut prev: Option<&Item> = None;
+    let mut prev: Option<(&Item, bool)> = None;
     for item in &module.items {
         let start = item_span(item).start as usize;
-        if let Some(prev) = prev {
-            let blank = match (prev, item) {
-                (Item::Import(_), Item::Import(_)) => false,
-                // one-line declarations of one kind may stay together
-                (Item::Decl(a), Item::Decl(b)) => {
-                    a.kind.node != b.kind.node || p.blank_before(start) || !p.single_line(a.span) || !p.single_line(b.span)
-                }
-                _ => true,
-            };
-            if blank {
-                p.out.push('\n');
-            }
-        }
-        p.own_line_comments(start, prev.is_none());
+        let at = p.out.len();
+        let first = prev.is_none();
+        p.own_line_comments(start, first);
+        let body = p.out.len();
         match item {
             Item::Version(v) => p.out.push_str(&format!("version = {}", v.node)),
             Item::Import(s) => p.out.push_str(&format!("import {}", quote(&s.node))),
             Item::Decl(d) => p.decl(d),
         }
+        let one_line = !p.out[body..].contains('\n');
         p.trailing_comment(item_span(item).end as usize);
         p.out.push('\n');
-        prev = Some(item);
+        if let Some((prev, prev_one_line)) = prev {
+            let blank = match (prev, item) {
+                (Item::Import(_), Item::Import(_)) => false,
+                // one-line declarations of one kind may stay together
+                (Item::Decl(a), Item::Decl(b)) => {
+                    a.kind.node != b.kind.node || p.blank_before(start) || !prev_one_line || !one_line || body != at
+                }
+                _ => true,
+            };
+            if blank && !p.out[..at].ends_with("\n\n") {
+                p.out.insert(at, '\n');
+            }
+        }
+        prev = Some((item, one_line));
     }
     if p.next < p.comments.len() {
         if !p.out.is_empty() {

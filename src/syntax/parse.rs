@@ -409,9 +409,20 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
     }
     let mut seen = std::collections::BTreeSet::new();
     expected.retain(|x| seen.insert(x.clone()));
-    // a field list is clearer than the tokens that might continue a value
-    if expected.iter().any(|x| x.starts_with("a field")) {
-        expected.retain(|x| !x.starts_with("an operator") && x != "`..`" && x != "`.`");
+    // say the general thing once instead of every token it covers
+    let has = |e: &Vec<String>, p: &str| e.iter().any(|x| x.starts_with(p));
+    expected.retain(|x| x != "`..`" && x != "`.`");
+    if has(&expected, "an operator") {
+        expected.retain(|x| !["`*`", "`+`", "`-`", "`/`"].contains(&x.as_str()));
+    }
+    if has(&expected, "a unit") {
+        expected.retain(|x| !["`step`", "`steps`", "`epoch`", "`epochs`"].contains(&x.as_str()));
+    }
+    if has(&expected, "a field") {
+        expected.retain(|x| !["a name", "`random`", "`zip`"].contains(&x.as_str()) && !x.starts_with("an operator"));
+    }
+    if has(&expected, "a value") {
+        expected.retain(|x| !["`(`", "`[`", "`\"`", "`true`", "`false`", "`-`", "a number", "a name", "a string"].contains(&x.as_str()));
     }
     let found = describe_found(text, start);
     let list = join_or(&expected);
@@ -457,6 +468,10 @@ fn join_or(items: &[String]) -> String {
 
 fn syntax_help(text: &str, at: usize, expected: &[String]) -> String {
     let next = text[at..].chars().next();
+    let word: String = text[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    if DeclKind::from_keyword(&word).is_some() && expected.iter().any(|e| e.starts_with("a field") || e == "`=`" || e == "`}`") {
+        return "a `}` may be missing before this declaration".into();
+    }
     if expected.iter().any(|e| e == "`}`" || e.starts_with("a comma")) && next.is_some_and(|c| c.is_alphabetic()) {
         return "separate fields with a comma or a line break".into();
     }

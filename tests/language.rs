@@ -1,0 +1,203 @@
+//! The language end to end: recipes, docs, formatting round trips, sweeps, robustness.
+
+use ahtsgd::check::{Options, check_file, check_text};
+use ahtsgd::diagnostic::render;
+use ahtsgd::source::SourceMap;
+use proptest::prelude::*;
+use std::path::Path;
+
+fn files(dir: &str, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Plans of two recipe texts, compared by their resolved trials.
+fn plan_fingerprint(name: &str, text: &str) -> Vec<String> {
+    let checked = check_text(name, text, &Options::default());
+    assert!(!checked.has_errors(), "{name}:\n{}", render(&checked.diagnostics, &checked.sources, false));
+    checked.plan.unwrap().trials.iter().map(|t| format!("{} {:?} {}", t.index, t.choices, t.resolved_source())).collect()
+}
+
+fn format_text(text: &str) -> String {
+    let mut sources = SourceMap::new();
+    let id = sources.add("x.aht", None, text);
+    let module = ahtsgd::syntax::parse(id, text).expect("parses");
+    ahtsgd::fmt::format(&module, text)
+}
+
+#[test]
+fn every_recipe_checks_and_is_formatted() {
+    let recipes = files("recipes", "aht");
+    assert!(!recipes.is_empty());
+    for path in recipes {
+        let checked = check_file(&path, &Options::default());
+        assert!(!checked.has_errors(), "{}:\n{}", path.display(), render(&checked.diagnostics, &checked.sources, false));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(format_text(&text), text, "{} is not in canonical format (run `ahtsgd fmt`)", path.display());
+    }
+}
+
+#[test]
+fn quickstart_plans_ten_trials() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.aht");
+    let plan = check_file(&path, &Options::default()).plan.expect("quickstart checks");
+    assert_eq!(plan.trials.len(), 10);
+    let arms: Vec<&str> = plan.trials.iter().map(|t| t.choices[0].1.as_str()).collect();
+    assert_eq!(arms, ["aht"; 5].into_iter().chain(["plain"; 5]).collect::<Vec<_>>());
+    let seeds: Vec<f64> = plan.trials.iter().map(|t| t.config.f64("seed")).collect();
+    assert_eq!(seeds, [0., 1., 2., 3., 4., 0., 1., 2., 3., 4.]);
+}
+
+#[test]
+fn docs_blocks_check() {
+    let mut count = 0;
+    for path in files("docs", "md") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```aht\n") {
+            let body = &rest[start + 7..];
+            let end = body.find("```").expect("closed block");
+            let block = &body[..end];
+            count += 1;
+            let name = format!("{}#{count}", path.display());
+            let checked = check_text(&name, block, &Options::default());
+            assert!(!checked.has_errors(), "{name}:\n{}", render(&checked.diagnostics, &checked.sources, false));
+            rest = &body[end..];
+        }
+    }
+    assert!(count >= 10, "docs hold only {count} aht blocks");
+}
+
+#[test]
+fn formatting_is_idempotent_and_keeps_meaning_of_every_case() {
+    for dir in ["tests/cases/parse/ok", "tests/cases/check/ok", "recipes"] {
+        for path in files(dir, "aht") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let once = format_text(&text);
+            let twice = format_text(&once);
+            assert_eq!(once, twice, "{}: fmt is not idempotent", path.display());
+            let comments = |t: &str| t.matches('#').count();
+            assert_eq!(comments(&text), comments(&once), "{}: fmt lost a comment", path.display());
+            if dir != "tests/cases/parse/ok" && !text.contains("import") && !text.contains("# set:") {
+                assert_eq!(plan_fingerprint("a.aht", &text), plan_fingerprint("b.aht", &once), "{}: fmt changed the plan", path.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn fmt_puts_messy_input_into_canonical_form() {
+    let messy = "model   m=mlp{hidden=[8,8,],activation=relu}   # keep me\n\n\n\noptimizer o = sgd {\n lr = 0.1 ,\n   momentum=0.9\n}\n";
+    let want = "model m = mlp { hidden = [8, 8], activation = relu }  # keep me\n\noptimizer o = sgd {\n  lr = 0.1\n  momentum = 0.9\n}\n";
+    assert_eq!(format_text(messy), want);
+}
+
+#[test]
+fn sweeps_expand_as_a_cartesian_product_in_source_order() {
+    let text = "dataset d = blobs {}\nmodel m = mlp { hidden = [4] }\noptimizer o = sgd { lr = sweep(0.1, 0.2) }\nexperiment e { data = d, model = m, optimizer = o, epochs = 1, seed = sweep(0..3), batch = sweep(8, 16) }\n";
+    let plan = check_text("s.aht", text, &Options::default()).plan.unwrap();
+    assert_eq!(plan.trials.len(), 12);
+    // experiment fields first in schema order (optimizer's lr is met when the optimizer is resolved)
+    let first: Vec<(String, String)> = plan.trials[0].choices.clone();
+    let paths: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["o.lr", "e.batch", "e.seed"]);
+    let combos: std::collections::BTreeSet<String> = plan.trials.iter().map(|t| format!("{:?}", t.choices)).collect();
+    assert_eq!(combos.len(), 12, "every combination once");
+}
+
+#[test]
+fn zip_pairs_and_random_search_is_seeded() {
+    let text = "experiment e { data = blobs {}, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1\n seed = sweep(1, 2, 3), batch = sweep(8, 16, 32), zip(seed, batch) }\n";
+    let plan = check_text("z.aht", text, &Options::default()).plan.unwrap();
+    let pairs: Vec<(f64, f64)> = plan.trials.iter().map(|t| (t.config.f64("seed"), t.config.f64("batch"))).collect();
+    assert_eq!(pairs, [(1., 8.), (2., 16.), (3., 32.)]);
+    let r = "optimizer o = sgd { lr = 0.1 }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1\n random(n = 5, seed = 3) { o.lr = loguniform(1e-3, 1e-1) } }\n";
+    let lrs = |t: &str| -> Vec<f64> {
+        check_text("r.aht", t, &Options::default()).plan.unwrap().trials.iter().map(|t| t.config.obj("optimizer").f64("lr")).collect()
+    };
+    let a = lrs(r);
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, lrs(r), "same seed, same samples");
+    assert!(a.iter().all(|x| (1e-3..=1e-1).contains(x)));
+    assert_ne!(a, lrs(&r.replace("seed = 3", "seed = 4")));
+}
+
+#[test]
+fn schedule_lr_comes_from_the_optimizer_that_uses_it() {
+    let text = "schedule s = adaptive {}\noptimizer a = ahtsgd { lr = 0.05, alpha = s }\noptimizer b = ahtsgd { lr = 0.5, alpha = s }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = sweep(a, b), epochs = 1 }\n";
+    let plan = check_text("l.aht", text, &Options::default()).plan.unwrap();
+    let c: Vec<f64> = plan.trials.iter().map(|t| t.config.obj("optimizer").obj("alpha").obj("map").f64("c")).collect();
+    assert!((c[0] - (1.0f64 / 0.05).ln()).abs() < 1e-12);
+    assert!((c[1] - (1.0f64 / 0.5).ln()).abs() < 1e-12);
+}
+
+#[test]
+fn set_overrides_are_type_checked_and_applied() {
+    let text = "schedule s = adaptive {}\noptimizer o = ahtsgd { lr = 0.1, alpha = s }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1 }\n";
+    let opts = Options { sets: vec!["e.epochs=3".into(), "o.lr=0.2".into(), "s.sharpness.every=20 steps".into()], allow_large: false };
+    let plan = check_text("o.aht", text, &opts).plan.unwrap();
+    let t = &plan.trials[0].config;
+    assert_eq!(t.f64("epochs"), 3.0);
+    assert_eq!(t.obj("optimizer").f64("lr"), 0.2);
+    assert_eq!(t.obj("optimizer").obj("alpha").obj("sharpness").f64("every"), 20.0);
+    let bad = Options { sets: vec!["s.sharpness.every=0.5 steps".into()], allow_large: false };
+    let checked = check_text("o.aht", text, &bad);
+    assert!(checked.diagnostics.iter().any(|d| d.code.as_str() == "aht::check::unit"));
+}
+
+#[test]
+fn resolved_source_checks_and_gives_the_same_trial() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.aht");
+    let plan = check_file(&path, &Options::default()).plan.unwrap();
+    for t in &plan.trials {
+        let src = t.resolved_source();
+        let again = check_text("resolved.aht", &src, &Options::default());
+        assert!(!again.has_errors(), "{src}\n{}", render(&again.diagnostics, &again.sources, false));
+        let p2 = again.plan.unwrap();
+        assert_eq!(p2.trials.len(), 1);
+        assert_eq!(p2.trials[0].resolved_source(), src);
+    }
+}
+
+#[test]
+fn trial_limit_is_enforced_unless_allowed() {
+    let text = "experiment e { data = blobs {}, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1, seed = sweep(0..200), max_trials = 100 }\n";
+    assert!(check_text("t.aht", text, &Options::default()).has_errors());
+    let opts = Options { allow_large: true, ..Default::default() };
+    assert_eq!(check_text("t.aht", text, &opts).plan.unwrap().trials.len(), 200);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parse_and_check_never_panic_on_arbitrary_text(s in "\\PC{0,200}") {
+        let _ = check_text("p.aht", &s, &Options::default());
+    }
+
+    #[test]
+    fn parse_and_check_never_panic_on_mutated_recipes(cut in 0usize..900, insert in "[ -~\n]{0,6}") {
+        let base = include_str!("../recipes/quickstart.aht");
+        let mut at = cut.min(base.len());
+        while !base.is_char_boundary(at) { at -= 1; }
+        let text = format!("{}{}{}", &base[..at], insert, &base[at..]);
+        let checked = check_text("m.aht", &text, &Options::default());
+        let _ = render(&checked.diagnostics, &checked.sources, false);
+        if let Ok(module) = ahtsgd::syntax::parse(ahtsgd::source::FileId(0), &text) {
+            let once = ahtsgd::fmt::format(&module, &text);
+            prop_assert_eq!(format_text(&once), once);
+        }
+    }
+}
