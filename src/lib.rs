@@ -10,3 +10,4 @@ pub mod source;
 pub mod syntax;
 pub mod fmt;
 pub mod fsutil;
+pub mod optim;

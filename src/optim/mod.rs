@@ -1,0 +1,21 @@
+//! AHTSGD and its baselines, usable from any candle program.
+//!
+//! ```
+//! use ahtsgd::optim::{AhtSgd, ParamsAhtSgd, NoiseKind, alpha::AlphaSchedule};
+//! use candle_core::{Device, Tensor, Var};
+//! let w = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &Device::Cpu)?)?;
+//! let params = ParamsAhtSgd { lr: 0.1, sigma: 0.01, noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.5)), ..Default::default() };
+//! let mut opt = AhtSgd::new(vec![("w".to_string(), w.clone())], params)?;
+//! let loss = w.as_tensor().sqr()?.sum_all()?;
+//! let t = opt.step(&loss.backward()?, 0.0, 0.0)?;
+//! assert!(t.alpha == 1.5 && t.noise_norm > 0.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod alpha;
+pub mod sgd;
+pub mod sharpness;
+pub mod stable;
+
+pub use sgd::{AhtSgd, Clip, NoiseKind, NoisePlacement, OptimError, ParamsAhtSgd, Telemetry};
+pub use sharpness::enable_second_order;

@@ -1,0 +1,253 @@
+//! Sharpness: Hessian-vector products by double backward, power iteration for λ_max, and
+//! Hutchinson's trace estimate.
+//!
+//! candle keeps the graph of gradients only when `CANDLE_GRAD_DO_NOT_DETACH=1` is set before
+//! the first backward pass of a thread; [`enable_second_order`] sets it. Without it the
+//! second-order terms are silently dropped, so [`hvp`] checks and refuses.
+
+use candle_core::{Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Turns on candle's gradient graphs (needed for HVPs). Call before any backward pass,
+/// ideally first thing in `main`, while the process has a single thread.
+pub fn enable_second_order() {
+    if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").as_deref() != Ok("1") {
+        // SAFETY: called at start-up before other threads read or write the environment.
+        unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+    }
+}
+
+/// Gradients of `loss` with respect to `vars`, with their graphs kept for a second backward.
+pub fn grads_with_graph(loss: &Tensor, vars: &[Var]) -> Result<Vec<Tensor>> {
+    let store = loss.backward()?;
+    vars.iter()
+        .map(|v| match store.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => v.as_tensor().zeros_like(),
+        })
+        .collect()
+}
+
+/// H·v from gradients that keep their graph: the gradient of Σ⟨g_i, v_i⟩.
+pub fn hvp_from_grads(grads: &[Tensor], vars: &[Var], v: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut dot: Option<Tensor> = None;
+    for (g, vi) in grads.iter().zip(v) {
+        let term = (g * vi.detach())?.sum_all()?;
+        dot = Some(match dot {
+            None => term,
+            Some(d) => (d + term)?,
+        });
+    }
+    let dot = dot.ok_or_else(|| candle_core::Error::Msg("no parameters".into()))?;
+    let store = dot.backward()?;
+    let out: Vec<Tensor> = vars
+        .iter()
+        .map(|var| match store.get(var.as_tensor()) {
+            Some(h) => Ok(h.detach()),
+            None => var.as_tensor().zeros_like(),
+        })
+        .collect::<Result<_>>()?;
+    Ok(out)
+}
+
+/// H·v of `loss` at the current parameters.
+pub fn hvp(loss: &Tensor, vars: &[Var], v: &[Tensor]) -> Result<Vec<Tensor>> {
+    if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").as_deref() != Ok("1") {
+        candle_core::bail!("Hessian-vector products need CANDLE_GRAD_DO_NOT_DETACH=1 (call optim::enable_second_order first)");
+    }
+    let grads = grads_with_graph(loss, vars)?;
+    hvp_from_grads(&grads, vars, v)
+}
+
+fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        s += (x * y)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    }
+    Ok(s)
+}
+
+fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
+    a.iter().map(|x| x.affine(k, 0.0)).collect()
+}
+
+/// Random vector with entries ±1 (Rademacher) or N(0, 1), shaped like `vars`.
+fn random_like(vars: &[Var], rng: &mut ChaCha8Rng, rademacher: bool) -> Result<Vec<Tensor>> {
+    vars.iter()
+        .map(|v| {
+            let t = v.as_tensor();
+            let n = t.elem_count();
+            let data: Vec<f64> = (0..n)
+                .map(|_| {
+                    if rademacher {
+                        if rng.random::<bool>() { 1.0 } else { -1.0 }
+                    } else {
+                        rng.sample::<f64, _>(rand_distr::StandardNormal)
+                    }
+                })
+                .collect();
+            Tensor::from_vec(data, t.shape(), t.device())?.to_dtype(t.dtype())
+        })
+        .collect()
+}
+
+/// Result of a power iteration.
+#[derive(Clone, Debug)]
+pub struct PowerIteration {
+    /// The estimate of the top eigenvalue (largest in magnitude).
+    pub lambda: f64,
+    pub iterations: usize,
+    /// The final unit vector (reuse it to warm-start the next call).
+    pub vector: Vec<Tensor>,
+}
+
+/// Top Hessian eigenvalue by power iteration: v ← Hv/‖Hv‖ until the Rayleigh quotient changes
+/// by less than `tol` (relative) or `max_iters` is reached. `warm` restarts from a previous vector.
+pub fn power_iteration(loss: &Tensor, vars: &[Var], max_iters: usize, tol: f64, warm: Option<Vec<Tensor>>, seed: u64) -> Result<PowerIteration> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut v = match warm {
+        Some(w) if w.len() == vars.len() => w,
+        _ => random_like(vars, &mut rng, false)?,
+    };
+    let norm = dot(&v, &v)?.sqrt().max(1e-30);
+    v = scale(&v, 1.0 / norm)?;
+    let grads = grads_with_graph(loss, vars)?;
+    let mut lambda = 0.0;
+    let mut iterations = 0;
+    for i in 0..max_iters.max(1) {
+        let hv = hvp_from_grads(&grads, vars, &v)?;
+        let new_lambda = dot(&hv, &v)?;
+        let norm = dot(&hv, &hv)?.sqrt();
+        iterations = i + 1;
+        if !new_lambda.is_finite() || !norm.is_finite() {
+            candle_core::bail!("the Hessian-vector product is not finite");
+        }
+        if norm < 1e-30 {
+            lambda = 0.0;
+            break;
+        }
+        v = scale(&hv, 1.0 / norm)?;
+        let converged = i > 0 && (new_lambda - lambda).abs() <= tol * new_lambda.abs().max(1e-12);
+        lambda = new_lambda;
+        if converged {
+            break;
+        }
+    }
+    Ok(PowerIteration { lambda, iterations, vector: v })
+}
+
+/// Hutchinson's estimate of tr(H) divided by the parameter count (a mean eigenvalue).
+pub fn hutchinson(loss: &Tensor, vars: &[Var], samples: usize, seed: u64) -> Result<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let grads = grads_with_graph(loss, vars)?;
+    let count: usize = vars.iter().map(|v| v.as_tensor().elem_count()).sum();
+    let mut total = 0.0;
+    for _ in 0..samples.max(1) {
+        let z = random_like(vars, &mut rng, true)?;
+        let hz = hvp_from_grads(&grads, vars, &z)?;
+        total += dot(&hz, &z)?;
+    }
+    Ok(total / samples.max(1) as f64 / count.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// f(x) = ½ xᵀAx with A = diag(1, 3, 7) rotated: eigenvalues known exactly.
+    fn quadratic() -> (Var, Tensor) {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::new(&[0.3f64, -0.2, 0.5], &dev).unwrap()).unwrap();
+        // A = Q diag(1,3,7) Qᵀ for a fixed orthogonal Q (a Householder reflection)
+        let u = [1.0f64, 2.0, 2.0];
+        let nu: f64 = u.iter().map(|x| x * x).sum();
+        let d = [1.0, 3.0, 7.0];
+        let mut a = [[0.0f64; 3]; 3];
+        let q = |i: usize, j: usize| (if i == j { 1.0 } else { 0.0 }) - 2.0 * u[i] * u[j] / nu;
+        for i in 0..3 {
+            for j in 0..3 {
+                a[i][j] = (0..3).map(|k| q(i, k) * d[k] * q(j, k)).sum();
+            }
+        }
+        let a = Tensor::new(&a, &dev).unwrap();
+        (x, a)
+    }
+
+    fn quad_loss(x: &Var, a: &Tensor) -> Tensor {
+        let xc = x.as_tensor().unsqueeze(1).unwrap();
+        (xc.t().unwrap().matmul(&a.matmul(&xc).unwrap()).unwrap().sum_all().unwrap() * 0.5).unwrap()
+    }
+
+    #[test]
+    fn hvp_of_a_quadratic_is_a_times_v() {
+        enable_second_order();
+        let (x, a) = quadratic();
+        let v = Tensor::new(&[1.0f64, -1.0, 0.5], &Device::Cpu).unwrap();
+        let hv = hvp(&quad_loss(&x, &a), std::slice::from_ref(&x), std::slice::from_ref(&v)).unwrap();
+        let want = a.matmul(&v.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap();
+        let err = (hv[0].clone() - want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+        assert!(err < 1e-12, "{err}");
+    }
+
+    #[test]
+    fn power_iteration_finds_the_top_eigenvalue() {
+        enable_second_order();
+        let (x, a) = quadratic();
+        let r = power_iteration(&quad_loss(&x, &a), std::slice::from_ref(&x), 200, 1e-10, None, 1).unwrap();
+        assert!((r.lambda - 7.0).abs() < 1e-6, "{}", r.lambda);
+        // warm start converges at once
+        let again = power_iteration(&quad_loss(&x, &a), std::slice::from_ref(&x), 200, 1e-10, Some(r.vector), 2).unwrap();
+        assert!(again.iterations <= 3, "{}", again.iterations);
+    }
+
+    #[test]
+    fn hutchinson_estimates_the_mean_eigenvalue() {
+        enable_second_order();
+        let (x, a) = quadratic();
+        // for a 3x3 matrix, Rademacher probes average to tr(A)/3 = 11/3
+        let m = hutchinson(&quad_loss(&x, &a), std::slice::from_ref(&x), 4000, 3).unwrap();
+        assert!((m - 11.0 / 3.0).abs() < 0.15, "{m}");
+    }
+
+    #[test]
+    fn mlp_hvp_matches_finite_differences_of_gradients() {
+        enable_second_order();
+        let dev = Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mk = |r: &mut ChaCha8Rng, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            let d: Vec<f64> = (0..n).map(|_| r.random::<f64>() - 0.5).collect();
+            Var::from_tensor(&Tensor::from_vec(d, shape, &dev).unwrap()).unwrap()
+        };
+        let w1 = mk(&mut rng, &[5, 4]);
+        let w2 = mk(&mut rng, &[3, 5]);
+        let x = mk(&mut rng, &[6, 4]).as_tensor().clone();
+        let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2], &dev).unwrap();
+        let vars = vec![w1.clone(), w2.clone()];
+        let loss_at = |w1: &Tensor, w2: &Tensor| {
+            let h = x.matmul(&w1.t().unwrap()).unwrap().tanh().unwrap();
+            let logits = h.matmul(&w2.t().unwrap()).unwrap();
+            candle_nn::loss::cross_entropy(&logits, &y).unwrap()
+        };
+        let v = vec![mk(&mut rng, &[5, 4]).as_tensor().clone(), mk(&mut rng, &[3, 5]).as_tensor().clone()];
+        let hv = hvp(&loss_at(w1.as_tensor(), w2.as_tensor()), &vars, &v).unwrap();
+        // central differences of the gradient along v
+        let eps = 1e-5;
+        let grad_at = |k: f64| {
+            let a = Var::from_tensor(&(w1.as_tensor() + v[0].affine(k, 0.0).unwrap()).unwrap()).unwrap();
+            let b = Var::from_tensor(&(w2.as_tensor() + v[1].affine(k, 0.0).unwrap()).unwrap()).unwrap();
+            let g = loss_at(a.as_tensor(), b.as_tensor()).backward().unwrap();
+            vec![g.get(a.as_tensor()).unwrap().detach(), g.get(b.as_tensor()).unwrap().detach()]
+        };
+        let (gp, gm) = (grad_at(eps), grad_at(-eps));
+        for i in 0..2 {
+            let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
+            let err = (&hv[i] - &fd).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            let scale = fd.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(err < 1e-6 * scale.max(1.0), "param {i}: {err} vs scale {scale}");
+        }
+        let _ = DType::F64;
+    }
+}
