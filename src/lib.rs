@@ -11,3 +11,5 @@ pub mod syntax;
 pub mod fmt;
 pub mod fsutil;
 pub mod optim;
+pub mod data;
+pub mod model;

@@ -1,0 +1,230 @@
+//! Datasets: readers, the bundled MNIST subset, synthetic tasks, and the batching pipeline.
+
+pub mod idx;
+pub mod synthetic;
+
+use crate::plan::Obj;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+
+/// A data file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{file}: {problem}")]
+    Format { file: String, problem: String },
+    #[error("{file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl DataError {
+    pub fn format(file: &str, problem: impl Into<String>) -> Self {
+        DataError::Format { file: file.to_string(), problem: problem.into() }
+    }
+}
+
+/// A classification dataset in memory: row-major f32 samples.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    /// Shape of one sample: `[features]` or `[channels, height, width]`.
+    pub sample_shape: Vec<usize>,
+    pub classes: usize,
+    pub train_x: Vec<f32>,
+    pub train_y: Vec<u32>,
+    pub test_x: Vec<f32>,
+    pub test_y: Vec<u32>,
+}
+
+impl Dataset {
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    pub fn train_len(&self) -> usize {
+        self.train_y.len()
+    }
+
+    pub fn test_len(&self) -> usize {
+        self.test_y.len()
+    }
+}
+
+const MINI: [&[u8]; 4] = [
+    include_bytes!("../../data/mnist-mini/train-images-idx3-ubyte.gz"),
+    include_bytes!("../../data/mnist-mini/train-labels-idx1-ubyte.gz"),
+    include_bytes!("../../data/mnist-mini/t10k-images-idx3-ubyte.gz"),
+    include_bytes!("../../data/mnist-mini/t10k-labels-idx1-ubyte.gz"),
+];
+
+fn from_idx(name: &str, files: [(String, Vec<u8>); 4]) -> Result<Dataset, DataError> {
+    let [(tin, ti), (tln, tl), (sin, si), (sln, sl)] = files;
+    let (n, r, c, train_px) = idx::images(&tin, &ti)?;
+    let train_y = idx::labels(&tln, &tl, 10)?;
+    let (m, r2, c2, test_px) = idx::images(&sin, &si)?;
+    let test_y = idx::labels(&sln, &sl, 10)?;
+    if train_y.len() != n {
+        return Err(DataError::format(&tln, format!("{} labels for {n} images", train_y.len())));
+    }
+    if test_y.len() != m {
+        return Err(DataError::format(&sln, format!("{} labels for {m} images", test_y.len())));
+    }
+    if (r, c) != (r2, c2) {
+        return Err(DataError::format(&sin, format!("test images are {r2}x{c2}, training images {r}x{c}")));
+    }
+    let scale = |px: Vec<u8>| px.into_iter().map(|p| p as f32 / 255.0).collect();
+    Ok(Dataset {
+        name: name.to_string(),
+        sample_shape: vec![1, r, c],
+        classes: 10,
+        train_x: scale(train_px),
+        train_y: train_y.into_iter().map(u32::from).collect(),
+        test_x: scale(test_px),
+        test_y: test_y.into_iter().map(u32::from).collect(),
+    })
+}
+
+/// The bundled MNIST subset (5,000 train / 1,000 test), from the binary itself.
+pub fn mnist_mini() -> Result<Dataset, DataError> {
+    let names = ["train-images", "train-labels", "t10k-images", "t10k-labels"];
+    let files = std::array::from_fn(|i| (format!("<bundled mnist-mini {}>", names[i]), MINI[i].to_vec()));
+    from_idx("mnist_mini", files)
+}
+
+/// MNIST-layout IDX files from a folder (raw or `.gz`).
+pub fn mnist_dir(name: &str, dir: &Path) -> Result<Dataset, DataError> {
+    let stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for stem in stems {
+        let raw = dir.join(stem);
+        let gz = dir.join(format!("{stem}.gz"));
+        let path = if raw.exists() { raw } else { gz };
+        let bytes = std::fs::read(&path).map_err(|source| DataError::Io { file: path.display().to_string(), source })?;
+        files.push((path.display().to_string(), bytes));
+    }
+    let files: [(String, Vec<u8>); 4] = files.try_into().map_err(|_| DataError::Unsupported("four files".into()))?;
+    from_idx(name, files)
+}
+
+/// Loads the dataset a checked recipe describes, then applies limits, label noise,
+/// the validation split and normalisation (all seeded by `seed`).
+pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
+    let mut d = match spec.kind {
+        "mnist_mini" => mnist_mini()?,
+        "mnist" | "fashion_mnist" => mnist_dir(spec.kind, Path::new(spec.str("path")))?,
+        "blobs" => synthetic::blobs(spec.usize("classes"), spec.usize("features"), spec.usize("samples"), spec.usize("test_samples"), spec.f64("spread"), spec.f64("seed") as u64),
+        "spirals" => synthetic::spirals(spec.usize("classes"), spec.usize("samples"), spec.usize("test_samples"), spec.f64("noise"), spec.f64("seed") as u64),
+        other => return Err(DataError::Unsupported(format!("the `{other}` reader is not available in this build yet; use mnist, fashion_mnist, mnist_mini, blobs or spirals"))),
+    };
+    let limit = |n: usize| if n == 0 { usize::MAX } else { n };
+    truncate(&mut d.train_x, &mut d.train_y, limit(spec.usize("train_limit")));
+    truncate(&mut d.test_x, &mut d.test_y, limit(spec.usize("test_limit")));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xda7a);
+    let noise = spec.f64("label_noise");
+    if noise > 0.0 {
+        for y in d.train_y.iter_mut() {
+            if rng.random::<f64>() < noise {
+                *y = rng.random_range(0..d.classes as u32);
+            }
+        }
+    }
+    let val = spec.f64("validation");
+    if val > 0.0 {
+        let n = d.train_len();
+        let k = ((n as f64) * val).round() as usize;
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.shuffle(&mut rng);
+        let (held, kept) = idx.split_at(k);
+        let len = d.sample_len();
+        let take = |ids: &[usize], x: &[f32], y: &[u32]| {
+            let mut xs = Vec::with_capacity(ids.len() * len);
+            let mut ys = Vec::with_capacity(ids.len());
+            for &i in ids {
+                xs.extend_from_slice(&x[i * len..(i + 1) * len]);
+                ys.push(y[i]);
+            }
+            (xs, ys)
+        };
+        let (vx, vy) = take(held, &d.train_x, &d.train_y);
+        let (tx, ty) = take(kept, &d.train_x, &d.train_y);
+        d.test_x = vx;
+        d.test_y = vy;
+        d.train_x = tx;
+        d.train_y = ty;
+    }
+    if spec.bool("normalize") {
+        normalize(&mut d);
+    }
+    Ok(d)
+}
+
+fn truncate(x: &mut Vec<f32>, y: &mut Vec<u32>, n: usize) {
+    if y.len() > n {
+        let per = x.len() / y.len().max(1);
+        y.truncate(n);
+        x.truncate(n * per);
+    }
+}
+
+/// Standardises each channel by the training set's mean and standard deviation.
+pub fn normalize(d: &mut Dataset) {
+    let channels = if d.sample_shape.len() == 3 { d.sample_shape[0] } else { d.sample_len() };
+    let per = d.sample_len() / channels.max(1);
+    let n = d.train_len().max(1);
+    for c in 0..channels {
+        let (mut s, mut s2) = (0.0f64, 0.0f64);
+        for i in 0..d.train_len() {
+            for &v in &d.train_x[i * d.sample_len() + c * per..i * d.sample_len() + (c + 1) * per] {
+                s += v as f64;
+                s2 += (v as f64) * (v as f64);
+            }
+        }
+        let count = (n * per) as f64;
+        let mean = s / count;
+        let sd = (s2 / count - mean * mean).max(0.0).sqrt().max(1e-6);
+        let len = d.sample_len();
+        for x in [&mut d.train_x, &mut d.test_x] {
+            for sample in x.chunks_mut(len) {
+                for v in &mut sample[c * per..(c + 1) * per] {
+                    *v = ((*v as f64 - mean) / sd) as f32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_subset_loads_with_no_files() {
+        let d = mnist_mini().unwrap();
+        assert_eq!((d.train_len(), d.test_len(), d.sample_shape.clone()), (5000, 1000, vec![1, 28, 28]));
+        // all ten digits appear
+        let mut seen = [false; 10];
+        d.train_y.iter().for_each(|y| seen[*y as usize] = true);
+        assert!(seen.iter().all(|s| *s));
+        assert!(d.train_x.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn normalisation_standardises_the_training_set() {
+        let mut d = mnist_mini().unwrap();
+        normalize(&mut d);
+        let n = d.train_x.len() as f64;
+        let mean = d.train_x.iter().map(|v| *v as f64).sum::<f64>() / n;
+        let var = d.train_x.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "{mean} {var}");
+    }
+
+    #[test]
+    fn idx_folder_with_missing_file_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = mnist_dir("mnist", dir.path()).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    }
+}

@@ -1,0 +1,344 @@
+//! Models built from candle's primitive ops, so first- and second-order gradients are right
+//! (no fused softmax, no `max_pool2d`, whose gradient is wrong in candle 0.11).
+
+use crate::plan::{Obj, Val};
+use candle_core::{D, DType, Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+/// A weight initialisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// candle-nn's default for weights: Kaiming-normal with fan-in.
+    Default,
+    Zeros,
+    Constant(f64),
+    Normal(f64),
+    Uniform(f64),
+    Xavier,
+    Kaiming,
+}
+
+impl Init {
+    pub fn from_obj(o: &Obj) -> Init {
+        match o.kind {
+            "zeros" => Init::Zeros,
+            "constant" => Init::Constant(o.f64("value")),
+            "normal" => Init::Normal(o.f64("std")),
+            "uniform" => Init::Uniform(o.f64("bound")),
+            "xavier" => Init::Xavier,
+            "kaiming" => Init::Kaiming,
+            _ => Init::Default,
+        }
+    }
+
+    fn sample(self, n: usize, fan_in: usize, fan_out: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+        let normal = |sd: f64, rng: &mut ChaCha8Rng| {
+            let d = Normal::new(0.0, sd.max(0.0)).expect("sd ≥ 0");
+            (0..n).map(|_| d.sample(rng)).collect::<Vec<f64>>()
+        };
+        let uniform = |b: f64, rng: &mut ChaCha8Rng| (0..n).map(|_| (rng.random::<f64>() * 2.0 - 1.0) * b).collect::<Vec<f64>>();
+        match self {
+            Init::Zeros => vec![0.0; n],
+            Init::Constant(c) => vec![c; n],
+            Init::Normal(sd) => normal(sd, rng),
+            Init::Uniform(b) => uniform(b, rng),
+            Init::Xavier => uniform((6.0 / (fan_in + fan_out) as f64).sqrt(), rng),
+            Init::Default | Init::Kaiming => normal((2.0 / fan_in.max(1) as f64).sqrt(), rng),
+        }
+    }
+}
+
+/// Activation functions (all from primitive ops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Tanh,
+    Sigmoid,
+    Silu,
+    Gelu,
+}
+
+impl Activation {
+    pub fn from_name(s: &str) -> Self {
+        match s {
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            "silu" => Activation::Silu,
+            "gelu" => Activation::Gelu,
+            _ => Activation::Relu,
+        }
+    }
+
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Silu => x * sigmoid(x)?,
+            Activation::Gelu => {
+                let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
+                (x * 0.5)? * (inner.tanh()? + 1.0)?
+            }
+        }
+    }
+}
+
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// 2x2 pooling by reshape: correct at first and second order.
+pub fn pool2(x: &Tensor, max: bool) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    let r = x.reshape((n, c, h / 2, 2, w / 2, 2))?;
+    if max { r.max(5)?.max(3) } else { r.mean(5)?.mean(3) }
+}
+
+struct Dense {
+    w: Var,
+    b: Var,
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
+    }
+}
+
+enum Arch {
+    Mlp { layers: Vec<Dense> },
+    Cnn { convs: Vec<Dense>, head: Vec<Dense>, max_pool: bool },
+}
+
+/// A built model: its parameters (sorted by name) and its forward pass.
+pub struct Model {
+    pub params: Vec<(String, Var)>,
+    arch: Arch,
+    act: Activation,
+    input_shape: Vec<usize>,
+}
+
+/// A model that cannot be built for its data.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Shape(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dense(name: &str, fan_in: usize, fan_out: usize, extra: &[usize], init: Init, bias_init: Init, dtype: DType, dev: &Device, rng: &mut ChaCha8Rng, params: &mut Vec<(String, Var)>) -> Result<Dense> {
+    let receptive: usize = extra.iter().product();
+    let mut shape = vec![fan_out, fan_in];
+    shape.extend_from_slice(extra);
+    let w = init.sample(fan_out * fan_in * receptive, fan_in * receptive, fan_out * receptive, rng);
+    let b = match bias_init {
+        Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
+        other => other,
+    }
+    .sample(fan_out, fan_in * receptive, fan_out, rng);
+    let w = Var::from_tensor(&Tensor::from_vec(w, shape, dev)?.to_dtype(dtype)?)?;
+    let b = Var::from_tensor(&Tensor::from_vec(b, fan_out, dev)?.to_dtype(dtype)?)?;
+    params.push((format!("{name}.weight"), w.clone()));
+    params.push((format!("{name}.bias"), b.clone()));
+    Ok(Dense { w, b })
+}
+
+impl Model {
+    /// Builds the model a checked recipe describes, for samples of `sample_shape`.
+    pub fn build(spec: &Obj, sample_shape: &[usize], classes: usize, dtype: DType, dev: &Device, seed: u64) -> std::result::Result<Model, ModelError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1417);
+        let mut params = Vec::new();
+        let init = Init::from_obj(spec.obj("init"));
+        let act = match spec.get("activation") {
+            Val::Name(_) => Activation::from_name(spec.str("activation")),
+            _ => Activation::Relu,
+        };
+        let arch = match spec.kind {
+            "mlp" => {
+                let bias_init = Init::from_obj(spec.obj("bias_init"));
+                let mut sizes = vec![sample_shape.iter().product::<usize>()];
+                sizes.extend(spec.usize_list("hidden"));
+                sizes.push(classes);
+                let layers = sizes
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| dense(&format!("fc{i}"), w[0], w[1], &[], init, bias_init, dtype, dev, &mut rng, &mut params))
+                    .collect::<Result<_>>()?;
+                Arch::Mlp { layers }
+            }
+            "cnn" => {
+                let [c, mut h, mut w] = sample_shape[..] else {
+                    return Err(ModelError::Shape(format!("a cnn needs image samples [channels, height, width], the data gives {sample_shape:?}")));
+                };
+                let bias_init = Init::from_obj(spec.obj("bias_init"));
+                let mut convs = Vec::new();
+                let mut cin = c;
+                for (i, &cout) in spec.usize_list("channels").iter().enumerate() {
+                    convs.push(dense(&format!("conv{i}"), cin, cout, &[3, 3], init, bias_init, dtype, dev, &mut rng, &mut params)?);
+                    cin = cout;
+                    h /= 2;
+                    w /= 2;
+                    if h == 0 || w == 0 {
+                        return Err(ModelError::Shape(format!("{} pooling stages shrink {:?} to nothing", i + 1, sample_shape)));
+                    }
+                }
+                let mut sizes = vec![cin * h * w];
+                sizes.extend(spec.usize_list("hidden"));
+                sizes.push(classes);
+                let head = sizes
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, wd)| dense(&format!("fc{i}"), wd[0], wd[1], &[], init, bias_init, dtype, dev, &mut rng, &mut params))
+                    .collect::<Result<_>>()?;
+                Arch::Cnn { convs, head, max_pool: spec.str("pool") == "max" }
+            }
+            other => return Err(ModelError::Unsupported(format!("`{other}` is not available in this build yet; use mlp or cnn"))),
+        };
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Model { params, arch, act, input_shape: sample_shape.to_vec() })
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
+    }
+
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Logits for a batch `[n, ...sample_shape]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Mlp { layers } => {
+                let mut h = x.flatten_from(1)?;
+                for (i, l) in layers.iter().enumerate() {
+                    h = l.forward(&h)?;
+                    if i + 1 < layers.len() {
+                        h = self.act.apply(&h)?;
+                    }
+                }
+                Ok(h)
+            }
+            Arch::Cnn { convs, head, max_pool } => {
+                let mut h = x.clone();
+                if h.rank() == 2 {
+                    let mut s = vec![h.dim(0)?];
+                    s.extend(&self.input_shape);
+                    h = h.reshape(s)?;
+                }
+                for c in convs {
+                    h = h.conv2d(c.w.as_tensor(), 1, 1, 1, 1)?.broadcast_add(&c.b.as_tensor().reshape((1, (), 1, 1))?)?;
+                    h = pool2(&self.act.apply(&h)?, *max_pool)?;
+                }
+                let mut h = h.flatten_from(1)?;
+                for (i, l) in head.iter().enumerate() {
+                    h = l.forward(&h)?;
+                    if i + 1 < head.len() {
+                        h = self.act.apply(&h)?;
+                    }
+                }
+                Ok(h)
+            }
+        }
+    }
+}
+
+/// Mean cross-entropy from logits (log-softmax from primitive ops).
+pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, y)
+}
+
+/// Number of correct predictions.
+pub fn correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
+    let pred = logits.argmax(D::Minus1)?;
+    Ok(pred.eq(y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Options, check_text};
+    use crate::optim::sharpness;
+
+    fn spec(text: &str) -> Obj {
+        let src = format!("model m = {text}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 1 }}, epochs = 1 }}\n");
+        check_text("m.aht", &src, &Options::default()).plan.expect("checks").trials[0].config.obj("model").clone()
+    }
+
+    /// Gradient and HVP of a model against central finite differences, in f64.
+    fn check_model(text: &str, shape: &[usize]) {
+        sharpness::enable_second_order();
+        let dev = Device::Cpu;
+        let m = Model::build(&spec(text), shape, 3, DType::F64, &dev, 1).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let n = 4;
+        let numel: usize = shape.iter().product();
+        let xs: Vec<f64> = (0..n * numel).map(|_| rng.random::<f64>() - 0.5).collect();
+        let mut full = vec![n];
+        full.extend(shape);
+        let x = Tensor::from_vec(xs, full, &dev).unwrap();
+        let y = Tensor::new(&[0u32, 1, 2, 1], &dev).unwrap();
+        let vars = m.vars();
+        let loss = || cross_entropy(&m.forward(&x).unwrap(), &y).unwrap();
+        let v: Vec<Tensor> = vars.iter().map(|p| p.as_tensor().rand_like(-1.0, 1.0).unwrap()).collect();
+        let grads = sharpness::grads_with_graph(&loss(), &vars).unwrap();
+        let hv = sharpness::hvp_from_grads(&grads, &vars, &v).unwrap();
+        let eps = 1e-5;
+        let shift = |k: f64| {
+            for (p, d) in vars.iter().zip(&v) {
+                p.set(&(p.as_tensor() + d.affine(k, 0.0).unwrap()).unwrap()).unwrap();
+            }
+        };
+        // directional derivative of the loss vs ⟨g, v⟩
+        shift(eps);
+        let lp = loss().to_scalar::<f64>().unwrap();
+        let gp = sharpness::grads_with_graph(&loss(), &vars).unwrap();
+        shift(-2.0 * eps);
+        let lm = loss().to_scalar::<f64>().unwrap();
+        let gm = sharpness::grads_with_graph(&loss(), &vars).unwrap();
+        shift(eps);
+        let gv: f64 = grads.iter().zip(&v).map(|(g, d)| (g * d).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()).sum();
+        assert!(((lp - lm) / (2.0 * eps) - gv).abs() < 1e-6 * gv.abs().max(1.0), "{text}: gradient");
+        for i in 0..vars.len() {
+            let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
+            let err = (&hv[i] - &fd).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(err < 1e-5, "{text}: HVP of param {i} off by {err}");
+        }
+    }
+
+    #[test]
+    fn mlp_gradient_and_hvp_match_finite_differences() {
+        check_model("mlp { hidden = [5], activation = tanh }", &[6]);
+        check_model("mlp { hidden = [4, 3], activation = gelu }", &[5]);
+    }
+
+    #[test]
+    fn cnn_gradient_and_hvp_match_finite_differences() {
+        check_model("cnn { channels = [2], hidden = [4], activation = tanh }", &[1, 6, 6]);
+        check_model("cnn { channels = [2, 3], pool = avg, activation = silu }", &[2, 8, 8]);
+    }
+
+    #[test]
+    fn max_pool_by_reshape_routes_the_whole_gradient_to_the_argmax() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::new(&[[[[1.0f64, 5.0], [2.0, 3.0]]]], &dev).unwrap()).unwrap();
+        let g = pool2(x.as_tensor(), true).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(gx, vec![0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn zero_init_gives_zero_weights_and_counts_parameters() {
+        let m = Model::build(&spec("mlp { hidden = [7], init = zeros }"), &[1, 2, 2], 3, DType::F32, &Device::Cpu, 0).unwrap();
+        assert_eq!(m.param_count(), 4 * 7 + 7 + 7 * 3 + 3);
+        let w = m.params.iter().find(|(n, _)| n == "fc0.weight").unwrap().1.as_tensor().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(w, 0.0);
+    }
+}
