@@ -116,9 +116,6 @@ impl Printer<'_> {
         self.comments[self.next..].iter().any(|c| (c.span.start as usize) >= start && (c.span.start as usize) < end)
     }
 
-    fn single_line(&self, span: crate::source::Span) -> bool {
-        !self.text[span.range()].contains('\n')
-    }
 
     fn blank_before(&self, pos: usize) -> bool {
         let before = &self.text[..pos];

@@ -13,3 +13,4 @@ pub mod fsutil;
 pub mod optim;
 pub mod data;
 pub mod model;
+pub mod train;

@@ -1,6 +1,7 @@
 //! Command-line interface. Only this module prints.
 
 mod check;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,6 +44,22 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Train every trial of a recipe and record the results
+    Run(run::RunArgs),
+    /// Write α-stable draws (one per line, or .npy with --out)
+    Sample {
+        /// Tail index in [1, 2]
+        #[arg(long)]
+        alpha: f64,
+        /// Number of draws
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write a .npy file (float64) instead of text
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the trials a recipe expands to, without running anything
     Plan {
         file: PathBuf,
@@ -64,6 +81,15 @@ pub fn run() -> i32 {
         Command::Check { files, args } => check::check(&files, &args),
         Command::Fmt { files, check } => check::fmt(&files, check),
         Command::Plan { file, args } => check::plan(&file, &args),
+        Command::Run(args) => {
+            if let Some(n) = args.threads {
+                // SAFETY: no other thread exists yet; candle's GEMM and rayon read this at start.
+                unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+            }
+            ahtsgd::optim::enable_second_order();
+            run::run(args)
+        }
+        Command::Sample { alpha, count, seed, out } => sample(alpha, count, seed, out),
     }
 }
 
@@ -71,4 +97,40 @@ pub fn run() -> i32 {
 pub fn color() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn sample(alpha: f64, count: usize, seed: u64, out: Option<PathBuf>) -> i32 {
+    if !(1.0..=2.0).contains(&alpha) {
+        eprintln!("error: --alpha {alpha} is outside [1, 2]\n  help: the tail index of a symmetric α-stable law used here lies in [1, 2]");
+        return 2;
+    }
+    let draws = ahtsgd::optim::stable::sample(alpha, seed, count);
+    match out {
+        Some(path) => {
+            let header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({count},), }}");
+            let pad = 64 - (10 + header.len() + 1) % 64;
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            let hlen = (header.len() + pad + 1) as u16;
+            bytes.extend(hlen.to_le_bytes());
+            bytes.extend(header.as_bytes());
+            bytes.extend(std::iter::repeat_n(b' ', pad));
+            bytes.push(b'\n');
+            for d in draws {
+                bytes.extend(d.to_le_bytes());
+            }
+            if let Err(e) = ahtsgd::fsutil::write_atomic(&path, &bytes) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return 2;
+            }
+            0
+        }
+        None => {
+            use std::io::Write;
+            let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+            for d in draws {
+                let _ = writeln!(o, "{d:e}");
+            }
+            0
+        }
+    }
 }

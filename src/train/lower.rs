@@ -1,0 +1,153 @@
+//! Lowering: a trial's resolved settings -> optimizer settings and schedules.
+
+use crate::optim::alpha::{AlphaMap, AlphaSchedule, Shape};
+use crate::optim::{Clip, NoiseKind, NoisePlacement, ParamsAhtSgd};
+use crate::plan::{Obj, Val};
+use crate::syntax::ast::Unit;
+
+/// How sharpness is measured, if at all.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Estimator {
+    PowerIteration { iters: usize, tol: f64, every: u64, probe: bool },
+    Hutchinson { samples: usize, every: u64, probe: bool },
+}
+
+/// Learning rate over the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrSchedule {
+    pub base: f64,
+    pub kind: LrKind,
+    pub warmup_steps: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LrKind {
+    Constant,
+    Step { every_steps: f64, factor: f64 },
+    Cosine { min: f64 },
+}
+
+impl LrSchedule {
+    pub fn at(&self, step: u64, total_steps: u64) -> f64 {
+        let s = step as f64;
+        let lr = match &self.kind {
+            LrKind::Constant => self.base,
+            LrKind::Step { every_steps, factor } => self.base * factor.powf((s / every_steps.max(1.0)).floor()),
+            LrKind::Cosine { min } => {
+                let t = (s / total_steps.max(1) as f64).min(1.0);
+                min + 0.5 * (self.base - min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        };
+        if self.warmup_steps > 0.0 && s < self.warmup_steps { lr * (s + 1.0) / self.warmup_steps } else { lr }
+    }
+}
+
+fn steps_of(v: (f64, Unit), steps_per_epoch: u64) -> f64 {
+    match v.1 {
+        Unit::Steps => v.0,
+        Unit::Epochs => v.0 * steps_per_epoch as f64,
+    }
+}
+
+/// The optimizer a trial uses.
+pub struct Lowered {
+    pub params: ParamsAhtSgd,
+    pub adam: Option<candle_nn::ParamsAdamW>,
+    pub lr: LrSchedule,
+    pub estimator: Option<Estimator>,
+}
+
+pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
+    let lr_obj = o.obj("lr_schedule");
+    let kind = match lr_obj.kind {
+        "step" => LrKind::Step { every_steps: steps_of(lr_obj.quantity("every"), steps_per_epoch), factor: lr_obj.f64("factor") },
+        "cosine" => LrKind::Cosine { min: lr_obj.f64("min") },
+        _ => LrKind::Constant,
+    };
+    let lr = LrSchedule { base: o.f64("lr"), kind, warmup_steps: steps_of(o.quantity("warmup"), steps_per_epoch) };
+    let mut params = ParamsAhtSgd { lr: lr.base, seed, ..Default::default() };
+    let has = |f: &str| o.fields.iter().any(|(n, _)| *n == f);
+    if has("momentum") {
+        params.momentum = o.f64("momentum");
+    }
+    if has("weight_decay") {
+        params.weight_decay = o.f64("weight_decay");
+    }
+    if has("nesterov") {
+        params.nesterov = o.bool("nesterov");
+    }
+    if has("noise") {
+        params.placement = if o.str("noise") == "levy_step" { NoisePlacement::LevyStep } else { NoisePlacement::Gradient };
+    }
+    if has("clip") {
+        let c = o.obj("clip");
+        params.clip = match c.kind {
+            "coordinate" => Clip::Coordinate(c.f64("max")),
+            "norm" => Clip::Norm(c.f64("max")),
+            _ => Clip::None,
+        };
+    }
+    if has("sigma") {
+        params.sigma = o.f64("sigma");
+    }
+    if has("scale_by_dim") {
+        params.scale_by_dim = o.bool("scale_by_dim");
+    }
+    let mut estimator = None;
+    let mut adam = None;
+    params.noise = match o.kind {
+        "ahtsgd" => {
+            let (s, e) = schedule(o.obj("alpha"), steps_per_epoch);
+            estimator = e;
+            NoiseKind::Stable(s)
+        }
+        "levy_sgd" => NoiseKind::Stable(AlphaSchedule::Fixed(o.f64("alpha"))),
+        "gaussian_sgd" => NoiseKind::Gaussian { eta: o.f64("eta"), gamma: o.f64("gamma") },
+        "adam" => {
+            adam = Some(candle_nn::ParamsAdamW { lr: lr.base, beta1: o.f64("beta1"), beta2: o.f64("beta2"), eps: o.f64("eps"), weight_decay: o.f64("weight_decay") });
+            NoiseKind::None
+        }
+        _ => NoiseKind::None,
+    };
+    Lowered { params, adam, lr, estimator }
+}
+
+/// An α schedule object -> schedule and sharpness estimator.
+pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimator>) {
+    let est = |s: &Obj| -> Option<Estimator> {
+        let e = s.obj("sharpness");
+        let probe = || e.str("batch") == "probe";
+        match e.kind {
+            "power_iteration" => Some(Estimator::PowerIteration { iters: e.usize("iters"), tol: e.f64("tol"), every: e.f64("every") as u64, probe: probe() }),
+            "hutchinson" => Some(Estimator::Hutchinson { samples: e.usize("samples"), every: e.f64("every") as u64, probe: probe() }),
+            _ => None,
+        }
+    };
+    match s.kind {
+        "fixed" => (AlphaSchedule::Fixed(s.f64("alpha")), None),
+        "annealed" => {
+            let shape = s.obj("shape");
+            let shape = match shape.kind {
+                "cosine" => Shape::Cosine,
+                "sigmoid" => Shape::Sigmoid(shape.f64("k")),
+                _ => Shape::Linear,
+            };
+            (AlphaSchedule::Annealed { from: s.f64("from"), to: s.f64("to"), over_steps: steps_of(s.quantity("over"), steps_per_epoch), shape }, None)
+        }
+        "adaptive" => {
+            let m = s.obj("map");
+            let map = match m.kind {
+                "trend" => AlphaMap::Trend { v: m.f64("v"), c: m.f64("c"), ema: m.f64("ema") },
+                _ => AlphaMap::Sigmoid { v: m.f64("v"), c: m.f64("c") },
+            };
+            (AlphaSchedule::Adaptive { ema: s.f64("ema"), map, initial: s.f64("initial") }, est(s))
+        }
+        _ => {
+            let expr = match s.get("alpha") {
+                Val::Expr(e) => e.clone(),
+                _ => crate::plan::SignalExpr::Const(2.0),
+            };
+            (AlphaSchedule::Custom { expr, ema: s.f64("ema") }, est(s))
+        }
+    }
+}

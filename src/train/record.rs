@@ -1,0 +1,172 @@
+//! The run record of one trial: recipe.aht, resolved.aht, metrics.jsonl, timing.jsonl, summary.json.
+
+use crate::optim::Telemetry;
+use crate::plan::Trial;
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One line of metrics.jsonl (fields absent when they do not apply).
+#[derive(Serialize, Default)]
+pub struct MetricLine {
+    pub step: u64,
+    pub epoch: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lambda_max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharpness_ema: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_norm: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_clipped: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+}
+
+impl MetricLine {
+    pub fn train(step: u64, epoch: f64, loss: f64, t: &Telemetry) -> Self {
+        MetricLine {
+            step,
+            epoch,
+            train_loss: Some(loss),
+            alpha: Some(t.alpha),
+            lambda_max: t.lambda_max,
+            sharpness_ema: t.sharpness_ema,
+            grad_norm: Some(t.grad_norm),
+            noise_norm: Some(t.noise_norm),
+            noise_clipped: Some(t.noise_clipped),
+            lr: Some(t.lr),
+            ..Default::default()
+        }
+    }
+
+    pub fn eval(step: u64, epoch: f64, loss: f64, acc: f64) -> Self {
+        MetricLine { step, epoch, test_loss: Some(loss), test_accuracy: Some(acc), ..Default::default() }
+    }
+}
+
+/// One line of timing.jsonl.
+#[derive(Serialize)]
+pub struct TimingLine {
+    pub step: u64,
+    pub wall_seconds: f64,
+    pub steps_per_s: f64,
+}
+
+/// Test metrics at one evaluation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct EvalPoint {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub epoch: f64,
+}
+
+/// summary.json
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Summary {
+    pub experiment: String,
+    pub trial: usize,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged_at_step: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub seed: u64,
+    pub threads: usize,
+    pub device: String,
+    pub dtype: String,
+    pub optimizer: String,
+    #[serde(rename = "final")]
+    pub final_: Option<EvalPoint>,
+    pub best: Option<EvalPoint>,
+    /// Evaluations in order (for early-epoch comparisons).
+    pub evals: Vec<EvalPoint>,
+    pub steps: u64,
+    pub resolved_hash: String,
+    pub ahtsgd_version: String,
+    pub candle_version: String,
+    pub wall_seconds: f64,
+    pub steps_per_s: f64,
+}
+
+impl Summary {
+    pub fn new(trial: &Trial, threads: usize, dev: &Device, dtype: DType) -> Self {
+        let opt = trial.config.obj("optimizer");
+        Summary {
+            experiment: trial.experiment.clone(),
+            trial: trial.index,
+            status: "completed".into(),
+            seed: trial.config.f64("seed") as u64,
+            threads,
+            device: if dev.is_cpu() { "cpu".into() } else { "cuda".into() },
+            dtype: format!("{dtype:?}").to_lowercase(),
+            optimizer: opt.decl.clone().unwrap_or_else(|| opt.kind.to_string()),
+            resolved_hash: sha256(&trial.resolved_source()),
+            ahtsgd_version: env!("CARGO_PKG_VERSION").into(),
+            candle_version: "0.11".into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn observe_eval(&mut self, epoch: f64, loss: f64, acc: f64) {
+        let p = EvalPoint { test_accuracy: acc, test_loss: loss, epoch };
+        if self.best.as_ref().is_none_or(|b| acc > b.test_accuracy) {
+            self.best = Some(p.clone());
+        }
+        self.final_ = Some(p.clone());
+        self.evals.push(p);
+    }
+}
+
+pub fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes one trial's folder.
+pub struct Recorder {
+    dir: PathBuf,
+    metrics: std::io::BufWriter<std::fs::File>,
+    timing: std::io::BufWriter<std::fs::File>,
+}
+
+impl Recorder {
+    pub fn create(dir: &Path, recipe: &str, resolved: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        crate::fsutil::write_atomic(&dir.join("recipe.aht"), recipe.as_bytes())?;
+        crate::fsutil::write_atomic(&dir.join("resolved.aht"), resolved.as_bytes())?;
+        let open = |n: &str| std::fs::File::create(dir.join(n)).map(std::io::BufWriter::new);
+        Ok(Recorder { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, timing: open("timing.jsonl")? })
+    }
+
+    pub fn metric(&mut self, m: &MetricLine) -> std::io::Result<()> {
+        writeln!(self.metrics, "{}", serde_json::to_string(m).map_err(std::io::Error::other)?)
+    }
+
+    pub fn timing(&mut self, t: &TimingLine) -> std::io::Result<()> {
+        writeln!(self.timing, "{}", serde_json::to_string(t).map_err(std::io::Error::other)?)
+    }
+
+    pub fn finish(mut self, s: &Summary) -> std::io::Result<()> {
+        self.metrics.flush()?;
+        self.timing.flush()?;
+        let json = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.dir.join("summary.json"), json.as_bytes())
+    }
+}
+
+/// The summary of a finished trial in `dir`, if there is one.
+pub fn read_summary(dir: &Path) -> Option<Summary> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()
+}
