@@ -217,7 +217,9 @@ pub struct JsonPlace {
 
 /// Renders diagnostics for a terminal with miette (without colour when `color` is false).
 pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
-    use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource};
+    use miette::{
+        GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource,
+    };
     let theme = if color {
         GraphicalTheme::unicode()
     } else {
@@ -241,11 +243,13 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String 
             ));
             for (rel, label) in &d.related {
                 if rel.file == span.file {
-                    md = md.with_label(LabeledSpan::new_with_span(Some(label.clone()), rel.range()));
+                    md =
+                        md.with_label(LabeledSpan::new_with_span(Some(label.clone()), rel.range()));
                 }
             }
             let file = sources.get(span.file);
-            miette::Report::new(md).with_source_code(NamedSource::new(file.name.clone(), file.text.to_string()))
+            miette::Report::new(md)
+                .with_source_code(NamedSource::new(file.name.clone(), file.text.to_string()))
         } else {
             miette::Report::new(md)
         };
@@ -281,8 +285,10 @@ impl Diagnostics {
 
     /// Sorted by file and position, with exact repeats removed.
     pub fn finish(mut self) -> Vec<Diagnostic> {
-        self.0.sort_by_key(|d| d.span.map(|s| (s.file, s.start, s.end)));
-        self.0.dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
+        self.0
+            .sort_by_key(|d| d.span.map(|s| (s.file, s.start, s.end)));
+        self.0
+            .dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
         self.0
     }
 }

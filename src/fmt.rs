@@ -12,7 +12,13 @@ const WIDTH: usize = 100;
 
 /// Formats a parsed module; `text` is the source it was parsed from (for comments and layout).
 pub fn format(module: &Module, text: &str) -> String {
-    let mut p = Printer { out: String::new(), text, comments: module.comments.clone(), next: 0, indent: 0 };
+    let mut p = Printer {
+        out: String::new(),
+        text,
+        comments: module.comments.clone(),
+        next: 0,
+        indent: 0,
+    };
     let mut prev: Option<(&Item, bool)> = None;
     for item in &module.items {
         let start = item_span(item).start as usize;
@@ -33,7 +39,11 @@ pub fn format(module: &Module, text: &str) -> String {
                 (Item::Import(_), Item::Import(_)) => false,
                 // one-line declarations of one kind may stay together
                 (Item::Decl(a), Item::Decl(b)) => {
-                    a.kind.node != b.kind.node || p.blank_before(start) || !prev_one_line || !one_line || body != at
+                    a.kind.node != b.kind.node
+                        || p.blank_before(start)
+                        || !prev_one_line
+                        || !one_line
+                        || body != at
                 }
                 _ => true,
             };
@@ -78,13 +88,19 @@ impl Printer<'_> {
     /// Comments that start before `pos`, each on its own line (blank lines between kept once).
     fn own_line_comments(&mut self, pos: usize, first: bool) {
         let mut last_end: Option<usize> = None;
-        while self.next < self.comments.len() && (self.comments[self.next].span.start as usize) < pos {
+        while self.next < self.comments.len()
+            && (self.comments[self.next].span.start as usize) < pos
+        {
             let c = self.comments[self.next].clone();
             if let Some(e) = last_end {
                 if self.text[e..c.span.start as usize].matches('\n').count() > 1 {
                     self.out.push('\n');
                 }
-            } else if !first && self.blank_before(c.span.start as usize) && !self.out.ends_with("\n\n") && !self.out.ends_with("{\n") {
+            } else if !first
+                && self.blank_before(c.span.start as usize)
+                && !self.out.ends_with("\n\n")
+                && !self.out.ends_with("{\n")
+            {
                 self.out.push('\n');
             }
             self.pad();
@@ -93,11 +109,13 @@ impl Printer<'_> {
             last_end = Some(c.span.end as usize);
             self.next += 1;
         }
-        if let Some(e) = last_end {
-            if pos <= self.text.len() && self.text[e..pos.min(self.text.len())].matches('\n').count() > 1 && !first {
+        if let Some(e) = last_end
+            && pos <= self.text.len()
+                && self.text[e..pos.min(self.text.len())].matches('\n').count() > 1
+                && !first
+            {
                 self.out.push('\n');
             }
-        }
     }
 
     /// A comment on the same line right after `end`.
@@ -113,9 +131,10 @@ impl Printer<'_> {
     }
 
     fn has_comments_in(&self, start: usize, end: usize) -> bool {
-        self.comments[self.next..].iter().any(|c| (c.span.start as usize) >= start && (c.span.start as usize) < end)
+        self.comments[self.next..]
+            .iter()
+            .any(|c| (c.span.start as usize) >= start && (c.span.start as usize) < end)
     }
-
 
     fn blank_before(&self, pos: usize) -> bool {
         let before = &self.text[..pos];
@@ -155,7 +174,14 @@ impl Printer<'_> {
         }
         let one_line = !self.text[start..end].contains('\n') && !self.has_comments_in(start, end);
         if one_line {
-            let inline = format!("{{ {} }}", b.entries.iter().map(|e| self.entry_inline(e)).collect::<Vec<_>>().join(", "));
+            let inline = format!(
+                "{{ {} }}",
+                b.entries
+                    .iter()
+                    .map(|e| self.entry_inline(e))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
             if self.out.len() - line_start + inline.len() <= WIDTH {
                 self.out.push_str(&inline);
@@ -166,7 +192,10 @@ impl Printer<'_> {
         self.indent += 1;
         for (i, e) in b.entries.iter().enumerate() {
             let s = e.span().start as usize;
-            if i > 0 && self.blank_before(s) && !self.comment_between(b.entries[i - 1].span().end as usize, s) {
+            if i > 0
+                && self.blank_before(s)
+                && !self.comment_between(b.entries[i - 1].span().end as usize, s)
+            {
                 self.out.push('\n');
             }
             self.own_line_comments(s, i == 0);
@@ -182,7 +211,9 @@ impl Printer<'_> {
     }
 
     fn comment_between(&self, a: usize, b: usize) -> bool {
-        self.comments[self.next..].iter().any(|c| (c.span.start as usize) >= a && (c.span.start as usize) < b)
+        self.comments[self.next..]
+            .iter()
+            .any(|c| (c.span.start as usize) >= a && (c.span.start as usize) < b)
     }
 
     fn entry(&mut self, e: &Entry) {
@@ -193,7 +224,8 @@ impl Printer<'_> {
                 self.expr(&f.value);
             }
             Entry::Random { args, block, .. } => {
-                self.out.push_str(&format!("random({}) ", args_inline(args)));
+                self.out
+                    .push_str(&format!("random({}) ", args_inline(args)));
                 self.block(block);
             }
             Entry::Zip { .. } => {
@@ -206,9 +238,21 @@ impl Printer<'_> {
     fn entry_inline(&self, e: &Entry) -> String {
         match e {
             Entry::Field(f) => format!("{} = {}", f.path.dotted(), expr_inline(&f.value)),
-            Entry::Zip { paths, .. } => format!("zip({})", paths.iter().map(Path::dotted).collect::<Vec<_>>().join(", ")),
+            Entry::Zip { paths, .. } => format!(
+                "zip({})",
+                paths
+                    .iter()
+                    .map(Path::dotted)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Entry::Random { args, block, .. } => {
-                let inner = block.entries.iter().map(|e| self.entry_inline(e)).collect::<Vec<_>>().join(", ");
+                let inner = block
+                    .entries
+                    .iter()
+                    .map(|e| self.entry_inline(e))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if inner.is_empty() {
                     format!("random({}) {{}}", args_inline(args))
                 } else {
@@ -269,7 +313,10 @@ pub fn expr_inline(e: &Expr) -> String {
             format!("{text} {name}")
         }
         ExprKind::Ref(n) => n.clone(),
-        ExprKind::List(items) => format!("[{}]", items.iter().map(expr_inline).collect::<Vec<_>>().join(", ")),
+        ExprKind::List(items) => format!(
+            "[{}]",
+            items.iter().map(expr_inline).collect::<Vec<_>>().join(", ")
+        ),
         ExprKind::Object { kind, block } => {
             if block.entries.is_empty() {
                 format!("{} {{}}", kind.node)
@@ -278,8 +325,17 @@ pub fn expr_inline(e: &Expr) -> String {
                     .entries
                     .iter()
                     .map(|en| match en {
-                        Entry::Field(f) => format!("{} = {}", f.path.dotted(), expr_inline(&f.value)),
-                        Entry::Zip { paths, .. } => format!("zip({})", paths.iter().map(Path::dotted).collect::<Vec<_>>().join(", ")),
+                        Entry::Field(f) => {
+                            format!("{} = {}", f.path.dotted(), expr_inline(&f.value))
+                        }
+                        Entry::Zip { paths, .. } => format!(
+                            "zip({})",
+                            paths
+                                .iter()
+                                .map(Path::dotted)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                         Entry::Random { args, .. } => format!("random({}) {{}}", args_inline(args)),
                     })
                     .collect();
@@ -288,7 +344,9 @@ pub fn expr_inline(e: &Expr) -> String {
         }
         ExprKind::Call { name, args } => format!("{}({})", name.node, args_inline(args)),
         ExprKind::Neg(x) => format!("-{}", expr_inline(x)),
-        ExprKind::Binary { op, lhs, rhs } => format!("{} {} {}", expr_inline(lhs), op.symbol(), expr_inline(rhs)),
+        ExprKind::Binary { op, lhs, rhs } => {
+            format!("{} {} {}", expr_inline(lhs), op.symbol(), expr_inline(rhs))
+        }
         ExprKind::Range(a, b) => format!("{}..{}", expr_inline(a), expr_inline(b)),
         ExprKind::Paren(x) => format!("({})", expr_inline(x)),
     }

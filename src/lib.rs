@@ -4,13 +4,13 @@
 //! every error at once) → lowering and training.
 
 pub mod check;
+pub mod data;
 pub mod diagnostic;
+pub mod fmt;
+pub mod fsutil;
+pub mod model;
+pub mod optim;
 pub mod plan;
 pub mod source;
 pub mod syntax;
-pub mod fmt;
-pub mod fsutil;
-pub mod optim;
-pub mod data;
-pub mod model;
 pub mod train;

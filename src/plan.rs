@@ -71,8 +71,7 @@ pub fn fmt_num(v: f64, int: bool) -> String {
     if int && v.fract() == 0.0 && v.abs() < 9e15 {
         format!("{}", v as i64)
     } else {
-        let s = format!("{v:?}");
-        if s.contains('e') { s.replace("e-", "e-").replace('e', "e") } else { s }
+        format!("{v:?}")
     }
 }
 
@@ -95,7 +94,13 @@ impl Obj {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("checked {} `{}` has no field `{name}`", self.category.noun(), self.kind))
+            .unwrap_or_else(|| {
+                panic!(
+                    "checked {} `{}` has no field `{name}`",
+                    self.category.noun(),
+                    self.kind
+                )
+            })
     }
 
     pub fn f64(&self, name: &str) -> f64 {
@@ -136,7 +141,11 @@ impl Obj {
 
     pub fn usize_list(&self, name: &str) -> Vec<usize> {
         match self.get(name) {
-            Val::List(items) => items.iter().filter_map(Val::as_f64).map(|v| v as usize).collect(),
+            Val::List(items) => items
+                .iter()
+                .filter_map(Val::as_f64)
+                .map(|v| v as usize)
+                .collect(),
             other => panic!("field `{name}` is not a list: {other:?}"),
         }
     }
@@ -185,9 +194,15 @@ impl Signal {
     }
 
     pub fn from_name(s: &str) -> Option<Self> {
-        [Signal::Step, Signal::Epoch, Signal::Progress, Signal::LambdaMax, Signal::SharpnessEma]
-            .into_iter()
-            .find(|x| x.name() == s)
+        [
+            Signal::Step,
+            Signal::Epoch,
+            Signal::Progress,
+            Signal::LambdaMax,
+            Signal::SharpnessEma,
+        ]
+        .into_iter()
+        .find(|x| x.name() == s)
     }
 }
 
@@ -239,7 +254,12 @@ impl SignalExpr {
             SignalExpr::Neg(e) => format!("-{}", e.to_source_prec(3)),
             SignalExpr::Bin(op, a, b) => {
                 let p = op.precedence();
-                format!("{} {} {}", a.to_source_prec(p), op.symbol(), b.to_source_prec(p + 1))
+                format!(
+                    "{} {} {}",
+                    a.to_source_prec(p),
+                    op.symbol(),
+                    b.to_source_prec(p + 1)
+                )
             }
             SignalExpr::Call(name, args) => {
                 let args: Vec<String> = args.iter().map(SignalExpr::to_source).collect();

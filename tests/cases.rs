@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn cases(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases").join(dir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/cases")
+        .join(dir);
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -63,17 +65,39 @@ fn run_err(stage: &str, seen: &mut BTreeSet<String>) {
     let root = env!("CARGO_MANIFEST_DIR");
     for path in cases(&format!("{stage}/err")) {
         let (expect, opts) = headers(&path);
-        assert!(!expect.is_empty(), "{}: err cases need `# expect: CODE`", path.display());
+        assert!(
+            !expect.is_empty(),
+            "{}: err cases need `# expect: CODE`",
+            path.display()
+        );
         let checked = check_case(&path, &opts);
-        let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
+        let codes: Vec<&str> = checked
+            .diagnostics
+            .iter()
+            .map(|d| d.code.as_str())
+            .collect();
         for e in &expect {
-            assert!(codes.contains(&e.as_str()), "{}: expected {e}, got {codes:?}\n{}", path.display(), render(&checked.diagnostics, &checked.sources, false));
+            assert!(
+                codes.contains(&e.as_str()),
+                "{}: expected {e}, got {codes:?}\n{}",
+                path.display(),
+                render(&checked.diagnostics, &checked.sources, false)
+            );
             seen.insert(e.clone());
         }
-        assert!(checked.plan.is_none(), "{}: errors must withhold the plan", path.display());
+        assert!(
+            checked.plan.is_none(),
+            "{}: errors must withhold the plan",
+            path.display()
+        );
         for d in &checked.diagnostics {
             let loc = d.location(&checked.sources);
-            assert!(loc.is_some(), "{}: diagnostic without a location: {}", path.display(), d.message);
+            assert!(
+                loc.is_some(),
+                "{}: diagnostic without a location: {}",
+                path.display(),
+                d.message
+            );
         }
         let rendered = render(&checked.diagnostics, &checked.sources, false).replace(root, "$ROOT");
         let snap = path.with_extension("stderr");
@@ -115,10 +139,15 @@ fn err_cases_report_their_codes_and_match_snapshots() {
     let missing: Vec<&str> = Code::ALL
         .iter()
         .map(|c| c.as_str())
-        .filter(|c| !c.starts_with("aht::data") && !c.starts_with("aht::run") && *c != "aht::load::io")
+        .filter(|c| {
+            !c.starts_with("aht::data") && !c.starts_with("aht::run") && *c != "aht::load::io"
+        })
         .filter(|c| !seen.contains(*c))
         .collect();
-    assert!(missing.is_empty(), "codes without an error case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "codes without an error case: {missing:?}"
+    );
 }
 
 #[test]

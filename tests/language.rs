@@ -26,8 +26,18 @@ fn files(dir: &str, ext: &str) -> Vec<std::path::PathBuf> {
 /// Plans of two recipe texts, compared by their resolved trials.
 fn plan_fingerprint(name: &str, text: &str) -> Vec<String> {
     let checked = check_text(name, text, &Options::default());
-    assert!(!checked.has_errors(), "{name}:\n{}", render(&checked.diagnostics, &checked.sources, false));
-    checked.plan.unwrap().trials.iter().map(|t| format!("{} {:?} {}", t.index, t.choices, t.resolved_source())).collect()
+    assert!(
+        !checked.has_errors(),
+        "{name}:\n{}",
+        render(&checked.diagnostics, &checked.sources, false)
+    );
+    checked
+        .plan
+        .unwrap()
+        .trials
+        .iter()
+        .map(|t| format!("{} {:?} {}", t.index, t.choices, t.resolved_source()))
+        .collect()
 }
 
 fn format_text(text: &str) -> String {
@@ -43,19 +53,41 @@ fn every_recipe_checks_and_is_formatted() {
     assert!(!recipes.is_empty());
     for path in recipes {
         let checked = check_file(&path, &Options::default());
-        assert!(!checked.has_errors(), "{}:\n{}", path.display(), render(&checked.diagnostics, &checked.sources, false));
+        assert!(
+            !checked.has_errors(),
+            "{}:\n{}",
+            path.display(),
+            render(&checked.diagnostics, &checked.sources, false)
+        );
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(format_text(&text), text, "{} is not in canonical format (run `ahtsgd fmt`)", path.display());
+        assert_eq!(
+            format_text(&text),
+            text,
+            "{} is not in canonical format (run `ahtsgd fmt`)",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn quickstart_plans_ten_trials() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.aht");
-    let plan = check_file(&path, &Options::default()).plan.expect("quickstart checks");
+    let plan = check_file(&path, &Options::default())
+        .plan
+        .expect("quickstart checks");
     assert_eq!(plan.trials.len(), 10);
-    let arms: Vec<&str> = plan.trials.iter().map(|t| t.choices[0].1.as_str()).collect();
-    assert_eq!(arms, ["aht"; 5].into_iter().chain(["plain"; 5]).collect::<Vec<_>>());
+    let arms: Vec<&str> = plan
+        .trials
+        .iter()
+        .map(|t| t.choices[0].1.as_str())
+        .collect();
+    assert_eq!(
+        arms,
+        ["aht"; 5]
+            .into_iter()
+            .chain(["plain"; 5])
+            .collect::<Vec<_>>()
+    );
     let seeds: Vec<f64> = plan.trials.iter().map(|t| t.config.f64("seed")).collect();
     assert_eq!(seeds, [0., 1., 2., 3., 4., 0., 1., 2., 3., 4.]);
 }
@@ -73,7 +105,11 @@ fn docs_blocks_check() {
             count += 1;
             let name = format!("{}#{count}", path.display());
             let checked = check_text(&name, block, &Options::default());
-            assert!(!checked.has_errors(), "{name}:\n{}", render(&checked.diagnostics, &checked.sources, false));
+            assert!(
+                !checked.has_errors(),
+                "{name}:\n{}",
+                render(&checked.diagnostics, &checked.sources, false)
+            );
             rest = &body[end..];
         }
     }
@@ -89,9 +125,20 @@ fn formatting_is_idempotent_and_keeps_meaning_of_every_case() {
             let twice = format_text(&once);
             assert_eq!(once, twice, "{}: fmt is not idempotent", path.display());
             let comments = |t: &str| t.matches('#').count();
-            assert_eq!(comments(&text), comments(&once), "{}: fmt lost a comment", path.display());
-            if dir != "tests/cases/parse/ok" && !text.contains("import") && !text.contains("# set:") {
-                assert_eq!(plan_fingerprint("a.aht", &text), plan_fingerprint("b.aht", &once), "{}: fmt changed the plan", path.display());
+            assert_eq!(
+                comments(&text),
+                comments(&once),
+                "{}: fmt lost a comment",
+                path.display()
+            );
+            if dir != "tests/cases/parse/ok" && !text.contains("import") && !text.contains("# set:")
+            {
+                assert_eq!(
+                    plan_fingerprint("a.aht", &text),
+                    plan_fingerprint("b.aht", &once),
+                    "{}: fmt changed the plan",
+                    path.display()
+                );
             }
         }
     }
@@ -113,7 +160,11 @@ fn sweeps_expand_as_a_cartesian_product_in_source_order() {
     let first: Vec<(String, String)> = plan.trials[0].choices.clone();
     let paths: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths, ["o.lr", "e.batch", "e.seed"]);
-    let combos: std::collections::BTreeSet<String> = plan.trials.iter().map(|t| format!("{:?}", t.choices)).collect();
+    let combos: std::collections::BTreeSet<String> = plan
+        .trials
+        .iter()
+        .map(|t| format!("{:?}", t.choices))
+        .collect();
     assert_eq!(combos.len(), 12, "every combination once");
 }
 
@@ -121,11 +172,21 @@ fn sweeps_expand_as_a_cartesian_product_in_source_order() {
 fn zip_pairs_and_random_search_is_seeded() {
     let text = "experiment e { data = blobs {}, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1\n seed = sweep(1, 2, 3), batch = sweep(8, 16, 32), zip(seed, batch) }\n";
     let plan = check_text("z.aht", text, &Options::default()).plan.unwrap();
-    let pairs: Vec<(f64, f64)> = plan.trials.iter().map(|t| (t.config.f64("seed"), t.config.f64("batch"))).collect();
+    let pairs: Vec<(f64, f64)> = plan
+        .trials
+        .iter()
+        .map(|t| (t.config.f64("seed"), t.config.f64("batch")))
+        .collect();
     assert_eq!(pairs, [(1., 8.), (2., 16.), (3., 32.)]);
     let r = "optimizer o = sgd { lr = 0.1 }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1\n random(n = 5, seed = 3) { o.lr = loguniform(1e-3, 1e-1) } }\n";
     let lrs = |t: &str| -> Vec<f64> {
-        check_text("r.aht", t, &Options::default()).plan.unwrap().trials.iter().map(|t| t.config.obj("optimizer").f64("lr")).collect()
+        check_text("r.aht", t, &Options::default())
+            .plan
+            .unwrap()
+            .trials
+            .iter()
+            .map(|t| t.config.obj("optimizer").f64("lr"))
+            .collect()
     };
     let a = lrs(r);
     assert_eq!(a.len(), 5);
@@ -138,7 +199,11 @@ fn zip_pairs_and_random_search_is_seeded() {
 fn schedule_lr_comes_from_the_optimizer_that_uses_it() {
     let text = "schedule s = adaptive {}\noptimizer a = ahtsgd { lr = 0.05, alpha = s }\noptimizer b = ahtsgd { lr = 0.5, alpha = s }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = sweep(a, b), epochs = 1 }\n";
     let plan = check_text("l.aht", text, &Options::default()).plan.unwrap();
-    let c: Vec<f64> = plan.trials.iter().map(|t| t.config.obj("optimizer").obj("alpha").obj("map").f64("c")).collect();
+    let c: Vec<f64> = plan
+        .trials
+        .iter()
+        .map(|t| t.config.obj("optimizer").obj("alpha").obj("map").f64("c"))
+        .collect();
     assert!((c[0] - (1.0f64 / 0.05).ln()).abs() < 1e-12);
     assert!((c[1] - (1.0f64 / 0.5).ln()).abs() < 1e-12);
 }
@@ -146,15 +211,36 @@ fn schedule_lr_comes_from_the_optimizer_that_uses_it() {
 #[test]
 fn set_overrides_are_type_checked_and_applied() {
     let text = "schedule s = adaptive {}\noptimizer o = ahtsgd { lr = 0.1, alpha = s }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1 }\n";
-    let opts = Options { sets: vec!["e.epochs=3".into(), "o.lr=0.2".into(), "s.sharpness.every=20 steps".into()], allow_large: false };
+    let opts = Options {
+        sets: vec![
+            "e.epochs=3".into(),
+            "o.lr=0.2".into(),
+            "s.sharpness.every=20 steps".into(),
+        ],
+        allow_large: false,
+    };
     let plan = check_text("o.aht", text, &opts).plan.unwrap();
     let t = &plan.trials[0].config;
     assert_eq!(t.f64("epochs"), 3.0);
     assert_eq!(t.obj("optimizer").f64("lr"), 0.2);
-    assert_eq!(t.obj("optimizer").obj("alpha").obj("sharpness").f64("every"), 20.0);
-    let bad = Options { sets: vec!["s.sharpness.every=0.5 steps".into()], allow_large: false };
+    assert_eq!(
+        t.obj("optimizer")
+            .obj("alpha")
+            .obj("sharpness")
+            .f64("every"),
+        20.0
+    );
+    let bad = Options {
+        sets: vec!["s.sharpness.every=0.5 steps".into()],
+        allow_large: false,
+    };
     let checked = check_text("o.aht", text, &bad);
-    assert!(checked.diagnostics.iter().any(|d| d.code.as_str() == "aht::check::unit"));
+    assert!(
+        checked
+            .diagnostics
+            .iter()
+            .any(|d| d.code.as_str() == "aht::check::unit")
+    );
 }
 
 #[test]
@@ -164,7 +250,11 @@ fn resolved_source_checks_and_gives_the_same_trial() {
     for t in &plan.trials {
         let src = t.resolved_source();
         let again = check_text("resolved.aht", &src, &Options::default());
-        assert!(!again.has_errors(), "{src}\n{}", render(&again.diagnostics, &again.sources, false));
+        assert!(
+            !again.has_errors(),
+            "{src}\n{}",
+            render(&again.diagnostics, &again.sources, false)
+        );
         let p2 = again.plan.unwrap();
         assert_eq!(p2.trials.len(), 1);
         assert_eq!(p2.trials[0].resolved_source(), src);
@@ -175,8 +265,14 @@ fn resolved_source_checks_and_gives_the_same_trial() {
 fn trial_limit_is_enforced_unless_allowed() {
     let text = "experiment e { data = blobs {}, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1, seed = sweep(0..200), max_trials = 100 }\n";
     assert!(check_text("t.aht", text, &Options::default()).has_errors());
-    let opts = Options { allow_large: true, ..Default::default() };
-    assert_eq!(check_text("t.aht", text, &opts).plan.unwrap().trials.len(), 200);
+    let opts = Options {
+        allow_large: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        check_text("t.aht", text, &opts).plan.unwrap().trials.len(),
+        200
+    );
 }
 
 proptest! {

@@ -45,23 +45,40 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                 match env.lr {
                     Some(lr) => SignalExpr::Const(lr),
                     None => {
-                        return Err(Diagnostic::error(Code::NotConstant, "`lr` is only known inside a schedule or optimizer")
-                            .at(expr.span, "no learning rate here")
-                            .help("use a number, or move this into a schedule used by an optimizer"));
+                        return Err(Diagnostic::error(
+                            Code::NotConstant,
+                            "`lr` is only known inside a schedule or optimizer",
+                        )
+                        .at(expr.span, "no learning rate here")
+                        .help("use a number, or move this into a schedule used by an optimizer"));
                     }
                 }
             } else if let Some(sig) = Signal::from_name(name) {
                 if !env.signals {
-                    return Err(Diagnostic::error(Code::NotConstant, format!("`{name}` is a training signal, not a constant"))
-                        .at(expr.span, "changes during training")
-                        .help("signals may appear only in `custom { alpha = ... }` schedules"));
+                    return Err(Diagnostic::error(
+                        Code::NotConstant,
+                        format!("`{name}` is a training signal, not a constant"),
+                    )
+                    .at(expr.span, "changes during training")
+                    .help("signals may appear only in `custom { alpha = ... }` schedules"));
                 }
                 SignalExpr::Signal(sig)
             } else {
-                let candidates: Vec<&str> = if env.signals { SIGNALS.to_vec() } else { vec!["lr"] };
-                return Err(Diagnostic::error(Code::UnknownName, format!("unknown name `{name}` in an expression"))
-                    .at(expr.span, "not a number or signal")
-                    .help(suggest::help(name, "names usable here", candidates.iter().copied())));
+                let candidates: Vec<&str> = if env.signals {
+                    SIGNALS.to_vec()
+                } else {
+                    vec!["lr"]
+                };
+                return Err(Diagnostic::error(
+                    Code::UnknownName,
+                    format!("unknown name `{name}` in an expression"),
+                )
+                .at(expr.span, "not a number or signal")
+                .help(suggest::help(
+                    name,
+                    "names usable here",
+                    candidates.iter().copied(),
+                )));
             }
         }
         ExprKind::Call { name, args } => {
@@ -69,34 +86,84 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                 return Err(sweep_misplaced(expr));
             }
             let Some(&(_, arity)) = FUNCTIONS.iter().find(|(f, _)| *f == name.node) else {
-                return Err(Diagnostic::error(Code::UnknownFunction, format!("unknown function `{}`", name.node))
-                    .at(name.span, "no such function")
-                    .help(suggest::help(&name.node, "functions", FUNCTIONS.iter().map(|(f, _)| *f))));
+                return Err(Diagnostic::error(
+                    Code::UnknownFunction,
+                    format!("unknown function `{}`", name.node),
+                )
+                .at(name.span, "no such function")
+                .help(suggest::help(
+                    &name.node,
+                    "functions",
+                    FUNCTIONS.iter().map(|(f, _)| *f),
+                )));
             };
             if args.len() != arity || args.iter().any(|a| a.name.is_some()) {
-                return Err(Diagnostic::error(Code::Arity, format!("`{}` takes {arity} positional argument(s), got {}", name.node, args.len()))
-                    .at(expr.span, "wrong arguments")
-                    .help(format!("write `{}({})`", name.node, vec!["x"; arity].join(", "))));
+                return Err(Diagnostic::error(
+                    Code::Arity,
+                    format!(
+                        "`{}` takes {arity} positional argument(s), got {}",
+                        name.node,
+                        args.len()
+                    ),
+                )
+                .at(expr.span, "wrong arguments")
+                .help(format!(
+                    "write `{}({})`",
+                    name.node,
+                    vec!["x"; arity].join(", ")
+                )));
             }
-            let vals = args.iter().map(|a| eval(&a.value, env)).collect::<Result<Vec<_>, _>>()?;
+            let vals = args
+                .iter()
+                .map(|a| eval(&a.value, env))
+                .collect::<Result<Vec<_>, _>>()?;
             if vals.iter().all(|v| matches!(v, SignalExpr::Const(_))) {
-                let xs: Vec<f64> = vals.iter().map(|v| if let SignalExpr::Const(x) = v { *x } else { 0.0 }).collect();
+                let xs: Vec<f64> = vals
+                    .iter()
+                    .map(|v| {
+                        if let SignalExpr::Const(x) = v {
+                            *x
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
                 let r = apply_fn(&name.node, &xs);
                 if !r.is_finite() {
-                    return Err(Diagnostic::error(Code::Arithmetic, format!("`{}` has no finite value here", snippet(expr)))
-                        .at(expr.span, format!("{}({}) is not finite", name.node, xs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")))
-                        .help("log and sqrt need positive arguments"));
+                    return Err(Diagnostic::error(
+                        Code::Arithmetic,
+                        format!("`{}` has no finite value here", snippet(expr)),
+                    )
+                    .at(
+                        expr.span,
+                        format!(
+                            "{}({}) is not finite",
+                            name.node,
+                            xs.iter()
+                                .map(|x| x.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .help("log and sqrt need positive arguments"));
                 }
                 SignalExpr::Const(r)
             } else {
-                let fname = FUNCTIONS.iter().find(|(f, _)| *f == name.node).map(|(f, _)| *f).unwrap_or("log");
+                let fname = FUNCTIONS
+                    .iter()
+                    .find(|(f, _)| *f == name.node)
+                    .map(|(f, _)| *f)
+                    .unwrap_or("log");
                 SignalExpr::Call(fname, vals)
             }
         }
         ExprKind::Range(..) => {
-            return Err(Diagnostic::error(Code::SweepMisplaced, "a range is only allowed inside `sweep(...)`")
-                .at(expr.span, "range here")
-                .help("write `sweep(0..5)` to run one trial per value"));
+            return Err(Diagnostic::error(
+                Code::SweepMisplaced,
+                "a range is only allowed inside `sweep(...)`",
+            )
+            .at(expr.span, "range here")
+            .help("write `sweep(0..5)` to run one trial per value"));
         }
         _ => {
             return Err(Diagnostic::error(Code::Type, "expected a number")
@@ -111,9 +178,11 @@ fn finite(v: f64, expr: &Expr) -> Result<SignalExpr, Diagnostic> {
     if v.is_finite() {
         Ok(SignalExpr::Const(v))
     } else {
-        Err(Diagnostic::error(Code::Arithmetic, "the result is not a finite number")
-            .at(expr.span, "overflows")
-            .help("keep values below about 1.8e308"))
+        Err(
+            Diagnostic::error(Code::Arithmetic, "the result is not a finite number")
+                .at(expr.span, "overflows")
+                .help("keep values below about 1.8e308"),
+        )
     }
 }
 

@@ -21,7 +21,9 @@ pub fn load_file(path: &Path, diags: &mut Diagnostics) -> Loaded {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let canon = canonical(path);
-            let id = loaded.sources.add(path.display().to_string(), Some(&canon), text);
+            let id = loaded
+                .sources
+                .add(path.display().to_string(), Some(&canon), text);
             loaded.root = Some(id);
             visit(&mut loaded, id, &mut vec![id], diags);
         }
@@ -76,9 +78,12 @@ fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut D
                     .map(|f| loaded.sources.get(*f).name.clone())
                     .collect();
                 diags.push(
-                    Diagnostic::error(Code::ImportCycle, format!("import cycle: {}", chain.join(" -> ")))
-                        .at(span, "imports a file that is still being loaded")
-                        .help("move the shared declarations into a third file that both import"),
+                    Diagnostic::error(
+                        Code::ImportCycle,
+                        format!("import cycle: {}", chain.join(" -> ")),
+                    )
+                    .at(span, "imports a file that is still being loaded")
+                    .help("move the shared declarations into a third file that both import"),
                 );
             }
             continue;
@@ -92,9 +97,15 @@ fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut D
                 stack.pop();
             }
             Err(e) => diags.push(
-                Diagnostic::error(Code::ImportMissing, format!("cannot import `{}`: {e}", target.node))
-                    .at(span, "no such file")
-                    .help(format!("imports are relative to the importing file's folder ({})", dir.display())),
+                Diagnostic::error(
+                    Code::ImportMissing,
+                    format!("cannot import `{}`: {e}", target.node),
+                )
+                .at(span, "no such file")
+                .help(format!(
+                    "imports are relative to the importing file's folder ({})",
+                    dir.display()
+                )),
             ),
         }
     }

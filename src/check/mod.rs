@@ -79,8 +79,18 @@ pub fn check_text(name: &str, text: &str, opts: &Options) -> Checked {
 fn finish(mut loaded: Loaded, opts: &Options, mut diags: Diagnostics) -> Checked {
     let plan = check_loaded(&mut loaded, opts, &mut diags);
     let diagnostics = diags.finish();
-    let plan = if diagnostics.iter().any(Diagnostic::is_error) { None } else { plan };
-    Checked { sources: loaded.sources, modules: loaded.modules, root: loaded.root, plan, diagnostics }
+    let plan = if diagnostics.iter().any(Diagnostic::is_error) {
+        None
+    } else {
+        plan
+    };
+    Checked {
+        sources: loaded.sources,
+        modules: loaded.modules,
+        root: loaded.root,
+        plan,
+        diagnostics,
+    }
 }
 
 fn check_loaded(loaded: &mut Loaded, opts: &Options, diags: &mut Diagnostics) -> Option<Plan> {
@@ -90,7 +100,12 @@ fn check_loaded(loaded: &mut Loaded, opts: &Options, diags: &mut Diagnostics) ->
     plan
 }
 
-fn check_modules(modules: &[(FileId, Module)], sources: &mut SourceMap, opts: &Options, diags: &mut Diagnostics) -> Option<Plan> {
+fn check_modules(
+    modules: &[(FileId, Module)],
+    sources: &mut SourceMap,
+    opts: &Options,
+    diags: &mut Diagnostics,
+) -> Option<Plan> {
     // versions and declarations
     let mut decls: BTreeMap<String, &Decl> = BTreeMap::new();
     let mut order: Vec<&Decl> = Vec::new();
@@ -108,9 +123,12 @@ fn check_modules(modules: &[(FileId, Module)], sources: &mut SourceMap, opts: &O
                         );
                     } else if v.node != 1 {
                         diags.push(
-                            Diagnostic::error(Code::Version, format!("language version {} is not supported", v.node))
-                                .at(v.span, "unknown version")
-                                .help("this build reads `version = 1`"),
+                            Diagnostic::error(
+                                Code::Version,
+                                format!("language version {} is not supported", v.node),
+                            )
+                            .at(v.span, "unknown version")
+                            .help("this build reads `version = 1`"),
                         );
                     }
                     version_seen = Some(v.span);
@@ -139,8 +157,15 @@ fn check_modules(modules: &[(FileId, Module)], sources: &mut SourceMap, opts: &O
     let mut exp_sets: BTreeMap<String, Vec<(Vec<Ident>, Expr)>> = BTreeMap::new();
     for (i, set) in opts.sets.iter().enumerate() {
         if let Some((name, path, value)) = parse_set(r.sources, i, set, &table, diags) {
-            let is_exp = table.decls.get(&name).is_some_and(|d| d.kind.node == DeclKind::Experiment);
-            let target = if is_exp { &mut exp_sets } else { &mut r.overrides };
+            let is_exp = table
+                .decls
+                .get(&name)
+                .is_some_and(|d| d.kind.node == DeclKind::Experiment);
+            let target = if is_exp {
+                &mut exp_sets
+            } else {
+                &mut r.overrides
+            };
             target.entry(name).or_default().push((path, value));
         }
     }
@@ -151,7 +176,10 @@ fn check_modules(modules: &[(FileId, Module)], sources: &mut SourceMap, opts: &O
         if cat == Category::Experiment {
             continue;
         }
-        let env = Env { lr: (cat == Category::Schedule).then_some(0.1), signals: false };
+        let env = Env {
+            lr: (cat == Category::Schedule).then_some(0.1),
+            signals: false,
+        };
         r.decl(&d.name.node, &env);
     }
 
@@ -159,7 +187,11 @@ fn check_modules(modules: &[(FileId, Module)], sources: &mut SourceMap, opts: &O
     for d in order.iter().filter(|d| d.kind.node == DeclKind::Experiment) {
         let start = plan.trials.len();
         expand_experiment(&mut r, d, exp_sets.get(&d.name.node), opts, &mut plan);
-        plan.experiments.push(ExperimentPlan { name: d.name.node.clone(), span: d.name.span, trials: start..plan.trials.len() });
+        plan.experiments.push(ExperimentPlan {
+            name: d.name.node.clone(),
+            span: d.name.span,
+            trials: start..plan.trials.len(),
+        });
     }
     let ok = !r.diags.has_errors();
     diags.0.append(&mut r.diags.0);
@@ -167,7 +199,13 @@ fn check_modules(modules: &[(FileId, Module)], sources: &mut SourceMap, opts: &O
 }
 
 /// `name.path=value` -> declaration name, field path, parsed value.
-fn parse_set(sources: &mut SourceMap, i: usize, set: &str, table: &Table, diags: &mut Diagnostics) -> Option<(String, Vec<Ident>, Expr)> {
+fn parse_set(
+    sources: &mut SourceMap,
+    i: usize,
+    set: &str,
+    table: &Table,
+    diags: &mut Diagnostics,
+) -> Option<(String, Vec<Ident>, Expr)> {
     let file = sources.add(format!("--set #{}", i + 1), None, set);
     let span_all = crate::source::Span::new(file, 0, set.len());
     let Some(eq) = set.find('=') else {
@@ -198,16 +236,27 @@ fn parse_set(sources: &mut SourceMap, i: usize, set: &str, table: &Table, diags:
         diags.push(
             Diagnostic::error(Code::Set, "a --set path names a declaration and a field")
                 .at(parts[0].span, "only one name")
-                .help(format!("write `--set DECL.{}={}`", parts[0].node, &set[eq + 1..])),
+                .help(format!(
+                    "write `--set DECL.{}={}`",
+                    parts[0].node,
+                    &set[eq + 1..]
+                )),
         );
         return None;
     }
     let name = parts.remove(0);
     if !table.decls.contains_key(&name.node) {
         diags.push(
-            Diagnostic::error(Code::Set, format!("`--set` names `{}`, which is not declared", name.node))
-                .at(name.span, "not declared")
-                .help(suggest::help(&name.node, "declarations", table.decls.keys().map(String::as_str))),
+            Diagnostic::error(
+                Code::Set,
+                format!("`--set` names `{}`, which is not declared", name.node),
+            )
+            .at(name.span, "not declared")
+            .help(suggest::help(
+                &name.node,
+                "declarations",
+                table.decls.keys().map(String::as_str),
+            )),
         );
         return None;
     }
@@ -223,10 +272,20 @@ fn parse_set(sources: &mut SourceMap, i: usize, set: &str, table: &Table, diags:
 
 fn site_path(exp: &str, path: &[Ident]) -> String {
     let dotted: Vec<&str> = path.iter().map(|p| p.node.as_str()).collect();
-    if path.len() == 1 { format!("{exp}.{}", dotted[0]) } else { dotted.join(".") }
+    if path.len() == 1 {
+        format!("{exp}.{}", dotted[0])
+    } else {
+        dotted.join(".")
+    }
 }
 
-fn expand_experiment(r: &mut Resolver, d: &Decl, sets: Option<&Vec<(Vec<Ident>, Expr)>>, opts: &Options, plan: &mut Plan) {
+fn expand_experiment(
+    r: &mut Resolver,
+    d: &Decl,
+    sets: Option<&Vec<(Vec<Ident>, Expr)>>,
+    opts: &Options,
+    plan: &mut Plan,
+) {
     let name = d.name.node.as_str();
     r.exp_overrides.clear();
     r.injected.clear();
@@ -242,29 +301,47 @@ fn expand_experiment(r: &mut Resolver, d: &Decl, sets: Option<&Vec<(Vec<Ident>, 
     let mut chain = vec![d];
     while let DeclBody::Derive { base, .. } = &chain.last().expect("non-empty").body {
         match r.table.decls.get(&base.node) {
-            Some(b) if !chain.iter().any(|c| c.name.node == b.name.node) && b.kind.node == DeclKind::Experiment => chain.push(b),
+            Some(b)
+                if !chain.iter().any(|c| c.name.node == b.name.node)
+                    && b.kind.node == DeclKind::Experiment =>
+            {
+                chain.push(b)
+            }
             _ => break,
         }
     }
     let mut random_group = None;
     for decl in chain.iter().rev() {
-        let Some(block) = decl.body.block() else { continue };
+        let Some(block) = decl.body.block() else {
+            continue;
+        };
         for entry in &block.entries {
             match entry {
                 Entry::Field(f) if f.path.parts.len() > 1 => {
                     let target = &f.path.parts[0];
                     if r.table.decls.contains_key(&target.node) {
-                        r.exp_overrides.entry(target.node.clone()).or_default().push((f.path.parts[1..].to_vec(), f.value.clone()));
+                        r.exp_overrides
+                            .entry(target.node.clone())
+                            .or_default()
+                            .push((f.path.parts[1..].to_vec(), f.value.clone()));
                     } else {
                         local.push(
-                            Diagnostic::error(Code::Path, format!("`{}` does not name a declaration", target.node))
-                                .at(target.span, "not declared")
-                                .help(suggest::help(&target.node, "declarations", r.table.decls.keys().map(String::as_str))),
+                            Diagnostic::error(
+                                Code::Path,
+                                format!("`{}` does not name a declaration", target.node),
+                            )
+                            .at(target.span, "not declared")
+                            .help(suggest::help(
+                                &target.node,
+                                "declarations",
+                                r.table.decls.keys().map(String::as_str),
+                            )),
                         );
                     }
                 }
                 Entry::Zip { paths, span } => {
-                    let group: Vec<String> = paths.iter().map(|p| site_path(name, &p.parts)).collect();
+                    let group: Vec<String> =
+                        paths.iter().map(|p| site_path(name, &p.parts)).collect();
                     if group.len() < 2 {
                         local.push(
                             Diagnostic::error(Code::Zip, "`zip` needs at least two fields")
@@ -296,21 +373,26 @@ fn expand_experiment(r: &mut Resolver, d: &Decl, sets: Option<&Vec<(Vec<Ident>, 
         return;
     }
 
-    let limit_field = |r: &mut Resolver| -> usize { if opts.allow_large { HARD_TRIAL_LIMIT } else { r.diags.0.len().max(0) } };
-    let _ = limit_field;
-    let mut state = Expansion { limit: None, exceeded: false, first: true };
+    let mut state = Expansion {
+        limit: None,
+        exceeded: false,
+        first: true,
+    };
     let choices = BTreeMap::new();
     dfs(r, d, kind, &fields, choices, &mut state, opts, plan);
     if state.exceeded {
         let limit = state.limit.unwrap_or(0);
         r.diags.push(
-            Diagnostic::error(Code::TooManyTrials, format!("experiment `{name}` expands to more than {limit} trials"))
-                .at(d.name.span, "too many trials")
-                .help(if opts.allow_large || limit >= HARD_TRIAL_LIMIT {
-                    format!("no recipe may exceed {HARD_TRIAL_LIMIT} trials: split the sweep")
-                } else {
-                    "raise `max_trials` in the experiment, or pass --allow-large".into()
-                }),
+            Diagnostic::error(
+                Code::TooManyTrials,
+                format!("experiment `{name}` expands to more than {limit} trials"),
+            )
+            .at(d.name.span, "too many trials")
+            .help(if opts.allow_large || limit >= HARD_TRIAL_LIMIT {
+                format!("no recipe may exceed {HARD_TRIAL_LIMIT} trials: split the sweep")
+            } else {
+                "raise `max_trials` in the experiment, or pass --allow-large".into()
+            }),
         );
     }
     // every zipped path must be a sweep
@@ -351,19 +433,34 @@ fn dfs(
     r.pending = None;
     r.picked.clear();
     let errors_before = r.diags.0.len();
-    let obj = r.object(kind, fields.to_vec(), Some(d.name.node.clone()), &d.name.node, &Env::default(), d.name.span);
+    let obj = r.object(
+        kind,
+        fields.to_vec(),
+        Some(d.name.node.clone()),
+        &d.name.node,
+        &Env::default(),
+        d.name.span,
+    );
     if r.diags.0.len() > errors_before || obj.is_none() {
         return;
     }
     let obj = obj.expect("checked");
     if st.first {
         st.first = false;
-        let limit = if opts.allow_large { HARD_TRIAL_LIMIT } else { (obj.f64("max_trials") as usize).min(HARD_TRIAL_LIMIT) };
+        let limit = if opts.allow_large {
+            HARD_TRIAL_LIMIT
+        } else {
+            (obj.f64("max_trials") as usize).min(HARD_TRIAL_LIMIT)
+        };
         st.limit = Some(limit);
     }
     match r.pending.take() {
         None => {
-            let start = plan.experiments.iter().map(|e| e.trials.len()).sum::<usize>();
+            let start = plan
+                .experiments
+                .iter()
+                .map(|e| e.trials.len())
+                .sum::<usize>();
             let count = plan.trials.len() - start;
             if count >= st.limit.unwrap_or(HARD_TRIAL_LIMIT) {
                 st.exceeded = true;
@@ -379,7 +476,11 @@ fn dfs(
         Some((path, n)) => {
             let base = r.choices.clone();
             let members: Vec<String> = if let Some(g) = r.injected.get(&path).map(|i| i.group) {
-                r.injected.iter().filter(|(_, i)| i.group == g).map(|(p, _)| p.clone()).collect()
+                r.injected
+                    .iter()
+                    .filter(|(_, i)| i.group == g)
+                    .map(|(p, _)| p.clone())
+                    .collect()
             } else if let Some((g, _)) = r.groups.iter().find(|(g, _)| g.contains(&path)) {
                 g.clone()
             } else {
@@ -400,7 +501,13 @@ fn dfs(
 }
 
 /// `random(n = 20, seed = 1) { path = distribution, ... }` -> sampled alternatives per path.
-fn random_sites(exp: &str, args: &[crate::syntax::ast::Arg], block: &crate::syntax::ast::Block, span: crate::source::Span, diags: &mut Diagnostics) -> Option<Vec<(String, Vec<Expr>)>> {
+fn random_sites(
+    exp: &str,
+    args: &[crate::syntax::ast::Arg],
+    block: &crate::syntax::ast::Block,
+    span: crate::source::Span,
+    diags: &mut Diagnostics,
+) -> Option<Vec<(String, Vec<Expr>)>> {
     let mut n = None;
     let mut seed = 0u64;
     for a in args {
@@ -418,9 +525,20 @@ fn random_sites(exp: &str, args: &[crate::syntax::ast::Arg], block: &crate::synt
             Some("seed") if eval::is_whole(v) && v >= 0.0 => seed = v as u64,
             Some("n") | Some("seed") => {
                 diags.push(
-                    Diagnostic::error(Code::Random, format!("`{}` must be a whole number{}", key.unwrap_or(""), if key == Some("n") { " from 1 to 1000000" } else { " ≥ 0" }))
-                        .at(a.value.span, "bad value")
-                        .help("write `random(n = 20, seed = 1) { ... }`"),
+                    Diagnostic::error(
+                        Code::Random,
+                        format!(
+                            "`{}` must be a whole number{}",
+                            key.unwrap_or(""),
+                            if key == Some("n") {
+                                " from 1 to 1000000"
+                            } else {
+                                " ≥ 0"
+                            }
+                        ),
+                    )
+                    .at(a.value.span, "bad value")
+                    .help("write `random(n = 20, seed = 1) { ... }`"),
                 );
                 return None;
             }
@@ -445,11 +563,18 @@ fn random_sites(exp: &str, args: &[crate::syntax::ast::Arg], block: &crate::synt
     let mut out = Vec::new();
     for (j, entry) in block.entries.iter().enumerate() {
         let Entry::Field(f) = entry else {
-            diags.push(Diagnostic::error(Code::Random, "only fields go inside `random { }`").at(entry.span(), "not a field").help("write `path = uniform(a, b)`"));
+            diags.push(
+                Diagnostic::error(Code::Random, "only fields go inside `random { }`")
+                    .at(entry.span(), "not a field")
+                    .help("write `path = uniform(a, b)`"),
+            );
             continue;
         };
         let path = site_path(exp, &f.path.parts);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(j as u64));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(j as u64),
+        );
         let ExprKind::Call { name, args } = &f.value.node else {
             diags.push(random_dist_error(&f.value));
             continue;
@@ -457,25 +582,47 @@ fn random_sites(exp: &str, args: &[crate::syntax::ast::Arg], block: &crate::synt
         let dist = name.node.as_str();
         if dist == "choice" {
             if args.is_empty() {
-                diags.push(Diagnostic::error(Code::Random, "`choice` needs at least one value").at(f.value.span, "empty").help("write `choice(a, b, c)`"));
+                diags.push(
+                    Diagnostic::error(Code::Random, "`choice` needs at least one value")
+                        .at(f.value.span, "empty")
+                        .help("write `choice(a, b, c)`"),
+                );
                 continue;
             }
-            out.push((path, (0..n).map(|_| args[rng.random_range(0..args.len())].value.clone()).collect()));
+            out.push((
+                path,
+                (0..n)
+                    .map(|_| args[rng.random_range(0..args.len())].value.clone())
+                    .collect(),
+            ));
             continue;
         }
         if !["uniform", "loguniform", "randint"].contains(&dist) {
             diags.push(random_dist_error(&f.value));
             continue;
         }
-        let bounds: Vec<f64> = args.iter().filter_map(|a| match eval::eval(&a.value, &Env::default()) {
-            Ok(SignalExpr::Const(v)) => Some(v),
-            _ => None,
-        }).collect();
+        let bounds: Vec<f64> = args
+            .iter()
+            .filter_map(|a| match eval::eval(&a.value, &Env::default()) {
+                Ok(SignalExpr::Const(v)) => Some(v),
+                _ => None,
+            })
+            .collect();
         let [lo, hi] = bounds[..] else {
-            diags.push(Diagnostic::error(Code::Arity, format!("`{dist}` takes (low, high) as numbers")).at(f.value.span, "wrong arguments").help(format!("write `{dist}(1e-3, 1e-1)`")));
+            diags.push(
+                Diagnostic::error(
+                    Code::Arity,
+                    format!("`{dist}` takes (low, high) as numbers"),
+                )
+                .at(f.value.span, "wrong arguments")
+                .help(format!("write `{dist}(1e-3, 1e-1)`")),
+            );
             continue;
         };
-        if hi < lo || (dist == "loguniform" && lo <= 0.0) || (dist == "randint" && !(eval::is_whole(lo) && eval::is_whole(hi))) {
+        if hi < lo
+            || (dist == "loguniform" && lo <= 0.0)
+            || (dist == "randint" && !(eval::is_whole(lo) && eval::is_whole(hi)))
+        {
             diags.push(
                 Diagnostic::error(Code::Range, format!("bad bounds for `{dist}`"))
                     .at(f.value.span, "bounds")
@@ -486,8 +633,16 @@ fn random_sites(exp: &str, args: &[crate::syntax::ast::Arg], block: &crate::synt
         let alts = (0..n)
             .map(|_| match dist {
                 "uniform" => number_expr(lo + (hi - lo) * rng.random::<f64>(), false, f.value.span),
-                "loguniform" => number_expr((lo.ln() + (hi.ln() - lo.ln()) * rng.random::<f64>()).exp(), false, f.value.span),
-                _ => number_expr(rng.random_range(lo as i64..=hi as i64) as f64, true, f.value.span),
+                "loguniform" => number_expr(
+                    (lo.ln() + (hi.ln() - lo.ln()) * rng.random::<f64>()).exp(),
+                    false,
+                    f.value.span,
+                ),
+                _ => number_expr(
+                    rng.random_range(lo as i64..=hi as i64) as f64,
+                    true,
+                    f.value.span,
+                ),
             })
             .collect();
         out.push((path, alts));

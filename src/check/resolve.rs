@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::plan::{Obj, SignalExpr, Val};
 use crate::source::{SourceMap, Span, Spanned};
-use crate::syntax::ast::{Arg, Block, Decl, DeclBody, DeclKind, Entry, Expr, ExprKind, Ident, Unit};
+use crate::syntax::ast::{
+    Arg, Block, Decl, DeclBody, DeclKind, Entry, Expr, ExprKind, Ident, Unit,
+};
 
 use super::eval::{self, Env, is_whole};
 use super::schema::{self, Category, FieldSpec, KindSpec, SWEEPS, Ty};
@@ -39,16 +41,22 @@ pub fn category_of(kind: DeclKind) -> Category {
     }
 }
 
+/// A declaration's kind and fields after its `with` chain.
+pub type Merged = (&'static KindSpec, Vec<FieldSrc>);
+
 /// The declarations of a recipe, by name.
 pub struct Table<'m> {
     pub decls: BTreeMap<String, &'m Decl>,
     /// Declarations after following `with` chains: kind and merged fields.
-    merged: RefCell<HashMap<String, Option<(&'static KindSpec, Vec<FieldSrc>)>>>,
+    merged: RefCell<HashMap<String, Option<Merged>>>,
 }
 
 impl<'m> Table<'m> {
     pub fn new(decls: BTreeMap<String, &'m Decl>) -> Self {
-        Table { decls, merged: RefCell::default() }
+        Table {
+            decls,
+            merged: RefCell::default(),
+        }
     }
 
     pub fn names_of(&self, cat: Category) -> Vec<&str> {
@@ -60,7 +68,11 @@ impl<'m> Table<'m> {
     }
 
     /// The kind and the fields of a declaration after its `with` chain.
-    pub fn merged(&self, name: &str, diags: &mut Diagnostics) -> Option<(&'static KindSpec, Vec<FieldSrc>)> {
+    pub fn merged(
+        &self,
+        name: &str,
+        diags: &mut Diagnostics,
+    ) -> Option<(&'static KindSpec, Vec<FieldSrc>)> {
         if let Some(m) = self.merged.borrow().get(name) {
             return m.clone();
         }
@@ -69,7 +81,12 @@ impl<'m> Table<'m> {
         m
     }
 
-    fn merge(&self, name: &str, chain: &mut Vec<String>, diags: &mut Diagnostics) -> Option<(&'static KindSpec, Vec<FieldSrc>)> {
+    fn merge(
+        &self,
+        name: &str,
+        chain: &mut Vec<String>,
+        diags: &mut Diagnostics,
+    ) -> Option<(&'static KindSpec, Vec<FieldSrc>)> {
         let decl = *self.decls.get(name)?;
         let cat = category_of(decl.kind.node);
         chain.push(name.to_string());
@@ -77,9 +94,16 @@ impl<'m> Table<'m> {
             DeclBody::Block(block) => {
                 if cat != Category::Experiment {
                     diags.push(
-                        Diagnostic::error(Code::MissingField, format!("{} `{name}` needs a kind", cat.noun()))
-                            .at(decl.name.span, "no kind given")
-                            .help(format!("write `{} {name} = KIND {{ ... }}`; kinds: {}", decl.kind.node.keyword(), kind_list(cat))),
+                        Diagnostic::error(
+                            Code::MissingField,
+                            format!("{} `{name}` needs a kind", cat.noun()),
+                        )
+                        .at(decl.name.span, "no kind given")
+                        .help(format!(
+                            "write `{} {name} = KIND {{ ... }}`; kinds: {}",
+                            decl.kind.node.keyword(),
+                            kind_list(cat)
+                        )),
                     );
                     None
                 } else {
@@ -96,16 +120,33 @@ impl<'m> Table<'m> {
                     None
                 } else {
                     match schema::kind(cat, &kind.node) {
-                        Some(k) => Some((k, block.as_ref().map(|b| block_fields(b, false, diags)).unwrap_or_default())),
+                        Some(k) => Some((
+                            k,
+                            block
+                                .as_ref()
+                                .map(|b| block_fields(b, false, diags))
+                                .unwrap_or_default(),
+                        )),
                         None => {
-                            let mut d = Diagnostic::error(Code::UnknownKind, format!("unknown {} kind `{}`", cat.noun(), kind.node))
-                                .at(kind.span, "no such kind");
-                            if let Some(other) = self.decls.get(&kind.node).filter(|o| category_of(o.kind.node) == cat) {
+                            let mut d = Diagnostic::error(
+                                Code::UnknownKind,
+                                format!("unknown {} kind `{}`", cat.noun(), kind.node),
+                            )
+                            .at(kind.span, "no such kind");
+                            if let Some(other) = self
+                                .decls
+                                .get(&kind.node)
+                                .filter(|o| category_of(o.kind.node) == cat)
+                            {
                                 d = d
                                     .help(format!("`{}` is a declaration: to extend it write `= {} with {{ ... }}`", kind.node, kind.node))
                                     .related(other.name.span, "declared here");
                             } else {
-                                d = d.help(suggest::help(&kind.node, &format!("{} kinds", cat.noun()), schema::kinds(cat).map(|k| k.name)));
+                                d = d.help(suggest::help(
+                                    &kind.node,
+                                    &format!("{} kinds", cat.noun()),
+                                    schema::kinds(cat).map(|k| k.name),
+                                ));
                             }
                             diags.push(d);
                             None
@@ -125,18 +166,40 @@ impl<'m> Table<'m> {
                     match self.decls.get(&base.node) {
                         None => {
                             diags.push(
-                                Diagnostic::error(Code::UnknownName, format!("`{name}` extends `{}`, which is not declared", base.node))
-                                    .at(base.span, "not declared")
-                                    .help(suggest::help(&base.node, &format!("{} declarations", cat.noun()), self.names_of(cat))),
+                                Diagnostic::error(
+                                    Code::UnknownName,
+                                    format!(
+                                        "`{name}` extends `{}`, which is not declared",
+                                        base.node
+                                    ),
+                                )
+                                .at(base.span, "not declared")
+                                .help(suggest::help(
+                                    &base.node,
+                                    &format!("{} declarations", cat.noun()),
+                                    self.names_of(cat),
+                                )),
                             );
                             None
                         }
                         Some(b) if category_of(b.kind.node) != cat => {
                             diags.push(
-                                Diagnostic::error(Code::DeriveKind, format!("a {} cannot extend the {} `{}`", cat.noun(), category_of(b.kind.node).noun(), base.node))
-                                    .at(base.span, format!("this is a {}", b.kind.node.keyword()))
-                                    .related(b.name.span, "declared here")
-                                    .help(suggest::help(&base.node, &format!("{} declarations", cat.noun()), self.names_of(cat))),
+                                Diagnostic::error(
+                                    Code::DeriveKind,
+                                    format!(
+                                        "a {} cannot extend the {} `{}`",
+                                        cat.noun(),
+                                        category_of(b.kind.node).noun(),
+                                        base.node
+                                    ),
+                                )
+                                .at(base.span, format!("this is a {}", b.kind.node.keyword()))
+                                .related(b.name.span, "declared here")
+                                .help(suggest::help(
+                                    &base.node,
+                                    &format!("{} declarations", cat.noun()),
+                                    self.names_of(cat),
+                                )),
                             );
                             None
                         }
@@ -156,7 +219,10 @@ impl<'m> Table<'m> {
 }
 
 fn kind_list(cat: Category) -> String {
-    schema::kinds(cat).map(|k| format!("`{}`", k.name)).collect::<Vec<_>>().join(", ")
+    schema::kinds(cat)
+        .map(|k| format!("`{}`", k.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces or adds a field (overrides from `with`).
@@ -178,9 +244,23 @@ fn apply_field(fields: &mut Vec<FieldSrc>, f: FieldSrc) {
 pub fn apply_override(fields: &mut Vec<FieldSrc>, path: &[Ident], value: Expr) {
     let (first, rest) = path.split_first().expect("paths are non-empty");
     if rest.is_empty() {
-        apply_field(fields, FieldSrc { name: first.clone(), value: Some(value), nested: Vec::new() });
+        apply_field(
+            fields,
+            FieldSrc {
+                name: first.clone(),
+                value: Some(value),
+                nested: Vec::new(),
+            },
+        );
     } else {
-        apply_field(fields, FieldSrc { name: first.clone(), value: None, nested: vec![(rest.to_vec(), value)] });
+        apply_field(
+            fields,
+            FieldSrc {
+                name: first.clone(),
+                value: None,
+                nested: vec![(rest.to_vec(), value)],
+            },
+        );
     }
 }
 
@@ -194,24 +274,43 @@ fn block_fields(block: &Block, experiment: bool, diags: &mut Diagnostics) -> Vec
                 let name = &f.path.parts[0];
                 if let Some(prev) = out.iter().find(|x| x.name.node == name.node) {
                     diags.push(
-                        Diagnostic::error(Code::DuplicateField, format!("field `{}` is given twice", name.node))
-                            .at(name.span, "given again here")
-                            .related(prev.name.span, "first given here")
-                            .help("remove one of them"),
+                        Diagnostic::error(
+                            Code::DuplicateField,
+                            format!("field `{}` is given twice", name.node),
+                        )
+                        .at(name.span, "given again here")
+                        .related(prev.name.span, "first given here")
+                        .help("remove one of them"),
                     );
                     continue;
                 }
-                out.push(FieldSrc { name: name.clone(), value: Some(f.value.clone()), nested: Vec::new() });
+                out.push(FieldSrc {
+                    name: name.clone(),
+                    value: Some(f.value.clone()),
+                    nested: Vec::new(),
+                });
             }
             Entry::Field(f) if !experiment => diags.push(
-                Diagnostic::error(Code::Path, format!("`{}`: dotted paths are only allowed in experiments", f.path.dotted()))
-                    .at(f.path.span, "dotted path")
-                    .help(format!("set the nested field inside its block: `{} = kind {{ {} = ... }}`", f.path.parts[0].node, f.path.parts[1].node)),
+                Diagnostic::error(
+                    Code::Path,
+                    format!(
+                        "`{}`: dotted paths are only allowed in experiments",
+                        f.path.dotted()
+                    ),
+                )
+                .at(f.path.span, "dotted path")
+                .help(format!(
+                    "set the nested field inside its block: `{} = kind {{ {} = ... }}`",
+                    f.path.parts[0].node, f.path.parts[1].node
+                )),
             ),
             Entry::Zip { span, .. } | Entry::Random { span, .. } if !experiment => diags.push(
-                Diagnostic::error(Code::Path, "`zip` and `random` are only allowed in experiments")
-                    .at(*span, "not in an experiment")
-                    .help("move this into the experiment that sweeps these fields"),
+                Diagnostic::error(
+                    Code::Path,
+                    "`zip` and `random` are only allowed in experiments",
+                )
+                .at(*span, "not in an experiment")
+                .help("move this into the experiment that sweeps these fields"),
             ),
             _ => {}
         }
@@ -301,7 +400,13 @@ impl<'t, 'm> Resolver<'t, 'm> {
             self.diags = d;
             m?
         };
-        for (path, value) in self.overrides.get(name).into_iter().flatten().chain(self.exp_overrides.get(name).into_iter().flatten()) {
+        for (path, value) in self
+            .overrides
+            .get(name)
+            .into_iter()
+            .flatten()
+            .chain(self.exp_overrides.get(name).into_iter().flatten())
+        {
             apply_override(&mut fields, path, value.clone());
         }
         self.visited.insert(name.to_string());
@@ -311,16 +416,43 @@ impl<'t, 'm> Resolver<'t, 'm> {
     }
 
     /// Builds an object of a kind from its fields, filling defaults.
-    pub fn object(&mut self, kind: &'static KindSpec, fields: Vec<FieldSrc>, decl: Option<String>, prefix: &str, env: &Env, span: Span) -> Option<Obj> {
+    pub fn object(
+        &mut self,
+        kind: &'static KindSpec,
+        fields: Vec<FieldSrc>,
+        decl: Option<String>,
+        prefix: &str,
+        env: &Env,
+        span: Span,
+    ) -> Option<Obj> {
         let mut ok = true;
         for f in &fields {
             if kind.field(&f.name.node).is_none() {
                 ok = false;
-                let where_ = if kind.category == Category::Experiment { "experiments".to_string() } else { format!("`{}`", kind.name) };
+                let where_ = if kind.category == Category::Experiment {
+                    "experiments".to_string()
+                } else {
+                    format!("`{}`", kind.name)
+                };
                 self.report(
-                    Diagnostic::error(Code::UnknownField, format!("{where_} {} no field `{}`", if kind.category == Category::Experiment { "have" } else { "has" }, f.name.node))
-                        .at(f.name.span, "unknown field")
-                        .help(suggest::help(&f.name.node, &format!("fields of {where_}"), kind.fields.iter().map(|x| x.name))),
+                    Diagnostic::error(
+                        Code::UnknownField,
+                        format!(
+                            "{where_} {} no field `{}`",
+                            if kind.category == Category::Experiment {
+                                "have"
+                            } else {
+                                "has"
+                            },
+                            f.name.node
+                        ),
+                    )
+                    .at(f.name.span, "unknown field")
+                    .help(suggest::help(
+                        &f.name.node,
+                        &format!("fields of {where_}"),
+                        kind.fields.iter().map(|x| x.name),
+                    )),
                 );
             }
         }
@@ -348,9 +480,17 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     None => {
                         ok = false;
                         self.report(
-                            Diagnostic::error(Code::MissingField, format!("{} `{}` needs `{}`", kind.category.noun(), decl.as_deref().unwrap_or(kind.name), spec.name))
-                                .at(span, format!("`{}` missing", spec.name))
-                                .help(format!("add `{} = ...`: {}", spec.name, spec.doc)),
+                            Diagnostic::error(
+                                Code::MissingField,
+                                format!(
+                                    "{} `{}` needs `{}`",
+                                    kind.category.noun(),
+                                    decl.as_deref().unwrap_or(kind.name),
+                                    spec.name
+                                ),
+                            )
+                            .at(span, format!("`{}` missing", spec.name))
+                            .help(format!("add `{} = ...`: {}", spec.name, spec.doc)),
                         );
                         continue;
                     }
@@ -370,11 +510,24 @@ impl<'t, 'm> Resolver<'t, 'm> {
             return None;
         }
         values.sort_by_key(|(n, _)| kind.fields.iter().position(|f| f.name == *n));
-        Some(Obj { category: kind.category, kind: kind.name, decl, fields: values, span })
+        Some(Obj {
+            category: kind.category,
+            kind: kind.name,
+            decl,
+            fields: values,
+            span,
+        })
     }
 
     /// One field: picks a sweep alternative if the value is a sweep, then converts it.
-    fn field(&mut self, path: &str, expr: &Expr, spec: &FieldSpec, nested: Overrides, env: &Env) -> Option<Val> {
+    fn field(
+        &mut self,
+        path: &str,
+        expr: &Expr,
+        spec: &FieldSpec,
+        nested: Overrides,
+        env: &Env,
+    ) -> Option<Val> {
         let alts = if let Some(inj) = self.injected.get(path) {
             Some(inj.alts.clone())
         } else {
@@ -392,9 +545,12 @@ impl<'t, 'm> Resolver<'t, 'm> {
         };
         if alts.is_empty() {
             self.report(
-                Diagnostic::error(Code::SweepEmpty, format!("the sweep of `{path}` has no values"))
-                    .at(expr.span, "expands to nothing")
-                    .help("a range `a..b` stops before b: `0..5` is 0, 1, 2, 3, 4"),
+                Diagnostic::error(
+                    Code::SweepEmpty,
+                    format!("the sweep of `{path}` has no values"),
+                )
+                .at(expr.span, "expands to nothing")
+                .help("a range `a..b` stops before b: `0..5` is 0, 1, 2, 3, 4"),
             );
             return None;
         }
@@ -409,7 +565,12 @@ impl<'t, 'm> Resolver<'t, 'm> {
         let idx = match self.choices.get(path) {
             Some(&(i, n)) => {
                 if n != alts.len() {
-                    let span = self.groups.iter().find(|(p, _)| p.iter().any(|x| x == path)).map(|(_, s)| *s).unwrap_or(expr.span);
+                    let span = self
+                        .groups
+                        .iter()
+                        .find(|(p, _)| p.iter().any(|x| x == path))
+                        .map(|(_, s)| *s)
+                        .unwrap_or(expr.span);
                     self.report(
                         Diagnostic::error(Code::ZipLength, format!("zipped sweeps differ in length: `{path}` has {} values, its partner {n}", alts.len()))
                             .at(span, "zipped here")
@@ -435,26 +596,47 @@ impl<'t, 'm> Resolver<'t, 'm> {
     }
 
     /// Converts one (non-sweep) expression to a value of type `ty`.
-    pub fn convert(&mut self, expr: &Expr, ty: Ty, nested: Overrides, env: &Env, path: &str) -> Option<Val> {
-        if let ExprKind::Call { name, .. } = &expr.node {
-            if SWEEPS.contains(&name.node.as_str()) && !matches!(ty, Ty::Obj(_)) {
+    pub fn convert(
+        &mut self,
+        expr: &Expr,
+        ty: Ty,
+        nested: Overrides,
+        env: &Env,
+        path: &str,
+    ) -> Option<Val> {
+        if let ExprKind::Call { name, .. } = &expr.node
+            && SWEEPS.contains(&name.node.as_str()) && !matches!(ty, Ty::Obj(_)) {
                 self.report(eval::sweep_misplaced(expr));
                 return None;
             }
-        }
         if !nested.is_empty() && !matches!(ty, Ty::Obj(_) | Ty::Alpha) {
             let (p, _) = &nested[0];
             self.report(
-                Diagnostic::error(Code::Path, format!("`{path}` is not a block, so `{}` cannot be set inside it", p[0].node))
-                    .at(p[0].span, "no fields here")
-                    .help(format!("set `{path}` itself")),
+                Diagnostic::error(
+                    Code::Path,
+                    format!(
+                        "`{path}` is not a block, so `{}` cannot be set inside it",
+                        p[0].node
+                    ),
+                )
+                .at(p[0].span, "no fields here")
+                .help(format!("set `{path}` itself")),
             );
             return None;
         }
         let field = path.rsplit('.').next().unwrap_or(path);
         match ty {
             Ty::Int { .. } | Ty::Float { .. } if !is_numeric(expr) => {
-                self.report(type_error(expr, field, if matches!(ty, Ty::Int { .. }) { "a whole number" } else { "a number" }, describe(expr)));
+                self.report(type_error(
+                    expr,
+                    field,
+                    if matches!(ty, Ty::Int { .. }) {
+                        "a whole number"
+                    } else {
+                        "a number"
+                    },
+                    describe(expr),
+                ));
                 None
             }
             Ty::Int { min, max } => {
@@ -473,10 +655,18 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 let v = self.number(expr, env)?;
                 let below = if min_open { v <= min } else { v < min };
                 if below || v > max {
-                    self.report(range_error(expr, field, v, &float_range(min, max, min_open)));
+                    self.report(range_error(
+                        expr,
+                        field,
+                        v,
+                        &float_range(min, max, min_open),
+                    ));
                     return None;
                 }
-                Some(Val::Num(v, is_whole(v) && matches!(expr.node, ExprKind::Number { integer: true, .. })))
+                Some(Val::Num(
+                    v,
+                    is_whole(v) && matches!(expr.node, ExprKind::Number { integer: true, .. }),
+                ))
             }
             Ty::Bool => match &expr.node {
                 ExprKind::Bool(b) => Some(Val::Bool(*b)),
@@ -488,7 +678,12 @@ impl<'t, 'm> Resolver<'t, 'm> {
             Ty::Str => match &expr.node {
                 ExprKind::Str(s) => Some(Val::Str(s.clone())),
                 _ => {
-                    self.report(type_error(expr, field, "a string in double quotes", describe(expr)));
+                    self.report(type_error(
+                        expr,
+                        field,
+                        "a string in double quotes",
+                        describe(expr),
+                    ));
                     None
                 }
             },
@@ -496,15 +691,31 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 ExprKind::Ref(n) if options.contains(&n.as_str()) => Some(Val::Name(n.clone())),
                 ExprKind::Ref(n) => {
                     self.report(
-                        Diagnostic::error(Code::UnknownName, format!("`{n}` is not a valid `{field}`"))
-                            .at(expr.span, "unknown value")
-                            .help(suggest::help(n, "values", options.iter().copied())),
+                        Diagnostic::error(
+                            Code::UnknownName,
+                            format!("`{n}` is not a valid `{field}`"),
+                        )
+                        .at(expr.span, "unknown value")
+                        .help(suggest::help(
+                            n,
+                            "values",
+                            options.iter().copied(),
+                        )),
                     );
                     None
                 }
                 _ => {
-                    let list = options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ");
-                    self.report(type_error(expr, field, &format!("one of {list}"), describe(expr)));
+                    let list = options
+                        .iter()
+                        .map(|o| format!("`{o}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.report(type_error(
+                        expr,
+                        field,
+                        &format!("one of {list}"),
+                        describe(expr),
+                    ));
                     None
                 }
             },
@@ -512,37 +723,70 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 ExprKind::List(items) => {
                     let mut out = Vec::new();
                     for item in items {
-                        let v = self.convert(item, Ty::Int { min, max: i32::MAX as i64 }, Vec::new(), env, path)?;
+                        let v = self.convert(
+                            item,
+                            Ty::Int {
+                                min,
+                                max: i32::MAX as i64,
+                            },
+                            Vec::new(),
+                            env,
+                            path,
+                        )?;
                         out.push(v);
                     }
                     Some(Val::List(out))
                 }
                 _ => {
-                    self.report(type_error(expr, field, "a list of whole numbers like `[256, 256]`", describe(expr)));
+                    self.report(type_error(
+                        expr,
+                        field,
+                        "a list of whole numbers like `[256, 256]`",
+                        describe(expr),
+                    ));
                     None
                 }
             },
             Ty::Quantity { units, whole, min } => match &expr.node {
                 ExprKind::Quantity { value, unit, .. } => {
                     if !units.contains(unit) {
-                        let allowed = units.iter().map(|u| u.name()).collect::<Vec<_>>().join(" or ");
+                        let allowed = units
+                            .iter()
+                            .map(|u| u.name())
+                            .collect::<Vec<_>>()
+                            .join(" or ");
                         self.report(
-                            Diagnostic::error(Code::Unit, format!("`{field}` is counted in {allowed}, not {}", unit.name()))
-                                .at(expr.span, "wrong unit")
-                                .help(format!("write e.g. `{field} = 50 {}`", units[0].name())),
+                            Diagnostic::error(
+                                Code::Unit,
+                                format!("`{field}` is counted in {allowed}, not {}", unit.name()),
+                            )
+                            .at(expr.span, "wrong unit")
+                            .help(format!("write e.g. `{field} = 50 {}`", units[0].name())),
                         );
                         return None;
                     }
                     if whole && !is_whole(*value) {
                         self.report(
-                            Diagnostic::error(Code::Unit, format!("`{field}` needs a whole number of {}", unit.name()))
-                                .at(expr.span, "not whole")
-                                .help(format!("write `{} {}`", value.round().max(1.0), unit.name())),
+                            Diagnostic::error(
+                                Code::Unit,
+                                format!("`{field}` needs a whole number of {}", unit.name()),
+                            )
+                            .at(expr.span, "not whole")
+                            .help(format!(
+                                "write `{} {}`",
+                                value.round().max(1.0),
+                                unit.name()
+                            )),
                         );
                         return None;
                     }
                     if *value < min {
-                        self.report(range_error(expr, field, *value, &format!("at least {min} {}", unit.name())));
+                        self.report(range_error(
+                            expr,
+                            field,
+                            *value,
+                            &format!("at least {min} {}", unit.name()),
+                        ));
                         return None;
                     }
                     Some(Val::Quantity(*value, *unit))
@@ -556,12 +800,20 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     None
                 }
                 _ => {
-                    self.report(type_error(expr, field, "a quantity like `50 steps` or `2 epochs`", describe(expr)));
+                    self.report(type_error(
+                        expr,
+                        field,
+                        "a quantity like `50 steps` or `2 epochs`",
+                        describe(expr),
+                    ));
                     None
                 }
             },
             Ty::Signal => {
-                let env = Env { lr: env.lr.or(Some(0.1)), signals: true };
+                let env = Env {
+                    lr: env.lr.or(Some(0.1)),
+                    signals: true,
+                };
                 match eval::eval(expr, &env) {
                     Ok(e) => Some(Val::Expr(e)),
                     Err(d) => {
@@ -571,10 +823,18 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 }
             }
             Ty::Alpha => match &expr.node {
-                ExprKind::Number { .. } | ExprKind::Neg(_) | ExprKind::Binary { .. } | ExprKind::Paren(_) => {
+                ExprKind::Number { .. }
+                | ExprKind::Neg(_)
+                | ExprKind::Binary { .. }
+                | ExprKind::Paren(_) => {
                     let fixed = schema::kind(Category::Schedule, "fixed").expect("fixed exists");
-                    let f = FieldSrc { name: Spanned::new("alpha".into(), expr.span), value: Some(expr.clone()), nested: Vec::new() };
-                    self.object(fixed, vec![f], None, path, env, expr.span).map(|o| Val::Obj(Box::new(o)))
+                    let f = FieldSrc {
+                        name: Spanned::new("alpha".into(), expr.span),
+                        value: Some(expr.clone()),
+                        nested: Vec::new(),
+                    };
+                    self.object(fixed, vec![f], None, path, env, expr.span)
+                        .map(|o| Val::Obj(Box::new(o)))
                 }
                 _ => self.convert(expr, Ty::Obj(Category::Schedule), nested, env, path),
             },
@@ -582,8 +842,18 @@ impl<'t, 'm> Resolver<'t, 'm> {
         }
     }
 
-    fn obj_value(&mut self, expr: &Expr, cat: Category, nested: Overrides, env: &Env, path: &str) -> Option<Val> {
-        let declarable = matches!(cat, Category::Dataset | Category::Model | Category::Schedule | Category::Optimizer);
+    fn obj_value(
+        &mut self,
+        expr: &Expr,
+        cat: Category,
+        nested: Overrides,
+        env: &Env,
+        path: &str,
+    ) -> Option<Val> {
+        let declarable = matches!(
+            cat,
+            Category::Dataset | Category::Model | Category::Schedule | Category::Optimizer
+        );
         let (kind_name, mut fields): (&Ident, Vec<FieldSrc>) = match &expr.node {
             ExprKind::Ref(name) => {
                 if let Some(decl) = self.table.decls.get(name) {
@@ -601,22 +871,45 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     }
                     if dcat != cat && schema::kind(cat, name).is_none() {
                         self.report(
-                            Diagnostic::error(Code::WrongDecl, format!("`{name}` is {}, but `{}` needs {}", a(dcat.noun()), last(path), a(cat.noun())))
-                                .at(expr.span, format!("a {}", decl.kind.node.keyword()))
-                                .related(decl.name.span, "declared here")
-                                .help(suggest::help(name, &format!("{} declarations", cat.noun()), self.table.names_of(cat))),
+                            Diagnostic::error(
+                                Code::WrongDecl,
+                                format!(
+                                    "`{name}` is {}, but `{}` needs {}",
+                                    a(dcat.noun()),
+                                    last(path),
+                                    a(cat.noun())
+                                ),
+                            )
+                            .at(expr.span, format!("a {}", decl.kind.node.keyword()))
+                            .related(decl.name.span, "declared here")
+                            .help(suggest::help(
+                                name,
+                                &format!("{} declarations", cat.noun()),
+                                self.table.names_of(cat),
+                            )),
                         );
                         return None;
                     }
                 }
                 let Some(kind) = schema::kind(cat, name) else {
-                    let mut candidates: Vec<&str> = if declarable { self.table.names_of(cat) } else { Vec::new() };
+                    let mut candidates: Vec<&str> = if declarable {
+                        self.table.names_of(cat)
+                    } else {
+                        Vec::new()
+                    };
                     candidates.extend(schema::kinds(cat).map(|k| k.name));
-                    let what = if declarable { format!("{} declarations and kinds", cat.noun()) } else { format!("{} kinds", cat.noun()) };
+                    let what = if declarable {
+                        format!("{} declarations and kinds", cat.noun())
+                    } else {
+                        format!("{} kinds", cat.noun())
+                    };
                     self.report(
-                        Diagnostic::error(Code::UnknownName, format!("unknown {} `{name}`", cat.noun()))
-                            .at(expr.span, "not declared")
-                            .help(suggest::help(name, &what, candidates)),
+                        Diagnostic::error(
+                            Code::UnknownName,
+                            format!("unknown {} `{name}`", cat.noun()),
+                        )
+                        .at(expr.span, "not declared")
+                        .help(suggest::help(name, &what, candidates)),
                     );
                     return None;
                 };
@@ -624,7 +917,9 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 for (p, v) in nested {
                     apply_override(&mut fields, &p, v);
                 }
-                return self.object(kind, fields, None, path, env, expr.span).map(|o| Val::Obj(Box::new(o)));
+                return self
+                    .object(kind, fields, None, path, env, expr.span)
+                    .map(|o| Val::Obj(Box::new(o)));
             }
             ExprKind::Call { name, args } => {
                 let Some(kind) = schema::kind(cat, &name.node) else {
@@ -643,7 +938,12 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 (kind, fields)
             }
             _ => {
-                self.report(type_error(expr, last(path), &format!("a {}", cat.noun()), describe(expr)));
+                self.report(type_error(
+                    expr,
+                    last(path),
+                    &format!("a {}", cat.noun()),
+                    describe(expr),
+                ));
                 return None;
             }
         };
@@ -651,20 +951,33 @@ impl<'t, 'm> Resolver<'t, 'm> {
         for (p, v) in nested {
             apply_override(&mut fields, &p, v);
         }
-        self.object(kind, fields, None, path, env, expr.span).map(|o| Val::Obj(Box::new(o)))
+        self.object(kind, fields, None, path, env, expr.span)
+            .map(|o| Val::Obj(Box::new(o)))
     }
 
     fn unknown_kind(&mut self, name: &Ident, cat: Category, _expr: &Expr) -> Option<Val> {
         self.report(
-            Diagnostic::error(Code::UnknownKind, format!("unknown {} `{}`", cat.noun(), name.node))
-                .at(name.span, "no such kind")
-                .help(suggest::help(&name.node, &format!("{} kinds", cat.noun()), schema::kinds(cat).map(|k| k.name))),
+            Diagnostic::error(
+                Code::UnknownKind,
+                format!("unknown {} `{}`", cat.noun(), name.node),
+            )
+            .at(name.span, "no such kind")
+            .help(suggest::help(
+                &name.node,
+                &format!("{} kinds", cat.noun()),
+                schema::kinds(cat).map(|k| k.name),
+            )),
         );
         None
     }
 
     /// `sigmoid(8)`, `norm(max = 10)`: arguments map to fields in order or by name.
-    fn call_fields(&mut self, kind: &'static KindSpec, args: &[Arg], expr: &Expr) -> Option<Vec<FieldSrc>> {
+    fn call_fields(
+        &mut self,
+        kind: &'static KindSpec,
+        args: &[Arg],
+        expr: &Expr,
+    ) -> Option<Vec<FieldSrc>> {
         let mut out = Vec::new();
         for (i, arg) in args.iter().enumerate() {
             let name = match &arg.name {
@@ -673,22 +986,43 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     Some(f) => Spanned::new(f.name.to_string(), arg.value.span),
                     None => {
                         self.report(
-                            Diagnostic::error(Code::Arity, format!("`{}` takes {} argument(s)", kind.name, kind.fields.len()))
-                                .at(arg.value.span, "extra argument")
-                                .help(format!("`{}` takes: {}", kind.name, kind.fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", "))),
+                            Diagnostic::error(
+                                Code::Arity,
+                                format!("`{}` takes {} argument(s)", kind.name, kind.fields.len()),
+                            )
+                            .at(arg.value.span, "extra argument")
+                            .help(format!(
+                                "`{}` takes: {}",
+                                kind.name,
+                                kind.fields
+                                    .iter()
+                                    .map(|f| f.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
                         );
                         return None;
                     }
                 },
             };
-            out.push(FieldSrc { name, value: Some(arg.value.clone()), nested: Vec::new() });
+            out.push(FieldSrc {
+                name,
+                value: Some(arg.value.clone()),
+                nested: Vec::new(),
+            });
         }
         let _ = expr;
         Some(out)
     }
 
     fn number(&mut self, expr: &Expr, env: &Env) -> Option<f64> {
-        match eval::eval(expr, &Env { signals: false, ..*env }) {
+        match eval::eval(
+            expr,
+            &Env {
+                signals: false,
+                ..*env
+            },
+        ) {
             Ok(SignalExpr::Const(v)) => Some(v),
             Ok(_) => None,
             Err(d) => {
@@ -701,7 +1035,11 @@ impl<'t, 'm> Resolver<'t, 'm> {
 
 /// "a model", "an optimizer".
 fn a(noun: &str) -> String {
-    if noun.starts_with(['a', 'e', 'i', 'o', 'u', 'α']) { format!("an {noun}") } else { format!("a {noun}") }
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u', 'α']) {
+        format!("an {noun}")
+    } else {
+        format!("a {noun}")
+    }
 }
 
 fn last(path: &str) -> &str {
@@ -726,7 +1064,15 @@ fn respan(e: &mut Expr, span: Span) {
 }
 
 fn is_numeric(expr: &Expr) -> bool {
-    matches!(expr.node, ExprKind::Number { .. } | ExprKind::Neg(_) | ExprKind::Binary { .. } | ExprKind::Paren(_) | ExprKind::Ref(_) | ExprKind::Call { .. })
+    matches!(
+        expr.node,
+        ExprKind::Number { .. }
+            | ExprKind::Neg(_)
+            | ExprKind::Binary { .. }
+            | ExprKind::Paren(_)
+            | ExprKind::Ref(_)
+            | ExprKind::Call { .. }
+    )
 }
 
 fn describe(expr: &Expr) -> &'static str {
@@ -757,14 +1103,22 @@ fn range_error(expr: &Expr, field: &str, v: f64, range: &str) -> Diagnostic {
 }
 
 fn int_range(min: i64, max: i64) -> String {
-    if max >= i32::MAX as i64 { format!("at least {min}") } else { format!("between {min} and {max}") }
+    if max >= i32::MAX as i64 {
+        format!("at least {min}")
+    } else {
+        format!("between {min} and {max}")
+    }
 }
 
 fn float_range(min: f64, max: f64, open: bool) -> String {
     match (min.is_finite(), max.is_finite()) {
         (true, true) => format!("in {}{min}, {max}]", if open { "(" } else { "[" }),
         (true, false) => {
-            if open { format!("greater than {min}") } else { format!("at least {min}") }
+            if open {
+                format!("greater than {min}")
+            } else {
+                format!("at least {min}")
+            }
         }
         _ => format!("at most {max}"),
     }
@@ -774,9 +1128,12 @@ fn float_range(min: f64, max: f64, open: bool) -> String {
 pub fn sweep_alternatives(expr: &Expr) -> Option<Result<Vec<Expr>, Diagnostic>> {
     let ExprKind::Call { name, args } = &expr.node else {
         if let ExprKind::Range(..) = expr.node {
-            return Some(Err(Diagnostic::error(Code::SweepMisplaced, "a bare range is not a value")
-                .at(expr.span, "range")
-                .help("write `sweep(0..5)` to run one trial per value")));
+            return Some(Err(Diagnostic::error(
+                Code::SweepMisplaced,
+                "a bare range is not a value",
+            )
+            .at(expr.span, "range")
+            .help("write `sweep(0..5)` to run one trial per value")));
         }
         return None;
     };
@@ -784,18 +1141,29 @@ pub fn sweep_alternatives(expr: &Expr) -> Option<Result<Vec<Expr>, Diagnostic>> 
         "sweep" => {
             let mut out = Vec::new();
             if let Some(a) = args.iter().find(|a| a.name.is_some()) {
-                return Some(Err(Diagnostic::error(Code::Arity, "`sweep` takes values, not named arguments")
-                    .at(a.value.span, "named argument")
-                    .help("write `sweep(a, b, c)`")));
+                return Some(Err(Diagnostic::error(
+                    Code::Arity,
+                    "`sweep` takes values, not named arguments",
+                )
+                .at(a.value.span, "named argument")
+                .help("write `sweep(a, b, c)`")));
             }
             for a in args {
                 match &a.value.node {
-                    ExprKind::Range(lo, hi) => match (eval::eval(lo, &Env::default()), eval::eval(hi, &Env::default())) {
-                        (Ok(SignalExpr::Const(l)), Ok(SignalExpr::Const(h))) if is_whole(l) && is_whole(h) => {
+                    ExprKind::Range(lo, hi) => match (
+                        eval::eval(lo, &Env::default()),
+                        eval::eval(hi, &Env::default()),
+                    ) {
+                        (Ok(SignalExpr::Const(l)), Ok(SignalExpr::Const(h)))
+                            if is_whole(l) && is_whole(h) =>
+                        {
                             if h - l > 10_000_000.0 {
-                                return Some(Err(Diagnostic::error(Code::TooManyTrials, "range too long")
-                                    .at(a.value.span, "over 10 million values")
-                                    .help("use a shorter range")));
+                                return Some(Err(Diagnostic::error(
+                                    Code::TooManyTrials,
+                                    "range too long",
+                                )
+                                .at(a.value.span, "over 10 million values")
+                                .help("use a shorter range")));
                             }
                             let mut i = l;
                             while i < h {
@@ -810,14 +1178,21 @@ pub fn sweep_alternatives(expr: &Expr) -> Option<Result<Vec<Expr>, Diagnostic>> 
                                 .help("write e.g. `0..5`; for evenly spaced reals use `linspace(a, b, n)`")));
                         }
                     },
-                    ExprKind::Call { name, .. } if name.node == "logspace" || name.node == "linspace" => match sweep_alternatives(&a.value)? {
-                        Ok(xs) => out.extend(xs),
-                        Err(d) => return Some(Err(d)),
-                    },
+                    ExprKind::Call { name, .. }
+                        if name.node == "logspace" || name.node == "linspace" =>
+                    {
+                        match sweep_alternatives(&a.value)? {
+                            Ok(xs) => out.extend(xs),
+                            Err(d) => return Some(Err(d)),
+                        }
+                    }
                     ExprKind::Call { name, .. } if name.node == "sweep" => {
-                        return Some(Err(Diagnostic::error(Code::SweepMisplaced, "sweeps do not nest")
-                            .at(a.value.span, "inner sweep")
-                            .help("list the values in one `sweep(...)`")));
+                        return Some(Err(Diagnostic::error(
+                            Code::SweepMisplaced,
+                            "sweeps do not nest",
+                        )
+                        .at(a.value.span, "inner sweep")
+                        .help("list the values in one `sweep(...)`")));
                     }
                     _ => out.push(a.value.clone()),
                 }
@@ -827,9 +1202,12 @@ pub fn sweep_alternatives(expr: &Expr) -> Option<Result<Vec<Expr>, Diagnostic>> 
         "logspace" | "linspace" => {
             let log = name.node == "logspace";
             if args.len() != 3 || args.iter().any(|a| a.name.is_some()) {
-                return Some(Err(Diagnostic::error(Code::Arity, format!("`{}` takes (from, to, count)", name.node))
-                    .at(expr.span, "wrong arguments")
-                    .help(format!("write `{}(1e-3, 1e-1, 5)`", name.node))));
+                return Some(Err(Diagnostic::error(
+                    Code::Arity,
+                    format!("`{}` takes (from, to, count)", name.node),
+                )
+                .at(expr.span, "wrong arguments")
+                .help(format!("write `{}(1e-3, 1e-1, 5)`", name.node))));
             }
             let mut v = [0.0; 3];
             for (i, a) in args.iter().enumerate() {
@@ -841,20 +1219,34 @@ pub fn sweep_alternatives(expr: &Expr) -> Option<Result<Vec<Expr>, Diagnostic>> 
             }
             let [from, to, n] = v;
             if !is_whole(n) || !(0.0..=10_000_000.0).contains(&n) {
-                return Some(Err(Diagnostic::error(Code::Range, "the count must be a whole number between 0 and 10 million")
-                    .at(args[2].value.span, "not a count")
-                    .help("the third argument is how many values")));
+                return Some(Err(Diagnostic::error(
+                    Code::Range,
+                    "the count must be a whole number between 0 and 10 million",
+                )
+                .at(args[2].value.span, "not a count")
+                .help("the third argument is how many values")));
             }
             if log && (from <= 0.0 || to <= 0.0) {
-                return Some(Err(Diagnostic::error(Code::Range, "logspace needs positive bounds")
-                    .at(expr.span, "bound not positive")
-                    .help("use linspace for ranges through zero")));
+                return Some(Err(Diagnostic::error(
+                    Code::Range,
+                    "logspace needs positive bounds",
+                )
+                .at(expr.span, "bound not positive")
+                .help("use linspace for ranges through zero")));
             }
             let n = n as usize;
             let out = (0..n)
                 .map(|i| {
-                    let t = if n == 1 { 0.0 } else { i as f64 / (n - 1) as f64 };
-                    let x = if log { (from.ln() + t * (to.ln() - from.ln())).exp() } else { from + t * (to - from) };
+                    let t = if n == 1 {
+                        0.0
+                    } else {
+                        i as f64 / (n - 1) as f64
+                    };
+                    let x = if log {
+                        (from.ln() + t * (to.ln() - from.ln())).exp()
+                    } else {
+                        from + t * (to - from)
+                    };
                     let x = if i + 1 == n && n > 1 { to } else { x };
                     number_expr(round_sig(x), false, expr.span)
                 })
@@ -877,7 +1269,14 @@ fn round_sig(x: f64) -> f64 {
 
 pub fn number_expr(v: f64, integer: bool, span: Span) -> Expr {
     let text = crate::plan::fmt_num(v, integer);
-    Spanned::new(ExprKind::Number { value: v, text, integer: integer && is_whole(v) }, span)
+    Spanned::new(
+        ExprKind::Number {
+            value: v,
+            text,
+            integer: integer && is_whole(v),
+        },
+        span,
+    )
 }
 
 /// Whether a value uses unit `Unit::Epochs` (helper for tests).

@@ -9,16 +9,29 @@ use crate::syntax::ast::Unit;
 /// What a field accepts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Ty {
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64, min_open: bool },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+        min_open: bool,
+    },
     Bool,
     Str,
     /// One of a set of names.
     Enum(&'static [&'static str]),
     /// A list of whole numbers, each at least `min`.
-    IntList { min: i64 },
+    IntList {
+        min: i64,
+    },
     /// A number with a unit; `whole` means steps/epochs must be whole numbers here.
-    Quantity { units: &'static [Unit], whole: bool, min: f64 },
+    Quantity {
+        units: &'static [Unit],
+        whole: bool,
+        min: f64,
+    },
     /// A kind of the category: a name (`linear`), a call (`sigmoid(8)`), an object
     /// (`power_iteration { iters = 20 }`), or, for declaration categories, a declaration name.
     Obj(Category),
@@ -87,29 +100,112 @@ impl KindSpec {
     }
 }
 
-const fn f(name: &'static str, ty: Ty, default: Option<&'static str>, doc: &'static str) -> FieldSpec {
-    FieldSpec { name, ty, default, doc }
+const fn f(
+    name: &'static str,
+    ty: Ty,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> FieldSpec {
+    FieldSpec {
+        name,
+        ty,
+        default,
+        doc,
+    }
 }
 
-const POS: Ty = Ty::Float { min: 0.0, max: f64::INFINITY, min_open: true };
-const NONNEG: Ty = Ty::Float { min: 0.0, max: f64::INFINITY, min_open: false };
-const UNIT: Ty = Ty::Float { min: 0.0, max: 1.0, min_open: false };
-const ALPHA: Ty = Ty::Float { min: 1.0, max: 2.0, min_open: false };
-const ANY_FLOAT: Ty = Ty::Float { min: f64::NEG_INFINITY, max: f64::INFINITY, min_open: false };
-const SEED: Ty = Ty::Int { min: 0, max: u32::MAX as i64 };
-const COUNT: Ty = Ty::Int { min: 1, max: i32::MAX as i64 };
-const STEPS: Ty = Ty::Quantity { units: &[Unit::Steps], whole: true, min: 1.0 };
-const STEPS_OR_EPOCHS: Ty = Ty::Quantity { units: &[Unit::Steps, Unit::Epochs], whole: true, min: 1.0 };
-const SPAN_OF_TRAINING: Ty = Ty::Quantity { units: &[Unit::Steps, Unit::Epochs], whole: false, min: 0.0 };
+const POS: Ty = Ty::Float {
+    min: 0.0,
+    max: f64::INFINITY,
+    min_open: true,
+};
+const NONNEG: Ty = Ty::Float {
+    min: 0.0,
+    max: f64::INFINITY,
+    min_open: false,
+};
+const UNIT: Ty = Ty::Float {
+    min: 0.0,
+    max: 1.0,
+    min_open: false,
+};
+const ALPHA: Ty = Ty::Float {
+    min: 1.0,
+    max: 2.0,
+    min_open: false,
+};
+const ANY_FLOAT: Ty = Ty::Float {
+    min: f64::NEG_INFINITY,
+    max: f64::INFINITY,
+    min_open: false,
+};
+const SEED: Ty = Ty::Int {
+    min: 0,
+    max: u32::MAX as i64,
+};
+const COUNT: Ty = Ty::Int {
+    min: 1,
+    max: i32::MAX as i64,
+};
+const STEPS: Ty = Ty::Quantity {
+    units: &[Unit::Steps],
+    whole: true,
+    min: 1.0,
+};
+const STEPS_OR_EPOCHS: Ty = Ty::Quantity {
+    units: &[Unit::Steps, Unit::Epochs],
+    whole: true,
+    min: 1.0,
+};
+const SPAN_OF_TRAINING: Ty = Ty::Quantity {
+    units: &[Unit::Steps, Unit::Epochs],
+    whole: false,
+    min: 0.0,
+};
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "silu", "gelu"];
 const VERIFY: &[&str] = &["warn", "strict", "off"];
 
 const COMMON_DATA: [FieldSpec; 5] = [
-    f("normalize", Ty::Bool, Some("true"), "standardise each channel by the training set's mean and std"),
-    f("validation", Ty::Float { min: 0.0, max: 0.9, min_open: false }, Some("0"), "fraction of the training set held out (seeded); evaluation then uses it instead of the test set"),
-    f("label_noise", UNIT, Some("0"), "fraction of training labels replaced by random labels (seeded)"),
-    f("train_limit", Ty::Int { min: 0, max: i64::MAX }, Some("0"), "use at most this many training samples (0: all)"),
-    f("test_limit", Ty::Int { min: 0, max: i64::MAX }, Some("0"), "use at most this many test samples (0: all)"),
+    f(
+        "normalize",
+        Ty::Bool,
+        Some("true"),
+        "standardise each channel by the training set's mean and std",
+    ),
+    f(
+        "validation",
+        Ty::Float {
+            min: 0.0,
+            max: 0.9,
+            min_open: false,
+        },
+        Some("0"),
+        "fraction of the training set held out (seeded); evaluation then uses it instead of the test set",
+    ),
+    f(
+        "label_noise",
+        UNIT,
+        Some("0"),
+        "fraction of training labels replaced by random labels (seeded)",
+    ),
+    f(
+        "train_limit",
+        Ty::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        Some("0"),
+        "use at most this many training samples (0: all)",
+    ),
+    f(
+        "test_limit",
+        Ty::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        Some("0"),
+        "use at most this many test samples (0: all)",
+    ),
 ];
 
 macro_rules! fields {
@@ -132,203 +228,808 @@ macro_rules! fields {
 /// Every kind the language knows.
 pub static KINDS: &[KindSpec] = &[
     // ---------------------------------------------------------------- datasets
-    KindSpec { category: Category::Dataset, name: "mnist_mini", doc: "the bundled MNIST subset (5,000 train / 1,000 test), no files needed", fields: fields!(common: COMMON_DATA;) },
-    KindSpec { category: Category::Dataset, name: "mnist", doc: "MNIST IDX files (raw or .gz) in `path`", fields: fields!(common: COMMON_DATA;
+    KindSpec {
+        category: Category::Dataset,
+        name: "mnist_mini",
+        doc: "the bundled MNIST subset (5,000 train / 1,000 test), no files needed",
+        fields: fields!(common: COMMON_DATA;),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "mnist",
+        doc: "MNIST IDX files (raw or .gz) in `path`",
+        fields: fields!(common: COMMON_DATA;
         f("path", Ty::Str, None, "folder holding the IDX files"),
-        f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums: warn on mismatch, fail (strict), or skip")) },
-    KindSpec { category: Category::Dataset, name: "fashion_mnist", doc: "Fashion-MNIST IDX files in `path`", fields: fields!(common: COMMON_DATA;
+        f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums: warn on mismatch, fail (strict), or skip")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "fashion_mnist",
+        doc: "Fashion-MNIST IDX files in `path`",
+        fields: fields!(common: COMMON_DATA;
         f("path", Ty::Str, None, "folder holding the IDX files"),
-        f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums")) },
-    KindSpec { category: Category::Dataset, name: "cifar10", doc: "CIFAR-10 binary batches (folder or .tar.gz) in `path`", fields: fields!(common: COMMON_DATA;
+        f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "cifar10",
+        doc: "CIFAR-10 binary batches (folder or .tar.gz) in `path`",
+        fields: fields!(common: COMMON_DATA;
         f("path", Ty::Str, None, "folder or cifar-10-binary.tar.gz"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums"),
-        f("augment", Ty::Bool, Some("false"), "random crop (padding 4) and horizontal flip")) },
-    KindSpec { category: Category::Dataset, name: "svhn", doc: "SVHN cropped digits (train_32x32.mat, test_32x32.mat) in `path`", fields: fields!(common: COMMON_DATA;
+        f("augment", Ty::Bool, Some("false"), "random crop (padding 4) and horizontal flip")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "svhn",
+        doc: "SVHN cropped digits (train_32x32.mat, test_32x32.mat) in `path`",
+        fields: fields!(common: COMMON_DATA;
         f("path", Ty::Str, None, "folder holding the .mat files"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums"),
-        f("augment", Ty::Bool, Some("false"), "random crop (padding 4); no flips for digits")) },
-    KindSpec { category: Category::Dataset, name: "blobs", doc: "Gaussian blobs: a synthetic classification task", fields: fields!(common: COMMON_DATA;
+        f("augment", Ty::Bool, Some("false"), "random crop (padding 4); no flips for digits")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "blobs",
+        doc: "Gaussian blobs: a synthetic classification task",
+        fields: fields!(common: COMMON_DATA;
         f("classes", Ty::Int { min: 2, max: 1000 }, Some("3"), "number of blobs"),
         f("features", COUNT, Some("2"), "input dimension"),
         f("samples", COUNT, Some("1000"), "training samples"),
         f("test_samples", COUNT, Some("200"), "test samples"),
         f("spread", POS, Some("1.0"), "standard deviation of each blob"),
-        f("seed", SEED, Some("0"), "seed of the generator")) },
-    KindSpec { category: Category::Dataset, name: "spirals", doc: "interleaved spirals in 2-D", fields: fields!(common: COMMON_DATA;
+        f("seed", SEED, Some("0"), "seed of the generator")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "spirals",
+        doc: "interleaved spirals in 2-D",
+        fields: fields!(common: COMMON_DATA;
         f("classes", Ty::Int { min: 2, max: 100 }, Some("2"), "number of arms"),
         f("samples", COUNT, Some("1000"), "training samples"),
         f("test_samples", COUNT, Some("200"), "test samples"),
         f("noise", NONNEG, Some("0.1"), "noise added to each point"),
-        f("seed", SEED, Some("0"), "seed of the generator")) },
-    KindSpec { category: Category::Dataset, name: "arrays", doc: "your own arrays: a .npz or .safetensors file with x_train, y_train, x_test, y_test", fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "the .npz or .safetensors file")) },
+        f("seed", SEED, Some("0"), "seed of the generator")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "arrays",
+        doc: "your own arrays: a .npz or .safetensors file with x_train, y_train, x_test, y_test",
+        fields: fields!(common: COMMON_DATA;
+        f("path", Ty::Str, None, "the .npz or .safetensors file")),
+    },
     // ---------------------------------------------------------------- models
-    KindSpec { category: Category::Model, name: "mlp", doc: "fully connected network", fields: &[
-        f("hidden", Ty::IntList { min: 1 }, Some("[256]"), "hidden layer widths"),
-        f("activation", Ty::Enum(ACTIVATIONS), Some("relu"), "activation after each hidden layer"),
-        f("init", Ty::Obj(Category::Init), Some("default"), "weight initialisation"),
-        f("bias_init", Ty::Obj(Category::Init), Some("zeros"), "bias initialisation"),
-    ] },
-    KindSpec { category: Category::Model, name: "cnn", doc: "conv3x3-ReLU-pool stacks then a linear head", fields: &[
-        f("channels", Ty::IntList { min: 1 }, Some("[32, 64]"), "channels of each conv stage"),
-        f("hidden", Ty::IntList { min: 1 }, Some("[]"), "hidden widths of the head"),
-        f("pool", Ty::Enum(&["max", "avg"]), Some("max"), "2x2 pooling after each stage"),
-        f("activation", Ty::Enum(ACTIVATIONS), Some("relu"), "activation"),
-        f("init", Ty::Obj(Category::Init), Some("default"), "weight initialisation"),
-        f("bias_init", Ty::Obj(Category::Init), Some("zeros"), "bias initialisation"),
-    ] },
-    KindSpec { category: Category::Model, name: "resnet18", doc: "CIFAR ResNet-18 (3x3 stem, no max-pool, batch norm)", fields: &[
-        f("width", COUNT, Some("64"), "channels of the first stage"),
-        f("init", Ty::Obj(Category::Init), Some("kaiming"), "conv and linear weight initialisation"),
-    ] },
-    KindSpec { category: Category::Model, name: "resnet50", doc: "CIFAR ResNet-50 (bottleneck blocks)", fields: &[
-        f("width", COUNT, Some("64"), "channels of the first stage"),
-        f("init", Ty::Obj(Category::Init), Some("kaiming"), "conv and linear weight initialisation"),
-    ] },
+    KindSpec {
+        category: Category::Model,
+        name: "mlp",
+        doc: "fully connected network",
+        fields: &[
+            f(
+                "hidden",
+                Ty::IntList { min: 1 },
+                Some("[256]"),
+                "hidden layer widths",
+            ),
+            f(
+                "activation",
+                Ty::Enum(ACTIVATIONS),
+                Some("relu"),
+                "activation after each hidden layer",
+            ),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("default"),
+                "weight initialisation",
+            ),
+            f(
+                "bias_init",
+                Ty::Obj(Category::Init),
+                Some("zeros"),
+                "bias initialisation",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Model,
+        name: "cnn",
+        doc: "conv3x3-ReLU-pool stacks then a linear head",
+        fields: &[
+            f(
+                "channels",
+                Ty::IntList { min: 1 },
+                Some("[32, 64]"),
+                "channels of each conv stage",
+            ),
+            f(
+                "hidden",
+                Ty::IntList { min: 1 },
+                Some("[]"),
+                "hidden widths of the head",
+            ),
+            f(
+                "pool",
+                Ty::Enum(&["max", "avg"]),
+                Some("max"),
+                "2x2 pooling after each stage",
+            ),
+            f(
+                "activation",
+                Ty::Enum(ACTIVATIONS),
+                Some("relu"),
+                "activation",
+            ),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("default"),
+                "weight initialisation",
+            ),
+            f(
+                "bias_init",
+                Ty::Obj(Category::Init),
+                Some("zeros"),
+                "bias initialisation",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Model,
+        name: "resnet18",
+        doc: "CIFAR ResNet-18 (3x3 stem, no max-pool, batch norm)",
+        fields: &[
+            f("width", COUNT, Some("64"), "channels of the first stage"),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("kaiming"),
+                "conv and linear weight initialisation",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Model,
+        name: "resnet50",
+        doc: "CIFAR ResNet-50 (bottleneck blocks)",
+        fields: &[
+            f("width", COUNT, Some("64"), "channels of the first stage"),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("kaiming"),
+                "conv and linear weight initialisation",
+            ),
+        ],
+    },
     // ---------------------------------------------------------------- α schedules
-    KindSpec { category: Category::Schedule, name: "fixed", doc: "constant α", fields: &[
-        f("alpha", ALPHA, None, "the tail index"),
-    ] },
-    KindSpec { category: Category::Schedule, name: "annealed", doc: "α moves from `from` to `to` over a fixed span", fields: &[
-        f("from", ALPHA, Some("1.2"), "α at the start"),
-        f("to", ALPHA, Some("2.0"), "α at the end of `over` and after"),
-        f("over", SPAN_OF_TRAINING, None, "how long the move takes (steps or epochs)"),
-        f("shape", Ty::Obj(Category::Shape), Some("linear"), "linear, cosine or sigmoid(k)"),
-    ] },
-    KindSpec { category: Category::Schedule, name: "adaptive", doc: "α follows the smoothed log-sharpness of the loss", fields: &[
-        f("sharpness", Ty::Obj(Category::Sharpness), Some("power_iteration"), "how sharpness is estimated"),
-        f("ema", Ty::Float { min: 0.0, max: 1.0, min_open: true }, Some("0.05"), "EMA rate ρ of the log-sharpness"),
-        f("map", Ty::Obj(Category::AlphaMap), Some("sigmoid"), "how the smoothed sharpness becomes α"),
-        f("initial", ALPHA, Some("1.0"), "α before the first sharpness estimate"),
-    ] },
-    KindSpec { category: Category::Schedule, name: "custom", doc: "α as an expression over step, epoch, progress, lambda_max, sharpness_ema, lr", fields: &[
-        f("alpha", Ty::Signal, None, "the expression; clamped to [1, 2]"),
-        f("sharpness", Ty::Obj(Category::Sharpness), Some("none"), "estimator feeding lambda_max and sharpness_ema"),
-        f("ema", Ty::Float { min: 0.0, max: 1.0, min_open: true }, Some("0.05"), "EMA rate of the log-sharpness"),
-    ] },
+    KindSpec {
+        category: Category::Schedule,
+        name: "fixed",
+        doc: "constant α",
+        fields: &[f("alpha", ALPHA, None, "the tail index")],
+    },
+    KindSpec {
+        category: Category::Schedule,
+        name: "annealed",
+        doc: "α moves from `from` to `to` over a fixed span",
+        fields: &[
+            f("from", ALPHA, Some("1.2"), "α at the start"),
+            f("to", ALPHA, Some("2.0"), "α at the end of `over` and after"),
+            f(
+                "over",
+                SPAN_OF_TRAINING,
+                None,
+                "how long the move takes (steps or epochs)",
+            ),
+            f(
+                "shape",
+                Ty::Obj(Category::Shape),
+                Some("linear"),
+                "linear, cosine or sigmoid(k)",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Schedule,
+        name: "adaptive",
+        doc: "α follows the smoothed log-sharpness of the loss",
+        fields: &[
+            f(
+                "sharpness",
+                Ty::Obj(Category::Sharpness),
+                Some("power_iteration"),
+                "how sharpness is estimated",
+            ),
+            f(
+                "ema",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: true,
+                },
+                Some("0.05"),
+                "EMA rate ρ of the log-sharpness",
+            ),
+            f(
+                "map",
+                Ty::Obj(Category::AlphaMap),
+                Some("sigmoid"),
+                "how the smoothed sharpness becomes α",
+            ),
+            f(
+                "initial",
+                ALPHA,
+                Some("1.0"),
+                "α before the first sharpness estimate",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Schedule,
+        name: "custom",
+        doc: "α as an expression over step, epoch, progress, lambda_max, sharpness_ema, lr",
+        fields: &[
+            f(
+                "alpha",
+                Ty::Signal,
+                None,
+                "the expression; clamped to [1, 2]",
+            ),
+            f(
+                "sharpness",
+                Ty::Obj(Category::Sharpness),
+                Some("none"),
+                "estimator feeding lambda_max and sharpness_ema",
+            ),
+            f(
+                "ema",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: true,
+                },
+                Some("0.05"),
+                "EMA rate of the log-sharpness",
+            ),
+        ],
+    },
     // ---------------------------------------------------------------- sharpness estimators
-    KindSpec { category: Category::Sharpness, name: "power_iteration", doc: "top Hessian eigenvalue λ_max by power iteration on Hessian-vector products", fields: &[
-        f("iters", Ty::Int { min: 1, max: 10_000 }, Some("20"), "maximum iterations"),
-        f("tol", NONNEG, Some("1e-3"), "stop when the relative change is below this"),
-        f("every", STEPS, Some("50 steps"), "estimate every K steps"),
-        f("batch", Ty::Enum(&["current", "probe"]), Some("current"), "the current minibatch or a fixed probe batch"),
-    ] },
-    KindSpec { category: Category::Sharpness, name: "hutchinson", doc: "Hutchinson trace estimate divided by the parameter count (a mean eigenvalue)", fields: &[
-        f("samples", Ty::Int { min: 1, max: 10_000 }, Some("1"), "Rademacher probes per estimate"),
-        f("every", STEPS, Some("50 steps"), "estimate every K steps"),
-        f("batch", Ty::Enum(&["current", "probe"]), Some("current"), "the current minibatch or a fixed probe batch"),
-    ] },
-    KindSpec { category: Category::Sharpness, name: "none", doc: "no sharpness estimate (signals stay at 0)", fields: &[] },
+    KindSpec {
+        category: Category::Sharpness,
+        name: "power_iteration",
+        doc: "top Hessian eigenvalue λ_max by power iteration on Hessian-vector products",
+        fields: &[
+            f(
+                "iters",
+                Ty::Int {
+                    min: 1,
+                    max: 10_000,
+                },
+                Some("20"),
+                "maximum iterations",
+            ),
+            f(
+                "tol",
+                NONNEG,
+                Some("1e-3"),
+                "stop when the relative change is below this",
+            ),
+            f("every", STEPS, Some("50 steps"), "estimate every K steps"),
+            f(
+                "batch",
+                Ty::Enum(&["current", "probe"]),
+                Some("current"),
+                "the current minibatch or a fixed probe batch",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Sharpness,
+        name: "hutchinson",
+        doc: "Hutchinson trace estimate divided by the parameter count (a mean eigenvalue)",
+        fields: &[
+            f(
+                "samples",
+                Ty::Int {
+                    min: 1,
+                    max: 10_000,
+                },
+                Some("1"),
+                "Rademacher probes per estimate",
+            ),
+            f("every", STEPS, Some("50 steps"), "estimate every K steps"),
+            f(
+                "batch",
+                Ty::Enum(&["current", "probe"]),
+                Some("current"),
+                "the current minibatch or a fixed probe batch",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Sharpness,
+        name: "none",
+        doc: "no sharpness estimate (signals stay at 0)",
+        fields: &[],
+    },
     // ---------------------------------------------------------------- maps
-    KindSpec { category: Category::AlphaMap, name: "sigmoid", doc: "α = 1 + sigmoid(v · (s̄ − c)); v < 0 reverses the direction", fields: &[
-        f("v", ANY_FLOAT, Some("4.0"), "steepness (sign sets the direction)"),
-        f("c", ANY_FLOAT, Some("log(1 / lr)"), "centre on the log-sharpness scale"),
-    ] },
-    KindSpec { category: Category::AlphaMap, name: "trend", doc: "heavy tails while sharpness rises: α = 2 − sigmoid(v · (r̄ − c)) of its smoothed relative change r̄", fields: &[
-        f("v", ANY_FLOAT, Some("50.0"), "steepness"),
-        f("c", ANY_FLOAT, Some("0.0"), "centre on the relative-change scale"),
-        f("ema", Ty::Float { min: 0.0, max: 1.0, min_open: true }, Some("0.1"), "EMA rate λ of the relative change"),
-    ] },
+    KindSpec {
+        category: Category::AlphaMap,
+        name: "sigmoid",
+        doc: "α = 1 + sigmoid(v · (s̄ − c)); v < 0 reverses the direction",
+        fields: &[
+            f(
+                "v",
+                ANY_FLOAT,
+                Some("4.0"),
+                "steepness (sign sets the direction)",
+            ),
+            f(
+                "c",
+                ANY_FLOAT,
+                Some("log(1 / lr)"),
+                "centre on the log-sharpness scale",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::AlphaMap,
+        name: "trend",
+        doc: "heavy tails while sharpness rises: α = 2 − sigmoid(v · (r̄ − c)) of its smoothed relative change r̄",
+        fields: &[
+            f("v", ANY_FLOAT, Some("50.0"), "steepness"),
+            f(
+                "c",
+                ANY_FLOAT,
+                Some("0.0"),
+                "centre on the relative-change scale",
+            ),
+            f(
+                "ema",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: true,
+                },
+                Some("0.1"),
+                "EMA rate λ of the relative change",
+            ),
+        ],
+    },
     // ---------------------------------------------------------------- annealing shapes
-    KindSpec { category: Category::Shape, name: "linear", doc: "straight line", fields: &[] },
-    KindSpec { category: Category::Shape, name: "cosine", doc: "half cosine", fields: &[] },
-    KindSpec { category: Category::Shape, name: "sigmoid", doc: "logistic curve of steepness k centred mid-way", fields: &[
-        f("k", POS, Some("10.0"), "steepness"),
-    ] },
+    KindSpec {
+        category: Category::Shape,
+        name: "linear",
+        doc: "straight line",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Shape,
+        name: "cosine",
+        doc: "half cosine",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Shape,
+        name: "sigmoid",
+        doc: "logistic curve of steepness k centred mid-way",
+        fields: &[f("k", POS, Some("10.0"), "steepness")],
+    },
     // ---------------------------------------------------------------- learning-rate schedules
-    KindSpec { category: Category::LrSchedule, name: "constant", doc: "constant learning rate", fields: &[] },
-    KindSpec { category: Category::LrSchedule, name: "step", doc: "multiply by `factor` every `every`", fields: &[
-        f("every", STEPS_OR_EPOCHS, None, "period"),
-        f("factor", Ty::Float { min: 0.0, max: 1.0, min_open: true }, Some("0.1"), "multiplier"),
-    ] },
-    KindSpec { category: Category::LrSchedule, name: "cosine", doc: "cosine decay to `min` over the run", fields: &[
-        f("min", NONNEG, Some("0.0"), "final learning rate"),
-    ] },
+    KindSpec {
+        category: Category::LrSchedule,
+        name: "constant",
+        doc: "constant learning rate",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::LrSchedule,
+        name: "step",
+        doc: "multiply by `factor` every `every`",
+        fields: &[
+            f("every", STEPS_OR_EPOCHS, None, "period"),
+            f(
+                "factor",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: true,
+                },
+                Some("0.1"),
+                "multiplier",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::LrSchedule,
+        name: "cosine",
+        doc: "cosine decay to `min` over the run",
+        fields: &[f("min", NONNEG, Some("0.0"), "final learning rate")],
+    },
     // ---------------------------------------------------------------- noise clipping
-    KindSpec { category: Category::Clip, name: "none", doc: "no clipping", fields: &[] },
-    KindSpec { category: Category::Clip, name: "coordinate", doc: "clamp each noise coordinate to [−max, max]", fields: &[
-        f("max", POS, None, "bound"),
-    ] },
-    KindSpec { category: Category::Clip, name: "norm", doc: "rescale each parameter's noise to norm at most `max`", fields: &[
-        f("max", POS, None, "bound"),
-    ] },
+    KindSpec {
+        category: Category::Clip,
+        name: "none",
+        doc: "no clipping",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Clip,
+        name: "coordinate",
+        doc: "clamp each noise coordinate to [−max, max]",
+        fields: &[f("max", POS, None, "bound")],
+    },
+    KindSpec {
+        category: Category::Clip,
+        name: "norm",
+        doc: "rescale each parameter's noise to norm at most `max`",
+        fields: &[f("max", POS, None, "bound")],
+    },
     // ---------------------------------------------------------------- initialisations
-    KindSpec { category: Category::Init, name: "default", doc: "candle-nn's defaults (Kaiming-uniform weights)", fields: &[] },
-    KindSpec { category: Category::Init, name: "zeros", doc: "all zeros (the paper's poor initialisation)", fields: &[] },
-    KindSpec { category: Category::Init, name: "constant", doc: "a constant", fields: &[f("value", ANY_FLOAT, None, "the constant")] },
-    KindSpec { category: Category::Init, name: "normal", doc: "N(0, std²)", fields: &[f("std", NONNEG, None, "standard deviation")] },
-    KindSpec { category: Category::Init, name: "uniform", doc: "U(−bound, bound)", fields: &[f("bound", NONNEG, None, "half-width")] },
-    KindSpec { category: Category::Init, name: "xavier", doc: "Glorot-uniform", fields: &[] },
-    KindSpec { category: Category::Init, name: "kaiming", doc: "He-normal for ReLU", fields: &[] },
+    KindSpec {
+        category: Category::Init,
+        name: "default",
+        doc: "candle-nn's defaults (Kaiming-uniform weights)",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "zeros",
+        doc: "all zeros (the paper's poor initialisation)",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "constant",
+        doc: "a constant",
+        fields: &[f("value", ANY_FLOAT, None, "the constant")],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "normal",
+        doc: "N(0, std²)",
+        fields: &[f("std", NONNEG, None, "standard deviation")],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "uniform",
+        doc: "U(−bound, bound)",
+        fields: &[f("bound", NONNEG, None, "half-width")],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "xavier",
+        doc: "Glorot-uniform",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "kaiming",
+        doc: "He-normal for ReLU",
+        fields: &[],
+    },
     // ---------------------------------------------------------------- optimizers
-    KindSpec { category: Category::Optimizer, name: "sgd", doc: "SGD with optional momentum, Nesterov and weight decay", fields: &[
-        f("lr", POS, None, "learning rate"),
-        f("momentum", Ty::Float { min: 0.0, max: 1.0, min_open: false }, Some("0"), "heavy-ball momentum"),
-        f("nesterov", Ty::Bool, Some("false"), "Nesterov momentum"),
-        f("weight_decay", NONNEG, Some("0"), "L2 penalty added to the gradient"),
-        f("lr_schedule", Ty::Obj(Category::LrSchedule), Some("constant"), "learning-rate schedule"),
-        f("warmup", SPAN_OF_TRAINING, Some("0 steps"), "linear warm-up"),
-    ] },
-    KindSpec { category: Category::Optimizer, name: "ahtsgd", doc: "SGD with α-stable noise whose α follows a schedule", fields: &[
-        f("lr", POS, None, "learning rate"),
-        f("sigma", NONNEG, Some("0.01"), "noise scale σ"),
-        f("alpha", Ty::Alpha, Some("adaptive"), "α schedule (a declared schedule, an inline one, or a number)"),
-        f("noise", Ty::Enum(&["gradient", "levy_step"]), Some("gradient"), "gradient: θ −= lr·(g + σξ); levy_step: θ −= lr·g − σ·lr^(1/α)·ξ"),
-        f("scale_by_dim", Ty::Bool, Some("false"), "divide σ by √d, d the parameter count"),
-        f("clip", Ty::Obj(Category::Clip), Some("none"), "noise clipping"),
-        f("momentum", Ty::Float { min: 0.0, max: 1.0, min_open: false }, Some("0"), "heavy-ball momentum (noise enters before it)"),
-        f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
-        f("lr_schedule", Ty::Obj(Category::LrSchedule), Some("constant"), "learning-rate schedule"),
-        f("warmup", SPAN_OF_TRAINING, Some("0 steps"), "linear warm-up"),
-    ] },
-    KindSpec { category: Category::Optimizer, name: "levy_sgd", doc: "SGD with fixed-α Lévy noise (ahtsgd with a fixed schedule)", fields: &[
-        f("lr", POS, None, "learning rate"),
-        f("sigma", NONNEG, Some("0.01"), "noise scale σ"),
-        f("alpha", ALPHA, Some("1.5"), "the tail index"),
-        f("noise", Ty::Enum(&["gradient", "levy_step"]), Some("gradient"), "where the noise enters"),
-        f("clip", Ty::Obj(Category::Clip), Some("none"), "noise clipping"),
-        f("momentum", Ty::Float { min: 0.0, max: 1.0, min_open: false }, Some("0"), "heavy-ball momentum"),
-        f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
-        f("lr_schedule", Ty::Obj(Category::LrSchedule), Some("constant"), "learning-rate schedule"),
-        f("warmup", SPAN_OF_TRAINING, Some("0 steps"), "linear warm-up"),
-    ] },
-    KindSpec { category: Category::Optimizer, name: "gaussian_sgd", doc: "SGD with annealed Gaussian gradient noise, variance eta/(1+t)^gamma", fields: &[
-        f("lr", POS, None, "learning rate"),
-        f("eta", NONNEG, Some("0.01"), "initial noise variance"),
-        f("gamma", NONNEG, Some("0.55"), "decay exponent"),
-        f("momentum", Ty::Float { min: 0.0, max: 1.0, min_open: false }, Some("0"), "heavy-ball momentum"),
-        f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
-        f("lr_schedule", Ty::Obj(Category::LrSchedule), Some("constant"), "learning-rate schedule"),
-        f("warmup", SPAN_OF_TRAINING, Some("0 steps"), "linear warm-up"),
-    ] },
-    KindSpec { category: Category::Optimizer, name: "adam", doc: "Adam (reference)", fields: &[
-        f("lr", POS, Some("1e-3"), "learning rate"),
-        f("beta1", Ty::Float { min: 0.0, max: 1.0, min_open: false }, Some("0.9"), "first-moment decay"),
-        f("beta2", Ty::Float { min: 0.0, max: 1.0, min_open: false }, Some("0.999"), "second-moment decay"),
-        f("eps", POS, Some("1e-8"), "denominator guard"),
-        f("weight_decay", NONNEG, Some("0"), "decoupled weight decay (AdamW)"),
-        f("lr_schedule", Ty::Obj(Category::LrSchedule), Some("constant"), "learning-rate schedule"),
-        f("warmup", SPAN_OF_TRAINING, Some("0 steps"), "linear warm-up"),
-    ] },
+    KindSpec {
+        category: Category::Optimizer,
+        name: "sgd",
+        doc: "SGD with optional momentum, Nesterov and weight decay",
+        fields: &[
+            f("lr", POS, None, "learning rate"),
+            f(
+                "momentum",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: false,
+                },
+                Some("0"),
+                "heavy-ball momentum",
+            ),
+            f("nesterov", Ty::Bool, Some("false"), "Nesterov momentum"),
+            f(
+                "weight_decay",
+                NONNEG,
+                Some("0"),
+                "L2 penalty added to the gradient",
+            ),
+            f(
+                "lr_schedule",
+                Ty::Obj(Category::LrSchedule),
+                Some("constant"),
+                "learning-rate schedule",
+            ),
+            f(
+                "warmup",
+                SPAN_OF_TRAINING,
+                Some("0 steps"),
+                "linear warm-up",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Optimizer,
+        name: "ahtsgd",
+        doc: "SGD with α-stable noise whose α follows a schedule",
+        fields: &[
+            f("lr", POS, None, "learning rate"),
+            f("sigma", NONNEG, Some("0.01"), "noise scale σ"),
+            f(
+                "alpha",
+                Ty::Alpha,
+                Some("adaptive"),
+                "α schedule (a declared schedule, an inline one, or a number)",
+            ),
+            f(
+                "noise",
+                Ty::Enum(&["gradient", "levy_step"]),
+                Some("gradient"),
+                "gradient: θ −= lr·(g + σξ); levy_step: θ −= lr·g − σ·lr^(1/α)·ξ",
+            ),
+            f(
+                "scale_by_dim",
+                Ty::Bool,
+                Some("false"),
+                "divide σ by √d, d the parameter count",
+            ),
+            f(
+                "clip",
+                Ty::Obj(Category::Clip),
+                Some("none"),
+                "noise clipping",
+            ),
+            f(
+                "momentum",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: false,
+                },
+                Some("0"),
+                "heavy-ball momentum (noise enters before it)",
+            ),
+            f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
+            f(
+                "lr_schedule",
+                Ty::Obj(Category::LrSchedule),
+                Some("constant"),
+                "learning-rate schedule",
+            ),
+            f(
+                "warmup",
+                SPAN_OF_TRAINING,
+                Some("0 steps"),
+                "linear warm-up",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Optimizer,
+        name: "levy_sgd",
+        doc: "SGD with fixed-α Lévy noise (ahtsgd with a fixed schedule)",
+        fields: &[
+            f("lr", POS, None, "learning rate"),
+            f("sigma", NONNEG, Some("0.01"), "noise scale σ"),
+            f("alpha", ALPHA, Some("1.5"), "the tail index"),
+            f(
+                "noise",
+                Ty::Enum(&["gradient", "levy_step"]),
+                Some("gradient"),
+                "where the noise enters",
+            ),
+            f(
+                "clip",
+                Ty::Obj(Category::Clip),
+                Some("none"),
+                "noise clipping",
+            ),
+            f(
+                "momentum",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: false,
+                },
+                Some("0"),
+                "heavy-ball momentum",
+            ),
+            f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
+            f(
+                "lr_schedule",
+                Ty::Obj(Category::LrSchedule),
+                Some("constant"),
+                "learning-rate schedule",
+            ),
+            f(
+                "warmup",
+                SPAN_OF_TRAINING,
+                Some("0 steps"),
+                "linear warm-up",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Optimizer,
+        name: "gaussian_sgd",
+        doc: "SGD with annealed Gaussian gradient noise, variance eta/(1+t)^gamma",
+        fields: &[
+            f("lr", POS, None, "learning rate"),
+            f("eta", NONNEG, Some("0.01"), "initial noise variance"),
+            f("gamma", NONNEG, Some("0.55"), "decay exponent"),
+            f(
+                "momentum",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: false,
+                },
+                Some("0"),
+                "heavy-ball momentum",
+            ),
+            f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
+            f(
+                "lr_schedule",
+                Ty::Obj(Category::LrSchedule),
+                Some("constant"),
+                "learning-rate schedule",
+            ),
+            f(
+                "warmup",
+                SPAN_OF_TRAINING,
+                Some("0 steps"),
+                "linear warm-up",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Optimizer,
+        name: "adam",
+        doc: "Adam (reference)",
+        fields: &[
+            f("lr", POS, Some("1e-3"), "learning rate"),
+            f(
+                "beta1",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: false,
+                },
+                Some("0.9"),
+                "first-moment decay",
+            ),
+            f(
+                "beta2",
+                Ty::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    min_open: false,
+                },
+                Some("0.999"),
+                "second-moment decay",
+            ),
+            f("eps", POS, Some("1e-8"), "denominator guard"),
+            f(
+                "weight_decay",
+                NONNEG,
+                Some("0"),
+                "decoupled weight decay (AdamW)",
+            ),
+            f(
+                "lr_schedule",
+                Ty::Obj(Category::LrSchedule),
+                Some("constant"),
+                "learning-rate schedule",
+            ),
+            f(
+                "warmup",
+                SPAN_OF_TRAINING,
+                Some("0 steps"),
+                "linear warm-up",
+            ),
+        ],
+    },
     // ---------------------------------------------------------------- experiments
-    KindSpec { category: Category::Experiment, name: "experiment", doc: "a training run (or a sweep of them)", fields: &[
-        f("data", Ty::Obj(Category::Dataset), None, "the dataset"),
-        f("model", Ty::Obj(Category::Model), None, "the model"),
-        f("optimizer", Ty::Obj(Category::Optimizer), None, "the optimizer"),
-        f("epochs", Ty::Int { min: 1, max: 1_000_000 }, None, "training epochs"),
-        f("batch", Ty::Int { min: 1, max: 1 << 24 }, Some("128"), "minibatch size"),
-        f("seed", SEED, Some("0"), "seed of initialisation, shuffling and noise"),
-        f("max_steps", Ty::Int { min: 0, max: i64::MAX }, Some("0"), "stop after this many steps (0: no limit)"),
-        f("device", Ty::Enum(&["cpu", "cuda", "auto"]), Some("cpu"), "where tensors live"),
-        f("threads", Ty::Int { min: 0, max: 1024 }, Some("0"), "CPU threads (0: all cores, or the share of --jobs)"),
-        f("dtype", Ty::Enum(&["f32", "f64"]), Some("f32"), "floating-point type"),
-        f("eval_every", STEPS_OR_EPOCHS, Some("1 epochs"), "evaluation interval"),
-        f("log_every", STEPS, Some("10 steps"), "training-metrics interval"),
-        f("checkpoint_every", STEPS_OR_EPOCHS, Some("1 epochs"), "checkpoint interval"),
-        f("diverge_loss", POS, Some("1e6"), "a training loss above this stops the trial as diverged"),
-        f("baseline", Ty::Str, Some("\"\""), "declaration name of the optimizer that paired comparisons use as baseline"),
-        f("max_trials", COUNT, Some("10000"), "refuse to expand to more trials than this (override with --allow-large)"),
-    ] },
+    KindSpec {
+        category: Category::Experiment,
+        name: "experiment",
+        doc: "a training run (or a sweep of them)",
+        fields: &[
+            f("data", Ty::Obj(Category::Dataset), None, "the dataset"),
+            f("model", Ty::Obj(Category::Model), None, "the model"),
+            f(
+                "optimizer",
+                Ty::Obj(Category::Optimizer),
+                None,
+                "the optimizer",
+            ),
+            f(
+                "epochs",
+                Ty::Int {
+                    min: 1,
+                    max: 1_000_000,
+                },
+                None,
+                "training epochs",
+            ),
+            f(
+                "batch",
+                Ty::Int {
+                    min: 1,
+                    max: 1 << 24,
+                },
+                Some("128"),
+                "minibatch size",
+            ),
+            f(
+                "seed",
+                SEED,
+                Some("0"),
+                "seed of initialisation, shuffling and noise",
+            ),
+            f(
+                "max_steps",
+                Ty::Int {
+                    min: 0,
+                    max: i64::MAX,
+                },
+                Some("0"),
+                "stop after this many steps (0: no limit)",
+            ),
+            f(
+                "device",
+                Ty::Enum(&["cpu", "cuda", "auto"]),
+                Some("cpu"),
+                "where tensors live",
+            ),
+            f(
+                "threads",
+                Ty::Int { min: 0, max: 1024 },
+                Some("0"),
+                "CPU threads (0: all cores, or the share of --jobs)",
+            ),
+            f(
+                "dtype",
+                Ty::Enum(&["f32", "f64"]),
+                Some("f32"),
+                "floating-point type",
+            ),
+            f(
+                "eval_every",
+                STEPS_OR_EPOCHS,
+                Some("1 epochs"),
+                "evaluation interval",
+            ),
+            f(
+                "log_every",
+                STEPS,
+                Some("10 steps"),
+                "training-metrics interval",
+            ),
+            f(
+                "checkpoint_every",
+                STEPS_OR_EPOCHS,
+                Some("1 epochs"),
+                "checkpoint interval",
+            ),
+            f(
+                "diverge_loss",
+                POS,
+                Some("1e6"),
+                "a training loss above this stops the trial as diverged",
+            ),
+            f(
+                "baseline",
+                Ty::Str,
+                Some("\"\""),
+                "declaration name of the optimizer that paired comparisons use as baseline",
+            ),
+            f(
+                "max_trials",
+                COUNT,
+                Some("10000"),
+                "refuse to expand to more trials than this (override with --allow-large)",
+            ),
+        ],
+    },
 ];
 
 /// The kinds of a category.
@@ -347,10 +1048,25 @@ pub fn experiment() -> &'static KindSpec {
 }
 
 /// Functions usable in expressions, with their arity.
-pub const FUNCTIONS: &[(&str, usize)] = &[("log", 1), ("exp", 1), ("sqrt", 1), ("abs", 1), ("min", 2), ("max", 2), ("pow", 2)];
+pub const FUNCTIONS: &[(&str, usize)] = &[
+    ("log", 1),
+    ("exp", 1),
+    ("sqrt", 1),
+    ("abs", 1),
+    ("min", 2),
+    ("max", 2),
+    ("pow", 2),
+];
 
 /// Sweep constructors.
 pub const SWEEPS: &[&str] = &["sweep", "logspace", "linspace"];
 
 /// Training signals visible to custom α expressions.
-pub const SIGNALS: &[&str] = &["step", "epoch", "progress", "lambda_max", "sharpness_ema", "lr"];
+pub const SIGNALS: &[&str] = &[
+    "step",
+    "epoch",
+    "progress",
+    "lambda_max",
+    "sharpness_ema",
+    "lr",
+];

@@ -6,17 +6,26 @@ use ahtsgd::diagnostic;
 use std::path::{Path, PathBuf};
 
 pub fn options(args: &RecipeArgs) -> Options {
-    Options { sets: args.sets.clone(), allow_large: args.allow_large }
+    Options {
+        sets: args.sets.clone(),
+        allow_large: args.allow_large,
+    }
 }
 
 /// Prints a checked recipe's diagnostics; returns whether it had errors.
 pub fn report(checked: &Checked, json: bool) -> bool {
     if json {
         for d in &checked.diagnostics {
-            println!("{}", serde_json::to_string(&d.to_json(&checked.sources)).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string(&d.to_json(&checked.sources)).unwrap_or_default()
+            );
         }
     } else if !checked.diagnostics.is_empty() {
-        eprint!("{}", diagnostic::render(&checked.diagnostics, &checked.sources, super::color()));
+        eprint!(
+            "{}",
+            diagnostic::render(&checked.diagnostics, &checked.sources, super::color())
+        );
     }
     checked.has_errors()
 }
@@ -29,7 +38,11 @@ pub fn check(files: &[PathBuf], args: &RecipeArgs) -> i32 {
             failed = true;
             let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
             if !args.json {
-                eprintln!("{}: {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+                eprintln!(
+                    "{}: {n} error{}",
+                    file.display(),
+                    if n == 1 { "" } else { "s" }
+                );
             }
             continue;
         }
@@ -43,8 +56,26 @@ pub fn check(files: &[PathBuf], args: &RecipeArgs) -> i32 {
             });
             println!("{summary}");
         } else {
-            let exps: Vec<String> = plan.experiments.iter().map(|e| format!("{} ({} trial{})", e.name, e.trials.len(), if e.trials.len() == 1 { "" } else { "s" })).collect();
-            println!("{}: ok, {} experiment{}: {}; {} trials", file.display(), exps.len(), if exps.len() == 1 { "" } else { "s" }, exps.join(", "), plan.trials.len());
+            let exps: Vec<String> = plan
+                .experiments
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} ({} trial{})",
+                        e.name,
+                        e.trials.len(),
+                        if e.trials.len() == 1 { "" } else { "s" }
+                    )
+                })
+                .collect();
+            println!(
+                "{}: ok, {} experiment{}: {}; {} trials",
+                file.display(),
+                exps.len(),
+                if exps.len() == 1 { "" } else { "s" },
+                exps.join(", "),
+                plan.trials.len()
+            );
         }
     }
     i32::from(failed)
@@ -98,7 +129,12 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
     let plan = checked.plan.as_ref().expect("no errors means a plan");
     for exp in &plan.experiments {
         if !args.json {
-            println!("experiment {} — {} trial{}", exp.name, exp.trials.len(), if exp.trials.len() == 1 { "" } else { "s" });
+            println!(
+                "experiment {} — {} trial{}",
+                exp.name,
+                exp.trials.len(),
+                if exp.trials.len() == 1 { "" } else { "s" }
+            );
         }
         for t in &plan.trials[exp.trials.clone()] {
             let c = &t.config;
@@ -107,7 +143,11 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 v => v.to_source(),
             };
             if args.json {
-                let settings: serde_json::Map<String, serde_json::Value> = c.fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_source()))).collect();
+                let settings: serde_json::Map<String, serde_json::Value> = c
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_source())))
+                    .collect();
                 let line = serde_json::json!({
                     "trial": t.index,
                     "experiment": t.experiment,
@@ -116,7 +156,8 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 });
                 println!("{line}");
             } else {
-                let choices: Vec<String> = t.choices.iter().map(|(p, v)| format!("{p}={v}")).collect();
+                let choices: Vec<String> =
+                    t.choices.iter().map(|(p, v)| format!("{p}={v}")).collect();
                 println!(
                     "  trial {:04}  data={} model={} optimizer={} epochs={} batch={} seed={}{}",
                     t.index,
@@ -126,7 +167,11 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                     c.get("epochs").to_source(),
                     c.get("batch").to_source(),
                     c.get("seed").to_source(),
-                    if choices.is_empty() { String::new() } else { format!("  [{}]", choices.join(", ")) }
+                    if choices.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [{}]", choices.join(", "))
+                    }
                 );
             }
         }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "ahtsgd", version, about = "Adaptive heavy-tailed SGD: check, format, plan and run .aht recipes")]
+#[command(
+    name = "ahtsgd",
+    version,
+    about = "Adaptive heavy-tailed SGD: check, format, plan and run .aht recipes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +93,12 @@ pub fn run() -> i32 {
             ahtsgd::optim::enable_second_order();
             run::run(args)
         }
-        Command::Sample { alpha, count, seed, out } => sample(alpha, count, seed, out),
+        Command::Sample {
+            alpha,
+            count,
+            seed,
+            out,
+        } => sample(alpha, count, seed, out),
     }
 }
 
@@ -101,13 +110,16 @@ pub fn color() -> bool {
 
 fn sample(alpha: f64, count: usize, seed: u64, out: Option<PathBuf>) -> i32 {
     if !(1.0..=2.0).contains(&alpha) {
-        eprintln!("error: --alpha {alpha} is outside [1, 2]\n  help: the tail index of a symmetric α-stable law used here lies in [1, 2]");
+        eprintln!(
+            "error: --alpha {alpha} is outside [1, 2]\n  help: the tail index of a symmetric α-stable law used here lies in [1, 2]"
+        );
         return 2;
     }
     let draws = ahtsgd::optim::stable::sample(alpha, seed, count);
     match out {
         Some(path) => {
-            let header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({count},), }}");
+            let header =
+                format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({count},), }}");
             let pad = 64 - (10 + header.len() + 1) % 64;
             let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
             let hlen = (header.len() + pad + 1) as u16;

@@ -63,17 +63,28 @@ pub fn run(args: RunArgs) -> i32 {
             opts.sets.push(format!("{}.dtype={d}", e.name));
         }
     }
-    let checked = if opts.sets.len() > args.recipe.sets.len() { check::check_file(&args.file, &opts) } else { first };
+    let checked = if opts.sets.len() > args.recipe.sets.len() {
+        check::check_file(&args.file, &opts)
+    } else {
+        first
+    };
     if super::check::report(&checked, args.recipe.json) {
         return 1;
     }
     let plan = checked.plan.as_ref().expect("checked");
-    if let Some(e) = &args.experiment {
-        if !plan.experiments.iter().any(|x| &x.name == e) {
-            eprintln!("error: no experiment `{e}` in {}; it has: {}", args.file.display(), plan.experiments.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", "));
+    if let Some(e) = &args.experiment
+        && !plan.experiments.iter().any(|x| &x.name == e) {
+            eprintln!(
+                "error: no experiment `{e}` in {}; it has: {}",
+                args.file.display(),
+                plan.experiments
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             return 2;
         }
-    }
     let range = match args.trial.as_deref().map(parse_trials) {
         None => (0, usize::MAX),
         Some(Some(r)) => r,
@@ -83,8 +94,13 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let recipe_text = inline_imports(&checked);
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(args.file.file_stem().unwrap_or_default()));
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(args.file.file_stem().unwrap_or_default()));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let _ = ctrlc::set_handler(|| train::STOP.store(true, std::sync::atomic::Ordering::Relaxed));
     let selected: Vec<_> = plan
         .trials
@@ -93,21 +109,27 @@ pub fn run(args: RunArgs) -> i32 {
         .filter(|t| t.index >= range.0 && t.index <= range.1)
         .collect();
     if selected.is_empty() {
-        eprintln!("error: no trials selected (the recipe has {} trials, numbered from 0)", plan.trials.len());
+        eprintln!(
+            "error: no trials selected (the recipe has {} trials, numbered from 0)",
+            plan.trials.len()
+        );
         return 2;
     }
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("error: cannot create {}: {e}", out.display());
         return 2;
     }
-    let interactive = !args.quiet && !args.recipe.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let interactive =
+        !args.quiet && !args.recipe.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut summaries: Vec<record::Summary> = Vec::new();
     let mut failed = false;
     for t in selected {
-        let dir = out.join(&t.experiment).join(format!("trial-{:04}", t.index));
+        let dir = out
+            .join(&t.experiment)
+            .join(format!("trial-{:04}", t.index));
         let hash = record::sha256(&t.resolved_source());
-        if let Some(prev) = record::read_summary(&dir) {
-            if !args.fresh {
+        if let Some(prev) = record::read_summary(&dir)
+            && !args.fresh {
                 if prev.resolved_hash != hash {
                     eprintln!(
                         "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",
@@ -119,54 +141,97 @@ pub fn run(args: RunArgs) -> i32 {
                 }
                 if prev.status != "interrupted" {
                     if !args.recipe.json {
-                        eprintln!("trial {:04} ({}): kept ({})", t.index, prev.optimizer, prev.status);
+                        eprintln!(
+                            "trial {:04} ({}): kept ({})",
+                            t.index, prev.optimizer, prev.status
+                        );
                     }
                     summaries.push(prev);
                     continue;
                 }
             }
-        }
         if args.fresh && dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         journal(&out, t.index, &t.experiment, "started");
-        let bar = if interactive { ProgressBar::new(1) } else { ProgressBar::hidden() };
-        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+        let bar = if interactive {
+            ProgressBar::new(1)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
         let opt = t.config.obj("optimizer");
-        bar.set_prefix(format!("trial {:04} {} seed {}", t.index, opt.decl.clone().unwrap_or_else(|| opt.kind.into()), t.config.f64("seed")));
+        bar.set_prefix(format!(
+            "trial {:04} {} seed {}",
+            t.index,
+            opt.decl.clone().unwrap_or_else(|| opt.kind.into()),
+            t.config.f64("seed")
+        ));
         let json = args.recipe.json;
         let mut on_event = |e: Event| {
             match &e {
                 Event::Started { steps, .. } => bar.set_length(*steps),
-                Event::Step { step, epoch, loss, alpha, .. } => {
+                Event::Step {
+                    step,
+                    epoch,
+                    loss,
+                    alpha,
+                    ..
+                } => {
                     bar.set_position(*step);
                     bar.set_message(format!("epoch {epoch} loss {loss:.4} α {alpha:.3}"));
                 }
-                Event::Evaluated { step, test_accuracy, .. } => {
+                Event::Evaluated {
+                    step,
+                    test_accuracy,
+                    ..
+                } => {
                     bar.set_position(*step);
                     bar.set_message(format!("test acc {:.2}%", test_accuracy * 100.0));
                 }
             }
-            if json {
-                if let Event::Evaluated { trial, step, epoch, test_loss, test_accuracy } = e {
-                    println!("{}", serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy}));
+            if json
+                && let Event::Evaluated {
+                    trial,
+                    step,
+                    epoch,
+                    test_loss,
+                    test_accuracy,
+                } = e
+                {
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
+                    );
                 }
-            }
         };
         match train::run_trial(t, &recipe_text, &dir, threads, &mut on_event) {
             Ok(s) => {
                 bar.finish_and_clear();
                 journal(&out, t.index, &t.experiment, &s.status);
                 if !args.recipe.json {
-                    let acc = s.final_.as_ref().map_or("-".into(), |f| format!("{:.2}%", f.test_accuracy * 100.0));
-                    eprintln!("trial {:04} ({}, seed {}): {} after {} steps, test accuracy {acc}, {:.1}s", t.index, s.optimizer, s.seed, s.status, s.steps, s.wall_seconds);
+                    let acc = s
+                        .final_
+                        .as_ref()
+                        .map_or("-".into(), |f| format!("{:.2}%", f.test_accuracy * 100.0));
+                    eprintln!(
+                        "trial {:04} ({}, seed {}): {} after {} steps, test accuracy {acc}, {:.1}s",
+                        t.index, s.optimizer, s.seed, s.status, s.steps, s.wall_seconds
+                    );
                 } else {
                     println!("{}", serde_json::to_string(&s).unwrap_or_default());
                 }
                 let stop = s.status == "interrupted";
                 summaries.push(s);
                 if stop {
-                    eprintln!("interrupted: records so far are in {}; run the same command again to rerun the interrupted trial", out.display());
+                    eprintln!(
+                        "interrupted: records so far are in {}; run the same command again to rerun the interrupted trial",
+                        out.display()
+                    );
                     return 130;
                 }
             }
@@ -178,14 +243,25 @@ pub fn run(args: RunArgs) -> i32 {
                     train::RunError::Model(_) => "model",
                     _ => "experiment",
                 };
-                let span = match t.config.get(node) {
-                    ahtsgd::plan::Val::Obj(o) => o.span,
-                    _ => plan.experiments.iter().find(|x| x.name == t.experiment).map(|x| x.span).unwrap_or_default(),
+                let span = match t.config.fields.iter().find(|(n, _)| *n == node) {
+                    Some((_, ahtsgd::plan::Val::Obj(o))) => o.span,
+                    _ => plan
+                        .experiments
+                        .iter()
+                        .find(|x| x.name == t.experiment)
+                        .map(|x| x.span)
+                        .unwrap_or_default(),
                 };
-                let d = ahtsgd::diagnostic::Diagnostic::error(ahtsgd::diagnostic::Code::Run, format!("trial {} failed: {e}", t.index))
-                    .at(span, format!("while building this {node}"))
-                    .help("fix the recipe or the data; other trials are unaffected");
-                eprint!("{}", ahtsgd::diagnostic::render(&[d], &checked.sources, super::color()));
+                let d = ahtsgd::diagnostic::Diagnostic::error(
+                    ahtsgd::diagnostic::Code::Run,
+                    format!("trial {} failed: {e}", t.index),
+                )
+                .at(span, format!("while building this {node}"))
+                .help("fix the recipe or the data; other trials are unaffected");
+                eprint!(
+                    "{}",
+                    ahtsgd::diagnostic::render(&[d], &checked.sources, super::color())
+                );
                 failed = true;
             }
         }
@@ -199,7 +275,11 @@ pub fn run(args: RunArgs) -> i32 {
 
 fn journal(out: &Path, trial: usize, experiment: &str, state: &str) {
     let line = serde_json::json!({"trial": trial, "experiment": experiment, "state": state});
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(out.join("journal.jsonl")) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("journal.jsonl"))
+    {
         let _ = writeln!(f, "{line}");
         let _ = f.sync_all();
     }
@@ -207,8 +287,17 @@ fn journal(out: &Path, trial: usize, experiment: &str, state: &str) {
 
 fn differing_fields(dir: &Path, new: &str) -> String {
     let old = std::fs::read_to_string(dir.join("resolved.aht")).unwrap_or_default();
-    let diffs: Vec<String> = new.lines().filter(|l| !old.lines().any(|o| o == *l)).map(|l| l.trim().to_string()).take(5).collect();
-    if diffs.is_empty() { "unknown".into() } else { diffs.join("; ") }
+    let diffs: Vec<String> = new
+        .lines()
+        .filter(|l| !old.lines().any(|o| o == *l))
+        .map(|l| l.trim().to_string())
+        .take(5)
+        .collect();
+    if diffs.is_empty() {
+        "unknown".into()
+    } else {
+        diffs.join("; ")
+    }
 }
 
 /// The root recipe with its imports inlined (for recipe.aht).
@@ -232,28 +321,61 @@ fn inline_imports(checked: &check::Checked) -> String {
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let m = xs.iter().sum::<f64>() / n.max(1.0);
-    let sd = if xs.len() > 1 { (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    let sd = if xs.len() > 1 {
+        (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
     (m, sd)
 }
 
 fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan) {
     let mut by_exp: BTreeMap<&str, BTreeMap<&str, Vec<&record::Summary>>> = BTreeMap::new();
     for s in summaries {
-        by_exp.entry(&s.experiment).or_default().entry(&s.optimizer).or_default().push(s);
+        by_exp
+            .entry(&s.experiment)
+            .or_default()
+            .entry(&s.optimizer)
+            .or_default()
+            .push(s);
     }
     for (exp, arms) in by_exp {
         println!("\n{exp}");
-        println!("  {:<16} {:>5} {:>18} {:>18} {:>9} {:>10}", "optimizer", "runs", "final test acc", "epoch-1 test acc", "diverged", "steps/s");
+        println!(
+            "  {:<16} {:>5} {:>18} {:>18} {:>9} {:>10}",
+            "optimizer", "runs", "final test acc", "epoch-1 test acc", "diverged", "steps/s"
+        );
         for (arm, runs) in &arms {
-            let finals: Vec<f64> = runs.iter().filter_map(|r| r.final_.as_ref().map(|f| f.test_accuracy * 100.0)).collect();
-            let early: Vec<f64> = runs.iter().filter_map(|r| r.evals.first().map(|f| f.test_accuracy * 100.0)).collect();
+            let finals: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.final_.as_ref().map(|f| f.test_accuracy * 100.0))
+                .collect();
+            let early: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.evals.first().map(|f| f.test_accuracy * 100.0))
+                .collect();
             let (fm, fs) = mean_sd(&finals);
             let (em, es) = mean_sd(&early);
             let div = runs.iter().filter(|r| r.status == "diverged").count();
             let sps = mean_sd(&runs.iter().map(|r| r.steps_per_s).collect::<Vec<_>>()).0;
-            println!("  {:<16} {:>5} {:>11.2} ± {:<4.2} {:>11.2} ± {:<4.2} {:>9} {:>10.1}", arm, runs.len(), fm, fs, em, es, div, sps);
+            println!(
+                "  {:<16} {:>5} {:>11.2} ± {:<4.2} {:>11.2} ± {:<4.2} {:>9} {:>10.1}",
+                arm,
+                runs.len(),
+                fm,
+                fs,
+                em,
+                es,
+                div,
+                sps
+            );
         }
-        let baseline = plan.trials.iter().find(|t| t.experiment == exp).map(|t| t.config.str("baseline").to_string()).unwrap_or_default();
+        let baseline = plan
+            .trials
+            .iter()
+            .find(|t| t.experiment == exp)
+            .map(|t| t.config.str("baseline").to_string())
+            .unwrap_or_default();
         if let Some(base) = arms.get(baseline.as_str()) {
             for (arm, runs) in &arms {
                 if *arm == baseline {
@@ -263,13 +385,21 @@ fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan) {
                     .iter()
                     .filter_map(|r| {
                         let b = base.iter().find(|b| b.seed == r.seed)?;
-                        Some((r.final_.as_ref()?.test_accuracy - b.final_.as_ref()?.test_accuracy) * 100.0)
+                        Some(
+                            (r.final_.as_ref()?.test_accuracy - b.final_.as_ref()?.test_accuracy)
+                                * 100.0,
+                        )
                     })
                     .collect();
                 if diffs.len() >= 2 {
                     let (m, sd) = mean_sd(&diffs);
                     let half = 1.96 * sd / (diffs.len() as f64).sqrt();
-                    println!("  {arm} − {baseline} (paired by seed, n = {}): {m:+.2} points, ≈95% CI [{:+.2}, {:+.2}]", diffs.len(), m - half, m + half);
+                    println!(
+                        "  {arm} − {baseline} (paired by seed, n = {}): {m:+.2} points, ≈95% CI [{:+.2}, {:+.2}]",
+                        diffs.len(),
+                        m - half,
+                        m + half
+                    );
                 }
             }
         }

@@ -20,21 +20,38 @@ pub fn maybe_gunzip(name: &str, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
 pub fn images(name: &str, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
     let b = maybe_gunzip(name, bytes)?;
     if b.len() < 16 {
-        return Err(DataError::format(name, format!("truncated: {} bytes, an IDX image header needs 16", b.len())));
+        return Err(DataError::format(
+            name,
+            format!("truncated: {} bytes, an IDX image header needs 16", b.len()),
+        ));
     }
     let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     if magic != 0x0000_0803 {
-        return Err(DataError::format(name, format!("wrong magic {magic:#010x}: not an IDX image file (expected 0x00000803)")));
+        return Err(DataError::format(
+            name,
+            format!("wrong magic {magic:#010x}: not an IDX image file (expected 0x00000803)"),
+        ));
     }
-    let dim = |i: usize| u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]) as usize;
+    let dim = |i: usize| {
+        u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]) as usize
+    };
     let (n, rows, cols) = (dim(1), dim(2), dim(3));
     if rows == 0 || cols == 0 || rows > 4096 || cols > 4096 {
-        return Err(DataError::format(name, format!("implausible image size {rows}x{cols}")));
+        return Err(DataError::format(
+            name,
+            format!("implausible image size {rows}x{cols}"),
+        ));
     }
     let need = n.checked_mul(rows * cols).and_then(|x| x.checked_add(16));
     match need {
         Some(need) if need == b.len() => Ok((n, rows, cols, b[16..].to_vec())),
-        Some(need) => Err(DataError::format(name, format!("{} bytes, but the header promises {n} images of {rows}x{cols} ({need} bytes)", b.len()))),
+        Some(need) => Err(DataError::format(
+            name,
+            format!(
+                "{} bytes, but the header promises {n} images of {rows}x{cols} ({need} bytes)",
+                b.len()
+            ),
+        )),
         None => Err(DataError::format(name, "header dimensions overflow")),
     }
 }
@@ -43,18 +60,30 @@ pub fn images(name: &str, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)
 pub fn labels(name: &str, bytes: &[u8], classes: u8) -> Result<Vec<u8>, DataError> {
     let b = maybe_gunzip(name, bytes)?;
     if b.len() < 8 {
-        return Err(DataError::format(name, format!("truncated: {} bytes, an IDX label header needs 8", b.len())));
+        return Err(DataError::format(
+            name,
+            format!("truncated: {} bytes, an IDX label header needs 8", b.len()),
+        ));
     }
     let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     if magic != 0x0000_0801 {
-        return Err(DataError::format(name, format!("wrong magic {magic:#010x}: not an IDX label file (expected 0x00000801)")));
+        return Err(DataError::format(
+            name,
+            format!("wrong magic {magic:#010x}: not an IDX label file (expected 0x00000801)"),
+        ));
     }
     let n = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
     if b.len() != 8 + n {
-        return Err(DataError::format(name, format!("{} bytes, but the header promises {n} labels", b.len())));
+        return Err(DataError::format(
+            name,
+            format!("{} bytes, but the header promises {n} labels", b.len()),
+        ));
     }
     if let Some((i, l)) = b[8..].iter().enumerate().find(|(_, l)| **l >= classes) {
-        return Err(DataError::format(name, format!("label {l} at index {i} is out of range 0..{classes}")));
+        return Err(DataError::format(
+            name,
+            format!("label {l} at index {i} is out of range 0..{classes}"),
+        ));
     }
     Ok(b[8..].to_vec())
 }
@@ -75,7 +104,9 @@ mod tests {
     #[test]
     fn reads_images_row_major() {
         // 2 images of 2x3; pixel value = 10*image + 3*row + col reveals any transposition
-        let px: Vec<u8> = (0..2).flat_map(|i| (0..2).flat_map(move |r| (0..3).map(move |c| (10 * i + 3 * r + c) as u8))).collect();
+        let px: Vec<u8> = (0..2)
+            .flat_map(|i| (0..2).flat_map(move |r| (0..3).map(move |c| (10 * i + 3 * r + c) as u8)))
+            .collect();
         let (n, rows, cols, data) = images("t", &image_file(2, 2, 3, &px)).unwrap();
         assert_eq!((n, rows, cols), (2, 2, 3));
         assert_eq!(data[6 + 3 + 2], 15);
@@ -99,7 +130,12 @@ mod tests {
             }
         }
         let mut lab = vec![0, 0, 8, 1, 0, 0, 0, 2, 3, 12];
-        assert!(labels("t", &lab, 10).unwrap_err().to_string().contains("out of range"));
+        assert!(
+            labels("t", &lab, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
         lab[9] = 1;
         assert_eq!(labels("t", &lab, 10).unwrap(), vec![3, 1]);
         assert!(maybe_gunzip("t", &[0x1f, 0x8b, 0, 1, 2]).is_err());

@@ -15,14 +15,20 @@ pub enum DataError {
     #[error("{file}: {problem}")]
     Format { file: String, problem: String },
     #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Unsupported(String),
 }
 
 impl DataError {
     pub fn format(file: &str, problem: impl Into<String>) -> Self {
-        DataError::Format { file: file.to_string(), problem: problem.into() }
+        DataError::Format {
+            file: file.to_string(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -67,13 +73,22 @@ fn from_idx(name: &str, files: [(String, Vec<u8>); 4]) -> Result<Dataset, DataEr
     let (m, r2, c2, test_px) = idx::images(&sin, &si)?;
     let test_y = idx::labels(&sln, &sl, 10)?;
     if train_y.len() != n {
-        return Err(DataError::format(&tln, format!("{} labels for {n} images", train_y.len())));
+        return Err(DataError::format(
+            &tln,
+            format!("{} labels for {n} images", train_y.len()),
+        ));
     }
     if test_y.len() != m {
-        return Err(DataError::format(&sln, format!("{} labels for {m} images", test_y.len())));
+        return Err(DataError::format(
+            &sln,
+            format!("{} labels for {m} images", test_y.len()),
+        ));
     }
     if (r, c) != (r2, c2) {
-        return Err(DataError::format(&sin, format!("test images are {r2}x{c2}, training images {r}x{c}")));
+        return Err(DataError::format(
+            &sin,
+            format!("test images are {r2}x{c2}, training images {r}x{c}"),
+        ));
     }
     let scale = |px: Vec<u8>| px.into_iter().map(|p| p as f32 / 255.0).collect();
     Ok(Dataset {
@@ -90,22 +105,37 @@ fn from_idx(name: &str, files: [(String, Vec<u8>); 4]) -> Result<Dataset, DataEr
 /// The bundled MNIST subset (5,000 train / 1,000 test), from the binary itself.
 pub fn mnist_mini() -> Result<Dataset, DataError> {
     let names = ["train-images", "train-labels", "t10k-images", "t10k-labels"];
-    let files = std::array::from_fn(|i| (format!("<bundled mnist-mini {}>", names[i]), MINI[i].to_vec()));
+    let files = std::array::from_fn(|i| {
+        (
+            format!("<bundled mnist-mini {}>", names[i]),
+            MINI[i].to_vec(),
+        )
+    });
     from_idx("mnist_mini", files)
 }
 
 /// MNIST-layout IDX files from a folder (raw or `.gz`).
 pub fn mnist_dir(name: &str, dir: &Path) -> Result<Dataset, DataError> {
-    let stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+    let stems = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ];
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for stem in stems {
         let raw = dir.join(stem);
         let gz = dir.join(format!("{stem}.gz"));
         let path = if raw.exists() { raw } else { gz };
-        let bytes = std::fs::read(&path).map_err(|source| DataError::Io { file: path.display().to_string(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
+            file: path.display().to_string(),
+            source,
+        })?;
         files.push((path.display().to_string(), bytes));
     }
-    let files: [(String, Vec<u8>); 4] = files.try_into().map_err(|_| DataError::Unsupported("four files".into()))?;
+    let files: [(String, Vec<u8>); 4] = files
+        .try_into()
+        .map_err(|_| DataError::Unsupported("four files".into()))?;
     from_idx(name, files)
 }
 
@@ -115,13 +145,38 @@ pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
     let mut d = match spec.kind {
         "mnist_mini" => mnist_mini()?,
         "mnist" | "fashion_mnist" => mnist_dir(spec.kind, Path::new(spec.str("path")))?,
-        "blobs" => synthetic::blobs(spec.usize("classes"), spec.usize("features"), spec.usize("samples"), spec.usize("test_samples"), spec.f64("spread"), spec.f64("seed") as u64),
-        "spirals" => synthetic::spirals(spec.usize("classes"), spec.usize("samples"), spec.usize("test_samples"), spec.f64("noise"), spec.f64("seed") as u64),
-        other => return Err(DataError::Unsupported(format!("the `{other}` reader is not available in this build yet; use mnist, fashion_mnist, mnist_mini, blobs or spirals"))),
+        "blobs" => synthetic::blobs(
+            spec.usize("classes"),
+            spec.usize("features"),
+            spec.usize("samples"),
+            spec.usize("test_samples"),
+            spec.f64("spread"),
+            spec.f64("seed") as u64,
+        ),
+        "spirals" => synthetic::spirals(
+            spec.usize("classes"),
+            spec.usize("samples"),
+            spec.usize("test_samples"),
+            spec.f64("noise"),
+            spec.f64("seed") as u64,
+        ),
+        other => {
+            return Err(DataError::Unsupported(format!(
+                "the `{other}` reader is not available in this build yet; use mnist, fashion_mnist, mnist_mini, blobs or spirals"
+            )));
+        }
     };
     let limit = |n: usize| if n == 0 { usize::MAX } else { n };
-    truncate(&mut d.train_x, &mut d.train_y, limit(spec.usize("train_limit")));
-    truncate(&mut d.test_x, &mut d.test_y, limit(spec.usize("test_limit")));
+    truncate(
+        &mut d.train_x,
+        &mut d.train_y,
+        limit(spec.usize("train_limit")),
+    );
+    truncate(
+        &mut d.test_x,
+        &mut d.test_y,
+        limit(spec.usize("test_limit")),
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xda7a);
     let noise = spec.f64("label_noise");
     if noise > 0.0 {
@@ -171,7 +226,11 @@ fn truncate(x: &mut Vec<f32>, y: &mut Vec<u32>, n: usize) {
 
 /// Standardises each channel by the training set's mean and standard deviation.
 pub fn normalize(d: &mut Dataset) {
-    let channels = if d.sample_shape.len() == 3 { d.sample_shape[0] } else { d.sample_len() };
+    let channels = if d.sample_shape.len() == 3 {
+        d.sample_shape[0]
+    } else {
+        d.sample_len()
+    };
     let per = d.sample_len() / channels.max(1);
     let n = d.train_len().max(1);
     for c in 0..channels {
@@ -203,7 +262,10 @@ mod tests {
     #[test]
     fn bundled_subset_loads_with_no_files() {
         let d = mnist_mini().unwrap();
-        assert_eq!((d.train_len(), d.test_len(), d.sample_shape.clone()), (5000, 1000, vec![1, 28, 28]));
+        assert_eq!(
+            (d.train_len(), d.test_len(), d.sample_shape.clone()),
+            (5000, 1000, vec![1, 28, 28])
+        );
         // all ten digits appear
         let mut seen = [false; 10];
         d.train_y.iter().for_each(|y| seen[*y as usize] = true);
@@ -217,8 +279,16 @@ mod tests {
         normalize(&mut d);
         let n = d.train_x.len() as f64;
         let mean = d.train_x.iter().map(|v| *v as f64).sum::<f64>() / n;
-        let var = d.train_x.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "{mean} {var}");
+        let var = d
+            .train_x
+            .iter()
+            .map(|v| (*v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!(
+            mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+            "{mean} {var}"
+        );
     }
 
     #[test]

@@ -6,7 +6,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 /// Gaussian blobs: class centres on a sphere of radius 3, isotropic spread.
-pub fn blobs(classes: usize, features: usize, train: usize, test: usize, spread: f64, seed: u64) -> Dataset {
+pub fn blobs(
+    classes: usize,
+    features: usize,
+    train: usize,
+    test: usize,
+    spread: f64,
+    seed: u64,
+) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let unit = Normal::new(0.0, 1.0).expect("valid");
     let centres: Vec<Vec<f64>> = (0..classes)
@@ -21,14 +28,26 @@ pub fn blobs(classes: usize, features: usize, train: usize, test: usize, spread:
         let mut y = Vec::with_capacity(count);
         for _ in 0..count {
             let c = rng.random_range(0..classes);
-            x.extend(centres[c].iter().map(|m| (m + spread * unit.sample(&mut rng)) as f32));
+            x.extend(
+                centres[c]
+                    .iter()
+                    .map(|m| (m + spread * unit.sample(&mut rng)) as f32),
+            );
             y.push(c as u32);
         }
         (x, y)
     };
     let (train_x, train_y) = draw(train);
     let (test_x, test_y) = draw(test);
-    Dataset { name: "blobs".into(), sample_shape: vec![features], classes, train_x, train_y, test_x, test_y }
+    Dataset {
+        name: "blobs".into(),
+        sample_shape: vec![features],
+        classes,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+    }
 }
 
 /// Interleaved spirals in the plane.
@@ -51,5 +70,13 @@ pub fn spirals(classes: usize, train: usize, test: usize, noise: f64, seed: u64)
     };
     let (train_x, train_y) = draw(train);
     let (test_x, test_y) = draw(test);
-    Dataset { name: "spirals".into(), sample_shape: vec![2], classes, train_x, train_y, test_x, test_y }
+    Dataset {
+        name: "spirals".into(),
+        sample_shape: vec![2],
+        classes,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+    }
 }

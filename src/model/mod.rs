@@ -38,7 +38,11 @@ impl Init {
             let d = Normal::new(0.0, sd.max(0.0)).expect("sd ≥ 0");
             (0..n).map(|_| d.sample(rng)).collect::<Vec<f64>>()
         };
-        let uniform = |b: f64, rng: &mut ChaCha8Rng| (0..n).map(|_| (rng.random::<f64>() * 2.0 - 1.0) * b).collect::<Vec<f64>>();
+        let uniform = |b: f64, rng: &mut ChaCha8Rng| {
+            (0..n)
+                .map(|_| (rng.random::<f64>() * 2.0 - 1.0) * b)
+                .collect::<Vec<f64>>()
+        };
         match self {
             Init::Zeros => vec![0.0; n],
             Init::Constant(c) => vec![c; n],
@@ -78,7 +82,8 @@ impl Activation {
             Activation::Sigmoid => sigmoid(x),
             Activation::Silu => x * sigmoid(x)?,
             Activation::Gelu => {
-                let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
+                let inner =
+                    ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
                 (x * 0.5)? * (inner.tanh()? + 1.0)?
             }
         }
@@ -94,7 +99,11 @@ pub fn pool2(x: &Tensor, max: bool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
     let r = x.reshape((n, c, h / 2, 2, w / 2, 2))?;
-    if max { r.max(5)?.max(3) } else { r.mean(5)?.mean(3) }
+    if max {
+        r.max(5)?.max(3)
+    } else {
+        r.mean(5)?.mean(3)
+    }
 }
 
 struct Dense {
@@ -104,13 +113,20 @@ struct Dense {
 
 impl Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
+        x.matmul(&self.w.as_tensor().t()?)?
+            .broadcast_add(self.b.as_tensor())
     }
 }
 
 enum Arch {
-    Mlp { layers: Vec<Dense> },
-    Cnn { convs: Vec<Dense>, head: Vec<Dense>, max_pool: bool },
+    Mlp {
+        layers: Vec<Dense>,
+    },
+    Cnn {
+        convs: Vec<Dense>,
+        head: Vec<Dense>,
+        max_pool: bool,
+    },
 }
 
 /// A built model: its parameters (sorted by name) and its forward pass.
@@ -133,11 +149,27 @@ pub enum ModelError {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn dense(name: &str, fan_in: usize, fan_out: usize, extra: &[usize], init: Init, bias_init: Init, dtype: DType, dev: &Device, rng: &mut ChaCha8Rng, params: &mut Vec<(String, Var)>) -> Result<Dense> {
+fn dense(
+    name: &str,
+    fan_in: usize,
+    fan_out: usize,
+    extra: &[usize],
+    init: Init,
+    bias_init: Init,
+    dtype: DType,
+    dev: &Device,
+    rng: &mut ChaCha8Rng,
+    params: &mut Vec<(String, Var)>,
+) -> Result<Dense> {
     let receptive: usize = extra.iter().product();
     let mut shape = vec![fan_out, fan_in];
     shape.extend_from_slice(extra);
-    let w = init.sample(fan_out * fan_in * receptive, fan_in * receptive, fan_out * receptive, rng);
+    let w = init.sample(
+        fan_out * fan_in * receptive,
+        fan_in * receptive,
+        fan_out * receptive,
+        rng,
+    );
     let b = match bias_init {
         Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
         other => other,
@@ -152,7 +184,14 @@ fn dense(name: &str, fan_in: usize, fan_out: usize, extra: &[usize], init: Init,
 
 impl Model {
     /// Builds the model a checked recipe describes, for samples of `sample_shape`.
-    pub fn build(spec: &Obj, sample_shape: &[usize], classes: usize, dtype: DType, dev: &Device, seed: u64) -> std::result::Result<Model, ModelError> {
+    pub fn build(
+        spec: &Obj,
+        sample_shape: &[usize],
+        classes: usize,
+        dtype: DType,
+        dev: &Device,
+        seed: u64,
+    ) -> std::result::Result<Model, ModelError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1417);
         let mut params = Vec::new();
         let init = Init::from_obj(spec.obj("init"));
@@ -169,24 +208,54 @@ impl Model {
                 let layers = sizes
                     .windows(2)
                     .enumerate()
-                    .map(|(i, w)| dense(&format!("fc{i}"), w[0], w[1], &[], init, bias_init, dtype, dev, &mut rng, &mut params))
+                    .map(|(i, w)| {
+                        dense(
+                            &format!("fc{i}"),
+                            w[0],
+                            w[1],
+                            &[],
+                            init,
+                            bias_init,
+                            dtype,
+                            dev,
+                            &mut rng,
+                            &mut params,
+                        )
+                    })
                     .collect::<Result<_>>()?;
                 Arch::Mlp { layers }
             }
             "cnn" => {
                 let [c, mut h, mut w] = sample_shape[..] else {
-                    return Err(ModelError::Shape(format!("a cnn needs image samples [channels, height, width], the data gives {sample_shape:?}")));
+                    return Err(ModelError::Shape(format!(
+                        "a cnn needs image samples [channels, height, width], the data gives {sample_shape:?}"
+                    )));
                 };
                 let bias_init = Init::from_obj(spec.obj("bias_init"));
                 let mut convs = Vec::new();
                 let mut cin = c;
                 for (i, &cout) in spec.usize_list("channels").iter().enumerate() {
-                    convs.push(dense(&format!("conv{i}"), cin, cout, &[3, 3], init, bias_init, dtype, dev, &mut rng, &mut params)?);
+                    convs.push(dense(
+                        &format!("conv{i}"),
+                        cin,
+                        cout,
+                        &[3, 3],
+                        init,
+                        bias_init,
+                        dtype,
+                        dev,
+                        &mut rng,
+                        &mut params,
+                    )?);
                     cin = cout;
                     h /= 2;
                     w /= 2;
                     if h == 0 || w == 0 {
-                        return Err(ModelError::Shape(format!("{} pooling stages shrink {:?} to nothing", i + 1, sample_shape)));
+                        return Err(ModelError::Shape(format!(
+                            "{} pooling stages shrink {:?} to nothing",
+                            i + 1,
+                            sample_shape
+                        )));
                     }
                 }
                 let mut sizes = vec![cin * h * w];
@@ -195,18 +264,47 @@ impl Model {
                 let head = sizes
                     .windows(2)
                     .enumerate()
-                    .map(|(i, wd)| dense(&format!("fc{i}"), wd[0], wd[1], &[], init, bias_init, dtype, dev, &mut rng, &mut params))
+                    .map(|(i, wd)| {
+                        dense(
+                            &format!("fc{i}"),
+                            wd[0],
+                            wd[1],
+                            &[],
+                            init,
+                            bias_init,
+                            dtype,
+                            dev,
+                            &mut rng,
+                            &mut params,
+                        )
+                    })
                     .collect::<Result<_>>()?;
-                Arch::Cnn { convs, head, max_pool: spec.str("pool") == "max" }
+                Arch::Cnn {
+                    convs,
+                    head,
+                    max_pool: spec.str("pool") == "max",
+                }
             }
-            other => return Err(ModelError::Unsupported(format!("`{other}` is not available in this build yet; use mlp or cnn"))),
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "`{other}` is not available in this build yet; use mlp or cnn"
+                )));
+            }
         };
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Model { params, arch, act, input_shape: sample_shape.to_vec() })
+        Ok(Model {
+            params,
+            arch,
+            act,
+            input_shape: sample_shape.to_vec(),
+        })
     }
 
     pub fn param_count(&self) -> usize {
-        self.params.iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
+        self.params
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum()
     }
 
     pub fn vars(&self) -> Vec<Var> {
@@ -226,7 +324,11 @@ impl Model {
                 }
                 Ok(h)
             }
-            Arch::Cnn { convs, head, max_pool } => {
+            Arch::Cnn {
+                convs,
+                head,
+                max_pool,
+            } => {
                 let mut h = x.clone();
                 if h.rank() == 2 {
                     let mut s = vec![h.dim(0)?];
@@ -234,7 +336,9 @@ impl Model {
                     h = h.reshape(s)?;
                 }
                 for c in convs {
-                    h = h.conv2d(c.w.as_tensor(), 1, 1, 1, 1)?.broadcast_add(&c.b.as_tensor().reshape((1, (), 1, 1))?)?;
+                    h = h
+                        .conv2d(c.w.as_tensor(), 1, 1, 1, 1)?
+                        .broadcast_add(&c.b.as_tensor().reshape((1, (), 1, 1))?)?;
                     h = pool2(&self.act.apply(&h)?, *max_pool)?;
                 }
                 let mut h = h.flatten_from(1)?;
@@ -258,7 +362,11 @@ pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// Number of correct predictions.
 pub fn correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
     let pred = logits.argmax(D::Minus1)?;
-    Ok(pred.eq(y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
+    Ok(pred
+        .eq(y)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
 }
 
 #[cfg(test)]
@@ -268,8 +376,16 @@ mod tests {
     use crate::optim::sharpness;
 
     fn spec(text: &str) -> Obj {
-        let src = format!("model m = {text}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 1 }}, epochs = 1 }}\n");
-        check_text("m.aht", &src, &Options::default()).plan.expect("checks").trials[0].config.obj("model").clone()
+        let src = format!(
+            "model m = {text}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 1 }}, epochs = 1 }}\n"
+        );
+        check_text("m.aht", &src, &Options::default())
+            .plan
+            .expect("checks")
+            .trials[0]
+            .config
+            .obj("model")
+            .clone()
     }
 
     /// Gradient and HVP of a model against central finite differences, in f64.
@@ -287,13 +403,17 @@ mod tests {
         let y = Tensor::new(&[0u32, 1, 2, 1], &dev).unwrap();
         let vars = m.vars();
         let loss = || cross_entropy(&m.forward(&x).unwrap(), &y).unwrap();
-        let v: Vec<Tensor> = vars.iter().map(|p| p.as_tensor().rand_like(-1.0, 1.0).unwrap()).collect();
+        let v: Vec<Tensor> = vars
+            .iter()
+            .map(|p| p.as_tensor().rand_like(-1.0, 1.0).unwrap())
+            .collect();
         let grads = sharpness::grads_with_graph(&loss(), &vars).unwrap();
         let hv = sharpness::hvp_from_grads(&grads, &vars, &v).unwrap();
         let eps = 1e-5;
         let shift = |k: f64| {
             for (p, d) in vars.iter().zip(&v) {
-                p.set(&(p.as_tensor() + d.affine(k, 0.0).unwrap()).unwrap()).unwrap();
+                p.set(&(p.as_tensor() + d.affine(k, 0.0).unwrap()).unwrap())
+                    .unwrap();
             }
         };
         // directional derivative of the loss vs ⟨g, v⟩
@@ -304,11 +424,34 @@ mod tests {
         let lm = loss().to_scalar::<f64>().unwrap();
         let gm = sharpness::grads_with_graph(&loss(), &vars).unwrap();
         shift(eps);
-        let gv: f64 = grads.iter().zip(&v).map(|(g, d)| (g * d).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()).sum();
-        assert!(((lp - lm) / (2.0 * eps) - gv).abs() < 1e-6 * gv.abs().max(1.0), "{text}: gradient");
+        let gv: f64 = grads
+            .iter()
+            .zip(&v)
+            .map(|(g, d)| {
+                (g * d)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            })
+            .sum();
+        assert!(
+            ((lp - lm) / (2.0 * eps) - gv).abs() < 1e-6 * gv.abs().max(1.0),
+            "{text}: gradient"
+        );
         for i in 0..vars.len() {
             let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
-            let err = (&hv[i] - &fd).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            let err = (&hv[i] - &fd)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             assert!(err < 1e-5, "{text}: HVP of param {i} off by {err}");
         }
     }
@@ -321,24 +464,62 @@ mod tests {
 
     #[test]
     fn cnn_gradient_and_hvp_match_finite_differences() {
-        check_model("cnn { channels = [2], hidden = [4], activation = tanh }", &[1, 6, 6]);
-        check_model("cnn { channels = [2, 3], pool = avg, activation = silu }", &[2, 8, 8]);
+        check_model(
+            "cnn { channels = [2], hidden = [4], activation = tanh }",
+            &[1, 6, 6],
+        );
+        check_model(
+            "cnn { channels = [2, 3], pool = avg, activation = silu }",
+            &[2, 8, 8],
+        );
     }
 
     #[test]
     fn max_pool_by_reshape_routes_the_whole_gradient_to_the_argmax() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::new(&[[[[1.0f64, 5.0], [2.0, 3.0]]]], &dev).unwrap()).unwrap();
-        let g = pool2(x.as_tensor(), true).unwrap().sum_all().unwrap().backward().unwrap();
-        let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let x = Var::from_tensor(&Tensor::new(&[[[[1.0f64, 5.0], [2.0, 3.0]]]], &dev).unwrap())
+            .unwrap();
+        let g = pool2(x.as_tensor(), true)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gx = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         assert_eq!(gx, vec![0.0, 1.0, 0.0, 0.0]);
     }
 
     #[test]
     fn zero_init_gives_zero_weights_and_counts_parameters() {
-        let m = Model::build(&spec("mlp { hidden = [7], init = zeros }"), &[1, 2, 2], 3, DType::F32, &Device::Cpu, 0).unwrap();
+        let m = Model::build(
+            &spec("mlp { hidden = [7], init = zeros }"),
+            &[1, 2, 2],
+            3,
+            DType::F32,
+            &Device::Cpu,
+            0,
+        )
+        .unwrap();
         assert_eq!(m.param_count(), 4 * 7 + 7 + 7 * 3 + 3);
-        let w = m.params.iter().find(|(n, _)| n == "fc0.weight").unwrap().1.as_tensor().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let w = m
+            .params
+            .iter()
+            .find(|(n, _)| n == "fc0.weight")
+            .unwrap()
+            .1
+            .as_tensor()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(w, 0.0);
     }
 }

@@ -41,11 +41,23 @@ pub enum AlphaMap {
 pub enum AlphaSchedule {
     Fixed(f64),
     /// From `from` to `to` over `over_steps` steps along `shape`.
-    Annealed { from: f64, to: f64, over_steps: f64, shape: Shape },
+    Annealed {
+        from: f64,
+        to: f64,
+        over_steps: f64,
+        shape: Shape,
+    },
     /// Driven by the EMA (rate `ema`) of log-sharpness through `map`; `initial` before the first estimate.
-    Adaptive { ema: f64, map: AlphaMap, initial: f64 },
+    Adaptive {
+        ema: f64,
+        map: AlphaMap,
+        initial: f64,
+    },
     /// An expression over signals, clamped to [1, 2].
-    Custom { expr: SignalExpr, ema: f64 },
+    Custom {
+        expr: SignalExpr,
+        ema: f64,
+    },
 }
 
 /// Tracks the sharpness signals and gives α at each step.
@@ -61,7 +73,12 @@ pub struct AlphaController {
 
 impl AlphaController {
     pub fn new(schedule: AlphaSchedule) -> Self {
-        AlphaController { schedule, sharpness_ema: None, lambda_max: None, trend_ema: 0.0 }
+        AlphaController {
+            schedule,
+            sharpness_ema: None,
+            lambda_max: None,
+            trend_ema: 0.0,
+        }
     }
 
     /// Records a new sharpness estimate.
@@ -71,7 +88,14 @@ impl AlphaController {
             _ => 0.05,
         };
         let log_l = lambda.max(1e-12).ln();
-        if let (Some(prev), AlphaSchedule::Adaptive { map: AlphaMap::Trend { ema, .. }, .. }) = (self.lambda_max, &self.schedule) {
+        if let (
+            Some(prev),
+            AlphaSchedule::Adaptive {
+                map: AlphaMap::Trend { ema, .. },
+                ..
+            },
+        ) = (self.lambda_max, &self.schedule)
+        {
             let rel = (lambda - prev) / prev.abs().max(1e-12);
             self.trend_ema = (1.0 - ema) * self.trend_ema + ema * rel;
         }
@@ -86,8 +110,17 @@ impl AlphaController {
     pub fn alpha(&self, signals: &Signals) -> f64 {
         let a = match &self.schedule {
             AlphaSchedule::Fixed(a) => *a,
-            AlphaSchedule::Annealed { from, to, over_steps, shape } => {
-                let t = if *over_steps <= 0.0 { 1.0 } else { signals.step / over_steps };
+            AlphaSchedule::Annealed {
+                from,
+                to,
+                over_steps,
+                shape,
+            } => {
+                let t = if *over_steps <= 0.0 {
+                    1.0
+                } else {
+                    signals.step / over_steps
+                };
                 from + (to - from) * shape.at(t)
             }
             AlphaSchedule::Adaptive { map, initial, .. } => match (self.sharpness_ema, map) {
@@ -104,12 +137,19 @@ impl AlphaController {
                 expr.eval(&s)
             }
         };
-        if a.is_finite() { a.clamp(1.0, 2.0) } else { 2.0 }
+        if a.is_finite() {
+            a.clamp(1.0, 2.0)
+        } else {
+            2.0
+        }
     }
 
     /// Whether this schedule reads sharpness.
     pub fn needs_sharpness(&self) -> bool {
-        matches!(self.schedule, AlphaSchedule::Adaptive { .. } | AlphaSchedule::Custom { .. })
+        matches!(
+            self.schedule,
+            AlphaSchedule::Adaptive { .. } | AlphaSchedule::Custom { .. }
+        )
     }
 }
 
@@ -122,13 +162,19 @@ mod tests {
     use super::*;
 
     fn at_step(c: &AlphaController, step: f64) -> f64 {
-        c.alpha(&Signals { step, ..Default::default() })
+        c.alpha(&Signals {
+            step,
+            ..Default::default()
+        })
     }
 
     #[test]
     fn shapes_run_from_zero_to_one() {
         for s in [Shape::Linear, Shape::Cosine, Shape::Sigmoid(8.0)] {
-            assert!(s.at(0.0).abs() < 1e-12 && (s.at(1.0) - 1.0).abs() < 1e-12, "{s:?}");
+            assert!(
+                s.at(0.0).abs() < 1e-12 && (s.at(1.0) - 1.0).abs() < 1e-12,
+                "{s:?}"
+            );
             assert!((s.at(0.5) - 0.5).abs() < 1e-12, "{s:?} is symmetric");
             assert!(s.at(0.3) < s.at(0.4));
         }
@@ -136,7 +182,12 @@ mod tests {
 
     #[test]
     fn annealing_reaches_its_target_and_stays() {
-        let c = AlphaController::new(AlphaSchedule::Annealed { from: 1.2, to: 2.0, over_steps: 100.0, shape: Shape::Linear });
+        let c = AlphaController::new(AlphaSchedule::Annealed {
+            from: 1.2,
+            to: 2.0,
+            over_steps: 100.0,
+            shape: Shape::Linear,
+        });
         assert!((at_step(&c, 0.0) - 1.2).abs() < 1e-12);
         assert!((at_step(&c, 50.0) - 1.6).abs() < 1e-12);
         assert_eq!(at_step(&c, 500.0), 2.0);
@@ -146,11 +197,22 @@ mod tests {
     fn adaptive_default_reading_follows_the_edge_of_stability() {
         // lr = 0.05: the Edge of Stability is 2/lr = 40; c = log(1/lr) = log 20
         let lr: f64 = 0.05;
-        let sched = AlphaSchedule::Adaptive { ema: 1.0, map: AlphaMap::Sigmoid { v: 4.0, c: (1.0 / lr).ln() }, initial: 1.0 };
+        let sched = AlphaSchedule::Adaptive {
+            ema: 1.0,
+            map: AlphaMap::Sigmoid {
+                v: 4.0,
+                c: (1.0 / lr).ln(),
+            },
+            initial: 1.0,
+        };
         let mut c = AlphaController::new(sched);
         assert_eq!(at_step(&c, 0.0), 1.0);
         c.observe(2.0 / lr / 4.0); // a quarter of the threshold
-        assert!((at_step(&c, 0.0) - 1.0588).abs() < 1e-3, "{}", at_step(&c, 0.0));
+        assert!(
+            (at_step(&c, 0.0) - 1.0588).abs() < 1e-3,
+            "{}",
+            at_step(&c, 0.0)
+        );
         c.observe(2.0 / lr / 2.0); // half
         assert!((at_step(&c, 0.0) - 1.5).abs() < 1e-12);
         c.observe(2.0 / lr); // on the plateau
@@ -159,7 +221,11 @@ mod tests {
 
     #[test]
     fn ema_smooths_log_sharpness() {
-        let mut c = AlphaController::new(AlphaSchedule::Adaptive { ema: 0.5, map: AlphaMap::Sigmoid { v: 1.0, c: 0.0 }, initial: 1.0 });
+        let mut c = AlphaController::new(AlphaSchedule::Adaptive {
+            ema: 0.5,
+            map: AlphaMap::Sigmoid { v: 1.0, c: 0.0 },
+            initial: 1.0,
+        });
         c.observe(1.0);
         c.observe(std::f64::consts::E.powi(2));
         assert!((c.sharpness_ema.unwrap() - 1.0).abs() < 1e-12);
@@ -167,7 +233,15 @@ mod tests {
 
     #[test]
     fn trend_map_gives_heavy_tails_while_sharpness_rises() {
-        let mut c = AlphaController::new(AlphaSchedule::Adaptive { ema: 0.1, map: AlphaMap::Trend { v: 50.0, c: 0.0, ema: 0.5 }, initial: 1.0 });
+        let mut c = AlphaController::new(AlphaSchedule::Adaptive {
+            ema: 0.1,
+            map: AlphaMap::Trend {
+                v: 50.0,
+                c: 0.0,
+                ema: 0.5,
+            },
+            initial: 1.0,
+        });
         for l in [1.0, 2.0, 4.0, 8.0] {
             c.observe(l);
         }

@@ -99,7 +99,11 @@ pub struct Telemetry {
 pub enum OptimError {
     /// NaN or Inf in a gradient, the noise or a parameter.
     #[error("step {step}: {what} of `{param}` is not finite")]
-    NonFinite { step: u64, what: &'static str, param: String },
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        param: String,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -122,12 +126,24 @@ impl AhtSgd {
             NoiseKind::Stable(s) => Some(AlphaController::new(s.clone())),
             _ => None,
         };
-        Ok(AhtSgd { momentum: vec![None; vars.len()], vars, params, controller, step: 0 })
+        Ok(AhtSgd {
+            momentum: vec![None; vars.len()],
+            vars,
+            params,
+            controller,
+            step: 0,
+        })
     }
 
     /// From a candle-nn `VarMap` (names sorted; pass only trainable variables).
     pub fn from_varmap(map: &candle_nn::VarMap, params: ParamsAhtSgd) -> candle_core::Result<Self> {
-        let vars = map.data().lock().map_err(|_| candle_core::Error::Msg("poisoned VarMap".into()))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let vars = map
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned VarMap".into()))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Self::new(vars, params)
     }
 
@@ -149,16 +165,30 @@ impl AhtSgd {
     /// α at the current step.
     pub fn alpha(&self, epoch: f64, progress: f64) -> f64 {
         match &self.controller {
-            Some(c) => c.alpha(&Signals { step: self.step as f64, epoch, progress, ..Default::default() }),
+            Some(c) => c.alpha(&Signals {
+                step: self.step as f64,
+                epoch,
+                progress,
+                ..Default::default()
+            }),
             None => 2.0,
         }
     }
 
     /// One update with learning rate `params.lr`; `epoch` and `progress` feed α schedules.
-    pub fn step(&mut self, grads: &GradStore, epoch: f64, progress: f64) -> Result<Telemetry, OptimError> {
+    pub fn step(
+        &mut self,
+        grads: &GradStore,
+        epoch: f64,
+        progress: f64,
+    ) -> Result<Telemetry, OptimError> {
         let p = self.params.clone();
         let alpha = self.alpha(epoch, progress);
-        let mut tel = Telemetry { alpha, lr: p.lr, ..Default::default() };
+        let mut tel = Telemetry {
+            alpha,
+            lr: p.lr,
+            ..Default::default()
+        };
         if let Some(c) = &self.controller {
             tel.lambda_max = c.lambda_max;
             tel.sharpness_ema = c.sharpness_ema;
@@ -166,29 +196,50 @@ impl AhtSgd {
         let (mut g2, mut n2, mut clipped, mut total) = (0.0, 0.0, 0usize, 0usize);
         let levy_scale = p.lr.powf(1.0 / alpha);
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            let Some(grad) = grads.get(var.as_tensor()) else { continue };
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let shape = var.shape().clone();
             let dtype = var.dtype();
             let g: Vec<f64> = grad.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-            let mut theta: Vec<f64> = var.as_tensor().flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+            let mut theta: Vec<f64> = var
+                .as_tensor()
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1()?;
             if let Some(bad) = g.iter().position(|x| !x.is_finite()) {
                 let _ = bad;
-                return Err(OptimError::NonFinite { step: self.step, what: "the gradient", param: name.clone() });
+                return Err(OptimError::NonFinite {
+                    step: self.step,
+                    what: "the gradient",
+                    param: name.clone(),
+                });
             }
             let d = g.len();
             let mut noise = vec![0.0; d];
-            let sigma = if p.scale_by_dim { p.sigma / (d as f64).sqrt() } else { p.sigma };
+            let sigma = if p.scale_by_dim {
+                p.sigma / (d as f64).sqrt()
+            } else {
+                p.sigma
+            };
             match &p.noise {
                 NoiseKind::None => {}
                 NoiseKind::Stable(_) => {
-                    stable::fill(alpha, stable::stream_key(p.seed, name), self.step, &mut noise);
+                    stable::fill(
+                        alpha,
+                        stable::stream_key(p.seed, name),
+                        self.step,
+                        &mut noise,
+                    );
                     noise.iter_mut().for_each(|x| *x *= sigma);
                 }
                 NoiseKind::Gaussian { eta, gamma } => {
                     let sd = (eta / (1.0 + self.step as f64).powf(*gamma)).sqrt();
-                    let mut rng = rand_chacha::ChaCha8Rng::from_seed(stable::stream_key(p.seed, name));
+                    let mut rng =
+                        rand_chacha::ChaCha8Rng::from_seed(stable::stream_key(p.seed, name));
                     rng.set_stream(self.step);
-                    let normal = rand_distr::Normal::new(0.0, sd.max(0.0)).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                    let normal = rand_distr::Normal::new(0.0, sd.max(0.0))
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                     noise.iter_mut().for_each(|x| *x = normal.sample(&mut rng));
                 }
             }
@@ -212,7 +263,11 @@ impl AhtSgd {
             }
             total += d;
             if noise.iter().any(|x| !x.is_finite()) {
-                return Err(OptimError::NonFinite { step: self.step, what: "the noise", param: name.clone() });
+                return Err(OptimError::NonFinite {
+                    step: self.step,
+                    what: "the noise",
+                    param: name.clone(),
+                });
             }
             let gradient_noise = p.placement == NoisePlacement::Gradient;
             let buf = self.momentum[i].get_or_insert_with(|| vec![0.0; d]);
@@ -225,7 +280,11 @@ impl AhtSgd {
                 }
                 let step_dir = if p.momentum > 0.0 {
                     buf[k] = p.momentum * buf[k] + dk;
-                    if p.nesterov { dk + p.momentum * buf[k] } else { buf[k] }
+                    if p.nesterov {
+                        dk + p.momentum * buf[k]
+                    } else {
+                        buf[k]
+                    }
                 } else {
                     dk
                 };
@@ -235,14 +294,22 @@ impl AhtSgd {
                 }
             }
             if theta.iter().any(|x| !x.is_finite()) {
-                return Err(OptimError::NonFinite { step: self.step, what: "the updated value", param: name.clone() });
+                return Err(OptimError::NonFinite {
+                    step: self.step,
+                    what: "the updated value",
+                    param: name.clone(),
+                });
             }
             let t = Tensor::from_vec(theta, shape, var.device())?.to_dtype(dtype)?;
             var.set(&t)?;
         }
         tel.grad_norm = g2.sqrt();
         tel.noise_norm = n2.sqrt();
-        tel.noise_clipped = if total == 0 { 0.0 } else { clipped as f64 / total as f64 };
+        tel.noise_clipped = if total == 0 {
+            0.0
+        } else {
+            clipped as f64 / total as f64
+        };
         self.step += 1;
         Ok(tel)
     }
@@ -252,12 +319,18 @@ impl candle_nn::Optimizer for AhtSgd {
     type Config = ParamsAhtSgd;
 
     fn new(vars: Vec<Var>, config: Self::Config) -> candle_core::Result<Self> {
-        let named = vars.into_iter().enumerate().map(|(i, v)| (format!("{i:06}"), v)).collect();
+        let named = vars
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{i:06}"), v))
+            .collect();
         AhtSgd::new(named, config)
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        AhtSgd::step(self, grads, 0.0, 0.0).map(|_| ()).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        AhtSgd::step(self, grads, 0.0, 0.0)
+            .map(|_| ())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 
     fn learning_rate(&self) -> f64 {
@@ -280,13 +353,23 @@ mod tests {
 
     fn grads_of(w: &Var) -> GradStore {
         // loss = ½‖w‖², gradient w
-        (w.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap()
+        (w.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5)
+            .unwrap()
+            .backward()
+            .unwrap()
     }
 
     #[test]
     fn plain_sgd_follows_the_gradient() {
         let w = var(&[1.0, -2.0]);
-        let mut o = AhtSgd::new(vec![("w".into(), w.clone())], ParamsAhtSgd { lr: 0.1, ..Default::default() }).unwrap();
+        let mut o = AhtSgd::new(
+            vec![("w".into(), w.clone())],
+            ParamsAhtSgd {
+                lr: 0.1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         assert_eq!(w.as_tensor().to_vec1::<f64>().unwrap(), vec![0.9, -1.8]);
     }
@@ -296,7 +379,16 @@ mod tests {
         // reference by hand: g = w, d = g + 0.5 w = 1.5 w; b1 = d; w1 = w - 0.1 b1 = 0.85 w
         // d2 = 1.5 * 0.85 w = 1.275 w; b2 = 0.9 * 1.5 w + 1.275 w = 2.625 w; w2 = 0.85 w - 0.2625 w
         let w = var(&[2.0]);
-        let mut o = AhtSgd::new(vec![("w".into(), w.clone())], ParamsAhtSgd { lr: 0.1, momentum: 0.9, weight_decay: 0.5, ..Default::default() }).unwrap();
+        let mut o = AhtSgd::new(
+            vec![("w".into(), w.clone())],
+            ParamsAhtSgd {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         let got = w.as_tensor().to_vec1::<f64>().unwrap()[0];
@@ -306,7 +398,13 @@ mod tests {
     #[test]
     fn noise_is_the_seeded_stable_stream_times_sigma() {
         let w = var(&[0.0; 8]);
-        let params = ParamsAhtSgd { lr: 0.5, sigma: 0.1, noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.5)), seed: 3, ..Default::default() };
+        let params = ParamsAhtSgd {
+            lr: 0.5,
+            sigma: 0.1,
+            noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.5)),
+            seed: 3,
+            ..Default::default()
+        };
         let mut o = AhtSgd::new(vec![("w".into(), w.clone())], params).unwrap();
         let tel = o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         let mut xi = vec![0.0; 8];
@@ -314,13 +412,21 @@ mod tests {
         let want: Vec<f64> = xi.iter().map(|x| -0.5 * 0.1 * x).collect();
         assert_eq!(w.as_tensor().to_vec1::<f64>().unwrap(), want);
         assert_eq!(tel.alpha, 1.5);
-        assert!((tel.noise_norm - 0.1 * xi.iter().map(|x| x * x).sum::<f64>().sqrt()).abs() < 1e-12);
+        assert!(
+            (tel.noise_norm - 0.1 * xi.iter().map(|x| x * x).sum::<f64>().sqrt()).abs() < 1e-12
+        );
     }
 
     #[test]
     fn levy_step_scales_noise_by_lr_to_the_one_over_alpha() {
         let w = var(&[0.0; 4]);
-        let params = ParamsAhtSgd { lr: 0.25, sigma: 1.0, noise: NoiseKind::Stable(AlphaSchedule::Fixed(2.0)), placement: NoisePlacement::LevyStep, ..Default::default() };
+        let params = ParamsAhtSgd {
+            lr: 0.25,
+            sigma: 1.0,
+            noise: NoiseKind::Stable(AlphaSchedule::Fixed(2.0)),
+            placement: NoisePlacement::LevyStep,
+            ..Default::default()
+        };
         let mut o = AhtSgd::new(vec![("w".into(), w.clone())], params).unwrap();
         o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         let mut xi = vec![0.0; 4];
@@ -334,24 +440,62 @@ mod tests {
     #[test]
     fn clipping_bounds_the_noise() {
         let w = var(&vec![0.0; 1000]);
-        let params = ParamsAhtSgd { lr: 1.0, sigma: 1.0, noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.0)), clip: Clip::Coordinate(2.0), ..Default::default() };
+        let params = ParamsAhtSgd {
+            lr: 1.0,
+            sigma: 1.0,
+            noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.0)),
+            clip: Clip::Coordinate(2.0),
+            ..Default::default()
+        };
         let mut o = AhtSgd::new(vec![("w".into(), w.clone())], params).unwrap();
         let tel = o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         let got = w.as_tensor().to_vec1::<f64>().unwrap();
         assert!(got.iter().all(|x| x.abs() <= 2.0));
         // P(|Cauchy| > 2) = 1 − 2·atan(2)/π ≈ 0.295
-        assert!((tel.noise_clipped - 0.295).abs() < 0.05, "{}", tel.noise_clipped);
+        assert!(
+            (tel.noise_clipped - 0.295).abs() < 0.05,
+            "{}",
+            tel.noise_clipped
+        );
     }
 
     #[test]
     fn non_finite_gradients_are_reported_not_trained_on() {
         let w = var(&[1.0]);
-        let mut o = AhtSgd::new(vec![("w".into(), w.clone())], ParamsAhtSgd { lr: 0.1, ..Default::default() }).unwrap();
-        let loss = w.as_tensor().log().unwrap().affine(0.0, 0.0).unwrap().sqrt().unwrap().sum_all().unwrap();
-        let bad = (w.as_tensor() * f64::NAN).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut o = AhtSgd::new(
+            vec![("w".into(), w.clone())],
+            ParamsAhtSgd {
+                lr: 0.1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let loss = w
+            .as_tensor()
+            .log()
+            .unwrap()
+            .affine(0.0, 0.0)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let bad = (w.as_tensor() * f64::NAN)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let _ = loss;
         let err = o.step(&bad, 0.0, 0.0).unwrap_err();
-        assert!(matches!(err, OptimError::NonFinite { step: 0, .. }), "{err}");
-        assert_eq!(w.as_tensor().to_vec1::<f64>().unwrap(), vec![1.0], "unchanged");
+        assert!(
+            matches!(err, OptimError::NonFinite { step: 0, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            w.as_tensor().to_vec1::<f64>().unwrap(),
+            vec![1.0],
+            "unchanged"
+        );
     }
 }

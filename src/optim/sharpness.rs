@@ -54,7 +54,9 @@ pub fn hvp_from_grads(grads: &[Tensor], vars: &[Var], v: &[Tensor]) -> Result<Ve
 /// H·v of `loss` at the current parameters.
 pub fn hvp(loss: &Tensor, vars: &[Var], v: &[Tensor]) -> Result<Vec<Tensor>> {
     if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").as_deref() != Ok("1") {
-        candle_core::bail!("Hessian-vector products need CANDLE_GRAD_DO_NOT_DETACH=1 (call optim::enable_second_order first)");
+        candle_core::bail!(
+            "Hessian-vector products need CANDLE_GRAD_DO_NOT_DETACH=1 (call optim::enable_second_order first)"
+        );
     }
     let grads = grads_with_graph(loss, vars)?;
     hvp_from_grads(&grads, vars, v)
@@ -63,7 +65,10 @@ pub fn hvp(loss: &Tensor, vars: &[Var], v: &[Tensor]) -> Result<Vec<Tensor>> {
 fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for (x, y) in a.iter().zip(b) {
-        s += (x * y)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        s += (x * y)?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(s)
 }
@@ -104,7 +109,14 @@ pub struct PowerIteration {
 
 /// Top Hessian eigenvalue by power iteration: v ← Hv/‖Hv‖ until the Rayleigh quotient changes
 /// by less than `tol` (relative) or `max_iters` is reached. `warm` restarts from a previous vector.
-pub fn power_iteration(loss: &Tensor, vars: &[Var], max_iters: usize, tol: f64, warm: Option<Vec<Tensor>>, seed: u64) -> Result<PowerIteration> {
+pub fn power_iteration(
+    loss: &Tensor,
+    vars: &[Var],
+    max_iters: usize,
+    tol: f64,
+    warm: Option<Vec<Tensor>>,
+    seed: u64,
+) -> Result<PowerIteration> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut v = match warm {
         Some(w) if w.len() == vars.len() => w,
@@ -134,7 +146,11 @@ pub fn power_iteration(loss: &Tensor, vars: &[Var], max_iters: usize, tol: f64, 
             break;
         }
     }
-    Ok(PowerIteration { lambda, iterations, vector: v })
+    Ok(PowerIteration {
+        lambda,
+        iterations,
+        vector: v,
+    })
 }
 
 /// Hutchinson's estimate of tr(H) divided by the parameter count (a mean eigenvalue).
@@ -157,6 +173,7 @@ mod tests {
     use candle_core::{DType, Device};
 
     /// f(x) = ½ xᵀAx with A = diag(1, 3, 7) rotated: eigenvalues known exactly.
+    #[allow(clippy::needless_range_loop)]
     fn quadratic() -> (Var, Tensor) {
         let dev = Device::Cpu;
         let x = Var::from_tensor(&Tensor::new(&[0.3f64, -0.2, 0.5], &dev).unwrap()).unwrap();
@@ -177,7 +194,14 @@ mod tests {
 
     fn quad_loss(x: &Var, a: &Tensor) -> Tensor {
         let xc = x.as_tensor().unsqueeze(1).unwrap();
-        (xc.t().unwrap().matmul(&a.matmul(&xc).unwrap()).unwrap().sum_all().unwrap() * 0.5).unwrap()
+        (xc.t()
+            .unwrap()
+            .matmul(&a.matmul(&xc).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            * 0.5)
+            .unwrap()
     }
 
     #[test]
@@ -185,9 +209,25 @@ mod tests {
         enable_second_order();
         let (x, a) = quadratic();
         let v = Tensor::new(&[1.0f64, -1.0, 0.5], &Device::Cpu).unwrap();
-        let hv = hvp(&quad_loss(&x, &a), std::slice::from_ref(&x), std::slice::from_ref(&v)).unwrap();
-        let want = a.matmul(&v.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap();
-        let err = (hv[0].clone() - want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+        let hv = hvp(
+            &quad_loss(&x, &a),
+            std::slice::from_ref(&x),
+            std::slice::from_ref(&v),
+        )
+        .unwrap();
+        let want = a
+            .matmul(&v.unsqueeze(1).unwrap())
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let err = (hv[0].clone() - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(err < 1e-12, "{err}");
     }
 
@@ -195,10 +235,26 @@ mod tests {
     fn power_iteration_finds_the_top_eigenvalue() {
         enable_second_order();
         let (x, a) = quadratic();
-        let r = power_iteration(&quad_loss(&x, &a), std::slice::from_ref(&x), 200, 1e-10, None, 1).unwrap();
+        let r = power_iteration(
+            &quad_loss(&x, &a),
+            std::slice::from_ref(&x),
+            200,
+            1e-10,
+            None,
+            1,
+        )
+        .unwrap();
         assert!((r.lambda - 7.0).abs() < 1e-6, "{}", r.lambda);
         // warm start converges at once
-        let again = power_iteration(&quad_loss(&x, &a), std::slice::from_ref(&x), 200, 1e-10, Some(r.vector), 2).unwrap();
+        let again = power_iteration(
+            &quad_loss(&x, &a),
+            std::slice::from_ref(&x),
+            200,
+            1e-10,
+            Some(r.vector),
+            2,
+        )
+        .unwrap();
         assert!(again.iterations <= 3, "{}", again.iterations);
     }
 
@@ -231,22 +287,50 @@ mod tests {
             let logits = h.matmul(&w2.t().unwrap()).unwrap();
             candle_nn::loss::cross_entropy(&logits, &y).unwrap()
         };
-        let v = vec![mk(&mut rng, &[5, 4]).as_tensor().clone(), mk(&mut rng, &[3, 5]).as_tensor().clone()];
+        let v = vec![
+            mk(&mut rng, &[5, 4]).as_tensor().clone(),
+            mk(&mut rng, &[3, 5]).as_tensor().clone(),
+        ];
         let hv = hvp(&loss_at(w1.as_tensor(), w2.as_tensor()), &vars, &v).unwrap();
         // central differences of the gradient along v
         let eps = 1e-5;
         let grad_at = |k: f64| {
-            let a = Var::from_tensor(&(w1.as_tensor() + v[0].affine(k, 0.0).unwrap()).unwrap()).unwrap();
-            let b = Var::from_tensor(&(w2.as_tensor() + v[1].affine(k, 0.0).unwrap()).unwrap()).unwrap();
+            let a = Var::from_tensor(&(w1.as_tensor() + v[0].affine(k, 0.0).unwrap()).unwrap())
+                .unwrap();
+            let b = Var::from_tensor(&(w2.as_tensor() + v[1].affine(k, 0.0).unwrap()).unwrap())
+                .unwrap();
             let g = loss_at(a.as_tensor(), b.as_tensor()).backward().unwrap();
-            vec![g.get(a.as_tensor()).unwrap().detach(), g.get(b.as_tensor()).unwrap().detach()]
+            vec![
+                g.get(a.as_tensor()).unwrap().detach(),
+                g.get(b.as_tensor()).unwrap().detach(),
+            ]
         };
         let (gp, gm) = (grad_at(eps), grad_at(-eps));
         for i in 0..2 {
             let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
-            let err = (&hv[i] - &fd).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
-            let scale = fd.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
-            assert!(err < 1e-6 * scale.max(1.0), "param {i}: {err} vs scale {scale}");
+            let err = (&hv[i] - &fd)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let scale = fd
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(
+                err < 1e-6 * scale.max(1.0),
+                "param {i}: {err} vs scale {scale}"
+            );
         }
         let _ = DType::F64;
     }

@@ -63,14 +63,18 @@ pub fn cms(alpha: f64, b1: u64, b2: u64) -> f64 {
         2.0 * u.sin() * w.sqrt()
     } else {
         let cos_u = u.cos().max(f64::MIN_POSITIVE);
-        (alpha * u).sin() / cos_u.powf(1.0 / alpha) * (((1.0 - alpha) * u).cos() / w).powf((1.0 - alpha) / alpha)
+        (alpha * u).sin() / cos_u.powf(1.0 / alpha)
+            * (((1.0 - alpha) * u).cos() / w).powf((1.0 - alpha) / alpha)
     };
     if x.is_finite() { x } else { 0.0 }
 }
 
 /// Fills `out` with α-stable draws (scale 1) from stream `stream` of `key`.
 pub fn fill(alpha: f64, key: [u8; 32], stream: u64, out: &mut [f64]) {
-    assert!((1.0..=2.0).contains(&alpha), "α must lie in [1, 2], got {alpha}");
+    assert!(
+        (1.0..=2.0).contains(&alpha),
+        "α must lie in [1, 2], got {alpha}"
+    );
     let work = |(i, chunk): (usize, &mut [f64])| {
         let mut rng = ChaCha8Rng::from_seed(key);
         rng.set_stream(stream);
@@ -112,7 +116,10 @@ mod tests {
                 let want = (-f64::powf(t, alpha)).exp();
                 let got = ecf(&x, t);
                 // the standard error of a mean of cosines is at most 1/sqrt(n) ≈ 0.0022
-                assert!((got - want).abs() < 0.01, "α={alpha} t={t}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 0.01,
+                    "α={alpha} t={t}: {got} vs {want}"
+                );
             }
         }
     }
@@ -159,7 +166,10 @@ mod tests {
             x.sort_by(f64::total_cmp);
             for (p, want) in [0.75, 0.9, 0.95].into_iter().zip(q) {
                 let got = x[(p * x.len() as f64) as usize];
-                assert!((got - want).abs() / want < 0.02, "α={alpha} p={p}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() / want < 0.02,
+                    "α={alpha} p={p}: {got} vs {want}"
+                );
             }
         }
     }
@@ -172,7 +182,9 @@ mod tests {
         // sequential reference: one generator, draws in order
         let mut rng = ChaCha8Rng::from_seed(key);
         rng.set_stream(9);
-        let b: Vec<f64> = (0..a.len()).map(|_| cms(1.5, rng.next_u64(), rng.next_u64())).collect();
+        let b: Vec<f64> = (0..a.len())
+            .map(|_| cms(1.5, rng.next_u64(), rng.next_u64()))
+            .collect();
         assert_eq!(a, b);
         let mut c = vec![0.0; a.len()];
         fill(1.5, stream_key(5, "layer.bias"), 9, &mut c);

@@ -98,9 +98,16 @@ pub struct Block {
 pub enum Entry {
     Field(Field),
     /// `zip(a, b.c)`
-    Zip { paths: Vec<Path>, span: Span },
+    Zip {
+        paths: Vec<Path>,
+        span: Span,
+    },
     /// `random(n = 20, seed = 1) { lr = loguniform(1e-3, 1e-1) }`
-    Random { args: Vec<Arg>, block: Block, span: Span },
+    Random {
+        args: Vec<Arg>,
+        block: Block,
+        span: Span,
+    },
 }
 
 impl Entry {
@@ -121,7 +128,11 @@ pub struct Path {
 
 impl Path {
     pub fn dotted(&self) -> String {
-        self.parts.iter().map(|p| p.node.as_str()).collect::<Vec<_>>().join(".")
+        self.parts
+            .iter()
+            .map(|p| p.node.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
     }
 }
 
@@ -190,20 +201,38 @@ pub type Expr = Spanned<ExprKind>;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExprKind {
     /// A number, with its text as written (kept by `fmt`).
-    Number { value: f64, text: String, integer: bool },
+    Number {
+        value: f64,
+        text: String,
+        integer: bool,
+    },
     Str(String),
     Bool(bool),
     /// `50 steps`
-    Quantity { value: f64, text: String, unit: Unit },
+    Quantity {
+        value: f64,
+        text: String,
+        unit: Unit,
+    },
     /// A name.
     Ref(String),
     List(Vec<Expr>),
     /// `kind { fields }`
-    Object { kind: Ident, block: Block },
+    Object {
+        kind: Ident,
+        block: Block,
+    },
     /// `name(args)`
-    Call { name: Ident, args: Vec<Arg> },
+    Call {
+        name: Ident,
+        args: Vec<Arg>,
+    },
     Neg(Box<Expr>),
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// `a..b`
     Range(Box<Expr>, Box<Expr>),
     /// `( expr )`

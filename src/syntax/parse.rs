@@ -19,7 +19,15 @@ pub fn parse(file: FileId, text: &str) -> Result<Module, Diagnostic> {
     let mut pairs = Grammar::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let root = pairs.next().expect("the file rule always produces a pair");
     let comments = scan_comments(file, text);
-    let cx = Cx { file, offset: 0, text, comments: comments.iter().map(|c| (c.span.start as usize, c.span.end as usize)).collect() };
+    let cx = Cx {
+        file,
+        offset: 0,
+        text,
+        comments: comments
+            .iter()
+            .map(|c| (c.span.start as usize, c.span.end as usize))
+            .collect(),
+    };
     let mut items = Vec::new();
     for pair in root.into_inner() {
         match pair.as_rule() {
@@ -52,15 +60,24 @@ pub fn parse_value_at(file: FileId, text: &str, start: usize) -> Result<Expr, Di
         }
         d
     };
-    let mut pairs = Grammar::parse(Rule::value, sub).map_err(|e| shifted(syntax_error(file, sub, e)))?;
+    let mut pairs =
+        Grammar::parse(Rule::value, sub).map_err(|e| shifted(syntax_error(file, sub, e)))?;
     let pair = pairs.next().expect("value parsed");
     if pair.as_span().end() != sub.trim_end().len() {
         let at = start + pair.as_span().end();
-        return Err(Diagnostic::error(Code::Syntax, "unexpected text after the value")
-            .at(Span::new(file, at, text.len()), "not part of the value")
-            .help("quote strings and write quantities as `50 steps`"));
+        return Err(
+            Diagnostic::error(Code::Syntax, "unexpected text after the value")
+                .at(Span::new(file, at, text.len()), "not part of the value")
+                .help("quote strings and write quantities as `50 steps`"),
+        );
     }
-    Cx { file, offset: start, text: sub, comments: Vec::new() }.value(pair)
+    Cx {
+        file,
+        offset: start,
+        text: sub,
+        comments: Vec::new(),
+    }
+    .value(pair)
 }
 
 struct Cx<'t> {
@@ -91,7 +108,11 @@ impl Cx<'_> {
         let mut end = s.end();
         loop {
             let trimmed = s.start() + self.text[s.start()..end].trim_end().len();
-            end = match self.comments.iter().find(|(cs, ce)| *cs < trimmed && trimmed <= *ce) {
+            end = match self
+                .comments
+                .iter()
+                .find(|(cs, ce)| *cs < trimmed && trimmed <= *ce)
+            {
                 Some((cs, _)) => (*cs).max(s.start()),
                 None => {
                     end = trimmed;
@@ -140,7 +161,12 @@ impl Cx<'_> {
             }
             _ => DeclBody::Block(self.block(body_pair)?),
         };
-        Ok(Decl { kind, name, body, span })
+        Ok(Decl {
+            kind,
+            name,
+            body,
+            span,
+        })
     }
 
     fn block(&self, pair: Pair<Rule>) -> Result<Block> {
@@ -158,7 +184,11 @@ impl Cx<'_> {
                     let mut it = p.into_inner();
                     let args = self.arguments(it.next().unwrap())?;
                     let block = self.block(it.next().unwrap())?;
-                    entries.push(Entry::Random { args, block, span: espan });
+                    entries.push(Entry::Random {
+                        args,
+                        block,
+                        span: espan,
+                    });
                 }
                 _ => unreachable!("block holds entries only"),
             }
@@ -189,7 +219,10 @@ impl Cx<'_> {
         match it.next() {
             Some(hi) => {
                 let hi = self.expr(hi)?;
-                Ok(Spanned::new(ExprKind::Range(Box::new(lo), Box::new(hi)), span))
+                Ok(Spanned::new(
+                    ExprKind::Range(Box::new(lo), Box::new(hi)),
+                    span,
+                ))
             }
             None => Ok(lo),
         }
@@ -230,15 +263,21 @@ impl Cx<'_> {
             Diagnostic::error(Code::Number, "malformed number").at(self.span(pair), "here")
         })?;
         if !value.is_finite() {
-            return Err(Diagnostic::error(Code::Number, format!("`{text}` is too large to represent"))
-                .at(self.span(pair), "overflows a 64-bit float")
-                .help("numbers must be below about 1.8e308"));
+            return Err(Diagnostic::error(
+                Code::Number,
+                format!("`{text}` is too large to represent"),
+            )
+            .at(self.span(pair), "overflows a 64-bit float")
+            .help("numbers must be below about 1.8e308"));
         }
         let integer = !text.contains(['.', 'e', 'E']);
         if integer && value > 9.0e15 {
-            return Err(Diagnostic::error(Code::Number, format!("`{text}` is too large for a whole number"))
-                .at(self.span(pair), "larger than 2^53")
-                .help("whole numbers must be exactly representable (below 9e15)"));
+            return Err(Diagnostic::error(
+                Code::Number,
+                format!("`{text}` is too large for a whole number"),
+            )
+            .at(self.span(pair), "larger than 2^53")
+            .help("whole numbers must be exactly representable (below 9e15)"));
         }
         Ok((value, text, integer))
     }
@@ -248,7 +287,11 @@ impl Cx<'_> {
         let kind = match pair.as_rule() {
             Rule::number => {
                 let (value, text, integer) = self.number(&pair)?;
-                ExprKind::Number { value, text, integer }
+                ExprKind::Number {
+                    value,
+                    text,
+                    integer,
+                }
             }
             Rule::quantity => {
                 let mut it = pair.into_inner();
@@ -262,7 +305,11 @@ impl Cx<'_> {
             }
             Rule::string => ExprKind::Str(self.string(pair)),
             Rule::boolean => ExprKind::Bool(pair.as_str() == "true"),
-            Rule::list => ExprKind::List(pair.into_inner().map(|p| self.value(p)).collect::<Result<_>>()?),
+            Rule::list => ExprKind::List(
+                pair.into_inner()
+                    .map(|p| self.value(p))
+                    .collect::<Result<_>>()?,
+            ),
             Rule::call => {
                 let mut it = pair.into_inner();
                 let name = self.ident(it.next().unwrap());
@@ -291,7 +338,10 @@ impl Cx<'_> {
                     let mut it = inner.into_inner();
                     let name = self.ident(it.next().unwrap());
                     let value = self.value(it.next().unwrap())?;
-                    Ok(Arg { name: Some(name), value })
+                    Ok(Arg {
+                        name: Some(name),
+                        value,
+                    })
                 } else {
                     Ok(Arg {
                         name: None,
@@ -336,7 +386,10 @@ fn scan_comments(file: FileId, text: &str) -> Vec<Spanned<String>> {
             b'#' if !in_string => {
                 let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
                 let end_trim = i + text[i..end].trim_end().len();
-                out.push(Spanned::new(text[i..end_trim].to_string(), Span::new(file, i, end_trim)));
+                out.push(Spanned::new(
+                    text[i..end_trim].to_string(),
+                    Span::new(file, i, end_trim),
+                ));
                 i = end;
                 continue;
             }
@@ -357,8 +410,17 @@ fn human(rule: Rule) -> Option<&'static str> {
         Rule::ident | Rule::path => "a name",
         Rule::block => "`{`",
         Rule::entry | Rule::field | Rule::zip | Rule::random => "a field (`name = value`)",
-        Rule::value | Rule::expr | Rule::primary | Rule::paren | Rule::list | Rule::call | Rule::object
-        | Rule::reference | Rule::quantity | Rule::boolean | Rule::neg => "a value",
+        Rule::value
+        | Rule::expr
+        | Rule::primary
+        | Rule::paren
+        | Rule::list
+        | Rule::call
+        | Rule::object
+        | Rule::reference
+        | Rule::quantity
+        | Rule::boolean
+        | Rule::neg => "a value",
         Rule::separator => "a comma or a line break",
         Rule::derive | Rule::construct => "`=`",
         Rule::number | Rule::integer => "a number",
@@ -419,10 +481,17 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         expected.retain(|x| !["`step`", "`steps`", "`epoch`", "`epochs`"].contains(&x.as_str()));
     }
     if has(&expected, "a field") {
-        expected.retain(|x| !["a name", "`random`", "`zip`"].contains(&x.as_str()) && !x.starts_with("an operator"));
+        expected.retain(|x| {
+            !["a name", "`random`", "`zip`"].contains(&x.as_str()) && !x.starts_with("an operator")
+        });
     }
     if has(&expected, "a value") {
-        expected.retain(|x| !["`(`", "`[`", "`\"`", "`true`", "`false`", "`-`", "a number", "a name", "a string"].contains(&x.as_str()));
+        expected.retain(|x| {
+            ![
+                "`(`", "`[`", "`\"`", "`true`", "`false`", "`-`", "a number", "a name", "a string",
+            ]
+            .contains(&x.as_str())
+        });
     }
     let found = describe_found(text, start);
     let list = join_or(&expected);
@@ -436,7 +505,11 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
     } else {
         format!("expected {}", join_or(&expected[..expected.len().min(3)]))
     };
-    let end = if end > start { end } else { (start + next_char_len(text, start)).min(text.len()) };
+    let end = if end > start {
+        end
+    } else {
+        (start + next_char_len(text, start)).min(text.len())
+    };
     Diagnostic::error(Code::Syntax, message)
         .at(Span::new(file, start, end), label)
         .help(syntax_help(text, start, &expected))
@@ -451,7 +524,10 @@ fn describe_found(text: &str, at: usize) -> String {
         None => "end of file".to_string(),
         Some('\n') | Some('\r') => "a line break".to_string(),
         Some(c) if c.is_alphanumeric() || c == '_' => {
-            let word: String = text[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let word: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             format!("`{word}`")
         }
         Some(c) => format!("`{c}`"),
@@ -468,11 +544,22 @@ fn join_or(items: &[String]) -> String {
 
 fn syntax_help(text: &str, at: usize, expected: &[String]) -> String {
     let next = text[at..].chars().next();
-    let word: String = text[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-    if DeclKind::from_keyword(&word).is_some() && expected.iter().any(|e| e.starts_with("a field") || e == "`=`" || e == "`}`") {
+    let word: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    if DeclKind::from_keyword(&word).is_some()
+        && expected
+            .iter()
+            .any(|e| e.starts_with("a field") || e == "`=`" || e == "`}`")
+    {
         return "a `}` may be missing before this declaration".into();
     }
-    if expected.iter().any(|e| e == "`}`" || e.starts_with("a comma")) && next.is_some_and(|c| c.is_alphabetic()) {
+    if expected
+        .iter()
+        .any(|e| e == "`}`" || e.starts_with("a comma"))
+        && next.is_some_and(|c| c.is_alphabetic())
+    {
         return "separate fields with a comma or a line break".into();
     }
     if next == Some('"') && expected.iter().any(|e| e == "a value") {

@@ -8,8 +8,17 @@ use crate::syntax::ast::Unit;
 /// How sharpness is measured, if at all.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Estimator {
-    PowerIteration { iters: usize, tol: f64, every: u64, probe: bool },
-    Hutchinson { samples: usize, every: u64, probe: bool },
+    PowerIteration {
+        iters: usize,
+        tol: f64,
+        every: u64,
+        probe: bool,
+    },
+    Hutchinson {
+        samples: usize,
+        every: u64,
+        probe: bool,
+    },
 }
 
 /// Learning rate over the run.
@@ -32,13 +41,20 @@ impl LrSchedule {
         let s = step as f64;
         let lr = match &self.kind {
             LrKind::Constant => self.base,
-            LrKind::Step { every_steps, factor } => self.base * factor.powf((s / every_steps.max(1.0)).floor()),
+            LrKind::Step {
+                every_steps,
+                factor,
+            } => self.base * factor.powf((s / every_steps.max(1.0)).floor()),
             LrKind::Cosine { min } => {
                 let t = (s / total_steps.max(1) as f64).min(1.0);
                 min + 0.5 * (self.base - min) * (1.0 + (std::f64::consts::PI * t).cos())
             }
         };
-        if self.warmup_steps > 0.0 && s < self.warmup_steps { lr * (s + 1.0) / self.warmup_steps } else { lr }
+        if self.warmup_steps > 0.0 && s < self.warmup_steps {
+            lr * (s + 1.0) / self.warmup_steps
+        } else {
+            lr
+        }
     }
 }
 
@@ -60,12 +76,25 @@ pub struct Lowered {
 pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
     let lr_obj = o.obj("lr_schedule");
     let kind = match lr_obj.kind {
-        "step" => LrKind::Step { every_steps: steps_of(lr_obj.quantity("every"), steps_per_epoch), factor: lr_obj.f64("factor") },
-        "cosine" => LrKind::Cosine { min: lr_obj.f64("min") },
+        "step" => LrKind::Step {
+            every_steps: steps_of(lr_obj.quantity("every"), steps_per_epoch),
+            factor: lr_obj.f64("factor"),
+        },
+        "cosine" => LrKind::Cosine {
+            min: lr_obj.f64("min"),
+        },
         _ => LrKind::Constant,
     };
-    let lr = LrSchedule { base: o.f64("lr"), kind, warmup_steps: steps_of(o.quantity("warmup"), steps_per_epoch) };
-    let mut params = ParamsAhtSgd { lr: lr.base, seed, ..Default::default() };
+    let lr = LrSchedule {
+        base: o.f64("lr"),
+        kind,
+        warmup_steps: steps_of(o.quantity("warmup"), steps_per_epoch),
+    };
+    let mut params = ParamsAhtSgd {
+        lr: lr.base,
+        seed,
+        ..Default::default()
+    };
     let has = |f: &str| o.fields.iter().any(|(n, _)| *n == f);
     if has("momentum") {
         params.momentum = o.f64("momentum");
@@ -77,7 +106,11 @@ pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
         params.nesterov = o.bool("nesterov");
     }
     if has("noise") {
-        params.placement = if o.str("noise") == "levy_step" { NoisePlacement::LevyStep } else { NoisePlacement::Gradient };
+        params.placement = if o.str("noise") == "levy_step" {
+            NoisePlacement::LevyStep
+        } else {
+            NoisePlacement::Gradient
+        };
     }
     if has("clip") {
         let c = o.obj("clip");
@@ -102,14 +135,28 @@ pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
             NoiseKind::Stable(s)
         }
         "levy_sgd" => NoiseKind::Stable(AlphaSchedule::Fixed(o.f64("alpha"))),
-        "gaussian_sgd" => NoiseKind::Gaussian { eta: o.f64("eta"), gamma: o.f64("gamma") },
+        "gaussian_sgd" => NoiseKind::Gaussian {
+            eta: o.f64("eta"),
+            gamma: o.f64("gamma"),
+        },
         "adam" => {
-            adam = Some(candle_nn::ParamsAdamW { lr: lr.base, beta1: o.f64("beta1"), beta2: o.f64("beta2"), eps: o.f64("eps"), weight_decay: o.f64("weight_decay") });
+            adam = Some(candle_nn::ParamsAdamW {
+                lr: lr.base,
+                beta1: o.f64("beta1"),
+                beta2: o.f64("beta2"),
+                eps: o.f64("eps"),
+                weight_decay: o.f64("weight_decay"),
+            });
             NoiseKind::None
         }
         _ => NoiseKind::None,
     };
-    Lowered { params, adam, lr, estimator }
+    Lowered {
+        params,
+        adam,
+        lr,
+        estimator,
+    }
 }
 
 /// An α schedule object -> schedule and sharpness estimator.
@@ -118,8 +165,17 @@ pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimat
         let e = s.obj("sharpness");
         let probe = || e.str("batch") == "probe";
         match e.kind {
-            "power_iteration" => Some(Estimator::PowerIteration { iters: e.usize("iters"), tol: e.f64("tol"), every: e.f64("every") as u64, probe: probe() }),
-            "hutchinson" => Some(Estimator::Hutchinson { samples: e.usize("samples"), every: e.f64("every") as u64, probe: probe() }),
+            "power_iteration" => Some(Estimator::PowerIteration {
+                iters: e.usize("iters"),
+                tol: e.f64("tol"),
+                every: e.f64("every") as u64,
+                probe: probe(),
+            }),
+            "hutchinson" => Some(Estimator::Hutchinson {
+                samples: e.usize("samples"),
+                every: e.f64("every") as u64,
+                probe: probe(),
+            }),
             _ => None,
         }
     };
@@ -132,22 +188,50 @@ pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimat
                 "sigmoid" => Shape::Sigmoid(shape.f64("k")),
                 _ => Shape::Linear,
             };
-            (AlphaSchedule::Annealed { from: s.f64("from"), to: s.f64("to"), over_steps: steps_of(s.quantity("over"), steps_per_epoch), shape }, None)
+            (
+                AlphaSchedule::Annealed {
+                    from: s.f64("from"),
+                    to: s.f64("to"),
+                    over_steps: steps_of(s.quantity("over"), steps_per_epoch),
+                    shape,
+                },
+                None,
+            )
         }
         "adaptive" => {
             let m = s.obj("map");
             let map = match m.kind {
-                "trend" => AlphaMap::Trend { v: m.f64("v"), c: m.f64("c"), ema: m.f64("ema") },
-                _ => AlphaMap::Sigmoid { v: m.f64("v"), c: m.f64("c") },
+                "trend" => AlphaMap::Trend {
+                    v: m.f64("v"),
+                    c: m.f64("c"),
+                    ema: m.f64("ema"),
+                },
+                _ => AlphaMap::Sigmoid {
+                    v: m.f64("v"),
+                    c: m.f64("c"),
+                },
             };
-            (AlphaSchedule::Adaptive { ema: s.f64("ema"), map, initial: s.f64("initial") }, est(s))
+            (
+                AlphaSchedule::Adaptive {
+                    ema: s.f64("ema"),
+                    map,
+                    initial: s.f64("initial"),
+                },
+                est(s),
+            )
         }
         _ => {
             let expr = match s.get("alpha") {
                 Val::Expr(e) => e.clone(),
                 _ => crate::plan::SignalExpr::Const(2.0),
             };
-            (AlphaSchedule::Custom { expr, ema: s.f64("ema") }, est(s))
+            (
+                AlphaSchedule::Custom {
+                    expr,
+                    ema: s.f64("ema"),
+                },
+                est(s),
+            )
         }
     }
 }

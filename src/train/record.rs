@@ -53,7 +53,13 @@ impl MetricLine {
     }
 
     pub fn eval(step: u64, epoch: f64, loss: f64, acc: f64) -> Self {
-        MetricLine { step, epoch, test_loss: Some(loss), test_accuracy: Some(acc), ..Default::default() }
+        MetricLine {
+            step,
+            epoch,
+            test_loss: Some(loss),
+            test_accuracy: Some(acc),
+            ..Default::default()
+        }
     }
 }
 
@@ -110,7 +116,11 @@ impl Summary {
             status: "completed".into(),
             seed: trial.config.f64("seed") as u64,
             threads,
-            device: if dev.is_cpu() { "cpu".into() } else { "cuda".into() },
+            device: if dev.is_cpu() {
+                "cpu".into()
+            } else {
+                "cuda".into()
+            },
             dtype: format!("{dtype:?}").to_lowercase(),
             optimizer: opt.decl.clone().unwrap_or_else(|| opt.kind.to_string()),
             resolved_hash: sha256(&trial.resolved_source()),
@@ -121,7 +131,11 @@ impl Summary {
     }
 
     pub fn observe_eval(&mut self, epoch: f64, loss: f64, acc: f64) {
-        let p = EvalPoint { test_accuracy: acc, test_loss: loss, epoch };
+        let p = EvalPoint {
+            test_accuracy: acc,
+            test_loss: loss,
+            epoch,
+        };
         if self.best.as_ref().is_none_or(|b| acc > b.test_accuracy) {
             self.best = Some(p.clone());
         }
@@ -131,7 +145,10 @@ impl Summary {
 }
 
 pub fn sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes one trial's folder.
@@ -147,15 +164,27 @@ impl Recorder {
         crate::fsutil::write_atomic(&dir.join("recipe.aht"), recipe.as_bytes())?;
         crate::fsutil::write_atomic(&dir.join("resolved.aht"), resolved.as_bytes())?;
         let open = |n: &str| std::fs::File::create(dir.join(n)).map(std::io::BufWriter::new);
-        Ok(Recorder { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, timing: open("timing.jsonl")? })
+        Ok(Recorder {
+            dir: dir.to_path_buf(),
+            metrics: open("metrics.jsonl")?,
+            timing: open("timing.jsonl")?,
+        })
     }
 
     pub fn metric(&mut self, m: &MetricLine) -> std::io::Result<()> {
-        writeln!(self.metrics, "{}", serde_json::to_string(m).map_err(std::io::Error::other)?)
+        writeln!(
+            self.metrics,
+            "{}",
+            serde_json::to_string(m).map_err(std::io::Error::other)?
+        )
     }
 
     pub fn timing(&mut self, t: &TimingLine) -> std::io::Result<()> {
-        writeln!(self.timing, "{}", serde_json::to_string(t).map_err(std::io::Error::other)?)
+        writeln!(
+            self.timing,
+            "{}",
+            serde_json::to_string(t).map_err(std::io::Error::other)?
+        )
     }
 
     pub fn finish(mut self, s: &Summary) -> std::io::Result<()> {

@@ -1,0 +1,238 @@
+//! `ahtsgd run` end to end, through the real binary.
+
+use std::path::Path;
+use std::process::Command;
+
+const TINY: &str =
+    "dataset d = blobs { classes = 3, features = 4, samples = 120, test_samples = 60 }
+model m = mlp { hidden = [8], activation = tanh }
+schedule s = adaptive { sharpness = power_iteration { iters = 5, every = 4 steps } }
+optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = s }
+optimizer plain = sgd { lr = 0.1 }
+experiment e {
+  data = d
+  model = m
+  optimizer = sweep(aht, plain)
+  epochs = 2
+  batch = 16
+  eval_every = 4 steps
+  log_every = 1 step
+  baseline = \"plain\"
+}
+";
+
+fn ahtsgd(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("binary runs")
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
+}
+
+#[test]
+fn same_recipe_and_seed_give_identical_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    for out in ["a", "b"] {
+        let o = ahtsgd(
+            &["run", "tiny.aht", "--out", out, "--threads", "1"],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for trial in ["trial-0000", "trial-0001"] {
+        let a = read(tmp.path().join("a/e").join(trial).join("metrics.jsonl"));
+        let b = read(tmp.path().join("b/e").join(trial).join("metrics.jsonl"));
+        assert!(a.lines().count() > 8);
+        assert_eq!(a, b, "{trial}: metrics differ between identical runs");
+    }
+    let m = read(tmp.path().join("a/e/trial-0000/metrics.jsonl"));
+    assert!(
+        m.contains("\"lambda_max\"") && m.contains("\"alpha\"") && m.contains("\"test_accuracy\"")
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("a/e/trial-0000/summary.json"))).unwrap();
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["steps"], 14, "7 full batches of 16 per epoch");
+    assert_eq!(s["resolved_hash"].as_str().unwrap().len(), 64);
+    let resolved = read(tmp.path().join("a/e/trial-0000/resolved.aht"));
+    let checked = ahtsgd::check::check_text("resolved.aht", &resolved, &Default::default());
+    assert!(!checked.has_errors(), "resolved.aht must be a valid recipe");
+}
+
+#[test]
+fn finished_trials_are_kept_and_changed_recipes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let o = ahtsgd(&["run", "tiny.aht", "--out", "r"], tmp.path());
+    assert!(o.status.success());
+    let before = read(tmp.path().join("r/e/trial-0001/metrics.jsonl"));
+    let again = ahtsgd(&["run", "tiny.aht", "--out", "r"], tmp.path());
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("kept"));
+    assert_eq!(
+        before,
+        read(tmp.path().join("r/e/trial-0001/metrics.jsonl"))
+    );
+    let journal = read(tmp.path().join("r/journal.jsonl"));
+    assert_eq!(
+        journal
+            .lines()
+            .filter(|l| l.contains("\"completed\""))
+            .count(),
+        2
+    );
+    let changed = ahtsgd(
+        &["run", "tiny.aht", "--out", "r", "--set", "plain.lr=0.2"],
+        tmp.path(),
+    );
+    assert_eq!(changed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&changed.stderr);
+    assert!(err.contains("lr = 0.2") && err.contains("--fresh"), "{err}");
+}
+
+#[test]
+fn divergence_is_a_result_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "hot.aht",
+        &TINY
+            .replace(
+                "optimizer plain = sgd { lr = 0.1 }",
+                "optimizer plain = sgd { lr = 1e4 }",
+            )
+            .replace("epochs = 2", "epochs = 2\n  diverge_loss = 50"),
+    );
+    let o = ahtsgd(
+        &["run", "hot.aht", "--out", "r", "--trial", "1"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0001/summary.json"))).unwrap();
+    assert_eq!(s["status"], "diverged");
+    assert!(s["diverged_at_step"].as_u64().is_some());
+    assert!(s["cause"].as_str().unwrap().contains("loss"));
+}
+
+#[test]
+fn set_and_trial_selection_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let o = ahtsgd(
+        &[
+            "run",
+            "tiny.aht",
+            "--out",
+            "r",
+            "--trial",
+            "1",
+            "--set",
+            "e.epochs=1",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success());
+    assert!(!tmp.path().join("r/e/trial-0000").exists());
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0001/summary.json"))).unwrap();
+    assert_eq!(s["steps"], 7);
+}
+
+#[test]
+fn cuda_in_a_cpu_build_says_how_to_build_it() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let o = ahtsgd(
+        &[
+            "run", "tiny.aht", "--out", "r", "--trial", "1", "--device", "cuda",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--features cuda") && err.contains("tiny.aht:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_locations_and_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "bad.aht",
+        "model m = mlp { hiden = [8] }\noptimizer o = sgd { lr = -1 }\n",
+    );
+    let o = ahtsgd(&["check", "bad.aht"], tmp.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.aht:1:17") && err.contains("bad.aht:2:26"),
+        "{err}"
+    );
+    let j = ahtsgd(&["check", "--json", "bad.aht"], tmp.path());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&j.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["code"], "aht::check::unknown_field");
+    assert_eq!(lines[0]["line"], 1);
+}
+
+#[test]
+fn plain_sgd_trains_the_mlp_on_the_bundled_data_above_85_percent() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "mnist.aht",
+        "experiment e { data = mnist_mini {}, model = mlp { hidden = [128] }, optimizer = sgd { lr = 0.1 }, epochs = 3, batch = 64 }\n",
+    );
+    let o = ahtsgd(&["run", "mnist.aht", "--out", "r"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0000/summary.json"))).unwrap();
+    let acc = s["final"]["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.85, "test accuracy {acc}");
+}
+
+#[test]
+fn sample_writes_reproducible_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = ahtsgd(
+        &["sample", "--alpha", "1.5", "--count", "5", "--seed", "2"],
+        tmp.path(),
+    );
+    let b = ahtsgd(
+        &["sample", "--alpha", "1.5", "--count", "5", "--seed", "2"],
+        tmp.path(),
+    );
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(String::from_utf8_lossy(&a.stdout).lines().count(), 5);
+    let o = ahtsgd(
+        &[
+            "sample", "--alpha", "1.5", "--count", "100", "--out", "x.npy",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success());
+    let bytes = std::fs::read(tmp.path().join("x.npy")).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+    assert_eq!(bytes.len() % 64, (800 % 64), "header padded to 64 bytes");
+    let bad = ahtsgd(&["sample", "--alpha", "2.5"], tmp.path());
+    assert_eq!(bad.status.code(), Some(2));
+}
