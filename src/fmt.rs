@@ -111,11 +111,11 @@ impl Printer<'_> {
         }
         if let Some(e) = last_end
             && pos <= self.text.len()
-                && self.text[e..pos.min(self.text.len())].matches('\n').count() > 1
-                && !first
-            {
-                self.out.push('\n');
-            }
+            && self.text[e..pos.min(self.text.len())].matches('\n').count() > 1
+            && !first
+        {
+            self.out.push('\n');
+        }
     }
 
     /// A comment on the same line right after `end`.

@@ -605,10 +605,12 @@ impl<'t, 'm> Resolver<'t, 'm> {
         path: &str,
     ) -> Option<Val> {
         if let ExprKind::Call { name, .. } = &expr.node
-            && SWEEPS.contains(&name.node.as_str()) && !matches!(ty, Ty::Obj(_)) {
-                self.report(eval::sweep_misplaced(expr));
-                return None;
-            }
+            && SWEEPS.contains(&name.node.as_str())
+            && !matches!(ty, Ty::Obj(_))
+        {
+            self.report(eval::sweep_misplaced(expr));
+            return None;
+        }
         if !nested.is_empty() && !matches!(ty, Ty::Obj(_) | Ty::Alpha) {
             let (p, _) = &nested[0];
             self.report(

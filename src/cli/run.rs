@@ -73,18 +73,19 @@ pub fn run(args: RunArgs) -> i32 {
     }
     let plan = checked.plan.as_ref().expect("checked");
     if let Some(e) = &args.experiment
-        && !plan.experiments.iter().any(|x| &x.name == e) {
-            eprintln!(
-                "error: no experiment `{e}` in {}; it has: {}",
-                args.file.display(),
-                plan.experiments
-                    .iter()
-                    .map(|x| x.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            return 2;
-        }
+        && !plan.experiments.iter().any(|x| &x.name == e)
+    {
+        eprintln!(
+            "error: no experiment `{e}` in {}; it has: {}",
+            args.file.display(),
+            plan.experiments
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return 2;
+    }
     let range = match args.trial.as_deref().map(parse_trials) {
         None => (0, usize::MAX),
         Some(Some(r)) => r,
@@ -129,27 +130,28 @@ pub fn run(args: RunArgs) -> i32 {
             .join(format!("trial-{:04}", t.index));
         let hash = record::sha256(&t.resolved_source());
         if let Some(prev) = record::read_summary(&dir)
-            && !args.fresh {
-                if prev.resolved_hash != hash {
-                    eprintln!(
-                        "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",
-                        dir.display(),
-                        t.index,
-                        differing_fields(&dir, &t.resolved_source())
-                    );
-                    return 1;
-                }
-                if prev.status != "interrupted" {
-                    if !args.recipe.json {
-                        eprintln!(
-                            "trial {:04} ({}): kept ({})",
-                            t.index, prev.optimizer, prev.status
-                        );
-                    }
-                    summaries.push(prev);
-                    continue;
-                }
+            && !args.fresh
+        {
+            if prev.resolved_hash != hash {
+                eprintln!(
+                    "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",
+                    dir.display(),
+                    t.index,
+                    differing_fields(&dir, &t.resolved_source())
+                );
+                return 1;
             }
+            if prev.status != "interrupted" {
+                if !args.recipe.json {
+                    eprintln!(
+                        "trial {:04} ({}): kept ({})",
+                        t.index, prev.optimizer, prev.status
+                    );
+                }
+                summaries.push(prev);
+                continue;
+            }
+        }
         if args.fresh && dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -202,12 +204,12 @@ pub fn run(args: RunArgs) -> i32 {
                     test_loss,
                     test_accuracy,
                 } = e
-                {
-                    println!(
-                        "{}",
-                        serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
-                    );
-                }
+            {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
+                );
+            }
         };
         match train::run_trial(t, &recipe_text, &dir, threads, &mut on_event) {
             Ok(s) => {
