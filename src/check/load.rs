@@ -90,7 +90,12 @@ fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut D
         }
         match std::fs::read_to_string(&canon) {
             Ok(text) => {
-                let name = path.display().to_string();
+                // shown relative to how the importing file was named, not as an absolute path
+                let shown = Path::new(&loaded.sources.get(id).name)
+                    .parent()
+                    .map(|p| p.join(&target.node))
+                    .unwrap_or_else(|| PathBuf::from(&target.node));
+                let name = shown.display().to_string();
                 let child = loaded.sources.add(name, Some(&canon), text);
                 stack.push(child);
                 visit(loaded, child, stack, diags);
