@@ -109,7 +109,11 @@ fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut D
                 .at(span, "no such file")
                 .help(format!(
                     "imports are relative to the importing file's folder ({})",
-                    dir.display()
+                    Path::new(&loaded.sources.get(id).name)
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."))
+                        .display()
                 )),
             ),
         }
