@@ -174,14 +174,7 @@ impl Printer<'_> {
         }
         let one_line = !self.text[start..end].contains('\n') && !self.has_comments_in(start, end);
         if one_line {
-            let inline = format!(
-                "{{ {} }}",
-                b.entries
-                    .iter()
-                    .map(|e| self.entry_inline(e))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let inline = block_inline(b);
             let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
             if self.out.len() - line_start + inline.len() <= WIDTH {
                 self.out.push_str(&inline);
@@ -228,37 +221,7 @@ impl Printer<'_> {
                     .push_str(&format!("random({}) ", args_inline(args)));
                 self.block(block);
             }
-            Entry::Zip { .. } => {
-                let s = self.entry_inline(e);
-                self.out.push_str(&s);
-            }
-        }
-    }
-
-    fn entry_inline(&self, e: &Entry) -> String {
-        match e {
-            Entry::Field(f) => format!("{} = {}", f.path.dotted(), expr_inline(&f.value)),
-            Entry::Zip { paths, .. } => format!(
-                "zip({})",
-                paths
-                    .iter()
-                    .map(Path::dotted)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Entry::Random { args, block, .. } => {
-                let inner = block
-                    .entries
-                    .iter()
-                    .map(|e| self.entry_inline(e))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if inner.is_empty() {
-                    format!("random({}) {{}}", args_inline(args))
-                } else {
-                    format!("random({}) {{ {inner} }}", args_inline(args))
-                }
-            }
+            Entry::Zip { .. } => self.out.push_str(&entry_inline(e)),
         }
     }
 
@@ -298,6 +261,36 @@ fn args_inline(args: &[Arg]) -> String {
         .join(", ")
 }
 
+/// A block on one line: `{}` or `{ a = 1, b = 2 }`.
+fn block_inline(block: &Block) -> String {
+    if block.entries.is_empty() {
+        "{}".to_string()
+    } else {
+        let entries: Vec<String> = block.entries.iter().map(entry_inline).collect();
+        format!("{{ {} }}", entries.join(", "))
+    }
+}
+
+/// One block entry on one line.
+fn entry_inline(e: &Entry) -> String {
+    match e {
+        Entry::Field(f) => format!("{} = {}", f.path.dotted(), expr_inline(&f.value)),
+        Entry::Zip { paths, .. } => {
+            format!(
+                "zip({})",
+                paths
+                    .iter()
+                    .map(Path::dotted)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        Entry::Random { args, block, .. } => {
+            format!("random({}) {}", args_inline(args), block_inline(block))
+        }
+    }
+}
+
 /// An expression on one line.
 pub fn expr_inline(e: &Expr) -> String {
     match &e.node {
@@ -317,31 +310,7 @@ pub fn expr_inline(e: &Expr) -> String {
             "[{}]",
             items.iter().map(expr_inline).collect::<Vec<_>>().join(", ")
         ),
-        ExprKind::Object { kind, block } => {
-            if block.entries.is_empty() {
-                format!("{} {{}}", kind.node)
-            } else {
-                let fields: Vec<String> = block
-                    .entries
-                    .iter()
-                    .map(|en| match en {
-                        Entry::Field(f) => {
-                            format!("{} = {}", f.path.dotted(), expr_inline(&f.value))
-                        }
-                        Entry::Zip { paths, .. } => format!(
-                            "zip({})",
-                            paths
-                                .iter()
-                                .map(Path::dotted)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        Entry::Random { args, .. } => format!("random({}) {{}}", args_inline(args)),
-                    })
-                    .collect();
-                format!("{} {{ {} }}", kind.node, fields.join(", "))
-            }
-        }
+        ExprKind::Object { kind, block } => format!("{} {}", kind.node, block_inline(block)),
         ExprKind::Call { name, args } => format!("{}({})", name.node, args_inline(args)),
         ExprKind::Neg(x) => format!("-{}", expr_inline(x)),
         ExprKind::Binary { op, lhs, rhs } => {

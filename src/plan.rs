@@ -317,10 +317,9 @@ impl Trial {
     pub fn resolved_source(&self) -> String {
         let mut out = String::from("version = 1\n\n");
         let mut seen = Vec::new();
-        for (name, v) in &self.config.fields {
+        for (_, v) in &self.config.fields {
             if let Val::Obj(o) = v {
                 write_decls(o, &mut out, &mut seen);
-                let _ = name;
             }
         }
         let _ = writeln!(out, "experiment {} {{", self.experiment);

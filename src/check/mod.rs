@@ -23,7 +23,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
-use crate::plan::{ExperimentPlan, Plan, SignalExpr, Trial, Val};
+use crate::plan::{ExperimentPlan, Plan, SignalExpr, Trial};
 use crate::source::{FileId, SourceMap, Spanned};
 use crate::syntax::ast::{Decl, DeclBody, DeclKind, Entry, Expr, ExprKind, Ident, Item, Module};
 
@@ -246,18 +246,11 @@ fn parse_set(
     }
     let name = parts.remove(0);
     if !table.decls.contains_key(&name.node) {
-        diags.push(
-            Diagnostic::error(
-                Code::Set,
-                format!("`--set` names `{}`, which is not declared", name.node),
-            )
-            .at(name.span, "not declared")
-            .help(suggest::help(
-                &name.node,
-                "declarations",
-                table.decls.keys().map(String::as_str),
-            )),
-        );
+        diags.push(table.undeclared(
+            Code::Set,
+            &name,
+            format!("`--set` names `{}`, which is not declared", name.node),
+        ));
         return None;
     }
     let text = sources.get(file).text.clone();
@@ -310,7 +303,6 @@ fn expand_experiment(
             _ => break,
         }
     }
-    let mut random_group = None;
     for decl in chain.iter().rev() {
         let Some(block) = decl.body.block() else {
             continue;
@@ -325,18 +317,11 @@ fn expand_experiment(
                             .or_default()
                             .push((f.path.parts[1..].to_vec(), f.value.clone()));
                     } else {
-                        local.push(
-                            Diagnostic::error(
-                                Code::Path,
-                                format!("`{}` does not name a declaration", target.node),
-                            )
-                            .at(target.span, "not declared")
-                            .help(suggest::help(
-                                &target.node,
-                                "declarations",
-                                r.table.decls.keys().map(String::as_str),
-                            )),
-                        );
+                        local.push(r.table.undeclared(
+                            Code::Path,
+                            target,
+                            format!("`{}` does not name a declaration", target.node),
+                        ));
                     }
                 }
                 Entry::Zip { paths, span } => {
@@ -353,7 +338,6 @@ fn expand_experiment(
                 }
                 Entry::Random { args, block, span } => {
                     let gid = usize::MAX - r.groups.len();
-                    random_group = Some(gid);
                     if let Some(sites) = random_sites(name, args, block, *span, &mut local) {
                         for (path, alts) in sites {
                             r.injected.insert(path, Injected { alts, group: gid });
@@ -364,7 +348,6 @@ fn expand_experiment(
             }
         }
     }
-    let _ = random_group;
     for (path, value) in sets.into_iter().flatten() {
         resolve::apply_override(&mut fields, path, value.clone());
     }
@@ -654,9 +637,4 @@ fn random_dist_error(e: &Expr) -> Diagnostic {
     Diagnostic::error(Code::Random, "a random-search field needs a distribution")
         .at(e.span, "not a distribution")
         .help("use `uniform(a, b)`, `loguniform(a, b)`, `randint(a, b)` or `choice(x, y, ...)`")
-}
-
-/// The value of a field of a trial's experiment (helper for callers that print plans).
-pub fn describe_value(v: &Val) -> String {
-    v.to_source()
 }

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::plan::{Obj, SignalExpr, Val};
 use crate::source::{SourceMap, Span, Spanned};
-use crate::syntax::ast::{
-    Arg, Block, Decl, DeclBody, DeclKind, Entry, Expr, ExprKind, Ident, Unit,
-};
+use crate::syntax::ast::{Arg, Block, Decl, DeclBody, DeclKind, Entry, Expr, ExprKind, Ident};
 
 use super::eval::{self, Env, is_whole};
 use super::schema::{self, Category, FieldSpec, KindSpec, SWEEPS, Ty};
@@ -57,6 +55,17 @@ impl<'m> Table<'m> {
             decls,
             merged: RefCell::default(),
         }
+    }
+
+    /// "`name` is not declared", with the closest declaration as a hint.
+    pub fn undeclared(&self, code: Code, name: &Ident, message: String) -> Diagnostic {
+        Diagnostic::error(code, message)
+            .at(name.span, "not declared")
+            .help(suggest::help(
+                &name.node,
+                "declarations",
+                self.decls.keys().map(String::as_str),
+            ))
     }
 
     pub fn names_of(&self, cat: Category) -> Vec<&str> {
@@ -925,14 +934,14 @@ impl<'t, 'm> Resolver<'t, 'm> {
             }
             ExprKind::Call { name, args } => {
                 let Some(kind) = schema::kind(cat, &name.node) else {
-                    return self.unknown_kind(name, cat, expr);
+                    return self.unknown_kind(name, cat);
                 };
-                let fields = self.call_fields(kind, args, expr)?;
+                let fields = self.call_fields(kind, args)?;
                 (name, fields)
             }
             ExprKind::Object { kind, block } => {
                 if schema::kind(cat, &kind.node).is_none() {
-                    return self.unknown_kind(kind, cat, expr);
+                    return self.unknown_kind(kind, cat);
                 }
                 let mut d = std::mem::take(&mut self.diags);
                 let fields = block_fields(block, false, &mut d);
@@ -957,7 +966,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
             .map(|o| Val::Obj(Box::new(o)))
     }
 
-    fn unknown_kind(&mut self, name: &Ident, cat: Category, _expr: &Expr) -> Option<Val> {
+    fn unknown_kind(&mut self, name: &Ident, cat: Category) -> Option<Val> {
         self.report(
             Diagnostic::error(
                 Code::UnknownKind,
@@ -974,12 +983,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
     }
 
     /// `sigmoid(8)`, `norm(max = 10)`: arguments map to fields in order or by name.
-    fn call_fields(
-        &mut self,
-        kind: &'static KindSpec,
-        args: &[Arg],
-        expr: &Expr,
-    ) -> Option<Vec<FieldSrc>> {
+    fn call_fields(&mut self, kind: &'static KindSpec, args: &[Arg]) -> Option<Vec<FieldSrc>> {
         let mut out = Vec::new();
         for (i, arg) in args.iter().enumerate() {
             let name = match &arg.name {
@@ -1013,7 +1017,6 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 nested: Vec::new(),
             });
         }
-        let _ = expr;
         Some(out)
     }
 
@@ -1279,9 +1282,4 @@ pub fn number_expr(v: f64, integer: bool, span: Span) -> Expr {
         },
         span,
     )
-}
-
-/// Whether a value uses unit `Unit::Epochs` (helper for tests).
-pub fn is_epochs(v: &Val) -> bool {
-    matches!(v, Val::Quantity(_, Unit::Epochs))
 }

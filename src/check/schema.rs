@@ -162,6 +162,47 @@ const SPAN_OF_TRAINING: Ty = Ty::Quantity {
     whole: false,
     min: 0.0,
 };
+// Fields shared by the optimizers, in the order they appear.
+const LR: FieldSpec = f("lr", POS, None, "learning rate");
+const SIGMA: FieldSpec = f("sigma", NONNEG, Some("0.01"), "noise scale σ");
+const NOISE: FieldSpec = f(
+    "noise",
+    Ty::Enum(&["gradient", "levy_step"]),
+    Some("gradient"),
+    "gradient: θ −= lr·(g + σξ); levy_step: θ −= lr·g − σ·lr^(1/α)·ξ",
+);
+const CLIP: FieldSpec = f(
+    "clip",
+    Ty::Obj(Category::Clip),
+    Some("none"),
+    "noise clipping",
+);
+const MOMENTUM: FieldSpec = f(
+    "momentum",
+    UNIT,
+    Some("0"),
+    "heavy-ball momentum (noise enters before it)",
+);
+const NESTEROV: FieldSpec = f("nesterov", Ty::Bool, Some("false"), "Nesterov momentum");
+const WEIGHT_DECAY: FieldSpec = f(
+    "weight_decay",
+    NONNEG,
+    Some("0"),
+    "L2 penalty added to the gradient",
+);
+const LR_SCHEDULE: FieldSpec = f(
+    "lr_schedule",
+    Ty::Obj(Category::LrSchedule),
+    Some("constant"),
+    "learning-rate schedule",
+);
+const WARMUP: FieldSpec = f(
+    "warmup",
+    SPAN_OF_TRAINING,
+    Some("0 steps"),
+    "linear warm-up",
+);
+
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "silu", "gelu"];
 const VERIFY: &[&str] = &["warn", "strict", "off"];
 
@@ -713,93 +754,33 @@ pub static KINDS: &[KindSpec] = &[
         category: Category::Optimizer,
         name: "sgd",
         doc: "SGD with optional momentum, Nesterov and weight decay",
-        fields: &[
-            f("lr", POS, None, "learning rate"),
-            f(
-                "momentum",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: false,
-                },
-                Some("0"),
-                "heavy-ball momentum",
-            ),
-            f("nesterov", Ty::Bool, Some("false"), "Nesterov momentum"),
-            f(
-                "weight_decay",
-                NONNEG,
-                Some("0"),
-                "L2 penalty added to the gradient",
-            ),
-            f(
-                "lr_schedule",
-                Ty::Obj(Category::LrSchedule),
-                Some("constant"),
-                "learning-rate schedule",
-            ),
-            f(
-                "warmup",
-                SPAN_OF_TRAINING,
-                Some("0 steps"),
-                "linear warm-up",
-            ),
-        ],
+        fields: &[LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, LR_SCHEDULE, WARMUP],
     },
     KindSpec {
         category: Category::Optimizer,
         name: "ahtsgd",
         doc: "SGD with α-stable noise whose α follows a schedule",
         fields: &[
-            f("lr", POS, None, "learning rate"),
-            f("sigma", NONNEG, Some("0.01"), "noise scale σ"),
+            LR,
+            SIGMA,
             f(
                 "alpha",
                 Ty::Alpha,
                 Some("adaptive"),
                 "α schedule (a declared schedule, an inline one, or a number)",
             ),
-            f(
-                "noise",
-                Ty::Enum(&["gradient", "levy_step"]),
-                Some("gradient"),
-                "gradient: θ −= lr·(g + σξ); levy_step: θ −= lr·g − σ·lr^(1/α)·ξ",
-            ),
+            NOISE,
             f(
                 "scale_by_dim",
                 Ty::Bool,
                 Some("false"),
                 "divide σ by √d, d the parameter count",
             ),
-            f(
-                "clip",
-                Ty::Obj(Category::Clip),
-                Some("none"),
-                "noise clipping",
-            ),
-            f(
-                "momentum",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: false,
-                },
-                Some("0"),
-                "heavy-ball momentum (noise enters before it)",
-            ),
-            f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
-            f(
-                "lr_schedule",
-                Ty::Obj(Category::LrSchedule),
-                Some("constant"),
-                "learning-rate schedule",
-            ),
-            f(
-                "warmup",
-                SPAN_OF_TRAINING,
-                Some("0 steps"),
-                "linear warm-up",
-            ),
+            CLIP,
+            MOMENTUM,
+            WEIGHT_DECAY,
+            LR_SCHEDULE,
+            WARMUP,
         ],
     },
     KindSpec {
@@ -807,44 +788,15 @@ pub static KINDS: &[KindSpec] = &[
         name: "levy_sgd",
         doc: "SGD with fixed-α Lévy noise (ahtsgd with a fixed schedule)",
         fields: &[
-            f("lr", POS, None, "learning rate"),
-            f("sigma", NONNEG, Some("0.01"), "noise scale σ"),
+            LR,
+            SIGMA,
             f("alpha", ALPHA, Some("1.5"), "the tail index"),
-            f(
-                "noise",
-                Ty::Enum(&["gradient", "levy_step"]),
-                Some("gradient"),
-                "where the noise enters",
-            ),
-            f(
-                "clip",
-                Ty::Obj(Category::Clip),
-                Some("none"),
-                "noise clipping",
-            ),
-            f(
-                "momentum",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: false,
-                },
-                Some("0"),
-                "heavy-ball momentum",
-            ),
-            f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
-            f(
-                "lr_schedule",
-                Ty::Obj(Category::LrSchedule),
-                Some("constant"),
-                "learning-rate schedule",
-            ),
-            f(
-                "warmup",
-                SPAN_OF_TRAINING,
-                Some("0 steps"),
-                "linear warm-up",
-            ),
+            NOISE,
+            CLIP,
+            MOMENTUM,
+            WEIGHT_DECAY,
+            LR_SCHEDULE,
+            WARMUP,
         ],
     },
     KindSpec {
@@ -852,32 +804,13 @@ pub static KINDS: &[KindSpec] = &[
         name: "gaussian_sgd",
         doc: "SGD with annealed Gaussian gradient noise, variance eta/(1+t)^gamma",
         fields: &[
-            f("lr", POS, None, "learning rate"),
+            LR,
             f("eta", NONNEG, Some("0.01"), "initial noise variance"),
             f("gamma", NONNEG, Some("0.55"), "decay exponent"),
-            f(
-                "momentum",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: false,
-                },
-                Some("0"),
-                "heavy-ball momentum",
-            ),
-            f("weight_decay", NONNEG, Some("0"), "L2 penalty"),
-            f(
-                "lr_schedule",
-                Ty::Obj(Category::LrSchedule),
-                Some("constant"),
-                "learning-rate schedule",
-            ),
-            f(
-                "warmup",
-                SPAN_OF_TRAINING,
-                Some("0 steps"),
-                "linear warm-up",
-            ),
+            MOMENTUM,
+            WEIGHT_DECAY,
+            LR_SCHEDULE,
+            WARMUP,
         ],
     },
     KindSpec {
@@ -886,26 +819,8 @@ pub static KINDS: &[KindSpec] = &[
         doc: "Adam (reference)",
         fields: &[
             f("lr", POS, Some("1e-3"), "learning rate"),
-            f(
-                "beta1",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: false,
-                },
-                Some("0.9"),
-                "first-moment decay",
-            ),
-            f(
-                "beta2",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: false,
-                },
-                Some("0.999"),
-                "second-moment decay",
-            ),
+            f("beta1", UNIT, Some("0.9"), "first-moment decay"),
+            f("beta2", UNIT, Some("0.999"), "second-moment decay"),
             f("eps", POS, Some("1e-8"), "denominator guard"),
             f(
                 "weight_decay",
@@ -913,18 +828,8 @@ pub static KINDS: &[KindSpec] = &[
                 Some("0"),
                 "decoupled weight decay (AdamW)",
             ),
-            f(
-                "lr_schedule",
-                Ty::Obj(Category::LrSchedule),
-                Some("constant"),
-                "learning-rate schedule",
-            ),
-            f(
-                "warmup",
-                SPAN_OF_TRAINING,
-                Some("0 steps"),
-                "linear warm-up",
-            ),
+            LR_SCHEDULE,
+            WARMUP,
         ],
     },
     // ---------------------------------------------------------------- experiments

@@ -128,7 +128,8 @@ pub fn run(args: RunArgs) -> i32 {
         let dir = out
             .join(&t.experiment)
             .join(format!("trial-{:04}", t.index));
-        let hash = record::sha256(&t.resolved_source());
+        let resolved = t.resolved_source();
+        let hash = record::sha256(&resolved);
         if let Some(prev) = record::read_summary(&dir)
             && !args.fresh
         {
@@ -137,7 +138,7 @@ pub fn run(args: RunArgs) -> i32 {
                     "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",
                     dir.display(),
                     t.index,
-                    differing_fields(&dir, &t.resolved_source())
+                    differing_fields(&dir, &resolved)
                 );
                 return 1;
             }

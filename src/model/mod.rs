@@ -148,38 +148,70 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dense(
-    name: &str,
-    fan_in: usize,
-    fan_out: usize,
-    extra: &[usize],
+/// Creates named, initialised parameters from one seeded stream.
+struct Builder<'a> {
     init: Init,
     bias_init: Init,
     dtype: DType,
-    dev: &Device,
-    rng: &mut ChaCha8Rng,
-    params: &mut Vec<(String, Var)>,
-) -> Result<Dense> {
-    let receptive: usize = extra.iter().product();
-    let mut shape = vec![fan_out, fan_in];
-    shape.extend_from_slice(extra);
-    let w = init.sample(
-        fan_out * fan_in * receptive,
-        fan_in * receptive,
-        fan_out * receptive,
-        rng,
-    );
-    let b = match bias_init {
-        Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
-        other => other,
+    dev: &'a Device,
+    rng: ChaCha8Rng,
+    params: Vec<(String, Var)>,
+}
+
+impl Builder<'_> {
+    fn var(&mut self, name: String, values: Vec<f64>, shape: Vec<usize>) -> Result<Var> {
+        let v =
+            Var::from_tensor(&Tensor::from_vec(values, shape, self.dev)?.to_dtype(self.dtype)?)?;
+        self.params.push((name, v.clone()));
+        Ok(v)
     }
-    .sample(fan_out, fan_in * receptive, fan_out, rng);
-    let w = Var::from_tensor(&Tensor::from_vec(w, shape, dev)?.to_dtype(dtype)?)?;
-    let b = Var::from_tensor(&Tensor::from_vec(b, fan_out, dev)?.to_dtype(dtype)?)?;
-    params.push((format!("{name}.weight"), w.clone()));
-    params.push((format!("{name}.bias"), b.clone()));
-    Ok(Dense { w, b })
+
+    /// A layer `fan_in -> fan_out`; `kernel` gives the spatial dims of a convolution.
+    fn dense(
+        &mut self,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        kernel: &[usize],
+    ) -> Result<Dense> {
+        let receptive: usize = kernel.iter().product();
+        let mut shape = vec![fan_out, fan_in];
+        shape.extend_from_slice(kernel);
+        let w = self.init.sample(
+            fan_out * fan_in * receptive,
+            fan_in * receptive,
+            fan_out * receptive,
+            &mut self.rng,
+        );
+        let b = match self.bias_init {
+            Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
+            other => other,
+        }
+        .sample(fan_out, fan_in * receptive, fan_out, &mut self.rng);
+        let w = self.var(format!("{name}.weight"), w, shape)?;
+        let b = self.var(format!("{name}.bias"), b, vec![fan_out])?;
+        Ok(Dense { w, b })
+    }
+
+    /// Fully connected layers `fc0, fc1, ...` through the given widths.
+    fn stack(&mut self, sizes: &[usize]) -> Result<Vec<Dense>> {
+        sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| self.dense(&format!("fc{i}"), w[0], w[1], &[]))
+            .collect()
+    }
+}
+
+/// Runs fully connected layers with the activation between them (not after the last).
+fn run_stack(layers: &[Dense], act: Activation, mut h: Tensor) -> Result<Tensor> {
+    for (i, l) in layers.iter().enumerate() {
+        h = l.forward(&h)?;
+        if i + 1 < layers.len() {
+            h = act.apply(&h)?;
+        }
+    }
+    Ok(h)
 }
 
 impl Model {
@@ -192,96 +224,56 @@ impl Model {
         dev: &Device,
         seed: u64,
     ) -> std::result::Result<Model, ModelError> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1417);
-        let mut params = Vec::new();
-        let init = Init::from_obj(spec.obj("init"));
+        let has = |f: &str| spec.fields.iter().any(|(n, _)| *n == f);
+        let mut b = Builder {
+            init: Init::from_obj(spec.obj("init")),
+            bias_init: if has("bias_init") {
+                Init::from_obj(spec.obj("bias_init"))
+            } else {
+                Init::Default
+            },
+            dtype,
+            dev,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417),
+            params: Vec::new(),
+        };
         let act = match spec.get("activation") {
             Val::Name(_) => Activation::from_name(spec.str("activation")),
             _ => Activation::Relu,
         };
+        let hidden = |first: usize| {
+            let mut sizes = vec![first];
+            sizes.extend(spec.usize_list("hidden"));
+            sizes.push(classes);
+            sizes
+        };
         let arch = match spec.kind {
-            "mlp" => {
-                let bias_init = Init::from_obj(spec.obj("bias_init"));
-                let mut sizes = vec![sample_shape.iter().product::<usize>()];
-                sizes.extend(spec.usize_list("hidden"));
-                sizes.push(classes);
-                let layers = sizes
-                    .windows(2)
-                    .enumerate()
-                    .map(|(i, w)| {
-                        dense(
-                            &format!("fc{i}"),
-                            w[0],
-                            w[1],
-                            &[],
-                            init,
-                            bias_init,
-                            dtype,
-                            dev,
-                            &mut rng,
-                            &mut params,
-                        )
-                    })
-                    .collect::<Result<_>>()?;
-                Arch::Mlp { layers }
-            }
+            "mlp" => Arch::Mlp {
+                layers: b.stack(&hidden(sample_shape.iter().product()))?,
+            },
             "cnn" => {
                 let [c, mut h, mut w] = sample_shape[..] else {
                     return Err(ModelError::Shape(format!(
                         "a cnn needs image samples [channels, height, width], the data gives {sample_shape:?}"
                     )));
                 };
-                let bias_init = Init::from_obj(spec.obj("bias_init"));
                 let mut convs = Vec::new();
                 let mut cin = c;
                 for (i, &cout) in spec.usize_list("channels").iter().enumerate() {
-                    convs.push(dense(
-                        &format!("conv{i}"),
-                        cin,
-                        cout,
-                        &[3, 3],
-                        init,
-                        bias_init,
-                        dtype,
-                        dev,
-                        &mut rng,
-                        &mut params,
-                    )?);
+                    convs.push(b.dense(&format!("conv{i}"), cin, cout, &[3, 3])?);
                     cin = cout;
                     h /= 2;
                     w /= 2;
                     if h == 0 || w == 0 {
                         return Err(ModelError::Shape(format!(
-                            "{} pooling stages shrink {:?} to nothing",
-                            i + 1,
-                            sample_shape
+                            "{} pooling stages shrink {sample_shape:?} to nothing",
+                            i + 1
                         )));
                     }
                 }
-                let mut sizes = vec![cin * h * w];
-                sizes.extend(spec.usize_list("hidden"));
-                sizes.push(classes);
-                let head = sizes
-                    .windows(2)
-                    .enumerate()
-                    .map(|(i, wd)| {
-                        dense(
-                            &format!("fc{i}"),
-                            wd[0],
-                            wd[1],
-                            &[],
-                            init,
-                            bias_init,
-                            dtype,
-                            dev,
-                            &mut rng,
-                            &mut params,
-                        )
-                    })
-                    .collect::<Result<_>>()?;
                 Arch::Cnn {
                     convs,
-                    head,
+                    head: b.stack(&hidden(cin * h * w))?,
                     max_pool: spec.str("pool") == "max",
                 }
             }
@@ -291,6 +283,7 @@ impl Model {
                 )));
             }
         };
+        let mut params = b.params;
         params.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Model {
             params,
@@ -314,16 +307,7 @@ impl Model {
     /// Logits for a batch `[n, ...sample_shape]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.arch {
-            Arch::Mlp { layers } => {
-                let mut h = x.flatten_from(1)?;
-                for (i, l) in layers.iter().enumerate() {
-                    h = l.forward(&h)?;
-                    if i + 1 < layers.len() {
-                        h = self.act.apply(&h)?;
-                    }
-                }
-                Ok(h)
-            }
+            Arch::Mlp { layers } => run_stack(layers, self.act, x.flatten_from(1)?),
             Arch::Cnn {
                 convs,
                 head,
@@ -341,14 +325,7 @@ impl Model {
                         .broadcast_add(&c.b.as_tensor().reshape((1, (), 1, 1))?)?;
                     h = pool2(&self.act.apply(&h)?, *max_pool)?;
                 }
-                let mut h = h.flatten_from(1)?;
-                for (i, l) in head.iter().enumerate() {
-                    h = l.forward(&h)?;
-                    if i + 1 < head.len() {
-                        h = self.act.apply(&h)?;
-                    }
-                }
-                Ok(h)
+                run_stack(head, self.act, h.flatten_from(1)?)
             }
         }
     }
@@ -442,16 +419,7 @@ mod tests {
         );
         for i in 0..vars.len() {
             let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
-            let err = (&hv[i] - &fd)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let err = sharpness::max_abs(&(&hv[i] - &fd).unwrap()).unwrap();
             assert!(err < 1e-5, "{text}: HVP of param {i} off by {err}");
         }
     }

@@ -157,7 +157,8 @@ pub fn run_trial(
     } else {
         DType::F32
     };
-    let mut rec = Recorder::create(dir, recipe_text, &trial.resolved_source())?;
+    let resolved = trial.resolved_source();
+    let mut rec = Recorder::create(dir, recipe_text, &resolved)?;
     let data = data::load(c.obj("data"), seed)?;
     let model = Model::build(
         c.obj("model"),
@@ -204,7 +205,7 @@ pub fn run_trial(
         steps: total_steps,
     });
 
-    let mut summary = Summary::new(trial, threads, &dev, dtype);
+    let mut summary = Summary::new(trial, &resolved, threads, &dev, dtype);
     let mut buf = Vec::new();
     let mut warm: Option<Vec<Tensor>> = None;
     let mut probe: Option<(Tensor, Tensor)> = None;

@@ -108,7 +108,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(trial: &Trial, threads: usize, dev: &Device, dtype: DType) -> Self {
+    pub fn new(trial: &Trial, resolved: &str, threads: usize, dev: &Device, dtype: DType) -> Self {
         let opt = trial.config.obj("optimizer");
         Summary {
             experiment: trial.experiment.clone(),
@@ -123,7 +123,7 @@ impl Summary {
             },
             dtype: format!("{dtype:?}").to_lowercase(),
             optimizer: opt.decl.clone().unwrap_or_else(|| opt.kind.to_string()),
-            resolved_hash: sha256(&trial.resolved_source()),
+            resolved_hash: sha256(resolved),
             ahtsgd_version: env!("CARGO_PKG_VERSION").into(),
             candle_version: "0.11".into(),
             ..Default::default()
