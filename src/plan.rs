@@ -7,6 +7,7 @@ use crate::check::schema::Category;
 use crate::source::Span;
 use crate::syntax::ast::{BinOp, Unit};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// A resolved value.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +20,7 @@ pub enum Val {
     Name(String),
     Quantity(f64, Unit),
     List(Vec<Val>),
-    Obj(Box<Obj>),
+    Obj(Arc<Obj>),
     /// An expression over training signals (custom α).
     Expr(SignalExpr),
 }

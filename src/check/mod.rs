@@ -285,6 +285,7 @@ fn expand_experiment(
     r.groups.clear();
     r.choices.clear();
     r.sites.clear();
+    r.forget();
     let mut local = Diagnostics::default();
     let Some((kind, mut fields)) = r.table.merged(name, &mut local) else {
         r.diags.0.append(&mut local.0);
@@ -340,7 +341,13 @@ fn expand_experiment(
                     let gid = usize::MAX - r.groups.len();
                     if let Some(sites) = random_sites(name, args, block, *span, &mut local) {
                         for (path, alts) in sites {
-                            r.injected.insert(path, Injected { alts, group: gid });
+                            r.injected.insert(
+                                path,
+                                Injected {
+                                    alts: std::rc::Rc::new(alts),
+                                    group: gid,
+                                },
+                            );
                         }
                     }
                 }
@@ -415,6 +422,7 @@ fn dfs(
     r.choices = choices;
     r.pending = None;
     r.picked.clear();
+    r.read_sites.clear();
     let errors_before = r.diags.0.len();
     let obj = r.object(
         kind,

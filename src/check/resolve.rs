@@ -8,6 +8,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::plan::{Obj, SignalExpr, Val};
@@ -330,8 +332,17 @@ fn block_fields(block: &Block, experiment: bool, diags: &mut Diagnostics) -> Vec
 /// A sweep site's alternatives and the group (zip or random) it belongs to.
 #[derive(Clone, Debug)]
 pub struct Injected {
-    pub alts: Vec<Expr>,
+    pub alts: Rc<Vec<Expr>>,
     pub group: usize,
+}
+
+/// A resolved declaration and what it depended on.
+struct Memo {
+    obj: Arc<Obj>,
+    /// The sites it read and the choices they had.
+    sites: Vec<(String, (usize, usize))>,
+    /// What it added to `picked`.
+    picked: Vec<(String, String)>,
 }
 
 /// Where the walk stands with one trial.
@@ -357,9 +368,15 @@ pub struct Resolver<'t, 'm> {
     pub checked: BTreeSet<String>,
     /// Every site met, with its number of alternatives.
     pub sites: BTreeMap<String, usize>,
-    /// Declarations met in this walk.
-    pub visited: BTreeSet<String>,
     defaults: HashMap<&'static str, Option<Expr>>,
+    /// Resolved declarations by (name, learning rate bits), with the sweep choices they read.
+    memo: HashMap<(String, Option<u64>), Vec<Memo>>,
+    /// Sweep sites read in this walk, in order.
+    pub read_sites: Vec<String>,
+    /// Converted defaults: (field spec address, learning rate bits, span) -> value.
+    default_vals: HashMap<(usize, Option<u64>, Span), Val>,
+    /// Alternatives of each sweep met, by the sweep's span (they depend on nothing else).
+    alternatives: HashMap<Span, Rc<Vec<Expr>>>,
     /// When set, problems are not reported (used while checking alternatives twice).
     quiet: bool,
 }
@@ -379,8 +396,11 @@ impl<'t, 'm> Resolver<'t, 'm> {
             picked: Vec::new(),
             checked: BTreeSet::new(),
             sites: BTreeMap::new(),
-            visited: BTreeSet::new(),
             defaults: HashMap::new(),
+            memo: HashMap::new(),
+            read_sites: Vec::new(),
+            default_vals: HashMap::new(),
+            alternatives: HashMap::new(),
             quiet: false,
         }
     }
@@ -401,8 +421,50 @@ impl<'t, 'm> Resolver<'t, 'm> {
         parsed
     }
 
-    /// Resolves a declaration by name (with `--set` and experiment overrides applied).
-    pub fn decl(&mut self, name: &str, env: &Env) -> Option<Obj> {
+    /// Resolves a declaration by name (with `--set` and experiment overrides applied),
+    /// reusing an earlier result when the sweep sites it read have the same choices now.
+    pub fn decl(&mut self, name: &str, env: &Env) -> Option<Arc<Obj>> {
+        let key = (name.to_string(), env.lr.map(f64::to_bits));
+        if let Some(entries) = self.memo.get(&key) {
+            let hit = entries
+                .iter()
+                .find(|m| m.sites.iter().all(|(p, c)| self.choices.get(p) == Some(c)));
+            if let Some(m) = hit {
+                let (obj, picked) = (m.obj.clone(), m.picked.clone());
+                self.read_sites
+                    .extend(m.sites.iter().map(|(p, _)| p.clone()));
+                self.picked.extend(picked);
+                return Some(obj);
+            }
+        }
+        let (read_from, picked_from, diags_before) =
+            (self.read_sites.len(), self.picked.len(), self.diags.0.len());
+        let had_pending = self.pending.is_some();
+        let obj = Arc::new(self.decl_fresh(name, env)?);
+        // a result that left a site unchosen or reported a problem is not reusable
+        if !had_pending && self.pending.is_none() && self.diags.0.len() == diags_before {
+            let sites = self.read_sites[read_from..]
+                .iter()
+                .filter_map(|p| self.choices.get(p).map(|c| (p.clone(), *c)))
+                .collect();
+            let picked = self.picked[picked_from..].to_vec();
+            self.memo.entry(key).or_default().push(Memo {
+                obj: obj.clone(),
+                sites,
+                picked,
+            });
+        }
+        Some(obj)
+    }
+
+    /// Forgets reusable results (when the overrides in force change).
+    pub fn forget(&mut self) {
+        self.memo.clear();
+        self.alternatives.clear();
+    }
+
+    /// Resolves a declaration without looking at earlier results.
+    fn decl_fresh(&mut self, name: &str, env: &Env) -> Option<Obj> {
         let (kind, mut fields) = {
             let mut d = std::mem::take(&mut self.diags);
             let m = self.table.merged(name, &mut d);
@@ -418,7 +480,6 @@ impl<'t, 'm> Resolver<'t, 'm> {
         {
             apply_override(&mut fields, path, value.clone());
         }
-        self.visited.insert(name.to_string());
         let decl = self.table.decls[name];
         let span = decl.name.span;
         self.object(kind, fields, Some(name.to_string()), name, env, span)
@@ -475,6 +536,19 @@ impl<'t, 'm> Resolver<'t, 'm> {
         for spec in order {
             let src = fields.iter().find(|f| f.name.node == spec.name);
             let nested = src.map(|s| s.nested.clone()).unwrap_or_default();
+            // defaults hold no sweeps: their value depends only on the kind, the learning rate
+            // and where they are reported, so each is converted once
+            let default_key = (src.is_none() && nested.is_empty()).then(|| {
+                (
+                    std::ptr::from_ref(spec) as usize,
+                    env.lr.map(f64::to_bits),
+                    span,
+                )
+            });
+            if let Some(v) = default_key.and_then(|k| self.default_vals.get(&k)) {
+                values.push((spec.name, v.clone()));
+                continue;
+            }
             let path = format!("{prefix}.{}", spec.name);
             let expr = match src.and_then(|s| s.value.clone()) {
                 Some(e) => e,
@@ -510,6 +584,9 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     if spec.name == "lr" {
                         env.lr = v.as_f64();
                     }
+                    if let Some(k) = default_key {
+                        self.default_vals.insert(k, v.clone());
+                    }
                     values.push((spec.name, v));
                 }
                 None => ok = false,
@@ -537,20 +614,23 @@ impl<'t, 'm> Resolver<'t, 'm> {
         nested: Overrides,
         env: &Env,
     ) -> Option<Val> {
-        let alts = if let Some(inj) = self.injected.get(path) {
-            Some(inj.alts.clone())
+        let alts: Rc<Vec<Expr>> = if let Some(inj) = self.injected.get(path) {
+            inj.alts.clone()
+        } else if let Some(a) = self.alternatives.get(&expr.span) {
+            a.clone()
         } else {
             match sweep_alternatives(expr) {
-                None => None,
-                Some(Ok(a)) => Some(a),
+                None => return self.convert(expr, spec.ty, nested, env, path),
+                Some(Ok(a)) => {
+                    let a = Rc::new(a);
+                    self.alternatives.insert(expr.span, a.clone());
+                    a
+                }
                 Some(Err(d)) => {
                     self.report(d);
                     return None;
                 }
             }
-        };
-        let Some(alts) = alts else {
-            return self.convert(expr, spec.ty, nested, env, path);
         };
         if alts.is_empty() {
             self.report(
@@ -563,8 +643,12 @@ impl<'t, 'm> Resolver<'t, 'm> {
             );
             return None;
         }
-        self.sites.insert(path.to_string(), alts.len());
-        if self.checked.insert(path.to_string()) {
+        if !self.sites.contains_key(path) {
+            self.sites.insert(path.to_string(), alts.len());
+        }
+        self.read_sites.push(path.to_string());
+        if !self.checked.contains(path) {
+            self.checked.insert(path.to_string());
             let quiet = self.quiet;
             for alt in alts.iter().skip(1) {
                 self.convert(alt, spec.ty, nested.clone(), env, path);
@@ -845,7 +929,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                         nested: Vec::new(),
                     };
                     self.object(fixed, vec![f], None, path, env, expr.span)
-                        .map(|o| Val::Obj(Box::new(o)))
+                        .map(|o| Val::Obj(Arc::new(o)))
                 }
                 _ => self.convert(expr, Ty::Obj(Category::Schedule), nested, env, path),
             },
@@ -874,11 +958,11 @@ impl<'t, 'm> Resolver<'t, 'm> {
                             let mut o = self.exp_overrides.clone();
                             o.entry(name.clone()).or_default().extend(nested);
                             let saved = std::mem::replace(&mut self.exp_overrides, o);
-                            let r = self.decl(name, env);
+                            let r = self.decl_fresh(name, env);
                             self.exp_overrides = saved;
-                            return r.map(|o| Val::Obj(Box::new(o)));
+                            return r.map(|o| Val::Obj(Arc::new(o)));
                         }
-                        return self.decl(name, env).map(|o| Val::Obj(Box::new(o)));
+                        return self.decl(name, env).map(Val::Obj);
                     }
                     if dcat != cat && schema::kind(cat, name).is_none() {
                         self.report(
@@ -930,7 +1014,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 }
                 return self
                     .object(kind, fields, None, path, env, expr.span)
-                    .map(|o| Val::Obj(Box::new(o)));
+                    .map(|o| Val::Obj(Arc::new(o)));
             }
             ExprKind::Call { name, args } => {
                 let Some(kind) = schema::kind(cat, &name.node) else {
@@ -963,7 +1047,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
             apply_override(&mut fields, &p, v);
         }
         self.object(kind, fields, None, path, env, expr.span)
-            .map(|o| Val::Obj(Box::new(o)))
+            .map(|o| Val::Obj(Arc::new(o)))
     }
 
     fn unknown_kind(&mut self, name: &Ident, cat: Category) -> Option<Val> {

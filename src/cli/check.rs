@@ -56,25 +56,21 @@ pub fn check(files: &[PathBuf], args: &RecipeArgs) -> i32 {
             });
             println!("{summary}");
         } else {
-            let exps: Vec<String> = plan
+            let mut exps: Vec<String> = plan
                 .experiments
                 .iter()
-                .map(|e| {
-                    format!(
-                        "{} ({} trial{})",
-                        e.name,
-                        e.trials.len(),
-                        if e.trials.len() == 1 { "" } else { "s" }
-                    )
-                })
+                .take(5)
+                .map(|e| format!("{} ({})", e.name, plural(e.trials.len(), "trial")))
                 .collect();
+            if plan.experiments.len() > 5 {
+                exps.push(format!("and {} more", plan.experiments.len() - 5));
+            }
             println!(
-                "{}: ok, {} experiment{}: {}; {} trials",
+                "{}: ok, {}: {}; {}",
                 file.display(),
-                exps.len(),
-                if exps.len() == 1 { "" } else { "s" },
+                plural(plan.experiments.len(), "experiment"),
                 exps.join(", "),
-                plan.trials.len()
+                plural(plan.trials.len(), "trial")
             );
         }
     }
@@ -177,4 +173,13 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
         }
     }
     0
+}
+
+/// "1 trial", "3 trials".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
