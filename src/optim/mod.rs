@@ -16,6 +16,7 @@ pub mod alpha;
 pub mod sgd;
 pub mod sharpness;
 pub mod stable;
+pub mod update;
 
 pub use sgd::{AhtSgd, Clip, NoiseKind, NoisePlacement, OptimError, ParamsAhtSgd, Telemetry};
 pub use sharpness::enable_second_order;

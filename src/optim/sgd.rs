@@ -11,11 +11,11 @@
 
 use super::alpha::{AlphaController, AlphaSchedule};
 use super::stable;
+use super::update;
+use std::cell::RefCell;
 use crate::plan::Signals;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
-use rand::SeedableRng;
-use rand_distr::Distribution;
+use candle_core::Var;
 
 /// What noise the optimizer adds.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,7 +111,9 @@ pub enum OptimError {
 /// SGD with heavy-tailed noise.
 pub struct AhtSgd {
     vars: Vec<(String, Var)>,
-    momentum: Vec<Option<Vec<f64>>>,
+    /// Per-parameter buffers (momentum, noise scratch), reused every step.
+    state: Vec<RefCell<update::State>>,
+    keys: Vec<[u32; 2]>,
     pub params: ParamsAhtSgd,
     pub controller: Option<AlphaController>,
     step: u64,
@@ -126,8 +128,10 @@ impl AhtSgd {
             NoiseKind::Stable(s) => Some(AlphaController::new(s.clone())),
             _ => None,
         };
+        let keys = vars.iter().map(|(n, _)| stable::stream_key(params.seed, n)).collect();
         Ok(AhtSgd {
-            momentum: vec![None; vars.len()],
+            state: vars.iter().map(|_| RefCell::default()).collect(),
+            keys,
             vars,
             params,
             controller,
@@ -165,150 +169,68 @@ impl AhtSgd {
     /// α at the current step.
     pub fn alpha(&self, epoch: f64, progress: f64) -> f64 {
         match &self.controller {
-            Some(c) => c.alpha(&Signals {
-                step: self.step as f64,
-                epoch,
-                progress,
-                ..Default::default()
-            }),
+            Some(c) => c.alpha(&Signals { step: self.step as f64, epoch, progress, ..Default::default() }),
             None => 2.0,
         }
     }
 
-    /// One update with learning rate `params.lr`; `epoch` and `progress` feed α schedules.
-    pub fn step(
-        &mut self,
-        grads: &GradStore,
-        epoch: f64,
-        progress: f64,
-    ) -> Result<Telemetry, OptimError> {
-        let p = self.params.clone();
-        let alpha = self.alpha(epoch, progress);
-        let mut tel = Telemetry {
-            alpha,
-            lr: p.lr,
-            ..Default::default()
+    /// The update rule for parameter `i` at the current step.
+    fn rule(&self, i: usize, alpha: f64) -> update::Rule {
+        let p = &self.params;
+        let d = self.vars[i].1.elem_count() as f64;
+        let (source, sigma) = match &p.noise {
+            NoiseKind::None => (update::Source::None, 0.0),
+            NoiseKind::Stable(_) => (update::Source::Stable(alpha), if p.scale_by_dim { p.sigma / d.sqrt() } else { p.sigma }),
+            NoiseKind::Gaussian { eta, gamma } => (update::Source::Normal, (eta / (1.0 + self.step as f64).powf(*gamma)).sqrt()),
         };
+        let (clip_coord, clip_norm) = match p.clip {
+            Clip::None => (None, None),
+            Clip::Coordinate(m) => (Some(m), None),
+            Clip::Norm(m) => (None, Some(m)),
+        };
+        update::Rule {
+            lr: p.lr,
+            sigma,
+            source,
+            levy_scale: (p.placement == NoisePlacement::LevyStep).then(|| p.lr.powf(1.0 / alpha)),
+            clip_coord,
+            clip_norm,
+            momentum: p.momentum,
+            nesterov: p.nesterov,
+            weight_decay: p.weight_decay,
+            key: self.keys[i],
+            step: self.step,
+        }
+    }
+
+    /// One update with learning rate `params.lr`; `epoch` and `progress` feed α schedules.
+    pub fn step(&mut self, grads: &GradStore, epoch: f64, progress: f64) -> Result<Telemetry, OptimError> {
+        let alpha = self.alpha(epoch, progress);
+        let mut tel = Telemetry { alpha, lr: self.params.lr, ..Default::default() };
         if let Some(c) = &self.controller {
             tel.lambda_max = c.lambda_max;
             tel.sharpness_ema = c.sharpness_ema;
         }
+        // a non-finite gradient stops the step before its parameter changes (parameters
+        // updated earlier in this step keep their update; the caller ends the run)
         let (mut g2, mut n2, mut clipped, mut total) = (0.0, 0.0, 0usize, 0usize);
-        let levy_scale = p.lr.powf(1.0 / alpha);
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            let Some(grad) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let shape = var.shape().clone();
-            let dtype = var.dtype();
-            let g: Vec<f64> = grad.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-            let mut theta: Vec<f64> = var
-                .as_tensor()
-                .flatten_all()?
-                .to_dtype(DType::F64)?
-                .to_vec1()?;
-            if g.iter().any(|x| !x.is_finite()) {
-                return Err(OptimError::NonFinite {
-                    step: self.step,
-                    what: "the gradient",
-                    param: name.clone(),
-                });
+            let Some(grad) = grads.get(var.as_tensor()) else { continue };
+            let st = update::apply(&self.rule(i, alpha), var.as_tensor(), grad, &self.state[i])?;
+            if st.bad_grad {
+                return Err(OptimError::NonFinite { step: self.step, what: "the gradient", param: name.clone() });
             }
-            let d = g.len();
-            let mut noise = vec![0.0; d];
-            let sigma = if p.scale_by_dim {
-                p.sigma / (d as f64).sqrt()
-            } else {
-                p.sigma
-            };
-            match &p.noise {
-                NoiseKind::None => {}
-                NoiseKind::Stable(_) => {
-                    stable::fill(
-                        alpha,
-                        stable::stream_key(p.seed, name),
-                        self.step,
-                        &mut noise,
-                    );
-                    noise.iter_mut().for_each(|x| *x *= sigma);
-                }
-                NoiseKind::Gaussian { eta, gamma } => {
-                    let sd = (eta / (1.0 + self.step as f64).powf(*gamma)).sqrt();
-                    let mut rng =
-                        rand_chacha::ChaCha8Rng::from_seed(stable::stream_key(p.seed, name));
-                    rng.set_stream(self.step);
-                    let normal = rand_distr::Normal::new(0.0, sd.max(0.0))
-                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                    noise.iter_mut().for_each(|x| *x = normal.sample(&mut rng));
-                }
+            if st.bad_value {
+                return Err(OptimError::NonFinite { step: self.step, what: "the updated value", param: name.clone() });
             }
-            match p.clip {
-                Clip::None => {}
-                Clip::Coordinate(m) => {
-                    for x in noise.iter_mut() {
-                        if x.abs() > m {
-                            *x = x.signum() * m;
-                            clipped += 1;
-                        }
-                    }
-                }
-                Clip::Norm(m) => {
-                    let norm = noise.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    if norm > m {
-                        noise.iter_mut().for_each(|x| *x *= m / norm);
-                        clipped += d;
-                    }
-                }
-            }
-            total += d;
-            if noise.iter().any(|x| !x.is_finite()) {
-                return Err(OptimError::NonFinite {
-                    step: self.step,
-                    what: "the noise",
-                    param: name.clone(),
-                });
-            }
-            let gradient_noise = p.placement == NoisePlacement::Gradient;
-            let buf = self.momentum[i].get_or_insert_with(|| vec![0.0; d]);
-            for k in 0..d {
-                g2 += g[k] * g[k];
-                n2 += noise[k] * noise[k];
-                let mut dk = g[k] + p.weight_decay * theta[k];
-                if gradient_noise {
-                    dk += noise[k];
-                }
-                let step_dir = if p.momentum > 0.0 {
-                    buf[k] = p.momentum * buf[k] + dk;
-                    if p.nesterov {
-                        dk + p.momentum * buf[k]
-                    } else {
-                        buf[k]
-                    }
-                } else {
-                    dk
-                };
-                theta[k] -= p.lr * step_dir;
-                if !gradient_noise {
-                    theta[k] -= levy_scale * noise[k];
-                }
-            }
-            if theta.iter().any(|x| !x.is_finite()) {
-                return Err(OptimError::NonFinite {
-                    step: self.step,
-                    what: "the updated value",
-                    param: name.clone(),
-                });
-            }
-            let t = Tensor::from_vec(theta, shape, var.device())?.to_dtype(dtype)?;
-            var.set(&t)?;
+            g2 += st.grad_sq;
+            n2 += st.noise_sq;
+            clipped += st.clipped;
+            total += st.count;
         }
         tel.grad_norm = g2.sqrt();
         tel.noise_norm = n2.sqrt();
-        tel.noise_clipped = if total == 0 {
-            0.0
-        } else {
-            clipped as f64 / total as f64
-        };
+        tel.noise_clipped = if total == 0 { 0.0 } else { clipped as f64 / total as f64 };
         self.step += 1;
         Ok(tel)
     }
@@ -344,7 +266,7 @@ impl candle_nn::Optimizer for AhtSgd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
     fn var(v: &[f64]) -> Var {
         Var::from_tensor(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap()
@@ -407,7 +329,7 @@ mod tests {
         let mut o = AhtSgd::new(vec![("w".into(), w.clone())], params).unwrap();
         let tel = o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         let mut xi = vec![0.0; 8];
-        stable::fill(1.5, stable::stream_key(3, "w"), 0, &mut xi);
+        stable::fill_f64(1.5, stable::stream_key(3, "w"), 0, &mut xi);
         let want: Vec<f64> = xi.iter().map(|x| -0.5 * 0.1 * x).collect();
         assert_eq!(w.as_tensor().to_vec1::<f64>().unwrap(), want);
         assert_eq!(tel.alpha, 1.5);
@@ -429,7 +351,7 @@ mod tests {
         let mut o = AhtSgd::new(vec![("w".into(), w.clone())], params).unwrap();
         o.step(&grads_of(&w), 0.0, 0.0).unwrap();
         let mut xi = vec![0.0; 4];
-        stable::fill(2.0, stable::stream_key(0, "w"), 0, &mut xi);
+        stable::fill_f64(2.0, stable::stream_key(0, "w"), 0, &mut xi);
         let got = w.as_tensor().to_vec1::<f64>().unwrap();
         for (g, x) in got.iter().zip(&xi) {
             assert!((g + 0.5 * x).abs() < 1e-12, "lr^(1/2) = 0.5");

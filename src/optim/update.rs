@@ -1,0 +1,375 @@
+//! The fused parameter update: noise, clipping, weight decay, momentum and the step in one pass
+//! over each parameter, in place, multi-threaded on the CPU; plain tensor ops elsewhere.
+
+use super::stable;
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Elements per parallel chunk of the update loop.
+const CHUNK: usize = 1 << 14;
+
+/// Where noise comes from this step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Source {
+    None,
+    /// α-stable with this α, scale 1.
+    Stable(f64),
+    /// Standard normal (an α = 2 draw divided by √2).
+    Normal,
+}
+
+/// Everything one parameter's update needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub lr: f64,
+    /// Noise scale after any √d scaling (normal noise: its standard deviation).
+    pub sigma: f64,
+    pub source: Source,
+    /// Scale applied to the noise in the step: `None` adds it to the gradient,
+    /// `Some(s)` subtracts s·noise after the gradient step (Lévy-step placement).
+    pub levy_scale: Option<f64>,
+    pub clip_coord: Option<f64>,
+    pub clip_norm: Option<f64>,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub key: [u32; 2],
+    pub step: u64,
+}
+
+/// What one parameter's update measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub grad_sq: f64,
+    pub noise_sq: f64,
+    pub clipped: usize,
+    pub count: usize,
+    /// A gradient entry was not finite (nothing was changed).
+    pub bad_grad: bool,
+    /// An updated value was not finite.
+    pub bad_value: bool,
+}
+
+/// Reusable per-parameter buffers.
+#[derive(Debug, Default)]
+pub struct State {
+    pub momentum_f32: Vec<f32>,
+    pub momentum_f64: Vec<f64>,
+    pub noise_f32: Vec<f32>,
+    pub noise_f64: Vec<f64>,
+}
+
+trait Elem: WithDType + Send + Sync + Copy {
+    fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [Self]);
+    fn buffers(state: &mut State) -> (&mut Vec<Self>, &mut Vec<Self>);
+    fn f(self) -> f64;
+    fn of(x: f64) -> Self;
+}
+
+impl Elem for f32 {
+    fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [f32]) {
+        stable::fill_f32(alpha, key, step, out);
+    }
+    fn buffers(s: &mut State) -> (&mut Vec<f32>, &mut Vec<f32>) {
+        (&mut s.momentum_f32, &mut s.noise_f32)
+    }
+    #[inline(always)]
+    fn f(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+}
+
+impl Elem for f64 {
+    fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
+        stable::fill_f64(alpha, key, step, out);
+    }
+    fn buffers(s: &mut State) -> (&mut Vec<f64>, &mut Vec<f64>) {
+        (&mut s.momentum_f64, &mut s.noise_f64)
+    }
+    #[inline(always)]
+    fn f(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn of(x: f64) -> f64 {
+        x
+    }
+}
+
+/// Fills `noise` for the rule (scaled and clipped) and returns (Σnoise², clipped count).
+fn make_noise<T: Elem>(r: &Rule, noise: &mut Vec<T>, d: usize) -> (f64, usize) {
+    let (alpha, scale) = match r.source {
+        Source::None => return (0.0, 0),
+        Source::Stable(a) => (a, r.sigma),
+        Source::Normal => (2.0, r.sigma / std::f64::consts::SQRT_2),
+    };
+    noise.resize(d, T::of(0.0));
+    T::fill(alpha, r.key, r.step, noise);
+    let clip = r.clip_coord.unwrap_or(f64::INFINITY);
+    let (sq, clipped) = noise
+        .par_chunks_mut(CHUNK)
+        .map(|c| {
+            let (mut sq, mut n) = (0.0f64, 0usize);
+            for x in c.iter_mut() {
+                let v = x.f() * scale;
+                let v = if v.abs() > clip {
+                    n += 1;
+                    clip.copysign(v)
+                } else {
+                    v
+                };
+                sq += v * v;
+                *x = T::of(v);
+            }
+            (sq, n)
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if let Some(m) = r.clip_norm {
+        let norm = sq.sqrt();
+        if norm > m {
+            let k = m / norm;
+            noise.par_iter_mut().for_each(|x| *x = T::of(x.f() * k));
+            return (m * m, d);
+        }
+    }
+    (sq, clipped)
+}
+
+fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
+    let d = p.len();
+    let mut st = Stats { count: d, ..Default::default() };
+    let (bad, grad_sq) = g
+        .par_chunks(CHUNK)
+        .map(|c| {
+            let mut sq = 0.0f64;
+            let mut bad = false;
+            for x in c {
+                let v = x.f();
+                bad |= !v.is_finite();
+                sq += v * v;
+            }
+            (bad, sq)
+        })
+        .reduce(|| (false, 0.0), |a, b| (a.0 | b.0, a.1 + b.1));
+    st.grad_sq = grad_sq;
+    if bad {
+        st.bad_grad = true;
+        return st;
+    }
+    let (mom, noise) = T::buffers(state);
+    let (noise_sq, clipped) = make_noise(r, noise, d);
+    st.noise_sq = noise_sq;
+    st.clipped = clipped;
+    let has_noise = r.source != Source::None;
+    // `run` sized the momentum buffer; the loop below indexes it from several chunks
+    debug_assert!(r.momentum == 0.0 || mom.len() == d);
+    let (lr, mu, wd, nesterov) = (r.lr, r.momentum, r.weight_decay, r.nesterov);
+    let levy = r.levy_scale;
+    let mom = MomView(mom.as_mut_ptr());
+    let mom = &mom;
+    let noise = noise.as_slice();
+    let noise_at = |noise: &[T], i: usize| if has_noise { noise[i].f() } else { 0.0 };
+    let bad_value = p
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .map(|(c, pc)| {
+            let base = c * CHUNK;
+            let mut bad = false;
+            for (k, pv) in pc.iter_mut().enumerate() {
+                let i = base + k;
+                let theta = pv.f();
+                let n = noise_at(noise, i);
+                let mut dir = g[i].f() + wd * theta;
+                if levy.is_none() {
+                    dir += n;
+                }
+                if mu > 0.0 {
+                    let b = mu * mom_get(mom, i) + dir;
+                    mom_set(mom, i, b);
+                    dir = if nesterov { dir + mu * b } else { b };
+                }
+                let mut new = theta - lr * dir;
+                if let Some(s) = levy {
+                    new -= s * n;
+                }
+                bad |= !new.is_finite();
+                *pv = T::of(new);
+            }
+            bad
+        })
+        .reduce(|| false, |a, b| a | b);
+    st.bad_value = bad_value;
+    st
+}
+
+// The momentum buffer is indexed from several chunks at once, each touching only its own range;
+// a raw pointer wrapper shares it without a lock.
+fn mom_get<T: Elem>(m: &MomView<T>, i: usize) -> f64 {
+    // SAFETY: `i` is within the buffer and only the chunk owning `i` reads or writes it.
+    unsafe { (*m.0.add(i)).f() }
+}
+
+fn mom_set<T: Elem>(m: &MomView<T>, i: usize, v: f64) {
+    // SAFETY: as in `mom_get`.
+    unsafe { *m.0.add(i) = T::of(v) }
+}
+
+struct MomView<T>(*mut T);
+// SAFETY: chunks write disjoint indices (see `mom_get`).
+unsafe impl<T> Sync for MomView<T> {}
+unsafe impl<T> Send for MomView<T> {}
+
+/// The in-place CPU op.
+struct Fused<'a> {
+    rule: Rule,
+    state: &'a RefCell<State>,
+    stats: RefCell<Stats>,
+}
+
+fn contiguous<'s, T: WithDType>(s: &'s [T], l: &Layout) -> Result<&'s [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => candle_core::bail!("fused update needs contiguous tensors"),
+    }
+}
+
+impl candle_core::InplaceOp2 for Fused<'_> {
+    fn name(&self) -> &'static str {
+        "ahtsgd-fused-update"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let mut state = self.state.borrow_mut();
+        let stats = match (s1, s2) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
+                let g = contiguous(g, l2)?;
+                let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("parameter not contiguous".into()))?;
+                run(&self.rule, &mut p[a..b], g, &mut state)
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
+                let g = contiguous(g, l2)?;
+                let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("parameter not contiguous".into()))?;
+                run(&self.rule, &mut p[a..b], g, &mut state)
+            }
+            _ => candle_core::bail!("fused update supports f32 and f64 parameters with gradients of the same type"),
+        };
+        *self.stats.borrow_mut() = stats;
+        Ok(())
+    }
+}
+
+fn run<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
+    if r.momentum > 0.0 {
+        T::buffers(state).0.resize(p.len(), T::of(0.0));
+    }
+    update_slices(r, p, g, state)
+}
+
+/// Updates one parameter in place and returns what it measured.
+pub fn apply(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>) -> Result<Stats> {
+    if param.device().is_cpu() && matches!(param.dtype(), DType::F32 | DType::F64) {
+        let grad = grad.contiguous()?;
+        let op = Fused { rule: *rule, state, stats: RefCell::new(Stats::default()) };
+        param.inplace_op2(&grad, &op)?;
+        return Ok(*op.stats.borrow());
+    }
+    apply_tensors(rule, param, grad, state)
+}
+
+/// The same update with tensor ops (any device); noise is drawn on the host.
+pub fn apply_tensors(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>) -> Result<Stats> {
+    let d = param.elem_count();
+    let mut st = Stats { count: d, ..Default::default() };
+    st.grad_sq = grad.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    if !st.grad_sq.is_finite() {
+        st.bad_grad = true;
+        return Ok(st);
+    }
+    let noise = if rule.source == Source::None {
+        None
+    } else {
+        let mut s = state.borrow_mut();
+        let (sq, clipped) = make_noise::<f64>(rule, &mut s.noise_f64, d);
+        st.noise_sq = sq;
+        st.clipped = clipped;
+        Some(Tensor::from_slice(&s.noise_f64, param.shape(), param.device())?.to_dtype(param.dtype())?)
+    };
+    let mut dir = (grad + (param * rule.weight_decay)?)?;
+    if let (Some(n), None) = (&noise, rule.levy_scale) {
+        dir = (dir + n)?;
+    }
+    if rule.momentum > 0.0 {
+        // the momentum buffer lives on the host in f64 for this path
+        let mut s = state.borrow_mut();
+        s.momentum_f64.resize(d, 0.0);
+        let b_old = Tensor::from_slice(&s.momentum_f64, param.shape(), param.device())?.to_dtype(param.dtype())?;
+        let b = ((b_old * rule.momentum)? + &dir)?;
+        s.momentum_f64 = b.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+        dir = if rule.nesterov { (dir + (b * rule.momentum)?)? } else { b };
+    }
+    let mut new = (param - (dir * rule.lr)?)?;
+    if let (Some(n), Some(s)) = (&noise, rule.levy_scale) {
+        new = (new - (n * s)?)?;
+    }
+    st.bad_value = !new.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?.is_finite();
+    param.slice_set(&new, 0, 0)?;
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rule(source: Source, levy: Option<f64>, clip_coord: Option<f64>, clip_norm: Option<f64>) -> Rule {
+        Rule { lr: 0.1, sigma: 0.3, source, levy_scale: levy, clip_coord, clip_norm, momentum: 0.9, nesterov: true, weight_decay: 0.01, key: [1, 2], step: 3 }
+    }
+
+    /// The fused in-place kernel and the tensor-op path compute the same update.
+    #[test]
+    fn fused_and_tensor_paths_agree() {
+        let dev = Device::Cpu;
+        let n = 40_000; // more than one parallel chunk
+        let init: Vec<f64> = (0..n).map(|i| ((i * 37 % 101) as f64 - 50.0) / 50.0).collect();
+        let grad: Vec<f64> = (0..n).map(|i| ((i * 13 % 29) as f64 - 14.0) / 7.0).collect();
+        let g = Tensor::from_slice(&grad, n, &dev).unwrap();
+        for r in [
+            rule(Source::Stable(1.3), None, None, None),
+            rule(Source::Stable(1.7), Some(0.2), Some(0.5), None),
+            rule(Source::Normal, None, None, Some(3.0)),
+            rule(Source::None, None, None, None),
+        ] {
+            let a = Var::from_slice(&init, n, &dev).unwrap();
+            let b = Var::from_slice(&init, n, &dev).unwrap();
+            let (sa, sb) = (RefCell::default(), RefCell::default());
+            for _ in 0..3 {
+                let x = apply(&r, a.as_tensor(), &g, &sa).unwrap();
+                let y = apply_tensors(&r, b.as_tensor(), &g, &sb).unwrap();
+                assert_eq!(x.clipped, y.clipped, "{r:?}");
+                assert!((x.noise_sq - y.noise_sq).abs() <= 1e-9 * x.noise_sq.max(1.0));
+            }
+            let diff = crate::optim::sharpness::max_abs(&(a.as_tensor() - b.as_tensor()).unwrap()).unwrap();
+            assert!(diff < 1e-12, "{r:?}: {diff}");
+            let moved = crate::optim::sharpness::max_abs(&(a.as_tensor() - Tensor::from_slice(&init, n, &dev).unwrap()).unwrap()).unwrap();
+            assert!(moved > 0.0);
+        }
+    }
+
+    #[test]
+    fn f32_parameters_use_the_fast_stream() {
+        let dev = Device::Cpu;
+        let a = Var::from_slice(&[0.0f32; 64], 64, &dev).unwrap();
+        let g = Tensor::zeros(64, candle_core::DType::F32, &dev).unwrap();
+        let r = Rule { momentum: 0.0, weight_decay: 0.0, lr: 1.0, sigma: 1.0, ..rule(Source::Stable(1.5), None, None, None) };
+        apply(&r, a.as_tensor(), &g, &RefCell::default()).unwrap();
+        let got = a.as_tensor().to_vec1::<f32>().unwrap();
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(*v, -stable::draw_f32(1.5, [1, 2], 3, i as u64));
+        }
+    }
+}
