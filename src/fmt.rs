@@ -47,7 +47,8 @@ pub fn format(module: &Module, text: &str) -> String {
                 }
                 _ => true,
             };
-            if blank && !p.out[..at].ends_with("\n\n") {
+            // the comments before the item may have kept a blank line already
+            if blank && !p.out[..at].ends_with("\n\n") && !p.out[at..].starts_with('\n') {
                 p.out.insert(at, '\n');
             }
         }

@@ -3,6 +3,7 @@
 //! The pipeline: [`source`] → [`syntax`] (pest → typed AST) → [`check`] (AST → [`plan::Plan`],
 //! every error at once) → lowering and training.
 
+pub mod bench;
 pub mod check;
 pub mod data;
 pub mod diagnostic;

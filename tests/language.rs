@@ -297,3 +297,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_benchmark_recipe_is_a_real_canonical_recipe() {
+    let text = ahtsgd::bench::big_recipe(1000);
+    assert_eq!(text.lines().count(), 1000);
+    let checked = check_text("big.aht", &text, &Options::default());
+    assert!(
+        !checked.has_errors(),
+        "{}",
+        render(&checked.diagnostics, &checked.sources, false)
+    );
+    assert!(checked.plan.unwrap().trials.len() > 90);
+    assert_eq!(
+        format_text(&text),
+        text,
+        "the benchmark recipe is in `fmt` layout"
+    );
+}

@@ -1,5 +1,6 @@
 //! Command-line interface. Only this module prints.
 
+mod bench;
 mod check;
 mod run;
 
@@ -48,6 +49,8 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Time the reference workloads (see --list)
+    Bench(bench::BenchArgs),
     /// Train every trial of a recipe and record the results
     Run(run::RunArgs),
     /// Write α-stable draws (one per line, or .npy with --out)
@@ -85,6 +88,7 @@ pub fn run() -> i32 {
         Command::Check { files, args } => check::check(&files, &args),
         Command::Fmt { files, check } => check::fmt(&files, check),
         Command::Plan { file, args } => check::plan(&file, &args),
+        Command::Bench(args) => bench::run(args),
         Command::Run(args) => {
             if let Some(n) = args.threads {
                 // SAFETY: no other thread exists yet; candle's GEMM and rayon read this at start.

@@ -12,10 +12,10 @@
 use super::alpha::{AlphaController, AlphaSchedule};
 use super::stable;
 use super::update;
-use std::cell::RefCell;
 use crate::plan::Signals;
-use candle_core::backprop::GradStore;
 use candle_core::Var;
+use candle_core::backprop::GradStore;
+use std::cell::RefCell;
 
 /// What noise the optimizer adds.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,7 +128,10 @@ impl AhtSgd {
             NoiseKind::Stable(s) => Some(AlphaController::new(s.clone())),
             _ => None,
         };
-        let keys = vars.iter().map(|(n, _)| stable::stream_key(params.seed, n)).collect();
+        let keys = vars
+            .iter()
+            .map(|(n, _)| stable::stream_key(params.seed, n))
+            .collect();
         Ok(AhtSgd {
             state: vars.iter().map(|_| RefCell::default()).collect(),
             keys,
@@ -169,7 +172,12 @@ impl AhtSgd {
     /// α at the current step.
     pub fn alpha(&self, epoch: f64, progress: f64) -> f64 {
         match &self.controller {
-            Some(c) => c.alpha(&Signals { step: self.step as f64, epoch, progress, ..Default::default() }),
+            Some(c) => c.alpha(&Signals {
+                step: self.step as f64,
+                epoch,
+                progress,
+                ..Default::default()
+            }),
             None => 2.0,
         }
     }
@@ -180,8 +188,18 @@ impl AhtSgd {
         let d = self.vars[i].1.elem_count() as f64;
         let (source, sigma) = match &p.noise {
             NoiseKind::None => (update::Source::None, 0.0),
-            NoiseKind::Stable(_) => (update::Source::Stable(alpha), if p.scale_by_dim { p.sigma / d.sqrt() } else { p.sigma }),
-            NoiseKind::Gaussian { eta, gamma } => (update::Source::Normal, (eta / (1.0 + self.step as f64).powf(*gamma)).sqrt()),
+            NoiseKind::Stable(_) => (
+                update::Source::Stable(alpha),
+                if p.scale_by_dim {
+                    p.sigma / d.sqrt()
+                } else {
+                    p.sigma
+                },
+            ),
+            NoiseKind::Gaussian { eta, gamma } => (
+                update::Source::Normal,
+                (eta / (1.0 + self.step as f64).powf(*gamma)).sqrt(),
+            ),
         };
         let (clip_coord, clip_norm) = match p.clip {
             Clip::None => (None, None),
@@ -204,9 +222,18 @@ impl AhtSgd {
     }
 
     /// One update with learning rate `params.lr`; `epoch` and `progress` feed α schedules.
-    pub fn step(&mut self, grads: &GradStore, epoch: f64, progress: f64) -> Result<Telemetry, OptimError> {
+    pub fn step(
+        &mut self,
+        grads: &GradStore,
+        epoch: f64,
+        progress: f64,
+    ) -> Result<Telemetry, OptimError> {
         let alpha = self.alpha(epoch, progress);
-        let mut tel = Telemetry { alpha, lr: self.params.lr, ..Default::default() };
+        let mut tel = Telemetry {
+            alpha,
+            lr: self.params.lr,
+            ..Default::default()
+        };
         if let Some(c) = &self.controller {
             tel.lambda_max = c.lambda_max;
             tel.sharpness_ema = c.sharpness_ema;
@@ -215,13 +242,23 @@ impl AhtSgd {
         // updated earlier in this step keep their update; the caller ends the run)
         let (mut g2, mut n2, mut clipped, mut total) = (0.0, 0.0, 0usize, 0usize);
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            let Some(grad) = grads.get(var.as_tensor()) else { continue };
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let st = update::apply(&self.rule(i, alpha), var.as_tensor(), grad, &self.state[i])?;
             if st.bad_grad {
-                return Err(OptimError::NonFinite { step: self.step, what: "the gradient", param: name.clone() });
+                return Err(OptimError::NonFinite {
+                    step: self.step,
+                    what: "the gradient",
+                    param: name.clone(),
+                });
             }
             if st.bad_value {
-                return Err(OptimError::NonFinite { step: self.step, what: "the updated value", param: name.clone() });
+                return Err(OptimError::NonFinite {
+                    step: self.step,
+                    what: "the updated value",
+                    param: name.clone(),
+                });
             }
             g2 += st.grad_sq;
             n2 += st.noise_sq;
@@ -230,7 +267,11 @@ impl AhtSgd {
         }
         tel.grad_norm = g2.sqrt();
         tel.noise_norm = n2.sqrt();
-        tel.noise_clipped = if total == 0 { 0.0 } else { clipped as f64 / total as f64 };
+        tel.noise_clipped = if total == 0 {
+            0.0
+        } else {
+            clipped as f64 / total as f64
+        };
         self.step += 1;
         Ok(tel)
     }

@@ -48,8 +48,16 @@ pub fn philox(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     for _ in 0..10 {
         let p0 = M0 * u64::from(c[0]);
         let p1 = M1 * u64::from(c[2]);
-        c = [(p1 >> 32) as u32 ^ c[1] ^ k[0], p1 as u32, (p0 >> 32) as u32 ^ c[3] ^ k[1], p0 as u32];
-        k = [k[0].wrapping_add(0x9E37_79B9), k[1].wrapping_add(0xBB67_AE85)];
+        c = [
+            (p1 >> 32) as u32 ^ c[1] ^ k[0],
+            p1 as u32,
+            (p0 >> 32) as u32 ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
+        k = [
+            k[0].wrapping_add(0x9E37_79B9),
+            k[1].wrapping_add(0xBB67_AE85),
+        ];
     }
     c
 }
@@ -57,7 +65,10 @@ pub fn philox(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// The four words of block `j` of stream `(key, step)`.
 #[inline(always)]
 fn block(key: [u32; 2], step: u64, j: u64) -> [u32; 4] {
-    philox([j as u32, (j >> 32) as u32, step as u32, (step >> 32) as u32], key)
+    philox(
+        [j as u32, (j >> 32) as u32, step as u32, (step >> 32) as u32],
+        key,
+    )
 }
 
 /// A uniform in the open interval (0, 1) from 32 bits.
@@ -79,7 +90,8 @@ pub fn cms(alpha: f64, u1: f64, u2: f64) -> f64 {
         // cos U = sin(π·min(u1, 1 − u1)) keeps its relative accuracy near ±π/2
         let cos_u = (PI * u1.min(1.0 - u1)).sin();
         let _ = FRAC_PI_2;
-        (alpha * u).sin() / cos_u.powf(1.0 / alpha) * (((1.0 - alpha) * u).cos() / w).powf((1.0 - alpha) / alpha)
+        (alpha * u).sin() / cos_u.powf(1.0 / alpha)
+            * (((1.0 - alpha) * u).cos() / w).powf((1.0 - alpha) / alpha)
     };
     if x.is_finite() { x } else { 0.0 }
 }
@@ -93,16 +105,25 @@ pub fn sample(alpha: f64, seed: u64, count: usize) -> Vec<f64> {
 
 /// Fills `out` with draws `0..out.len()` of stream `(key, step)` using the f64 reference kernel.
 pub fn fill_f64(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
-    assert!((1.0..=2.0).contains(&alpha), "α must lie in [1, 2], got {alpha}");
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let first = (c * CHUNK) as u64;
-        for (i, x) in chunk.iter_mut().enumerate() {
-            let d = first + i as u64;
-            let b = block(key, step, d / 2);
-            let (w1, w2) = if d % 2 == 0 { (b[0], b[1]) } else { (b[2], b[3]) };
-            *x = cms(alpha, open01_f64(w1), open01_f64(w2));
-        }
-    });
+    assert!(
+        (1.0..=2.0).contains(&alpha),
+        "α must lie in [1, 2], got {alpha}"
+    );
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let first = (c * CHUNK) as u64;
+            for (i, x) in chunk.iter_mut().enumerate() {
+                let d = first + i as u64;
+                let b = block(key, step, d / 2);
+                let (w1, w2) = if d.is_multiple_of(2) {
+                    (b[0], b[1])
+                } else {
+                    (b[2], b[3])
+                };
+                *x = cms(alpha, open01_f64(w1), open01_f64(w2));
+            }
+        });
 }
 
 // ------------------------------------------------------------------------ fast f32 kernel
@@ -112,7 +133,7 @@ pub fn fill_f64(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
 struct Consts {
     alpha: f32,
     inv_alpha: f32,
-    ratio: f32, // (1 − α)/α
+    ratio: f32,  // (1 − α)/α
     a_head: f32, // (2 − α)·π/2
 }
 
@@ -170,7 +191,9 @@ fn exp(y: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n through the bits of n + 1.5·2²³ (an `as` cast would saturate, which does not vectorise)
+    let nb = (n + 12_582_912.0).to_bits().wrapping_sub(0x4b40_0000);
+    p * f32::from_bits(nb.wrapping_add(127) << 23)
 }
 
 /// One draw from two 32-bit words, branch-free.
@@ -198,24 +221,72 @@ fn cms_fast(k: Consts, w1: u32, w2: u32) -> f32 {
     sign * sin_a * exp(lx)
 }
 
+/// Philox blocks computed together, lane by lane (so the rounds vectorise).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn philox_lanes(
+    key: [u32; 2],
+    step: u64,
+    j0: u64,
+    w1: &mut [u32; 2 * LANES],
+    w2: &mut [u32; 2 * LANES],
+) {
+    const M0: u64 = 0xD251_1F53;
+    const M1: u64 = 0xCD9E_8D57;
+    let mut c0 = [0u32; LANES];
+    let mut c1 = [0u32; LANES];
+    let mut c2 = [step as u32; LANES];
+    let mut c3 = [(step >> 32) as u32; LANES];
+    for l in 0..LANES {
+        let j = j0 + l as u64;
+        c0[l] = j as u32;
+        c1[l] = (j >> 32) as u32;
+    }
+    let (mut k0, mut k1) = (key[0], key[1]);
+    for _ in 0..10 {
+        for l in 0..LANES {
+            let p0 = M0 * u64::from(c0[l]);
+            let p1 = M1 * u64::from(c2[l]);
+            let n0 = (p1 >> 32) as u32 ^ c1[l] ^ k0;
+            let n2 = (p0 >> 32) as u32 ^ c3[l] ^ k1;
+            c1[l] = p1 as u32;
+            c3[l] = p0 as u32;
+            c0[l] = n0;
+            c2[l] = n2;
+        }
+        k0 = k0.wrapping_add(0x9E37_79B9);
+        k1 = k1.wrapping_add(0xBB67_AE85);
+    }
+    // block j gives draws 2j (words 0, 1) and 2j + 1 (words 2, 3)
+    for l in 0..LANES {
+        w1[2 * l] = c0[l];
+        w2[2 * l] = c1[l];
+        w1[2 * l + 1] = c2[l];
+        w2[2 * l + 1] = c3[l];
+    }
+}
+
 #[inline(always)]
 fn fill_chunk(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
-    let mut pairs = out.chunks_exact_mut(16);
+    debug_assert!(first.is_multiple_of(2));
+    let mut groups = out.chunks_exact_mut(2 * LANES);
     let mut j = first / 2;
-    for lanes in &mut pairs {
-        let mut words = [[0u32; 4]; 8];
-        for (l, w) in words.iter_mut().enumerate() {
-            *w = block(key, step, j + l as u64);
+    let (mut w1, mut w2) = ([0u32; 2 * LANES], [0u32; 2 * LANES]);
+    for group in &mut groups {
+        philox_lanes(key, step, j, &mut w1, &mut w2);
+        for ((x, a), b) in group.iter_mut().zip(&w1).zip(&w2) {
+            *x = cms_fast(k, *a, *b);
         }
-        for l in 0..8 {
-            lanes[2 * l] = cms_fast(k, words[l][0], words[l][1]);
-            lanes[2 * l + 1] = cms_fast(k, words[l][2], words[l][3]);
-        }
-        j += 8;
+        j += LANES as u64;
     }
-    for (i, x) in pairs.into_remainder().iter_mut().enumerate() {
+    for (i, x) in groups.into_remainder().iter_mut().enumerate() {
         let b = block(key, step, j + (i / 2) as u64);
-        *x = if i % 2 == 0 { cms_fast(k, b[0], b[1]) } else { cms_fast(k, b[2], b[3]) };
+        *x = if i % 2 == 0 {
+            cms_fast(k, b[0], b[1])
+        } else {
+            cms_fast(k, b[2], b[3])
+        };
     }
 }
 
@@ -234,11 +305,15 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
 fn fill_chunk_best(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
             // SAFETY: the features were detected at run time.
             return unsafe { fill_chunk_avx512(k, key, step, first, out) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: as above.
             return unsafe { fill_chunk_avx2(k, key, step, first, out) };
         }
@@ -248,12 +323,17 @@ fn fill_chunk_best(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f
 
 /// Fills `out` with draws `0..out.len()` of stream `(key, step)`, fast f32 kernel, in parallel.
 pub fn fill_f32(alpha: f64, key: [u32; 2], step: u64, out: &mut [f32]) {
-    assert!((1.0..=2.0).contains(&alpha), "α must lie in [1, 2], got {alpha}");
+    assert!(
+        (1.0..=2.0).contains(&alpha),
+        "α must lie in [1, 2], got {alpha}"
+    );
     let k = Consts::new(alpha);
     if out.len() <= CHUNK {
         fill_chunk_best(k, key, step, 0, out);
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| fill_chunk_best(k, key, step, (c * CHUNK) as u64, chunk));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| fill_chunk_best(k, key, step, (c * CHUNK) as u64, chunk));
     }
 }
 
@@ -261,7 +341,11 @@ pub fn fill_f32(alpha: f64, key: [u32; 2], step: u64, out: &mut [f32]) {
 pub fn draw_f32(alpha: f64, key: [u32; 2], step: u64, i: u64) -> f32 {
     let b = block(key, step, i / 2);
     let k = Consts::new(alpha);
-    if i % 2 == 0 { cms_fast(k, b[0], b[1]) } else { cms_fast(k, b[2], b[3]) }
+    if i.is_multiple_of(2) {
+        cms_fast(k, b[0], b[1])
+    } else {
+        cms_fast(k, b[2], b[3])
+    }
 }
 
 #[cfg(test)]
@@ -277,10 +361,19 @@ mod tests {
     /// Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors).
     #[test]
     fn philox_matches_the_published_known_answers() {
-        assert_eq!(philox([0; 4], [0; 2]), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]);
-        assert_eq!(philox([u32::MAX; 4], [u32::MAX; 2]), [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]);
         assert_eq!(
-            philox([0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344], [0xa409_3822, 0x299f_31d0]),
+            philox([0; 4], [0; 2]),
+            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]
+        );
+        assert_eq!(
+            philox([u32::MAX; 4], [u32::MAX; 2]),
+            [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]
+        );
+        assert_eq!(
+            philox(
+                [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
+                [0xa409_3822, 0x299f_31d0]
+            ),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
     }
@@ -298,7 +391,10 @@ mod tests {
                     let want = (-f64::powf(t, alpha)).exp();
                     let got = ecf(&x, t);
                     // the standard error of a mean of cosines is at most 1/sqrt(n) ≈ 0.0022
-                    assert!((got - want).abs() < 0.01, "α={alpha} t={t}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 0.01,
+                        "α={alpha} t={t}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -347,7 +443,10 @@ mod tests {
                 x.sort_by(f64::total_cmp);
                 for (p, want) in [0.75, 0.9, 0.95].into_iter().zip(q) {
                     let got = x[(p * x.len() as f64) as usize];
-                    assert!((got - want).abs() / want < 0.02, "α={alpha} p={p}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() / want < 0.02,
+                        "α={alpha} p={p}: {got} vs {want}"
+                    );
                 }
             }
         }

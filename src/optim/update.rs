@@ -60,11 +60,15 @@ pub struct State {
     pub noise_f64: Vec<f64>,
 }
 
-trait Elem: WithDType + Send + Sync + Copy {
+trait Elem: WithDType + num_traits::Float + Send + Sync + Copy {
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [Self]);
     fn buffers(state: &mut State) -> (&mut Vec<Self>, &mut Vec<Self>);
-    fn f(self) -> f64;
-    fn of(x: f64) -> Self;
+    fn c(x: f64) -> Self {
+        <Self as num_traits::NumCast>::from(x).unwrap_or_else(Self::nan)
+    }
+    fn f(self) -> f64 {
+        num_traits::ToPrimitive::to_f64(&self).unwrap_or(f64::NAN)
+    }
 }
 
 impl Elem for f32 {
@@ -73,14 +77,6 @@ impl Elem for f32 {
     }
     fn buffers(s: &mut State) -> (&mut Vec<f32>, &mut Vec<f32>) {
         (&mut s.momentum_f32, &mut s.noise_f32)
-    }
-    #[inline(always)]
-    fn f(self) -> f64 {
-        f64::from(self)
-    }
-    #[inline(always)]
-    fn of(x: f64) -> f32 {
-        x as f32
     }
 }
 
@@ -91,14 +87,13 @@ impl Elem for f64 {
     fn buffers(s: &mut State) -> (&mut Vec<f64>, &mut Vec<f64>) {
         (&mut s.momentum_f64, &mut s.noise_f64)
     }
-    #[inline(always)]
-    fn f(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn of(x: f64) -> f64 {
-        x
-    }
+}
+
+/// Σx² of a slice in f64, in parallel (non-finite entries make it non-finite).
+fn sum_sq<T: Elem>(x: &[T]) -> f64 {
+    x.par_chunks(CHUNK)
+        .map(|c| c.iter().map(|v| v.f() * v.f()).sum::<f64>())
+        .sum()
 }
 
 /// Fills `noise` for the rule (scaled and clipped) and returns (Σnoise², clipped count).
@@ -108,56 +103,95 @@ fn make_noise<T: Elem>(r: &Rule, noise: &mut Vec<T>, d: usize) -> (f64, usize) {
         Source::Stable(a) => (a, r.sigma),
         Source::Normal => (2.0, r.sigma / std::f64::consts::SQRT_2),
     };
-    noise.resize(d, T::of(0.0));
+    noise.resize(d, T::zero());
     T::fill(alpha, r.key, r.step, noise);
-    let clip = r.clip_coord.unwrap_or(f64::INFINITY);
-    let (sq, clipped) = noise
-        .par_chunks_mut(CHUNK)
-        .map(|c| {
-            let (mut sq, mut n) = (0.0f64, 0usize);
-            for x in c.iter_mut() {
-                let v = x.f() * scale;
-                let v = if v.abs() > clip {
-                    n += 1;
-                    clip.copysign(v)
-                } else {
-                    v
-                };
-                sq += v * v;
-                *x = T::of(v);
-            }
-            (sq, n)
-        })
-        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let k = T::c(scale);
+    let clipped = match r.clip_coord {
+        None => {
+            noise
+                .par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x *= k));
+            0
+        }
+        Some(m) => {
+            let (hi, lo) = (T::c(m), T::c(-m));
+            noise
+                .par_chunks_mut(CHUNK)
+                .map(|c| {
+                    let mut n = 0usize;
+                    for x in c.iter_mut() {
+                        let v = *x * k;
+                        n += usize::from(v > hi || v < lo);
+                        *x = num_traits::Float::max(num_traits::Float::min(v, hi), lo);
+                    }
+                    n
+                })
+                .sum()
+        }
+    };
+    let sq = sum_sq(noise);
     if let Some(m) = r.clip_norm {
         let norm = sq.sqrt();
         if norm > m {
-            let k = m / norm;
-            noise.par_iter_mut().for_each(|x| *x = T::of(x.f() * k));
+            let k = T::c(m / norm);
+            noise
+                .par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x *= k));
             return (m * m, d);
         }
     }
     (sq, clipped)
 }
 
+/// Scalars of one update, in the parameter's type.
+#[derive(Clone, Copy)]
+struct Coef<T> {
+    lr: T,
+    wd: T,
+    /// 1 when noise joins the gradient, else 0.
+    gn: T,
+    /// Lévy-step scale of the noise after the step, else 0.
+    ls: T,
+    mu: T,
+    /// The direction after momentum: c_dir·dir + c_buf·b (Nesterov: 1, μ; heavy ball: 0, 1).
+    c_dir: T,
+    c_buf: T,
+}
+
+/// θ ← θ − lr·dir − ls·n with dir = g + λθ + gn·n, through momentum when `MOM`.
+/// Branch-free so it vectorises; returns Σ(θ·0), which is NaN iff some new θ is not finite.
+fn step_loop<T: Elem, const MOM: bool, const NOISE: bool>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    n: &[T],
+    k: Coef<T>,
+) -> T {
+    let mut acc = T::zero();
+    for i in 0..p.len() {
+        let theta = p[i];
+        let ni = if NOISE { n[i] } else { T::zero() };
+        let mut dir = g[i] + k.wd * theta + k.gn * ni;
+        if MOM {
+            let b = k.mu * m[i] + dir;
+            m[i] = b;
+            dir = k.c_dir * dir + k.c_buf * b;
+        }
+        let new = theta - k.lr * dir - k.ls * ni;
+        acc += new * T::zero();
+        p[i] = new;
+    }
+    acc
+}
+
 fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
     let d = p.len();
-    let mut st = Stats { count: d, ..Default::default() };
-    let (bad, grad_sq) = g
-        .par_chunks(CHUNK)
-        .map(|c| {
-            let mut sq = 0.0f64;
-            let mut bad = false;
-            for x in c {
-                let v = x.f();
-                bad |= !v.is_finite();
-                sq += v * v;
-            }
-            (bad, sq)
-        })
-        .reduce(|| (false, 0.0), |a, b| (a.0 | b.0, a.1 + b.1));
-    st.grad_sq = grad_sq;
-    if bad {
+    let mut st = Stats {
+        count: d,
+        ..Default::default()
+    };
+    st.grad_sq = sum_sq(g);
+    if !st.grad_sq.is_finite() {
         st.bad_grad = true;
         return st;
     }
@@ -166,63 +200,57 @@ fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> 
     st.noise_sq = noise_sq;
     st.clipped = clipped;
     let has_noise = r.source != Source::None;
-    // `run` sized the momentum buffer; the loop below indexes it from several chunks
-    debug_assert!(r.momentum == 0.0 || mom.len() == d);
-    let (lr, mu, wd, nesterov) = (r.lr, r.momentum, r.weight_decay, r.nesterov);
-    let levy = r.levy_scale;
-    let mom = MomView(mom.as_mut_ptr());
-    let mom = &mom;
-    let noise = noise.as_slice();
-    let noise_at = |noise: &[T], i: usize| if has_noise { noise[i].f() } else { 0.0 };
-    let bad_value = p
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .map(|(c, pc)| {
-            let base = c * CHUNK;
-            let mut bad = false;
-            for (k, pv) in pc.iter_mut().enumerate() {
-                let i = base + k;
-                let theta = pv.f();
-                let n = noise_at(noise, i);
-                let mut dir = g[i].f() + wd * theta;
-                if levy.is_none() {
-                    dir += n;
-                }
-                if mu > 0.0 {
-                    let b = mu * mom_get(mom, i) + dir;
-                    mom_set(mom, i, b);
-                    dir = if nesterov { dir + mu * b } else { b };
-                }
-                let mut new = theta - lr * dir;
-                if let Some(s) = levy {
-                    new -= s * n;
-                }
-                bad |= !new.is_finite();
-                *pv = T::of(new);
-            }
-            bad
-        })
-        .reduce(|| false, |a, b| a | b);
-    st.bad_value = bad_value;
+    let with_momentum = r.momentum > 0.0;
+    if with_momentum {
+        mom.resize(d, T::zero());
+    }
+    let (gn, ls) = match r.levy_scale {
+        None => (T::one(), T::zero()),
+        Some(s) => (T::zero(), T::c(s)),
+    };
+    let mu = T::c(r.momentum);
+    let (c_dir, c_buf) = if r.nesterov {
+        (T::one(), mu)
+    } else {
+        (T::zero(), T::one())
+    };
+    let k = Coef {
+        lr: T::c(r.lr),
+        wd: T::c(r.weight_decay),
+        gn,
+        ls,
+        mu,
+        c_dir,
+        c_buf,
+    };
+    let noise: &[T] = if has_noise { noise } else { &[] };
+    let chunk = |c: usize, pc: &mut [T], gc: &[T], mc: &mut [T]| {
+        let nc = if has_noise {
+            &noise[c * CHUNK..c * CHUNK + pc.len()]
+        } else {
+            &[][..]
+        };
+        match (with_momentum, has_noise) {
+            (true, true) => step_loop::<T, true, true>(pc, gc, mc, nc, k),
+            (true, false) => step_loop::<T, true, false>(pc, gc, mc, nc, k),
+            (false, true) => step_loop::<T, false, true>(pc, gc, mc, nc, k),
+            (false, false) => step_loop::<T, false, false>(pc, gc, mc, nc, k),
+        }
+    };
+    let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).enumerate();
+    let acc: T = if with_momentum {
+        chunks
+            .zip(mom.par_chunks_mut(CHUNK))
+            .map(|((c, (pc, gc)), mc)| chunk(c, pc, gc, mc))
+            .reduce(T::zero, |a, b| a + b)
+    } else {
+        chunks
+            .map(|(c, (pc, gc))| chunk(c, pc, gc, &mut []))
+            .reduce(T::zero, |a, b| a + b)
+    };
+    st.bad_value = !acc.is_finite();
     st
 }
-
-// The momentum buffer is indexed from several chunks at once, each touching only its own range;
-// a raw pointer wrapper shares it without a lock.
-fn mom_get<T: Elem>(m: &MomView<T>, i: usize) -> f64 {
-    // SAFETY: `i` is within the buffer and only the chunk owning `i` reads or writes it.
-    unsafe { (*m.0.add(i)).f() }
-}
-
-fn mom_set<T: Elem>(m: &MomView<T>, i: usize, v: f64) {
-    // SAFETY: as in `mom_get`.
-    unsafe { *m.0.add(i) = T::of(v) }
-}
-
-struct MomView<T>(*mut T);
-// SAFETY: chunks write disjoint indices (see `mom_get`).
-unsafe impl<T> Sync for MomView<T> {}
-unsafe impl<T> Send for MomView<T> {}
 
 /// The in-place CPU op.
 struct Fused<'a> {
@@ -243,20 +271,32 @@ impl candle_core::InplaceOp2 for Fused<'_> {
         "ahtsgd-fused-update"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         let mut state = self.state.borrow_mut();
         let stats = match (s1, s2) {
             (CpuStorage::F32(p), CpuStorage::F32(g)) => {
                 let g = contiguous(g, l2)?;
-                let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("parameter not contiguous".into()))?;
+                let (a, b) = l1
+                    .contiguous_offsets()
+                    .ok_or_else(|| candle_core::Error::Msg("parameter not contiguous".into()))?;
                 run(&self.rule, &mut p[a..b], g, &mut state)
             }
             (CpuStorage::F64(p), CpuStorage::F64(g)) => {
                 let g = contiguous(g, l2)?;
-                let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("parameter not contiguous".into()))?;
+                let (a, b) = l1
+                    .contiguous_offsets()
+                    .ok_or_else(|| candle_core::Error::Msg("parameter not contiguous".into()))?;
                 run(&self.rule, &mut p[a..b], g, &mut state)
             }
-            _ => candle_core::bail!("fused update supports f32 and f64 parameters with gradients of the same type"),
+            _ => candle_core::bail!(
+                "fused update supports f32 and f64 parameters with gradients of the same type"
+            ),
         };
         *self.stats.borrow_mut() = stats;
         Ok(())
@@ -264,9 +304,6 @@ impl candle_core::InplaceOp2 for Fused<'_> {
 }
 
 fn run<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
-    if r.momentum > 0.0 {
-        T::buffers(state).0.resize(p.len(), T::of(0.0));
-    }
     update_slices(r, p, g, state)
 }
 
@@ -274,7 +311,11 @@ fn run<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
 pub fn apply(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>) -> Result<Stats> {
     if param.device().is_cpu() && matches!(param.dtype(), DType::F32 | DType::F64) {
         let grad = grad.contiguous()?;
-        let op = Fused { rule: *rule, state, stats: RefCell::new(Stats::default()) };
+        let op = Fused {
+            rule: *rule,
+            state,
+            stats: RefCell::new(Stats::default()),
+        };
         param.inplace_op2(&grad, &op)?;
         return Ok(*op.stats.borrow());
     }
@@ -282,10 +323,22 @@ pub fn apply(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>)
 }
 
 /// The same update with tensor ops (any device); noise is drawn on the host.
-pub fn apply_tensors(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>) -> Result<Stats> {
+pub fn apply_tensors(
+    rule: &Rule,
+    param: &Tensor,
+    grad: &Tensor,
+    state: &RefCell<State>,
+) -> Result<Stats> {
     let d = param.elem_count();
-    let mut st = Stats { count: d, ..Default::default() };
-    st.grad_sq = grad.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    let mut st = Stats {
+        count: d,
+        ..Default::default()
+    };
+    st.grad_sq = grad
+        .to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
     if !st.grad_sq.is_finite() {
         st.bad_grad = true;
         return Ok(st);
@@ -297,7 +350,10 @@ pub fn apply_tensors(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell
         let (sq, clipped) = make_noise::<f64>(rule, &mut s.noise_f64, d);
         st.noise_sq = sq;
         st.clipped = clipped;
-        Some(Tensor::from_slice(&s.noise_f64, param.shape(), param.device())?.to_dtype(param.dtype())?)
+        Some(
+            Tensor::from_slice(&s.noise_f64, param.shape(), param.device())?
+                .to_dtype(param.dtype())?,
+        )
     };
     let mut dir = (grad + (param * rule.weight_decay)?)?;
     if let (Some(n), None) = (&noise, rule.levy_scale) {
@@ -307,16 +363,25 @@ pub fn apply_tensors(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell
         // the momentum buffer lives on the host in f64 for this path
         let mut s = state.borrow_mut();
         s.momentum_f64.resize(d, 0.0);
-        let b_old = Tensor::from_slice(&s.momentum_f64, param.shape(), param.device())?.to_dtype(param.dtype())?;
+        let b_old = Tensor::from_slice(&s.momentum_f64, param.shape(), param.device())?
+            .to_dtype(param.dtype())?;
         let b = ((b_old * rule.momentum)? + &dir)?;
         s.momentum_f64 = b.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-        dir = if rule.nesterov { (dir + (b * rule.momentum)?)? } else { b };
+        dir = if rule.nesterov {
+            (dir + (b * rule.momentum)?)?
+        } else {
+            b
+        };
     }
     let mut new = (param - (dir * rule.lr)?)?;
     if let (Some(n), Some(s)) = (&noise, rule.levy_scale) {
         new = (new - (n * s)?)?;
     }
-    st.bad_value = !new.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?.is_finite();
+    st.bad_value = !new
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?
+        .is_finite();
     param.slice_set(&new, 0, 0)?;
     Ok(st)
 }
@@ -326,8 +391,25 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn rule(source: Source, levy: Option<f64>, clip_coord: Option<f64>, clip_norm: Option<f64>) -> Rule {
-        Rule { lr: 0.1, sigma: 0.3, source, levy_scale: levy, clip_coord, clip_norm, momentum: 0.9, nesterov: true, weight_decay: 0.01, key: [1, 2], step: 3 }
+    fn rule(
+        source: Source,
+        levy: Option<f64>,
+        clip_coord: Option<f64>,
+        clip_norm: Option<f64>,
+    ) -> Rule {
+        Rule {
+            lr: 0.1,
+            sigma: 0.3,
+            source,
+            levy_scale: levy,
+            clip_coord,
+            clip_norm,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.01,
+            key: [1, 2],
+            step: 3,
+        }
     }
 
     /// The fused in-place kernel and the tensor-op path compute the same update.
@@ -335,8 +417,12 @@ mod tests {
     fn fused_and_tensor_paths_agree() {
         let dev = Device::Cpu;
         let n = 40_000; // more than one parallel chunk
-        let init: Vec<f64> = (0..n).map(|i| ((i * 37 % 101) as f64 - 50.0) / 50.0).collect();
-        let grad: Vec<f64> = (0..n).map(|i| ((i * 13 % 29) as f64 - 14.0) / 7.0).collect();
+        let init: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 50.0)
+            .collect();
+        let grad: Vec<f64> = (0..n)
+            .map(|i| ((i * 13 % 29) as f64 - 14.0) / 7.0)
+            .collect();
         let g = Tensor::from_slice(&grad, n, &dev).unwrap();
         for r in [
             rule(Source::Stable(1.3), None, None, None),
@@ -353,9 +439,13 @@ mod tests {
                 assert_eq!(x.clipped, y.clipped, "{r:?}");
                 assert!((x.noise_sq - y.noise_sq).abs() <= 1e-9 * x.noise_sq.max(1.0));
             }
-            let diff = crate::optim::sharpness::max_abs(&(a.as_tensor() - b.as_tensor()).unwrap()).unwrap();
+            let diff = crate::optim::sharpness::max_abs(&(a.as_tensor() - b.as_tensor()).unwrap())
+                .unwrap();
             assert!(diff < 1e-12, "{r:?}: {diff}");
-            let moved = crate::optim::sharpness::max_abs(&(a.as_tensor() - Tensor::from_slice(&init, n, &dev).unwrap()).unwrap()).unwrap();
+            let moved = crate::optim::sharpness::max_abs(
+                &(a.as_tensor() - Tensor::from_slice(&init, n, &dev).unwrap()).unwrap(),
+            )
+            .unwrap();
             assert!(moved > 0.0);
         }
     }
@@ -365,7 +455,13 @@ mod tests {
         let dev = Device::Cpu;
         let a = Var::from_slice(&[0.0f32; 64], 64, &dev).unwrap();
         let g = Tensor::zeros(64, candle_core::DType::F32, &dev).unwrap();
-        let r = Rule { momentum: 0.0, weight_decay: 0.0, lr: 1.0, sigma: 1.0, ..rule(Source::Stable(1.5), None, None, None) };
+        let r = Rule {
+            momentum: 0.0,
+            weight_decay: 0.0,
+            lr: 1.0,
+            sigma: 1.0,
+            ..rule(Source::Stable(1.5), None, None, None)
+        };
         apply(&r, a.as_tensor(), &g, &RefCell::default()).unwrap();
         let got = a.as_tensor().to_vec1::<f32>().unwrap();
         for (i, v) in got.iter().enumerate() {

@@ -15,8 +15,7 @@ struct Grammar;
 /// Parses one recipe file. Syntax errors come back as a diagnostic pointing at the first
 /// place where the text stops following the grammar.
 pub fn parse(file: FileId, text: &str) -> Result<Module, Diagnostic> {
-    pest::set_error_detail(true);
-    let mut pairs = Grammar::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
+    let mut pairs = parse_rule(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let root = pairs.next().expect("the file rule always produces a pair");
     let comments = scan_comments(file, text);
     let cx = Cx {
@@ -51,7 +50,6 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Expr, Diagnostic> {
 
 /// Parses the value that starts at byte `start` of `text` and runs to its end.
 pub fn parse_value_at(file: FileId, text: &str, start: usize) -> Result<Expr, Diagnostic> {
-    pest::set_error_detail(true);
     let sub = &text[start..];
     let shifted = |mut d: Diagnostic| {
         if let Some(s) = &mut d.span {
@@ -61,7 +59,7 @@ pub fn parse_value_at(file: FileId, text: &str, start: usize) -> Result<Expr, Di
         d
     };
     let mut pairs =
-        Grammar::parse(Rule::value, sub).map_err(|e| shifted(syntax_error(file, sub, e)))?;
+        parse_rule(Rule::value, sub).map_err(|e| shifted(syntax_error(file, sub, e)))?;
     let pair = pairs.next().expect("value parsed");
     if pair.as_span().end() != sub.trim_end().len() {
         let at = start + pair.as_span().end();
@@ -78,6 +76,21 @@ pub fn parse_value_at(file: FileId, text: &str, start: usize) -> Result<Expr, Di
         comments: Vec::new(),
     }
     .value(pair)
+}
+
+/// Parses fast; only when the text fails is it parsed again with pest's attempt tracking,
+/// which names what was expected but costs several times the parse.
+fn parse_rule(
+    rule: Rule,
+    text: &str,
+) -> Result<pest::iterators::Pairs<'_, Rule>, pest::error::Error<Rule>> {
+    pest::set_error_detail(false);
+    Grammar::parse(rule, text).map_err(|_| {
+        pest::set_error_detail(true);
+        let e = Grammar::parse(rule, text).expect_err("failed once, fails again");
+        pest::set_error_detail(false);
+        e
+    })
 }
 
 struct Cx<'t> {
@@ -285,23 +298,24 @@ impl Cx<'_> {
     fn primary(&self, pair: Pair<Rule>) -> Result<Expr> {
         let span = self.span(&pair);
         let kind = match pair.as_rule() {
-            Rule::number => {
-                let (value, text, integer) = self.number(&pair)?;
-                ExprKind::Number {
-                    value,
-                    text,
-                    integer,
-                }
-            }
-            Rule::quantity => {
+            Rule::numeric => {
                 let mut it = pair.into_inner();
                 let num = it.next().unwrap();
-                let (value, text, _) = self.number(&num)?;
-                let unit = match it.next().unwrap().as_str() {
-                    "step" | "steps" => Unit::Steps,
-                    _ => Unit::Epochs,
-                };
-                ExprKind::Quantity { value, text, unit }
+                let (value, text, integer) = self.number(&num)?;
+                match it.next() {
+                    None => ExprKind::Number {
+                        value,
+                        text,
+                        integer,
+                    },
+                    Some(unit) => {
+                        let unit = match unit.as_str() {
+                            "step" | "steps" => Unit::Steps,
+                            _ => Unit::Epochs,
+                        };
+                        ExprKind::Quantity { value, text, unit }
+                    }
+                }
             }
             Rule::string => ExprKind::Str(self.string(pair)),
             Rule::boolean => ExprKind::Bool(pair.as_str() == "true"),
@@ -310,19 +324,21 @@ impl Cx<'_> {
                     .map(|p| self.value(p))
                     .collect::<Result<_>>()?,
             ),
-            Rule::call => {
+            Rule::named => {
                 let mut it = pair.into_inner();
                 let name = self.ident(it.next().unwrap());
-                let args = self.arguments(it.next().unwrap())?;
-                ExprKind::Call { name, args }
+                match it.next() {
+                    None => ExprKind::Ref(name.node),
+                    Some(p) if p.as_rule() == Rule::arguments => ExprKind::Call {
+                        name,
+                        args: self.arguments(p)?,
+                    },
+                    Some(p) => ExprKind::Object {
+                        kind: name,
+                        block: self.block(p)?,
+                    },
+                }
             }
-            Rule::object => {
-                let mut it = pair.into_inner();
-                let kind = self.ident(it.next().unwrap());
-                let block = self.block(it.next().unwrap())?;
-                ExprKind::Object { kind, block }
-            }
-            Rule::reference => ExprKind::Ref(pair.as_str().to_string()),
             Rule::paren => ExprKind::Paren(Box::new(self.expr(pair.into_inner().next().unwrap())?)),
             Rule::expr => return self.expr(pair),
             r => unreachable!("not a primary: {r:?}"),
@@ -415,10 +431,8 @@ fn human(rule: Rule) -> Option<&'static str> {
         | Rule::primary
         | Rule::paren
         | Rule::list
-        | Rule::call
-        | Rule::object
-        | Rule::reference
-        | Rule::quantity
+        | Rule::named
+        | Rule::numeric
         | Rule::boolean
         | Rule::neg => "a value",
         Rule::separator => "a comma or a line break",

@@ -136,7 +136,7 @@ fn evaluate(
 }
 
 enum Opt {
-    Noisy(AhtSgd),
+    Noisy(Box<AhtSgd>),
     Adam(candle_nn::AdamW),
 }
 
@@ -188,7 +188,10 @@ pub fn run_trial(
             model.vars(),
             p.clone(),
         )?),
-        None => Opt::Noisy(AhtSgd::new(model.params.clone(), lowered.params.clone())?),
+        None => Opt::Noisy(Box::new(AhtSgd::new(
+            model.params.clone(),
+            lowered.params.clone(),
+        )?)),
     };
     let interval = |name: &str| -> u64 {
         let (v, u) = c.quantity(name);

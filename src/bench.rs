@@ -1,0 +1,284 @@
+//! Reference workloads for `ahtsgd bench`, matching PyTorch's scripts in `benches/reference/`:
+//! f32, batch 128, synthetic learnable data, a fixed pool of 16 batches cycled.
+//!
+//! Protocol: `warmup` untimed calls, then `reps` repetitions of `steps` calls each; the
+//! headline is the median rate over repetitions.
+
+use crate::check::{Options, check_text};
+use crate::model::{self, Model};
+use crate::optim::alpha::AlphaSchedule;
+use crate::optim::{AhtSgd, NoiseKind, ParamsAhtSgd, sharpness, stable};
+use crate::plan::Obj;
+use candle_core::{DType, Device, Result, Tensor};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Every workload, in the order `ahtsgd bench` runs them.
+pub const WORKLOADS: &[(&str, &str)] = &[
+    ("mlp-sgd", "MLP 784-256-256-10 ReLU, SGD step"),
+    (
+        "mlp-ahtsgd-fixed",
+        "the same with α-stable noise, α = 1.5, σ = 0.01, every step",
+    ),
+    (
+        "mlp-ahtsgd-adaptive",
+        "adaptive AHTSGD: power iteration of 10 HVPs every 50 steps",
+    ),
+    (
+        "mlp-hvp",
+        "one Hessian-vector product (forward, gradient graph, double backward)",
+    ),
+    (
+        "mlp-power-iter",
+        "power iteration, 10 HVPs on one gradient graph",
+    ),
+    (
+        "cnn-sgd",
+        "CNN conv32-pool-conv64-pool-linear on 3x32x32, SGD step",
+    ),
+    (
+        "sampler",
+        "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
+    ),
+    ("check-1000", "check a 1,000-line recipe"),
+    ("expand-100k", "check and expand a 100,000-trial sweep"),
+];
+
+/// Whether a workload needs candle's gradient graphs (`CANDLE_GRAD_DO_NOT_DETACH=1`).
+pub fn needs_second_order(workload: &str) -> bool {
+    matches!(
+        workload,
+        "mlp-ahtsgd-adaptive" | "mlp-hvp" | "mlp-power-iter"
+    )
+}
+
+/// How to time.
+#[derive(Clone, Debug)]
+pub struct Protocol {
+    pub steps: usize,
+    pub reps: usize,
+    pub warmup: usize,
+}
+
+/// One workload's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub workload: String,
+    pub threads: usize,
+    pub device: String,
+    /// Calls per second (draws per second for `sampler`).
+    pub steps_per_s: f64,
+    pub ms_per_step: f64,
+    pub rates: Vec<f64>,
+}
+
+fn spec(text: &str) -> Obj {
+    let src = format!(
+        "model m = {text}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+    );
+    check_text("bench.aht", &src, &Options::default())
+        .plan
+        .expect("bench models check")
+        .trials[0]
+        .config
+        .obj("model")
+        .clone()
+}
+
+/// 16 batches of 128 with labels from a random linear teacher.
+fn batches(shape: &[usize], dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1234);
+    let d: usize = shape.iter().product();
+    let teacher: Vec<f32> = (0..d * 10)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let teacher = Tensor::from_vec(teacher, (d, 10), dev)?;
+    (0..16)
+        .map(|_| {
+            let x: Vec<f32> = (0..128 * d)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
+            let mut full = vec![128];
+            full.extend(shape);
+            let x = Tensor::from_vec(x, full, dev)?;
+            let y = x.flatten_from(1)?.matmul(&teacher)?.argmax(1)?;
+            Ok((x, y))
+        })
+        .collect()
+}
+
+fn time(p: &Protocol, mut call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..p.warmup {
+        call()?;
+    }
+    let mut rates = Vec::with_capacity(p.reps);
+    for _ in 0..p.reps {
+        let t = Instant::now();
+        for _ in 0..p.steps {
+            call()?;
+        }
+        rates.push(p.steps as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(rates)
+}
+
+/// Runs one workload.
+pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result<BenchResult> {
+    let mut rates = match workload {
+        "sampler" => {
+            let mut out = vec![0.0f32; 10_000_000];
+            let key = stable::stream_key(0, "bench");
+            let mut step = 0;
+            time(
+                &Protocol {
+                    steps: 1,
+                    ..p.clone()
+                },
+                || {
+                    stable::fill_f32(1.5, key, step, &mut out);
+                    step += 1;
+                    Ok(())
+                },
+            )?
+            .into_iter()
+            .map(|r| r * out.len() as f64)
+            .collect()
+        }
+        "check-1000" => {
+            let text = big_recipe(1000);
+            time(p, || {
+                let c = check_text("big.aht", &text, &Options::default());
+                assert!(!c.has_errors());
+                Ok(())
+            })?
+        }
+        "expand-100k" => {
+            let text = "optimizer o = sgd { lr = 0.1 }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1, max_trials = 200000\n  seed = sweep(0..100), batch = sweep(1..101), o.lr = logspace(1e-3, 1e-1, 10) }\n";
+            time(
+                &Protocol {
+                    steps: 1,
+                    ..p.clone()
+                },
+                || {
+                    let c = check_text("sweep.aht", text, &Options::default());
+                    assert_eq!(c.plan.map(|p| p.trials.len()), Some(100_000));
+                    Ok(())
+                },
+            )?
+        }
+        w => {
+            let (model_text, shape): (&str, &[usize]) = if w.starts_with("cnn") {
+                (
+                    "cnn { channels = [32, 64], hidden = [], init = default }",
+                    &[3, 32, 32],
+                )
+            } else {
+                ("mlp { hidden = [256, 256], init = default }", &[784])
+            };
+            let m = Model::build(&spec(model_text), shape, 10, DType::F32, dev, 0)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let data = batches(shape, dev)?;
+            let mut i = 0usize;
+            let mut next = || {
+                i = (i + 1) % data.len();
+                data[i].clone()
+            };
+            let noise = match w {
+                "mlp-ahtsgd-fixed" => NoiseKind::Stable(AlphaSchedule::Fixed(1.5)),
+                "mlp-ahtsgd-adaptive" => NoiseKind::Stable(AlphaSchedule::Adaptive {
+                    ema: 0.05,
+                    map: crate::optim::alpha::AlphaMap::Sigmoid {
+                        v: 4.0,
+                        c: 10f64.ln(),
+                    },
+                    initial: 1.0,
+                }),
+                _ => NoiseKind::None,
+            };
+            let mut opt = AhtSgd::new(
+                m.params.clone(),
+                ParamsAhtSgd {
+                    lr: 0.1,
+                    sigma: 0.01,
+                    noise,
+                    ..Default::default()
+                },
+            )?;
+            let vars = m.vars();
+            let mut step = 0u64;
+            match w {
+                "mlp-hvp" => time(p, || {
+                    let (x, y) = next();
+                    let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                    let v: Vec<Tensor> = vars
+                        .iter()
+                        .map(|v| v.as_tensor().ones_like())
+                        .collect::<Result<_>>()?;
+                    sharpness::hvp(&loss, &vars, &v)?;
+                    Ok(())
+                })?,
+                "mlp-power-iter" => time(p, || {
+                    let (x, y) = next();
+                    let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                    sharpness::power_iteration(&loss, &vars, 10, 0.0, None, 0)?;
+                    Ok(())
+                })?,
+                _ => time(p, || {
+                    let (x, y) = next();
+                    if w == "mlp-ahtsgd-adaptive" && step.is_multiple_of(50) {
+                        let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                        let r = sharpness::power_iteration(&loss, &vars, 10, 0.0, None, step)?;
+                        opt.observe_sharpness(r.lambda);
+                    }
+                    let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                    opt.step(&loss.backward()?, 0.0, 0.0)
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                    step += 1;
+                    Ok(())
+                })?,
+            }
+        }
+    };
+    rates
+        .iter_mut()
+        .for_each(|r| *r = if r.is_finite() { *r } else { 0.0 });
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let med = sorted[sorted.len() / 2];
+    Ok(BenchResult {
+        workload: workload.to_string(),
+        threads,
+        device: if dev.is_cpu() {
+            "cpu".into()
+        } else {
+            "cuda".into()
+        },
+        steps_per_s: med,
+        ms_per_step: 1000.0 / med,
+        rates,
+    })
+}
+
+/// A recipe of `lines` lines in the canonical layout (one field per line, as `ahtsgd fmt`
+/// writes it): groups of a model, a schedule, an optimizer and an experiment.
+pub fn big_recipe(lines: usize) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while out.lines().count() + 30 <= lines {
+        out.push_str(&format!(
+            "# group {i}\nmodel m{i} = mlp {{\n  hidden = [{}, 16]\n  activation = relu\n  init = kaiming\n}}\n\n\
+             schedule s{i} = adaptive {{\n  sharpness = power_iteration {{ iters = 10, every = 25 steps }}\n  ema = 0.05\n  map = sigmoid {{ v = 4, c = log(1 / lr) }}\n}}\n\n\
+             optimizer o{i} = ahtsgd {{\n  lr = 0.01 * {}\n  sigma = 0.01\n  alpha = s{i}\n  clip = coordinate(1.0)\n}}\n\n\
+             experiment e{i} {{\n  data = blobs {{ classes = 3 }}\n  model = m{i}\n  optimizer = o{i}\n  epochs = 2\n  batch = 64\n  seed = sweep(0..3)\n}}\n\n",
+            8 + i,
+            1 + i % 5
+        ));
+        i += 1;
+    }
+    while out.lines().count() < lines {
+        out.push_str("# padding\n");
+    }
+    out
+}
