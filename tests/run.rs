@@ -236,3 +236,126 @@ fn sample_writes_reproducible_draws() {
     let bad = ahtsgd(&["sample", "--alpha", "2.5"], tmp.path());
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// An interrupted trial (the Ctrl-C path, triggered after a fixed step by a test hook) leaves a
+/// checkpoint; running the same command again finishes it with exactly the numbers of an
+/// uninterrupted run.
+#[test]
+fn interrupted_trials_resume_to_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    // checkpoints every 3 steps; the stop comes at step 8, between two checkpoints
+    let recipe = TINY.replace(
+        "log_every = 1 step",
+        "log_every = 1 step\n  checkpoint_every = 3 steps",
+    );
+    write(tmp.path(), "tiny.aht", &recipe);
+    let whole = ahtsgd(
+        &["run", "tiny.aht", "--out", "whole", "--threads", "1"],
+        tmp.path(),
+    );
+    assert!(whole.status.success());
+    let cut = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(["run", "tiny.aht", "--out", "cut", "--threads", "1"])
+        .env("AHTSGD_STOP_AFTER", "8")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        cut.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("run the same command again"));
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("cut/e/trial-0000/summary.json"))).unwrap();
+    assert_eq!(s["status"], "interrupted");
+    assert!(
+        tmp.path()
+            .join("cut/e/trial-0000/checkpoints/latest.json")
+            .exists()
+    );
+    let resumed = ahtsgd(
+        &["run", "tiny.aht", "--out", "cut", "--threads", "1"],
+        tmp.path(),
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    for trial in ["trial-0000", "trial-0001"] {
+        let a = read(tmp.path().join("whole/e").join(trial).join("metrics.jsonl"));
+        let b = read(tmp.path().join("cut/e").join(trial).join("metrics.jsonl"));
+        assert_eq!(
+            a, b,
+            "{trial}: resumed run differs from the uninterrupted one"
+        );
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("cut/e/trial-0000/summary.json"))).unwrap();
+    assert_eq!(s["status"], "completed");
+}
+
+#[test]
+fn eval_and_rerun_work_on_a_recorded_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    assert!(
+        ahtsgd(
+            &["run", "tiny.aht", "--out", "r", "--threads", "1"],
+            tmp.path()
+        )
+        .status
+        .success()
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0001/summary.json"))).unwrap();
+    let e = ahtsgd(&["eval", "r/e/trial-0001", "--json"], tmp.path());
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(
+        v["test_accuracy"], s["final"]["test_accuracy"],
+        "eval reproduces the final evaluation"
+    );
+    // another dataset: the same task with a different test-set size
+    let other = ahtsgd(
+        &[
+            "eval",
+            "r/e/trial-0001",
+            "--json",
+            "--data",
+            "blobs { classes = 3, features = 4, samples = 120, test_samples = 30 }",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(v["samples"], 30);
+    let wrong = ahtsgd(
+        &["eval", "r/e/trial-0001", "--data", "blobs { features = 7 }"],
+        tmp.path(),
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("fc0.weight"));
+    let again = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(["rerun", "r/e/trial-0000", "--out", "again"])
+        .env("RAYON_NUM_THREADS", "1")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("identical"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod record;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,10 @@ pub enum Command {
     },
     /// Time the reference workloads (see --list)
     Bench(bench::BenchArgs),
+    /// Evaluate a recorded trial's parameters (on its own test split or another dataset)
+    Eval(record::EvalArgs),
+    /// Run a recorded trial again from its resolved.aht and compare the metrics
+    Rerun(record::RerunArgs),
     /// Train every trial of a recipe and record the results
     Run(run::RunArgs),
     /// Write α-stable draws (one per line, or .npy with --out)
@@ -89,12 +94,13 @@ pub fn run() -> i32 {
         Command::Fmt { files, check } => check::fmt(&files, check),
         Command::Plan { file, args } => check::plan(&file, &args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => record::eval(args),
+        Command::Rerun(args) => record::rerun(args),
         Command::Run(args) => {
             if let Some(n) = args.threads {
                 // SAFETY: no other thread exists yet; candle's GEMM and rayon read this at start.
                 unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
             }
-            ahtsgd::optim::enable_second_order();
             run::run(args)
         }
         Command::Sample {

@@ -94,6 +94,11 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    // candle keeps gradient graphs only if told before the first backward pass; set it now,
+    // while this process has one thread, and only when a trial needs it (it slows others)
+    if plan.trials.iter().any(train::needs_second_order) {
+        ahtsgd::optim::enable_second_order();
+    }
     let recipe_text = inline_imports(&checked);
     let out = args
         .out
@@ -156,6 +161,18 @@ pub fn run(args: RunArgs) -> i32 {
         if args.fresh && dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
+        // a trial stopped without a summary (killed) may have a checkpoint: only of this recipe
+        if let Ok(old) = std::fs::read_to_string(dir.join("resolved.aht"))
+            && old != resolved
+        {
+            eprintln!(
+                "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",
+                dir.display(),
+                t.index,
+                differing_fields(&dir, &resolved)
+            );
+            return 1;
+        }
         journal(&out, t.index, &t.experiment, "started");
         let bar = if interactive {
             ProgressBar::new(1)
@@ -212,7 +229,7 @@ pub fn run(args: RunArgs) -> i32 {
                 );
             }
         };
-        match train::run_trial(t, &recipe_text, &dir, threads, &mut on_event) {
+        match train::run_trial(t, &recipe_text, &dir, threads, !args.fresh, &mut on_event) {
             Ok(s) => {
                 bar.finish_and_clear();
                 journal(&out, t.index, &t.experiment, &s.status);

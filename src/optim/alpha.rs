@@ -60,6 +60,14 @@ pub enum AlphaSchedule {
     },
 }
 
+/// The learned state of an [`AlphaController`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ControllerState {
+    pub sharpness_ema: Option<f64>,
+    pub lambda_max: Option<f64>,
+    pub trend_ema: f64,
+}
+
 /// Tracks the sharpness signals and gives α at each step.
 #[derive(Clone, Debug)]
 pub struct AlphaController {
@@ -79,6 +87,22 @@ impl AlphaController {
             lambda_max: None,
             trend_ema: 0.0,
         }
+    }
+
+    /// What the controller has learned so far (for checkpoints).
+    pub fn snapshot(&self) -> ControllerState {
+        ControllerState {
+            sharpness_ema: self.sharpness_ema,
+            lambda_max: self.lambda_max,
+            trend_ema: self.trend_ema,
+        }
+    }
+
+    /// Continues from a snapshot.
+    pub fn restore(&mut self, s: &ControllerState) {
+        self.sharpness_ema = s.sharpness_ema;
+        self.lambda_max = s.lambda_max;
+        self.trend_ema = s.trend_ema;
     }
 
     /// Records a new sharpness estimate.

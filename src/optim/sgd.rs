@@ -162,6 +162,55 @@ impl AhtSgd {
         self.step
     }
 
+    /// Momentum buffers as tensors named `momentum/<parameter>` (for checkpoints).
+    pub fn export_state(&self) -> candle_core::Result<Vec<(String, candle_core::Tensor)>> {
+        let mut out = Vec::new();
+        for ((name, var), st) in self.vars.iter().zip(&self.state) {
+            let st = st.borrow();
+            let t = if !st.momentum_f32.is_empty() {
+                candle_core::Tensor::from_slice(
+                    &st.momentum_f32,
+                    var.shape(),
+                    &candle_core::Device::Cpu,
+                )?
+            } else if !st.momentum_f64.is_empty() {
+                candle_core::Tensor::from_slice(
+                    &st.momentum_f64,
+                    var.shape(),
+                    &candle_core::Device::Cpu,
+                )?
+            } else {
+                continue;
+            };
+            out.push((format!("momentum/{name}"), t));
+        }
+        Ok(out)
+    }
+
+    /// Continues from exported state at step `step`.
+    pub fn import_state(
+        &mut self,
+        tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+        step: u64,
+    ) -> candle_core::Result<()> {
+        for ((name, _), st) in self.vars.iter().zip(&self.state) {
+            if let Some(t) = tensors.get(&format!("momentum/{name}")) {
+                let mut st = st.borrow_mut();
+                match t.dtype() {
+                    candle_core::DType::F32 => st.momentum_f32 = t.flatten_all()?.to_vec1()?,
+                    _ => {
+                        st.momentum_f64 = t
+                            .flatten_all()?
+                            .to_dtype(candle_core::DType::F64)?
+                            .to_vec1()?
+                    }
+                }
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Feeds a sharpness estimate to the α controller.
     pub fn observe_sharpness(&mut self, lambda: f64) {
         if let Some(c) = &mut self.controller {

@@ -2,6 +2,7 @@
 //!
 //! The library reports progress through [`Event`]s; the binary renders them.
 
+pub mod checkpoint;
 pub mod lower;
 pub mod record;
 
@@ -15,6 +16,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use record::{MetricLine, Recorder, Summary, TimingLine};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -146,6 +148,7 @@ pub fn run_trial(
     recipe_text: &str,
     dir: &Path,
     threads: usize,
+    resume: bool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary, RunError> {
     let c = &trial.config;
@@ -158,7 +161,6 @@ pub fn run_trial(
         DType::F32
     };
     let resolved = trial.resolved_source();
-    let mut rec = Recorder::create(dir, recipe_text, &resolved)?;
     let data = data::load(c.obj("data"), seed)?;
     let model = Model::build(
         c.obj("model"),
@@ -180,6 +182,18 @@ pub fn run_trial(
         steps_per_epoch * epochs as u64
     };
     let lowered = lower::optimizer(c.obj("optimizer"), seed, steps_per_epoch);
+    // Adam's moments live inside candle-nn and are not saved: such trials start over
+    let restored = if resume && lowered.adam.is_none() {
+        checkpoint::load(dir, &dev)?
+    } else {
+        None
+    };
+    let mut rec = Recorder::create(
+        dir,
+        recipe_text,
+        &resolved,
+        restored.as_ref().map(|(_, m)| m.step),
+    )?;
     if lowered.estimator.is_some() {
         sharpness::enable_second_order();
     }
@@ -201,7 +215,15 @@ pub fn run_trial(
         }
         .max(1)
     };
-    let (eval_every, log_every) = (interval("eval_every"), interval("log_every"));
+    let (eval_every, log_every, checkpoint_every) = (
+        interval("eval_every"),
+        interval("log_every"),
+        interval("checkpoint_every"),
+    );
+    // a testing hook: behave as if Ctrl-C came after this many steps
+    let stop_after: Option<u64> = std::env::var("AHTSGD_STOP_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let diverge_loss = c.f64("diverge_loss");
     on_event(Event::Started {
         trial: trial.index,
@@ -211,21 +233,68 @@ pub fn run_trial(
     let mut summary = Summary::new(trial, &resolved, threads, &dev, dtype);
     let mut buf = Vec::new();
     let mut warm: Option<Vec<Tensor>> = None;
-    let mut probe: Option<(Tensor, Tensor)> = None;
     let mut step: u64 = 0;
-    let mut last_timing = (Instant::now(), 0u64);
-    let mut status: Result<(), (u64, String)> = Ok(());
-    'train: for epoch in 0..epochs {
+    let mut wall_before = 0.0;
+    if let Some((tensors, meta)) = &restored {
+        restore(&model, &mut opt, &mut warm, tensors, meta)?;
+        step = meta.step;
+        wall_before = meta.wall_seconds;
+        summary.evals = meta.evals.clone();
+        summary.best = meta.best.clone();
+        summary.final_ = meta.evals.last().cloned();
+    }
+    let order_of = |epoch: usize| {
         let mut order: Vec<usize> = (0..data.train_len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
             seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
         ));
-        for idx in order.chunks_exact(batch) {
+        order
+    };
+    // the probe batch is the first batch of the first epoch, whenever the run started
+    let probe = match &lowered.estimator {
+        Some(
+            Estimator::PowerIteration { probe: true, .. }
+            | Estimator::Hutchinson { probe: true, .. },
+        ) => Some(batch_tensor(
+            &data,
+            &data.train_x,
+            &data.train_y,
+            &order_of(0)[..batch],
+            dtype,
+            &dev,
+            &mut buf,
+        )?),
+        _ => None,
+    };
+    let mut last_timing = (Instant::now(), step);
+    let mut status: Result<(), (u64, String)> = Ok(());
+    let first_epoch = (step / steps_per_epoch) as usize;
+    'train: for epoch in first_epoch..epochs {
+        let order = order_of(epoch);
+        let skip = if epoch == first_epoch {
+            (step % steps_per_epoch) as usize
+        } else {
+            0
+        };
+        for idx in order.chunks_exact(batch).skip(skip) {
             if step >= total_steps {
                 break 'train;
             }
+            if stop_after == Some(step) {
+                STOP.store(true, Ordering::Relaxed);
+            }
             if STOP.load(Ordering::Relaxed) {
                 summary.status = "interrupted".into();
+                rec.flush()?;
+                save_checkpoint(
+                    dir,
+                    &model,
+                    &opt,
+                    &warm,
+                    &summary,
+                    step,
+                    wall_before + started.elapsed().as_secs_f64(),
+                )?;
                 break 'train;
             }
             let (x, y) = batch_tensor(
@@ -247,11 +316,8 @@ pub fn run_trial(
                     | Estimator::Hutchinson { every, probe, .. } => (*every, *probe),
                 };
                 if step.is_multiple_of(every) {
-                    if is_probe && probe.is_none() {
-                        probe = Some((x.clone(), y.clone()));
-                    }
                     let (px, py) = if is_probe {
-                        probe.clone().expect("set above")
+                        probe.clone().expect("built before the loop")
                     } else {
                         (x.clone(), y.clone())
                     };
@@ -348,6 +414,18 @@ pub fn run_trial(
                 })?;
                 last_timing = (now, step);
             }
+            if step.is_multiple_of(checkpoint_every) && step < total_steps {
+                rec.flush()?;
+                save_checkpoint(
+                    dir,
+                    &model,
+                    &opt,
+                    &warm,
+                    &summary,
+                    step,
+                    wall_before + started.elapsed().as_secs_f64(),
+                )?;
+            }
         }
     }
     if let Err((at, cause)) = status {
@@ -356,8 +434,151 @@ pub fn run_trial(
         summary.cause = Some(cause);
     }
     summary.steps = step;
-    summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.wall_seconds = wall_before + started.elapsed().as_secs_f64();
     summary.steps_per_s = step as f64 / summary.wall_seconds.max(1e-9);
+    if summary.status == "completed" {
+        let params: HashMap<String, Tensor> = model
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        std::fs::create_dir_all(dir.join("checkpoints"))?;
+        let tmp = dir.join("checkpoints/.final.tmp");
+        candle_core::safetensors::save(&params, &tmp)?;
+        std::fs::rename(&tmp, checkpoint::final_path(dir))?;
+    }
     rec.finish(&summary)?;
     Ok(summary)
+}
+
+/// Saves parameters (`param/<name>`), optimizer state, the power-iteration vector and the
+/// records so far.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    dir: &Path,
+    model: &Model,
+    opt: &Opt,
+    warm: &Option<Vec<Tensor>>,
+    summary: &Summary,
+    step: u64,
+    wall: f64,
+) -> Result<(), RunError> {
+    let mut tensors: HashMap<String, Tensor> = model
+        .params
+        .iter()
+        .map(|(n, v)| (format!("param/{n}"), v.as_tensor().clone()))
+        .collect();
+    let mut controller = None;
+    if let Opt::Noisy(o) = opt {
+        tensors.extend(o.export_state()?);
+        controller = o.controller.as_ref().map(|c| c.snapshot());
+    }
+    for (i, t) in warm.iter().flatten().enumerate() {
+        tensors.insert(format!("warm/{i:04}"), t.clone());
+    }
+    let meta = checkpoint::Meta {
+        step,
+        controller,
+        evals: summary.evals.clone(),
+        best: summary.best.clone(),
+        wall_seconds: wall,
+    };
+    checkpoint::save(dir, &tensors, &meta)?;
+    Ok(())
+}
+
+/// Puts a trial back where a checkpoint left it.
+fn restore(
+    model: &Model,
+    opt: &mut Opt,
+    warm: &mut Option<Vec<Tensor>>,
+    tensors: &HashMap<String, Tensor>,
+    meta: &checkpoint::Meta,
+) -> Result<(), RunError> {
+    for (name, var) in &model.params {
+        let t = tensors
+            .get(&format!("param/{name}"))
+            .ok_or_else(|| RunError::Device(format!("checkpoint lacks parameter `{name}`")))?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    match opt {
+        Opt::Noisy(o) => {
+            o.import_state(tensors, meta.step)?;
+            if let (Some(c), Some(s)) = (o.controller.as_mut(), meta.controller.as_ref()) {
+                c.restore(s);
+            }
+        }
+        Opt::Adam(_) => unreachable!("Adam trials are never restored"),
+    }
+    let mut w: Vec<(&String, &Tensor)> = tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with("warm/"))
+        .collect();
+    w.sort_by(|a, b| a.0.cmp(b.0));
+    if !w.is_empty() {
+        *warm = Some(w.into_iter().map(|(_, t)| t.clone()).collect());
+    }
+    Ok(())
+}
+
+/// Whether a trial estimates sharpness (and so needs candle's gradient graphs).
+pub fn needs_second_order(trial: &Trial) -> bool {
+    let o = trial.config.obj("optimizer");
+    o.kind == "ahtsgd" && {
+        let a = o.obj("alpha");
+        matches!(a.kind, "adaptive" | "custom") && a.obj("sharpness").kind != "none"
+    }
+}
+
+/// Test loss, accuracy and sample count of a recorded trial's final (or latest) parameters,
+/// on the dataset of `trial` (which may differ from the one it trained on).
+pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<(f64, f64, usize), RunError> {
+    let c = &trial.config;
+    let dev = device(c.str("device"))?;
+    let dtype = if c.str("dtype") == "f64" {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let data = data::load(c.obj("data"), c.f64("seed") as u64)?;
+    let model = Model::build(
+        c.obj("model"),
+        &data.sample_shape,
+        data.classes,
+        dtype,
+        &dev,
+        0,
+    )?;
+    let final_path = checkpoint::final_path(dir);
+    let (tensors, prefix) = if final_path.exists() {
+        (candle_core::safetensors::load(&final_path, &dev)?, "")
+    } else {
+        match checkpoint::load(dir, &dev)? {
+            Some((t, _)) => (t, "param/"),
+            None => {
+                return Err(RunError::Device(format!(
+                    "{} has no checkpoint to evaluate",
+                    dir.display()
+                )));
+            }
+        }
+    };
+    for (name, var) in &model.params {
+        let t = tensors.get(&format!("{prefix}{name}")).ok_or_else(|| {
+            RunError::Device(format!(
+                "the checkpoint has no parameter `{name}`: was the model changed?"
+            ))
+        })?;
+        if t.shape() != var.shape() {
+            return Err(RunError::Device(format!(
+                "parameter `{name}` is {:?} in the checkpoint but {:?} for this data",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(dtype)?)?;
+    }
+    let mut buf = Vec::new();
+    let (loss, acc) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
+    Ok((loss, acc, data.test_len()))
 }

@@ -159,11 +159,37 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn create(dir: &Path, recipe: &str, resolved: &str) -> std::io::Result<Self> {
+    /// Starts the records of a trial; with `resume_at`, keeps the lines up to that step and
+    /// appends after them (what came after the checkpoint is written again, identically).
+    pub fn create(
+        dir: &Path,
+        recipe: &str,
+        resolved: &str,
+        resume_at: Option<u64>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         crate::fsutil::write_atomic(&dir.join("recipe.aht"), recipe.as_bytes())?;
         crate::fsutil::write_atomic(&dir.join("resolved.aht"), resolved.as_bytes())?;
-        let open = |n: &str| std::fs::File::create(dir.join(n)).map(std::io::BufWriter::new);
+        let open = |n: &str| -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+            let path = dir.join(n);
+            let kept: String = match resume_at {
+                Some(step) => std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v["step"].as_u64())
+                            .is_some_and(|s| s <= step)
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect(),
+                None => String::new(),
+            };
+            crate::fsutil::write_atomic(&path, kept.as_bytes())?;
+            let f = std::fs::OpenOptions::new().append(true).open(&path)?;
+            Ok(std::io::BufWriter::new(f))
+        };
         Ok(Recorder {
             dir: dir.to_path_buf(),
             metrics: open("metrics.jsonl")?,
@@ -185,6 +211,12 @@ impl Recorder {
             "{}",
             serde_json::to_string(t).map_err(std::io::Error::other)?
         )
+    }
+
+    /// Pushes buffered lines to disk (before a checkpoint, so records and checkpoint agree).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.metrics.flush()?;
+        self.timing.flush()
     }
 
     pub fn finish(mut self, s: &Summary) -> std::io::Result<()> {
