@@ -195,6 +195,7 @@ pub fn run(args: RunArgs) -> i32 {
         let mut on_event = |e: Event| {
             match &e {
                 Event::Started { steps, .. } => bar.set_length(*steps),
+                Event::Warning { message, .. } => bar.suspend(|| eprintln!("warning: {message}")),
                 Event::Step {
                     step,
                     epoch,

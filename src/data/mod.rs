@@ -1,7 +1,10 @@
 //! Datasets: readers, the bundled MNIST subset, synthetic tasks, and the batching pipeline.
 
+pub mod cifar;
 pub mod idx;
+pub mod mat;
 pub mod synthetic;
+pub mod verify;
 
 use crate::plan::Obj;
 use rand::seq::SliceRandom;
@@ -43,6 +46,8 @@ pub struct Dataset {
     pub train_y: Vec<u32>,
     pub test_x: Vec<f32>,
     pub test_y: Vec<u32>,
+    /// Problems worth telling the user that did not stop loading (checksum mismatches).
+    pub warnings: Vec<String>,
 }
 
 impl Dataset {
@@ -99,6 +104,7 @@ fn from_idx(name: &str, files: [(String, Vec<u8>); 4]) -> Result<Dataset, DataEr
         train_y: train_y.into_iter().map(u32::from).collect(),
         test_x: scale(test_px),
         test_y: test_y.into_iter().map(u32::from).collect(),
+        warnings: Vec::new(),
     })
 }
 
@@ -114,8 +120,8 @@ pub fn mnist_mini() -> Result<Dataset, DataError> {
     from_idx("mnist_mini", files)
 }
 
-/// MNIST-layout IDX files from a folder (raw or `.gz`).
-pub fn mnist_dir(name: &str, dir: &Path) -> Result<Dataset, DataError> {
+/// MNIST-layout IDX files from a folder (raw or `.gz`), checked against the published sums.
+pub fn mnist_dir(name: &str, dir: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
     let stems = [
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
@@ -123,20 +129,118 @@ pub fn mnist_dir(name: &str, dir: &Path) -> Result<Dataset, DataError> {
         "t10k-labels-idx1-ubyte",
     ];
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut verdicts = Vec::new();
     for stem in stems {
         let raw = dir.join(stem);
         let gz = dir.join(format!("{stem}.gz"));
         let path = if raw.exists() { raw } else { gz };
-        let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
-            file: path.display().to_string(),
-            source,
-        })?;
+        let bytes = read_file(&path)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        verdicts.push((
+            path.display().to_string(),
+            verify::check(name, &file_name, &bytes),
+        ));
         files.push((path.display().to_string(), bytes));
     }
     let files: [(String, Vec<u8>); 4] = files
         .try_into()
         .map_err(|_| DataError::Unsupported("four files".into()))?;
-    from_idx(name, files)
+    let warnings = judge(verdicts, verify_mode)?;
+    let mut d = from_idx(name, files)?;
+    d.warnings = warnings;
+    Ok(d)
+}
+
+fn read_file(p: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(p).map_err(|source| DataError::Io {
+        file: p.display().to_string(),
+        source,
+    })
+}
+
+/// Turns checksum verdicts into warnings, or an error with `verify = strict`.
+fn judge(verdicts: Vec<(String, verify::Verdict)>, mode: &str) -> Result<Vec<String>, DataError> {
+    let mut out = Vec::new();
+    for (file, v) in verdicts {
+        if let verify::Verdict::Mismatch { expected, actual } = v {
+            let msg = format!(
+                "SHA-256 {actual} differs from the published {expected}: not the official file, or damaged"
+            );
+            match mode {
+                "strict" => {
+                    return Err(DataError::format(&file, format!("{msg} (verify = strict)")));
+                }
+                "off" => {}
+                _ => out.push(format!("{file}: {msg}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// CIFAR-10 from a folder or the official `.tar.gz`.
+pub fn cifar10(path: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
+    let mut verdicts = Vec::new();
+    if path.is_file() {
+        let bytes = read_file(path)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        verdicts.push((
+            path.display().to_string(),
+            verify::check("cifar10", &name, &bytes),
+        ));
+    }
+    let warnings = judge(verdicts, verify_mode)?;
+    let (mut train_x, mut train_y, mut test_x, mut test_y) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (name, bytes) in &cifar::files(path)? {
+        let (x, y) = cifar::batch(name, bytes)?;
+        if name.ends_with(cifar::TEST_FILE) {
+            (test_x, test_y) = (x, y);
+        } else {
+            train_x.extend(x);
+            train_y.extend(y);
+        }
+    }
+    Ok(Dataset {
+        name: "cifar10".into(),
+        sample_shape: vec![3, 32, 32],
+        classes: 10,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        warnings,
+    })
+}
+
+/// SVHN cropped digits from `train_32x32.mat` and `test_32x32.mat` in a folder.
+pub fn svhn(dir: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
+    let mut verdicts = Vec::new();
+    let mut read = |name: &str| -> Result<(Vec<f32>, Vec<u32>), DataError> {
+        let p = dir.join(name);
+        let bytes = read_file(&p)?;
+        verdicts.push((p.display().to_string(), verify::check("svhn", name, &bytes)));
+        mat::svhn(&p.display().to_string(), &bytes)
+    };
+    let (train_x, train_y) = read("train_32x32.mat")?;
+    let (test_x, test_y) = read("test_32x32.mat")?;
+    let warnings = judge(verdicts, verify_mode)?;
+    Ok(Dataset {
+        name: "svhn".into(),
+        sample_shape: vec![3, 32, 32],
+        classes: 10,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        warnings,
+    })
 }
 
 /// Loads the dataset a checked recipe describes, then applies limits, label noise,
@@ -144,7 +248,11 @@ pub fn mnist_dir(name: &str, dir: &Path) -> Result<Dataset, DataError> {
 pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
     let mut d = match spec.kind {
         "mnist_mini" => mnist_mini()?,
-        "mnist" | "fashion_mnist" => mnist_dir(spec.kind, Path::new(spec.str("path")))?,
+        "mnist" | "fashion_mnist" => {
+            mnist_dir(spec.kind, Path::new(spec.str("path")), spec.str("verify"))?
+        }
+        "cifar10" => cifar10(Path::new(spec.str("path")), spec.str("verify"))?,
+        "svhn" => svhn(Path::new(spec.str("path")), spec.str("verify"))?,
         "blobs" => synthetic::blobs(
             spec.usize("classes"),
             spec.usize("features"),
@@ -162,7 +270,7 @@ pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
         ),
         other => {
             return Err(DataError::Unsupported(format!(
-                "the `{other}` reader is not available in this build yet; use mnist, fashion_mnist, mnist_mini, blobs or spirals"
+                "the `{other}` reader is not available in this build yet"
             )));
         }
     };
@@ -294,7 +402,62 @@ mod tests {
     #[test]
     fn idx_folder_with_missing_file_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let err = mnist_dir("mnist", dir.path()).unwrap_err().to_string();
+        let err = mnist_dir("mnist", dir.path(), "warn")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    }
+}
+
+/// Random crop with zero padding `pad` and optional horizontal flip, in place, for a batch of
+/// `[n, c, h, w]` samples. Seeded by the caller (per step), so runs stay reproducible.
+pub fn augment(batch: &mut [f32], shape: [usize; 4], pad: usize, flip: bool, rng: &mut ChaCha8Rng) {
+    let [n, c, h, w] = shape;
+    let plane = h * w;
+    let mut src = vec![0f32; c * plane];
+    for s in 0..n {
+        let sample = &mut batch[s * c * plane..(s + 1) * c * plane];
+        src.copy_from_slice(sample);
+        let dy = rng.random_range(0..=2 * pad) as isize - pad as isize;
+        let dx = rng.random_range(0..=2 * pad) as isize - pad as isize;
+        let mirror = flip && rng.random::<bool>();
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let sy = y as isize + dy;
+                    let sx0 = x as isize + dx;
+                    let sx = if mirror { w as isize - 1 - sx0 } else { sx0 };
+                    let v = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                        src[ch * plane + sy as usize * w + sx as usize]
+                    } else {
+                        0.0
+                    };
+                    sample[ch * plane + y * w + x] = v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod augment_tests {
+    use super::*;
+
+    #[test]
+    fn shifts_keep_content_and_pad_with_zeros() {
+        let (h, w) = (6, 6);
+        let img: Vec<f32> = (0..h * w).map(|i| i as f32 + 1.0).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..20 {
+            let mut b = img.clone();
+            augment(&mut b, [1, 1, h, w], 2, true, &mut rng);
+            let nonzero: Vec<f32> = b.iter().copied().filter(|v| *v != 0.0).collect();
+            // at most 2 rows and 2 columns are lost; every kept value comes from the image
+            assert!(nonzero.len() >= (h - 2) * (w - 2));
+            assert!(nonzero.iter().all(|v| img.contains(v)));
+        }
+        let mut same = img.clone();
+        augment(&mut same, [1, 1, h, w], 0, false, &mut rng);
+        assert_eq!(same, img, "no padding and no flip change nothing");
     }
 }

@@ -47,6 +47,7 @@ pub fn blobs(
         train_y,
         test_x,
         test_y,
+        warnings: Vec::new(),
     }
 }
 
@@ -78,5 +79,6 @@ pub fn spirals(classes: usize, train: usize, test: usize, noise: f64, seed: u64)
         train_y,
         test_x,
         test_y,
+        warnings: Vec::new(),
     }
 }

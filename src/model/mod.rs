@@ -1,11 +1,13 @@
 //! Models built from candle's primitive ops, so first- and second-order gradients are right
 //! (no fused softmax, no `max_pool2d`, whose gradient is wrong in candle 0.11).
 
-use crate::plan::{Obj, Val};
+use crate::plan::Obj;
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+
+pub mod resnet;
 
 /// A weight initialisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,11 +129,14 @@ enum Arch {
         head: Vec<Dense>,
         max_pool: bool,
     },
+    ResNet(resnet::ResNet),
 }
 
 /// A built model: its parameters (sorted by name) and its forward pass.
 pub struct Model {
     pub params: Vec<(String, Var)>,
+    /// State that is not trained (batch-norm running statistics), sorted by name.
+    pub buffers: Vec<(String, Var)>,
     arch: Arch,
     act: Activation,
     input_shape: Vec<usize>,
@@ -156,6 +161,7 @@ struct Builder<'a> {
     dev: &'a Device,
     rng: ChaCha8Rng,
     params: Vec<(String, Var)>,
+    buffers: Vec<(String, Var)>,
 }
 
 impl Builder<'_> {
@@ -191,6 +197,91 @@ impl Builder<'_> {
         let w = self.var(format!("{name}.weight"), w, shape)?;
         let b = self.var(format!("{name}.bias"), b, vec![fan_out])?;
         Ok(Dense { w, b })
+    }
+
+    fn constant(&mut self, name: String, value: f64, n: usize, trained: bool) -> Result<Var> {
+        let v = Var::from_tensor(&Tensor::full(value, n, self.dev)?.to_dtype(self.dtype)?)?;
+        if trained {
+            self.params.push((name, v.clone()));
+        } else {
+            self.buffers.push((name, v.clone()));
+        }
+        Ok(v)
+    }
+
+    fn conv_bn(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<resnet::ConvBn> {
+        let fan_in = cin * k * k;
+        let w = self
+            .init
+            .sample(cout * fan_in, fan_in, cout * k * k, &mut self.rng);
+        let w = self.var(format!("{name}.weight"), w, vec![cout, cin, k, k])?;
+        let bn = resnet::BatchNorm {
+            gamma: self.constant(format!("{name}.bn.weight"), 1.0, cout, true)?,
+            beta: self.constant(format!("{name}.bn.bias"), 0.0, cout, true)?,
+            running_mean: self.constant(format!("{name}.bn.running_mean"), 0.0, cout, false)?,
+            running_var: self.constant(format!("{name}.bn.running_var"), 1.0, cout, false)?,
+        };
+        Ok(resnet::ConvBn {
+            w,
+            stride,
+            padding: k / 2,
+            bn,
+        })
+    }
+
+    fn resnet(
+        &mut self,
+        cin: usize,
+        width: usize,
+        stages: [usize; 4],
+        bottleneck: bool,
+        classes: usize,
+    ) -> Result<resnet::ResNet> {
+        let stem = self.conv_bn("stem", cin, width, 3, 1)?;
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut blocks = Vec::new();
+        let mut c = width;
+        for (s, &n) in stages.iter().enumerate() {
+            let planes = width << s;
+            for i in 0..n {
+                let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                let name = format!("layer{}.{i}", s + 1);
+                let out = planes * expansion;
+                let convs = if bottleneck {
+                    vec![
+                        self.conv_bn(&format!("{name}.conv1"), c, planes, 1, 1)?,
+                        self.conv_bn(&format!("{name}.conv2"), planes, planes, 3, stride)?,
+                        self.conv_bn(&format!("{name}.conv3"), planes, out, 1, 1)?,
+                    ]
+                } else {
+                    vec![
+                        self.conv_bn(&format!("{name}.conv1"), c, planes, 3, stride)?,
+                        self.conv_bn(&format!("{name}.conv2"), planes, planes, 3, 1)?,
+                    ]
+                };
+                let shortcut = if stride != 1 || c != out {
+                    Some(self.conv_bn(&format!("{name}.shortcut"), c, out, 1, stride)?)
+                } else {
+                    None
+                };
+                blocks.push(resnet::Block { convs, shortcut });
+                c = out;
+            }
+        }
+        let fc = self.dense("fc", c, classes, &[])?;
+        Ok(resnet::ResNet {
+            stem,
+            blocks,
+            fc_w: fc.w,
+            fc_b: fc.b,
+        })
     }
 
     /// Fully connected layers `fc0, fc1, ...` through the given widths.
@@ -236,10 +327,12 @@ impl Model {
             dev,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417),
             params: Vec::new(),
+            buffers: Vec::new(),
         };
-        let act = match spec.get("activation") {
-            Val::Name(_) => Activation::from_name(spec.str("activation")),
-            _ => Activation::Relu,
+        let act = if has("activation") {
+            Activation::from_name(spec.str("activation"))
+        } else {
+            Activation::Relu
         };
         let hidden = |first: usize| {
             let mut sizes = vec![first];
@@ -277,16 +370,32 @@ impl Model {
                     max_pool: spec.str("pool") == "max",
                 }
             }
-            other => {
-                return Err(ModelError::Unsupported(format!(
-                    "`{other}` is not available in this build yet; use mlp or cnn"
-                )));
+            kind => {
+                let Some((stages, bottleneck)) = resnet::layout(kind) else {
+                    return Err(ModelError::Unsupported(format!(
+                        "`{kind}` is not a model kind"
+                    )));
+                };
+                let [c, h, w] = sample_shape[..] else {
+                    return Err(ModelError::Shape(format!(
+                        "a {kind} needs image samples [channels, height, width], the data gives {sample_shape:?}"
+                    )));
+                };
+                if h < 8 || w < 8 {
+                    return Err(ModelError::Shape(format!(
+                        "a {kind} halves the image three times: {h}x{w} is too small (8x8 at least)"
+                    )));
+                }
+                Arch::ResNet(b.resnet(c, spec.usize("width"), stages, bottleneck, classes)?)
             }
         };
         let mut params = b.params;
         params.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut buffers = b.buffers;
+        buffers.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Model {
             params,
+            buffers,
             arch,
             act,
             input_shape: sample_shape.to_vec(),
@@ -304,9 +413,24 @@ impl Model {
         self.params.iter().map(|(_, v)| v.clone()).collect()
     }
 
-    /// Logits for a batch `[n, ...sample_shape]`.
+    /// Logits for a batch `[n, ...sample_shape]` in training mode (batch norm uses and updates
+    /// batch statistics).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_mode(x, resnet::Mode::Train)
+    }
+
+    /// Logits with batch norm in the given mode (models without batch norm ignore it).
+    pub fn forward_mode(&self, x: &Tensor, mode: resnet::Mode) -> Result<Tensor> {
         match &self.arch {
+            Arch::ResNet(r) => {
+                let mut x = x.clone();
+                if x.rank() == 2 {
+                    let mut s = vec![x.dim(0)?];
+                    s.extend(&self.input_shape);
+                    x = x.reshape(s)?;
+                }
+                r.forward(&x, mode)
+            }
             Arch::Mlp { layers } => run_stack(layers, self.act, x.flatten_from(1)?),
             Arch::Cnn {
                 convs,
@@ -380,13 +504,19 @@ mod tests {
         let y = Tensor::new(&[0u32, 1, 2, 1], &dev).unwrap();
         let vars = m.vars();
         let loss = || cross_entropy(&m.forward(&x).unwrap(), &y).unwrap();
+        // a seeded direction (candle's own CPU randomness cannot be seeded)
         let v: Vec<Tensor> = vars
             .iter()
-            .map(|p| p.as_tensor().rand_like(-1.0, 1.0).unwrap())
+            .map(|p| {
+                let d: Vec<f64> = (0..p.elem_count())
+                    .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+                    .collect();
+                Tensor::from_vec(d, p.shape(), &dev).unwrap()
+            })
             .collect();
         let grads = sharpness::grads_with_graph(&loss(), &vars).unwrap();
         let hv = sharpness::hvp_from_grads(&grads, &vars, &v).unwrap();
-        let eps = 1e-5;
+        let eps = 1e-7; // small, so the ReLU kinks of the ResNets are rarely crossed
         let shift = |k: f64| {
             for (p, d) in vars.iter().zip(&v) {
                 p.set(&(p.as_tensor() + d.affine(k, 0.0).unwrap()).unwrap())
@@ -414,13 +544,18 @@ mod tests {
             })
             .sum();
         assert!(
-            ((lp - lm) / (2.0 * eps) - gv).abs() < 1e-6 * gv.abs().max(1.0),
-            "{text}: gradient"
+            ((lp - lm) / (2.0 * eps) - gv).abs() < 1e-5 * gv.abs().max(1.0),
+            "{text}: gradient: finite differences {} vs {gv}",
+            (lp - lm) / (2.0 * eps)
         );
         for i in 0..vars.len() {
             let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
             let err = sharpness::max_abs(&(&hv[i] - &fd).unwrap()).unwrap();
-            assert!(err < 1e-5, "{text}: HVP of param {i} off by {err}");
+            let scale = sharpness::max_abs(&fd).unwrap().max(1.0);
+            assert!(
+                err < 1e-5 * scale,
+                "{text}: HVP of param {i} off by {err} (scale {scale})"
+            );
         }
     }
 
@@ -439,6 +574,64 @@ mod tests {
         check_model(
             "cnn { channels = [2, 3], pool = avg, activation = silu }",
             &[2, 8, 8],
+        );
+    }
+
+    #[test]
+    fn resnet_gradient_and_hvp_match_finite_differences() {
+        check_model("resnet18 { width = 2 }", &[3, 8, 8]);
+        check_model("resnet18 { width = 2 }", &[2, 16, 16]);
+        check_model("resnet50 { width = 2 }", &[2, 16, 16]);
+    }
+
+    #[test]
+    fn batch_norm_tracks_running_statistics_outside_the_trained_parameters() {
+        let m = Model::build(
+            &spec("resnet18 { width = 2 }"),
+            &[3, 8, 8],
+            10,
+            DType::F64,
+            &Device::Cpu,
+            0,
+        )
+        .unwrap();
+        assert!(m.params.iter().all(|(n, _)| !n.contains("running")));
+        assert_eq!(
+            m.buffers.len(),
+            2 * m
+                .params
+                .iter()
+                .filter(|(n, _)| n.ends_with("bn.weight"))
+                .count()
+        );
+        let x = Tensor::randn(0f64, 1.0, (4, 3, 8, 8), &Device::Cpu)
+            .unwrap()
+            .affine(3.0, 5.0)
+            .unwrap();
+        let rm = |m: &Model| {
+            m.buffers
+                .iter()
+                .find(|(n, _)| n == "stem.bn.running_mean")
+                .unwrap()
+                .1
+                .as_tensor()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        let before = rm(&m);
+        let eval_a = m.forward_mode(&x, resnet::Mode::Eval).unwrap();
+        m.forward_mode(&x, resnet::Mode::Probe).unwrap();
+        assert_eq!(
+            rm(&m),
+            before,
+            "probe and eval passes leave the statistics alone"
+        );
+        m.forward(&x).unwrap();
+        assert_ne!(rm(&m), before, "a training pass moves them");
+        let eval_b = m.forward_mode(&x, resnet::Mode::Eval).unwrap();
+        assert!(
+            sharpness::max_abs(&(eval_a - eval_b).unwrap()).unwrap() > 0.0,
+            "evaluation uses them"
         );
     }
 

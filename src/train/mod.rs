@@ -7,6 +7,7 @@ pub mod lower;
 pub mod record;
 
 use crate::data::{self, Dataset};
+use crate::model::resnet::Mode;
 use crate::model::{self, Model};
 use crate::optim::{self, AhtSgd, OptimError, sharpness};
 use crate::plan::Trial;
@@ -24,6 +25,11 @@ use std::time::Instant;
 /// What the caller hears while a trial runs.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// Something the user should know that did not stop the trial (a checksum mismatch).
+    Warning {
+        trial: usize,
+        message: String,
+    },
     Started {
         trial: usize,
         steps: u64,
@@ -111,6 +117,36 @@ fn batch_tensor(
     Ok((xt, yt))
 }
 
+/// A training batch with random crops (and flips when `flip`).
+#[allow(clippy::too_many_arguments)]
+fn train_batch_augmented(
+    d: &Dataset,
+    idx: &[usize],
+    flip: bool,
+    rng: &mut ChaCha8Rng,
+    dtype: DType,
+    dev: &Device,
+    buf: &mut Vec<f32>,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let len = d.sample_len();
+    buf.clear();
+    for &i in idx {
+        buf.extend_from_slice(&d.train_x[i * len..(i + 1) * len]);
+    }
+    if let [c, h, w] = d.sample_shape[..] {
+        data::augment(buf, [idx.len(), c, h, w], 4, flip, rng);
+    }
+    let mut shape = vec![idx.len()];
+    shape.extend(&d.sample_shape);
+    let x = Tensor::from_slice(buf, shape, dev)?.to_dtype(dtype)?;
+    let y = Tensor::from_vec(
+        idx.iter().map(|&i| d.train_y[i]).collect::<Vec<u32>>(),
+        idx.len(),
+        dev,
+    )?;
+    Ok((x, y))
+}
+
 /// Test loss and accuracy over the evaluation split.
 fn evaluate(
     d: &Dataset,
@@ -127,7 +163,7 @@ fn evaluate(
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(1000) {
         let (x, y) = batch_tensor(d, &d.test_x, &d.test_y, chunk, dtype, dev, buf)?;
-        let logits = m.forward(&x)?;
+        let logits = m.forward_mode(&x, Mode::Eval)?;
         loss += model::cross_entropy(&logits, &y)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?
@@ -162,6 +198,12 @@ pub fn run_trial(
     };
     let resolved = trial.resolved_source();
     let data = data::load(c.obj("data"), seed)?;
+    for w in &data.warnings {
+        on_event(Event::Warning {
+            trial: trial.index,
+            message: w.clone(),
+        });
+    }
     let model = Model::build(
         c.obj("model"),
         &data.sample_shape,
@@ -225,6 +267,11 @@ pub fn run_trial(
         .ok()
         .and_then(|v| v.parse().ok());
     let diverge_loss = c.f64("diverge_loss");
+    // augmentation for 32x32 images: crop with 4 pixels of padding, plus flips except for digits
+    let data_spec = c.obj("data");
+    let augment = (data_spec.fields.iter().any(|(n, _)| *n == "augment")
+        && data_spec.bool("augment"))
+    .then_some(data_spec.kind != "svhn");
     on_event(Event::Started {
         trial: trial.index,
         steps: total_steps,
@@ -297,15 +344,22 @@ pub fn run_trial(
                 )?;
                 break 'train;
             }
-            let (x, y) = batch_tensor(
-                &data,
-                &data.train_x,
-                &data.train_y,
-                idx,
-                dtype,
-                &dev,
-                &mut buf,
-            )?;
+            let (x, y) = if let Some(flip) = augment {
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa06,
+                );
+                train_batch_augmented(&data, idx, flip, &mut rng, dtype, &dev, &mut buf)?
+            } else {
+                batch_tensor(
+                    &data,
+                    &data.train_x,
+                    &data.train_y,
+                    idx,
+                    dtype,
+                    &dev,
+                    &mut buf,
+                )?
+            };
             let lr = lowered.lr.at(step, total_steps);
             let progress = step as f64 / total_steps.max(1) as f64;
             let epoch_f = epoch as f64 + (step % steps_per_epoch) as f64 / steps_per_epoch as f64;
@@ -321,7 +375,7 @@ pub fn run_trial(
                     } else {
                         (x.clone(), y.clone())
                     };
-                    let loss = model::cross_entropy(&model.forward(&px)?, &py)?;
+                    let loss = model::cross_entropy(&model.forward_mode(&px, Mode::Probe)?, &py)?;
                     let vars = model.vars();
                     let lambda = match est {
                         Estimator::PowerIteration { iters, tol, .. } => {

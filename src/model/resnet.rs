@@ -1,0 +1,132 @@
+//! CIFAR ResNets (3x3 stem, no max-pool): ResNet-18 from basic blocks, ResNet-50 from
+//! bottlenecks, with batch norm written from primitive ops so it has first- and second-order
+//! gradients.
+
+use candle_core::{D, Result, Tensor, Var};
+
+/// How batch norm behaves in a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics, and the running statistics are updated.
+    Train,
+    /// Batch statistics, running statistics left alone (sharpness estimation).
+    Probe,
+    /// Running statistics.
+    Eval,
+}
+
+const MOMENTUM: f64 = 0.1;
+const EPS: f64 = 1e-5;
+
+/// Batch norm over channels of an `[n, c, h, w]` tensor.
+pub struct BatchNorm {
+    pub gamma: Var,
+    pub beta: Var,
+    pub running_mean: Var,
+    pub running_var: Var,
+}
+
+impl BatchNorm {
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let shape = (1, c, 1, 1);
+        let (mean, var) = if mode == Mode::Eval {
+            (
+                self.running_mean.as_tensor().reshape(shape)?,
+                self.running_var.as_tensor().reshape(shape)?,
+            )
+        } else {
+            let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred
+                .sqr()?
+                .mean_keepdim(0)?
+                .mean_keepdim(2)?
+                .mean_keepdim(3)?;
+            if mode == Mode::Train {
+                let n = (x.elem_count() / c) as f64;
+                let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
+                let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))?
+                    + (mean.detach().flatten_all()? * MOMENTUM)?)?;
+                let rv =
+                    ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
+                self.running_mean.set(&rm)?;
+                self.running_var.set(&rv)?;
+            }
+            (mean, var)
+        };
+        let xhat = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + EPS)?.sqrt()?)?;
+        xhat.broadcast_mul(&self.gamma.as_tensor().reshape(shape)?)?
+            .broadcast_add(&self.beta.as_tensor().reshape(shape)?)
+    }
+}
+
+/// A convolution without bias, with its batch norm.
+pub struct ConvBn {
+    pub w: Var,
+    pub stride: usize,
+    pub padding: usize,
+    pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let h = x.conv2d(self.w.as_tensor(), self.padding, self.stride, 1, 1)?;
+        self.bn.forward(&h, mode)
+    }
+}
+
+/// A residual block: basic (two 3x3) or bottleneck (1x1, 3x3, 1x1).
+pub struct Block {
+    pub convs: Vec<ConvBn>,
+    pub shortcut: Option<ConvBn>,
+}
+
+impl Block {
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (i, c) in self.convs.iter().enumerate() {
+            h = c.forward(&h, mode)?;
+            if i + 1 < self.convs.len() {
+                h = h.relu()?;
+            }
+        }
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x, mode)?,
+            None => x.clone(),
+        };
+        (h + skip)?.relu()
+    }
+}
+
+/// The network: stem, blocks, global average pool, linear head.
+pub struct ResNet {
+    pub stem: ConvBn,
+    pub blocks: Vec<Block>,
+    pub fc_w: Var,
+    pub fc_b: Var,
+}
+
+impl ResNet {
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let mut h = self.stem.forward(x, mode)?.relu()?;
+        for b in &self.blocks {
+            h = b.forward(&h, mode)?;
+        }
+        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        pooled
+            .matmul(&self.fc_w.as_tensor().t()?)?
+            .broadcast_add(self.fc_b.as_tensor())
+    }
+}
+
+/// Stage layout: (blocks per stage, bottleneck?).
+pub fn layout(kind: &str) -> Option<([usize; 4], bool)> {
+    match kind {
+        "resnet18" => Some(([2, 2, 2, 2], false)),
+        "resnet50" => Some(([3, 4, 6, 3], true)),
+        _ => None,
+    }
+}
