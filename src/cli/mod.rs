@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod data;
 mod record;
 mod run;
 
@@ -52,6 +53,9 @@ pub enum Command {
     },
     /// Time the reference workloads (see --list)
     Bench(bench::BenchArgs),
+    /// Datasets on disk
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Evaluate a recorded trial's parameters (on its own test split or another dataset)
     Eval(record::EvalArgs),
     /// Run a recorded trial again from its resolved.aht and compare the metrics
@@ -95,6 +99,7 @@ pub fn run() -> i32 {
         Command::Plan { file, args } => check::plan(&file, &args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Rerun(args) => record::rerun(args),
         Command::Run(args) => {
             if let Some(n) = args.threads {

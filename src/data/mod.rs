@@ -461,3 +461,151 @@ mod augment_tests {
         assert_eq!(same, img, "no padding and no flip change nothing");
     }
 }
+
+/// What `ahtsgd data check` found about one file or dataset.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Finding {
+    pub dataset: String,
+    pub file: String,
+    /// "matches the published SHA-256", "differs from ...", or "no published sum".
+    pub checksum: String,
+    /// Train and test sample counts when the dataset loaded, or the reason it did not.
+    pub result: Result<(usize, usize), String>,
+}
+
+/// Looks for the official datasets in `dir` and checks every file found.
+pub fn inspect(dir: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let sums = |dataset: &str, paths: &[std::path::PathBuf]| -> Vec<(String, String)> {
+        paths
+            .iter()
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let verdict = match std::fs::read(p) {
+                    Err(e) => format!("unreadable: {e}"),
+                    Ok(b) => match (verify::check(dataset, &name, &b), dataset) {
+                        (verify::Verdict::Match, _) => "matches the published SHA-256".to_string(),
+                        (verify::Verdict::Mismatch { .. }, "mnist")
+                            if verify::check("fashion_mnist", &name, &b)
+                                == verify::Verdict::Match =>
+                        {
+                            "matches Fashion-MNIST's published SHA-256".to_string()
+                        }
+                        (verify::Verdict::Mismatch { actual, .. }, _) => {
+                            format!("SHA-256 {actual} differs from the published sum")
+                        }
+                        (verify::Verdict::Unknown, _) => {
+                            "no published sum for this name".to_string()
+                        }
+                    },
+                };
+                (p.display().to_string(), verdict)
+            })
+            .collect()
+    };
+    let counts = |r: Result<Dataset, DataError>| {
+        r.map(|d| (d.train_len(), d.test_len()))
+            .map_err(|e| e.to_string())
+    };
+    let stems = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ];
+    let idx: Vec<std::path::PathBuf> = stems
+        .iter()
+        .flat_map(|s| [dir.join(s), dir.join(format!("{s}.gz"))])
+        .filter(|p| p.exists())
+        .collect();
+    if !idx.is_empty() {
+        let loaded = counts(mnist_dir("mnist", dir, "off"));
+        for (file, checksum) in sums("mnist", &idx) {
+            out.push(Finding {
+                dataset: "mnist / fashion_mnist (IDX)".into(),
+                file,
+                checksum,
+                result: loaded.clone(),
+            });
+        }
+    }
+    let tgz = dir.join("cifar-10-binary.tar.gz");
+    let cifar_dir = if dir.join("cifar-10-batches-bin").is_dir() {
+        dir.join("cifar-10-batches-bin")
+    } else {
+        dir.to_path_buf()
+    };
+    if tgz.exists() {
+        let loaded = counts(cifar10(&tgz, "off"));
+        for (file, checksum) in sums("cifar10", &[tgz.clone()]) {
+            out.push(Finding {
+                dataset: "cifar10".into(),
+                file,
+                checksum,
+                result: loaded.clone(),
+            });
+        }
+    }
+    if cifar_dir.join(cifar::TEST_FILE).exists() {
+        let loaded = counts(cifar10(dir, "off"));
+        let files: Vec<_> = cifar::TRAIN_FILES
+            .iter()
+            .chain([&cifar::TEST_FILE])
+            .map(|f| cifar_dir.join(f))
+            .collect();
+        for (file, checksum) in sums("cifar10", &files) {
+            out.push(Finding {
+                dataset: "cifar10".into(),
+                file,
+                checksum,
+                result: loaded.clone(),
+            });
+        }
+    }
+    let mats: Vec<_> = ["train_32x32.mat", "test_32x32.mat", "extra_32x32.mat"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    if !mats.is_empty() {
+        let loaded = counts(svhn(dir, "off"));
+        for (file, checksum) in sums("svhn", &mats) {
+            out.push(Finding {
+                dataset: "svhn".into(),
+                file,
+                checksum,
+                result: loaded.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod inspect_tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_checks_the_svhn_fixtures() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["train_32x32.mat", "test_32x32.mat"] {
+            std::fs::copy(
+                format!("{}/tests/data/svhn-scipy/{f}", env!("CARGO_MANIFEST_DIR")),
+                dir.path().join(f),
+            )
+            .unwrap();
+        }
+        let found = inspect(dir.path());
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|f| f.result == Ok((5, 3))));
+        assert!(
+            found.iter().all(|f| f.checksum.contains("differs")),
+            "fixtures are not the official files"
+        );
+        assert!(inspect(tempfile::tempdir().unwrap().path()).is_empty());
+    }
+}
