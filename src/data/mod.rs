@@ -541,7 +541,7 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
     };
     if tgz.exists() {
         let loaded = counts(cifar10(&tgz, "off"));
-        for (file, checksum) in sums("cifar10", &[tgz.clone()]) {
+        for (file, checksum) in sums("cifar10", std::slice::from_ref(&tgz)) {
             out.push(Finding {
                 dataset: "cifar10".into(),
                 file,
