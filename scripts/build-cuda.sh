@@ -4,7 +4,8 @@
 #   2. a stub libcuda.so.1 exporting the driver symbols, only for the link (the real driver
 #      is loaded on the GPU machine);
 #   3. cargo build with CUDA_COMPUTE_CAP=90 (H100/H200), then the binary gzipped.
-# Output: dist/ahtsgd-cuda.gz and dist/ahtsgd-cuda-tests.tar.gz. About 7 minutes and 1 GB.
+# Output: dist/ahtsgd-cuda.gz and dist/ahtsgd-device-tests.gz. About 7 minutes and 1 GB
+# the first time (most of it candle's kernels), a minute or two after that.
 # Not part of CI. See docs/gpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +51,13 @@ export CUDA_COMPUTE_CAP="$CAP"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
 
 cargo build --release --features cuda
-cargo test --release --features cuda --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import sys,json
+# the device tests (tests/device.rs): the same checks on CPU and CUDA, CUDA against CPU
+tests=$(cargo test --release --features cuda --no-run --test device --message-format=json \
+  | python3 -c 'import sys, json
 for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("profile",{}).get("test") and m.get("executable"): print(m["executable"])' > "$CARGO_TARGET_DIR/test-binaries.txt"
+    m = json.loads(l)
+    if m.get("profile", {}).get("test") and m.get("executable"): print(m["executable"])')
 mkdir -p dist
 gzip -9 -c "$CARGO_TARGET_DIR/release/ahtsgd" > dist/ahtsgd-cuda.gz
-tar -czf dist/ahtsgd-cuda-tests.tar.gz -C / $(sed 's|^/||' "$CARGO_TARGET_DIR/test-binaries.txt")
+gzip -9 -c "$tests" > dist/ahtsgd-device-tests.gz
 ls -la dist/

@@ -38,6 +38,15 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "cnn-sgd",
         "CNN conv32-pool-conv64-pool-linear on 3x32x32, SGD step",
     ),
+    ("cnn-hvp", "one Hessian-vector product of the CNN"),
+    (
+        "resnet18-sgd",
+        "CIFAR ResNet-18 (width 64), SGD step (not run on the CPU unless named)",
+    ),
+    (
+        "resnet50-sgd",
+        "CIFAR ResNet-50 (width 64), SGD step (not run on the CPU unless named)",
+    ),
     (
         "sampler",
         "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
@@ -50,8 +59,17 @@ pub const WORKLOADS: &[(&str, &str)] = &[
 pub fn needs_second_order(workload: &str) -> bool {
     matches!(
         workload,
-        "mlp-ahtsgd-adaptive" | "mlp-hvp" | "mlp-power-iter"
+        "mlp-ahtsgd-adaptive" | "mlp-hvp" | "mlp-power-iter" | "cnn-hvp"
     )
+}
+
+/// Workloads run when none are named: everything, except the ResNets on the CPU.
+pub fn default_workloads(device: &str) -> Vec<&'static str> {
+    WORKLOADS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| device != "cpu" || !n.starts_with("resnet"))
+        .collect()
 }
 
 /// How to time.
@@ -109,16 +127,19 @@ fn batches(shape: &[usize], dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
         .collect()
 }
 
-fn time(p: &Protocol, mut call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+fn time(p: &Protocol, dev: &Device, mut call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     for _ in 0..p.warmup {
         call()?;
     }
+    dev.synchronize()?;
     let mut rates = Vec::with_capacity(p.reps);
     for _ in 0..p.reps {
         let t = Instant::now();
         for _ in 0..p.steps {
             call()?;
         }
+        // device work is asynchronous: wait for it before reading the clock
+        dev.synchronize()?;
         rates.push(p.steps as f64 / t.elapsed().as_secs_f64());
     }
     Ok(rates)
@@ -136,6 +157,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     steps: 1,
                     ..p.clone()
                 },
+                dev,
                 || {
                     stable::fill_f32(1.5, key, step, &mut out);
                     step += 1;
@@ -148,7 +170,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
         }
         "check-1000" => {
             let text = big_recipe(1000);
-            time(p, || {
+            time(p, dev, || {
                 let c = check_text("big.aht", &text, &Options::default());
                 assert!(!c.has_errors());
                 Ok(())
@@ -161,6 +183,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     steps: 1,
                     ..p.clone()
                 },
+                dev,
                 || {
                     let c = check_text("sweep.aht", text, &Options::default());
                     assert_eq!(c.plan.map(|p| p.trials.len()), Some(100_000));
@@ -174,6 +197,10 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     "cnn { channels = [32, 64], hidden = [], init = default }",
                     &[3, 32, 32],
                 )
+            } else if w.starts_with("resnet18") {
+                ("resnet18 { width = 64 }", &[3, 32, 32])
+            } else if w.starts_with("resnet50") {
+                ("resnet50 { width = 64 }", &[3, 32, 32])
             } else {
                 ("mlp { hidden = [256, 256], init = default }", &[784])
             };
@@ -209,7 +236,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             let vars = m.vars();
             let mut step = 0u64;
             match w {
-                "mlp-hvp" => time(p, || {
+                "mlp-hvp" | "cnn-hvp" => time(p, dev, || {
                     let (x, y) = next();
                     let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
                     let v: Vec<Tensor> = vars
@@ -219,13 +246,13 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     sharpness::hvp(&loss, &vars, &v)?;
                     Ok(())
                 })?,
-                "mlp-power-iter" => time(p, || {
+                "mlp-power-iter" => time(p, dev, || {
                     let (x, y) = next();
                     let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
                     sharpness::power_iteration(&loss, &vars, 10, 0.0, None, 0)?;
                     Ok(())
                 })?,
-                _ => time(p, || {
+                _ => time(p, dev, || {
                     let (x, y) = next();
                     if w == "mlp-ahtsgd-adaptive" && step.is_multiple_of(50) {
                         let loss = model::cross_entropy(&m.forward(&x)?, &y)?;

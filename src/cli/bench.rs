@@ -65,7 +65,7 @@ pub fn run(args: BenchArgs) -> i32 {
         };
     }
     let selected: Vec<&str> = if args.workloads.is_empty() {
-        WORKLOADS.iter().map(|(n, _)| *n).collect()
+        bench::default_workloads(&args.device)
     } else {
         args.workloads.iter().map(String::as_str).collect()
     };

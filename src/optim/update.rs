@@ -346,14 +346,25 @@ pub fn apply_tensors(
     let noise = if rule.source == Source::None {
         None
     } else {
+        // the same stream and kernel as the CPU path for this dtype, so devices agree
         let mut s = state.borrow_mut();
-        let (sq, clipped) = make_noise::<f64>(rule, &mut s.noise_f64, d);
+        let ((sq, clipped), t) = if param.dtype() == DType::F32 {
+            let r = make_noise::<f32>(rule, &mut s.noise_f32, d);
+            (
+                r,
+                Tensor::from_slice(&s.noise_f32, param.shape(), param.device())?,
+            )
+        } else {
+            let r = make_noise::<f64>(rule, &mut s.noise_f64, d);
+            (
+                r,
+                Tensor::from_slice(&s.noise_f64, param.shape(), param.device())?
+                    .to_dtype(param.dtype())?,
+            )
+        };
         st.noise_sq = sq;
         st.clipped = clipped;
-        Some(
-            Tensor::from_slice(&s.noise_f64, param.shape(), param.device())?
-                .to_dtype(param.dtype())?,
-        )
+        Some(t)
     };
     let mut dir = (grad + (param * rule.weight_decay)?)?;
     if let (Some(n), None) = (&noise, rule.levy_scale) {

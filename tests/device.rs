@@ -1,0 +1,165 @@
+//! The same checks on every device this build supports: CPU always, CUDA with `--features cuda`
+//! (run on a GPU machine by `scripts/device-check.sh`). Each compares the device against the
+//! CPU reference computed in the same test.
+
+use ahtsgd::check::{Options, check_text};
+use ahtsgd::model::{self, Model};
+use ahtsgd::optim::{sharpness, update};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+
+macro_rules! test_device {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn cpu() {
+                ($body)(Device::Cpu);
+            }
+            #[cfg(feature = "cuda")]
+            #[test]
+            fn cuda() {
+                ($body)(Device::new_cuda(0).expect("a CUDA device"));
+            }
+        }
+    };
+}
+
+fn spec(model: &str) -> ahtsgd::plan::Obj {
+    let src = format!(
+        "model m = {model}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+    );
+    check_text("d.aht", &src, &Options::default())
+        .plan
+        .unwrap()
+        .trials[0]
+        .config
+        .obj("model")
+        .clone()
+}
+
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let b = b
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let num = (&a - &b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt();
+    let den = b
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt()
+        .max(1e-30);
+    num / den
+}
+
+fn input(shape: &[usize], n: usize) -> (Tensor, Tensor) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let len: usize = n * shape.iter().product::<usize>();
+    let x: Vec<f32> = (0..len).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    let mut full = vec![n];
+    full.extend(shape);
+    let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    (
+        Tensor::from_vec(x, full, &Device::Cpu).unwrap(),
+        Tensor::from_vec(y, n, &Device::Cpu).unwrap(),
+    )
+}
+
+test_device!(models_agree_with_the_cpu, |dev: Device| {
+    sharpness::enable_second_order();
+    for (m, shape) in [
+        ("mlp { hidden = [16] }", vec![12]),
+        ("cnn { channels = [4], hidden = [8] }", vec![3, 8, 8]),
+        ("resnet18 { width = 4 }", vec![3, 8, 8]),
+    ] {
+        let cpu = Model::build(&spec(m), &shape, 3, DType::F32, &Device::Cpu, 1).unwrap();
+        let other = Model::build(&spec(m), &shape, 3, DType::F32, &dev, 1).unwrap();
+        let (x, y) = input(&shape, 6);
+        let loss_c = model::cross_entropy(&cpu.forward(&x).unwrap(), &y).unwrap();
+        let (xd, yd) = (x.to_device(&dev).unwrap(), y.to_device(&dev).unwrap());
+        let loss_d = model::cross_entropy(&other.forward(&xd).unwrap(), &yd).unwrap();
+        assert!(rel(&loss_d, &loss_c) < 1e-4, "{m}: loss");
+        let gc = sharpness::grads_with_graph(&loss_c, &cpu.vars()).unwrap();
+        let gd = sharpness::grads_with_graph(&loss_d, &other.vars()).unwrap();
+        for (a, b) in gd.iter().zip(&gc) {
+            assert!(rel(a, b) < 1e-3, "{m}: gradient");
+        }
+        let v: Vec<Tensor> = gc.iter().map(|g| g.ones_like().unwrap()).collect();
+        let vd: Vec<Tensor> = v.iter().map(|t| t.to_device(&dev).unwrap()).collect();
+        let hc = sharpness::hvp_from_grads(&gc, &cpu.vars(), &v).unwrap();
+        let hd = sharpness::hvp_from_grads(&gd, &other.vars(), &vd).unwrap();
+        for (a, b) in hd.iter().zip(&hc) {
+            assert!(rel(a, b) < 1e-3, "{m}: HVP");
+        }
+    }
+});
+
+test_device!(
+    the_update_agrees_with_the_fused_cpu_kernel,
+    |dev: Device| {
+        let n = 5000;
+        let init: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let grad: Vec<f32> = (0..n)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let rule = update::Rule {
+            lr: 0.1,
+            sigma: 0.05,
+            source: update::Source::Stable(1.4),
+            levy_scale: None,
+            clip_coord: Some(1.0),
+            clip_norm: None,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-4,
+            key: [7, 9],
+            step: 2,
+        };
+        let a = Var::from_slice(&init, n, &Device::Cpu).unwrap();
+        let b = Var::from_slice(&init, n, &dev).unwrap();
+        let ga = Tensor::from_slice(&grad, n, &Device::Cpu).unwrap();
+        let gb = ga.to_device(&dev).unwrap();
+        let (sa, sb) = (RefCell::default(), RefCell::default());
+        for _ in 0..3 {
+            update::apply(&rule, a.as_tensor(), &ga, &sa).unwrap();
+            update::apply_tensors(&rule, b.as_tensor(), &gb, &sb).unwrap();
+        }
+        assert!(rel(b.as_tensor(), a.as_tensor()) < 1e-6);
+    }
+);
+
+test_device!(a_recipe_trains_on_the_device, |dev: Device| {
+    let name = if dev.is_cpu() { "cpu" } else { "cuda" };
+    let src = format!(
+        "experiment e {{ data = blobs {{ features = 4, samples = 64, test_samples = 32 }}, model = mlp {{ hidden = [8] }}, optimizer = ahtsgd {{ lr = 0.1, alpha = adaptive {{ sharpness = power_iteration {{ iters = 3, every = 2 steps }} }} }}, epochs = 10, batch = 16, device = {name} }}\n"
+    );
+    let plan = check_text("t.aht", &src, &Options::default()).plan.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sharpness::enable_second_order();
+    let s =
+        ahtsgd::train::run_trial(&plan.trials[0], &src, dir.path(), 1, false, &mut |_| {}).unwrap();
+    assert_eq!(s.status, "completed");
+    assert_eq!(s.device, name);
+    assert!(s.final_.unwrap().test_accuracy > 0.5);
+});
