@@ -58,6 +58,8 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("profile", {}).get("test") and m.get("executable"): print(m["executable"])')
 mkdir -p dist
-gzip -9 -c "$CARGO_TARGET_DIR/release/ahtsgd" > dist/ahtsgd-cuda.gz
-gzip -9 -c "$tests" > dist/ahtsgd-device-tests.gz
+# symbols stripped: both must fit, with the checkout, in what a GPU machine is sent (64 MB)
+strip -o dist/ahtsgd-cuda "$CARGO_TARGET_DIR/release/ahtsgd"
+strip -o dist/ahtsgd-device-tests "$tests"
+gzip -9 -f dist/ahtsgd-cuda dist/ahtsgd-device-tests
 ls -la dist/

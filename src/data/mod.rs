@@ -253,6 +253,7 @@ pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
         }
         "cifar10" => cifar10(Path::new(spec.str("path")), spec.str("verify"))?,
         "svhn" => svhn(Path::new(spec.str("path")), spec.str("verify"))?,
+        "arrays" => arrays(Path::new(spec.str("path")))?,
         "blobs" => synthetic::blobs(
             spec.usize("classes"),
             spec.usize("features"),
@@ -607,5 +608,143 @@ mod inspect_tests {
             "fixtures are not the official files"
         );
         assert!(inspect(tempfile::tempdir().unwrap().path()).is_empty());
+    }
+}
+
+/// Your own arrays: a `.npz` or `.safetensors` file with `x_train`, `y_train`, `x_test` and
+/// `y_test` (x: [N, features] or [N, C, H, W], any float or integer type; y: integer labels).
+pub fn arrays(path: &Path) -> Result<Dataset, DataError> {
+    let file = path.display().to_string();
+    let fmt = |e: candle_core::Error| DataError::format(&file, e.to_string());
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npz") => candle_core::Tensor::read_npz(path)
+                .map_err(fmt)?
+                .into_iter()
+                .collect(),
+            Some("safetensors") => {
+                candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(fmt)?
+            }
+            _ => {
+                return Err(DataError::format(
+                    &file,
+                    "expected a .npz or .safetensors file",
+                ));
+            }
+        };
+    let get = |name: &str| {
+        tensors.get(name).ok_or_else(|| {
+            DataError::format(
+                &file,
+                format!("no array `{name}` (need x_train, y_train, x_test, y_test)"),
+            )
+        })
+    };
+    let xs = |name: &str| -> Result<(Vec<usize>, Vec<f32>), DataError> {
+        let t = get(name)?;
+        let v = t
+            .to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(fmt)?;
+        Ok((t.dims().to_vec(), v))
+    };
+    let ys = |name: &str| -> Result<Vec<u32>, DataError> {
+        let v = get(name)?
+            .to_dtype(candle_core::DType::F64)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(fmt)?;
+        v.iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                if l >= 0.0 && l.fract() == 0.0 && l < 1e6 {
+                    Ok(l as u32)
+                } else {
+                    Err(DataError::format(
+                        &file,
+                        format!("{name}[{i}] = {l} is not a class label"),
+                    ))
+                }
+            })
+            .collect()
+    };
+    let (dtrain, train_x) = xs("x_train")?;
+    let (dtest, test_x) = xs("x_test")?;
+    let (train_y, test_y) = (ys("y_train")?, ys("y_test")?);
+    if dtrain.len() < 2 || dtrain[1..] != dtest[1..] {
+        return Err(DataError::format(
+            &file,
+            format!("x_train is {dtrain:?} and x_test {dtest:?}: samples must have the same shape"),
+        ));
+    }
+    if train_y.len() != dtrain[0] || test_y.len() != dtest[0] {
+        return Err(DataError::format(
+            &file,
+            "label counts differ from sample counts",
+        ));
+    }
+    let classes = train_y
+        .iter()
+        .chain(&test_y)
+        .max()
+        .map_or(0, |m| *m as usize + 1)
+        .max(2);
+    Ok(Dataset {
+        name: "arrays".into(),
+        sample_shape: dtrain[1..].to_vec(),
+        classes,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        warnings: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod arrays_tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn reads_safetensors_and_npz() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let mut m = std::collections::HashMap::new();
+        m.insert(
+            "x_train".to_string(),
+            Tensor::arange(0f32, 24.0, &dev)
+                .unwrap()
+                .reshape((4, 6))
+                .unwrap(),
+        );
+        m.insert(
+            "y_train".to_string(),
+            Tensor::new(&[0u8, 1, 2, 1], &dev).unwrap(),
+        );
+        m.insert(
+            "x_test".to_string(),
+            Tensor::ones((2, 6), candle_core::DType::F64, &dev).unwrap(),
+        );
+        m.insert("y_test".to_string(), Tensor::new(&[1i64, 0], &dev).unwrap());
+        let st = dir.path().join("mine.safetensors");
+        candle_core::safetensors::save(&m, &st).unwrap();
+        let d = arrays(&st).unwrap();
+        assert_eq!(
+            (d.sample_shape.clone(), d.classes, d.train_y.clone()),
+            (vec![6], 3, vec![0, 1, 2, 1])
+        );
+        assert_eq!(d.train_x[7], 7.0);
+        let npz = dir.path().join("mine.npz");
+        Tensor::write_npz(
+            &m.iter().map(|(k, v)| (k.as_str(), v)).collect::<Vec<_>>(),
+            &npz,
+        )
+        .unwrap();
+        assert_eq!(arrays(&npz).unwrap().test_y, vec![1, 0]);
+        m.remove("y_test");
+        candle_core::safetensors::save(&m, &st).unwrap();
+        assert!(arrays(&st).unwrap_err().to_string().contains("y_test"));
     }
 }
