@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+pub mod linear;
 pub mod resnet;
 
 /// A weight initialisation.
@@ -115,8 +116,7 @@ struct Dense {
 
 impl Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w.as_tensor().t()?)?
-            .broadcast_add(self.b.as_tensor())
+        linear::xwt(x, self.w.as_tensor())?.broadcast_add(self.b.as_tensor())
     }
 }
 
