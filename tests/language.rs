@@ -315,3 +315,27 @@ fn the_benchmark_recipe_is_a_real_canonical_recipe() {
         "the benchmark recipe is in `fmt` layout"
     );
 }
+
+/// Regression: checking the other alternatives of a sweep of declarations must not make the
+/// sweeps inside those declarations branch for every trial (it once gave 240 trials here).
+#[test]
+fn sweeps_inside_swept_declarations_expand_only_when_chosen() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/mnist_lr_robustness.aht");
+    let plan = check_file(&path, &Options::default()).plan.expect("checks");
+    assert_eq!(plan.trials.len(), 4 * 5 * 3);
+    for t in &plan.trials {
+        let opt = t.config.obj("optimizer").decl.clone().unwrap();
+        let swept: Vec<&str> = t
+            .choices
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| p.ends_with(".lr"))
+            .collect();
+        assert_eq!(
+            swept,
+            [format!("{opt}.lr")],
+            "trial {} sweeps only its own optimizer's lr",
+            t.index
+        );
+    }
+}

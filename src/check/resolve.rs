@@ -649,11 +649,19 @@ impl<'t, 'm> Resolver<'t, 'm> {
         self.read_sites.push(path.to_string());
         if !self.checked.contains(path) {
             self.checked.insert(path.to_string());
-            let quiet = self.quiet;
+            // checking the other alternatives reports their problems, but must not choose the
+            // next sweep to branch on, nor count as values picked for this trial
+            let saved = (
+                self.pending.take(),
+                self.picked.len(),
+                self.read_sites.len(),
+            );
             for alt in alts.iter().skip(1) {
                 self.convert(alt, spec.ty, nested.clone(), env, path);
             }
-            self.quiet = quiet;
+            self.pending = saved.0;
+            self.picked.truncate(saved.1);
+            self.read_sites.truncate(saved.2);
         }
         let idx = match self.choices.get(path) {
             Some(&(i, n)) => {

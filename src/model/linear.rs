@@ -115,25 +115,61 @@ mod tests {
     #[test]
     fn matches_matmul_and_its_gradients() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::arange(0f64, 24.0, &dev).unwrap().reshape((4, 6)).unwrap().affine(0.1, -1.0).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::arange(0f64, 18.0, &dev).unwrap().reshape((3, 6)).unwrap().affine(-0.05, 0.4).unwrap()).unwrap();
+        let x = Var::from_tensor(
+            &Tensor::arange(0f64, 24.0, &dev)
+                .unwrap()
+                .reshape((4, 6))
+                .unwrap()
+                .affine(0.1, -1.0)
+                .unwrap(),
+        )
+        .unwrap();
+        let w = Var::from_tensor(
+            &Tensor::arange(0f64, 18.0, &dev)
+                .unwrap()
+                .reshape((3, 6))
+                .unwrap()
+                .affine(-0.05, 0.4)
+                .unwrap(),
+        )
+        .unwrap();
         let ours = xwt(x.as_tensor(), w.as_tensor()).unwrap();
         let theirs = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
-        assert_eq!(ours.to_vec2::<f64>().unwrap(), theirs.to_vec2::<f64>().unwrap());
+        assert_eq!(
+            ours.to_vec2::<f64>().unwrap(),
+            theirs.to_vec2::<f64>().unwrap()
+        );
         let g1 = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&x, &w] {
-            let (a, b) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+            let (a, b) = (
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
             assert_eq!(a.to_vec2::<f64>().unwrap(), b.to_vec2::<f64>().unwrap());
         }
         // a transposed (strided) input
-        let xt = Tensor::arange(0f64, 24.0, &dev).unwrap().reshape((6, 4)).unwrap().t().unwrap();
+        let xt = Tensor::arange(0f64, 24.0, &dev)
+            .unwrap()
+            .reshape((6, 4))
+            .unwrap()
+            .t()
+            .unwrap();
         let a = xwt(&xt, w.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
-        let b = xt.matmul(&w.as_tensor().t().unwrap()).unwrap().to_vec2::<f64>().unwrap();
+        let b = xt
+            .matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
         assert_eq!(a, b);
         // data that needs no gradient gets none
         let data = Tensor::ones((4, 6), candle_core::DType::F64, &dev).unwrap();
-        let g = xwt(&data, w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = xwt(&data, w.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(g.get(&data).is_none() && g.get(w.as_tensor()).is_some());
     }
 }

@@ -79,13 +79,18 @@ pub fn parse_value_at(file: FileId, text: &str, start: usize) -> Result<Expr, Di
 }
 
 /// Parses fast; only when the text fails is it parsed again with pest's attempt tracking,
-/// which names what was expected but costs several times the parse.
+/// which names what was expected but costs several times the parse. The tracking switch is
+/// global, so detailed re-parses take turns under a lock (a fast parse that overlaps one is
+/// merely slower).
 fn parse_rule(
     rule: Rule,
     text: &str,
 ) -> Result<pest::iterators::Pairs<'_, Rule>, pest::error::Error<Rule>> {
-    pest::set_error_detail(false);
+    static DETAILED: std::sync::Mutex<()> = std::sync::Mutex::new(());
     Grammar::parse(rule, text).map_err(|_| {
+        let _turn = DETAILED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pest::set_error_detail(true);
         let e = Grammar::parse(rule, text).expect_err("failed once, fails again");
         pest::set_error_detail(false);
