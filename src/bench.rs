@@ -34,7 +34,10 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "mlp-power-iter",
         "power iteration, 10 HVPs on one gradient graph",
     ),
-    ("mlp-sgd-run", "the MLP SGD step through the whole interpreter (data pipeline, logging, records)"),
+    (
+        "mlp-sgd-run",
+        "the MLP SGD step through the whole interpreter (data pipeline, logging, records)",
+    ),
     (
         "cnn-sgd",
         "CNN conv32-pool-conv64-pool-linear on 3x32x32, SGD step",
@@ -176,20 +179,30 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                 "experiment e {{ data = blobs {{ classes = 10, features = 784, samples = 4096, test_samples = 128, seed = 1 }}, model = mlp {{ hidden = [256, 256] }}, optimizer = sgd {{ lr = 0.1 }}, epochs = 1000, batch = 128, max_steps = {steps}, eval_every = 1000000 steps, checkpoint_every = 1000000 steps, device = {} }}\n",
                 if dev.is_cpu() { "cpu" } else { "cuda" }
             );
-            let plan = check_text("run.aht", &src, &Options::default()).plan.expect("bench recipe checks");
+            let plan = check_text("run.aht", &src, &Options::default())
+                .plan
+                .expect("bench recipe checks");
             let mut rates = Vec::new();
             for _ in 0..p.reps {
                 let dir = std::env::temp_dir().join(format!("ahtsgd-bench-{}", std::process::id()));
                 let t = Instant::now();
                 let mut first_timed: Option<Instant> = None;
                 let warm = p.warmup as u64;
-                let s = crate::train::run_trial(&plan.trials[0], &src, &dir, threads, false, &mut |e| {
-                    if let crate::train::Event::Step { step, .. } = e {
-                        if step >= warm && first_timed.is_none() {
+                let s = crate::train::run_trial(
+                    &plan.trials[0],
+                    &src,
+                    &dir,
+                    threads,
+                    false,
+                    &mut |e| {
+                        if let crate::train::Event::Step { step, .. } = e
+                            && step >= warm
+                            && first_timed.is_none()
+                        {
                             first_timed = Some(Instant::now());
                         }
-                    }
-                })
+                    },
+                )
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                 let _ = std::fs::remove_dir_all(&dir);
                 let start = first_timed.unwrap_or(t);
