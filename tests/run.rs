@@ -359,3 +359,20 @@ fn eval_and_rerun_work_on_a_recorded_trial() {
         String::from_utf8_lossy(&again.stdout)
     );
 }
+
+#[test]
+fn a_model_that_does_not_fit_its_data_is_a_diagnostic_at_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "bad.aht",
+        "dataset d = blobs { features = 5 }\nmodel conv = cnn { channels = [4] }\nexperiment e { data = d, model = conv, optimizer = sgd { lr = 0.1 }, epochs = 1 }\n",
+    );
+    let o = ahtsgd(&["run", "bad.aht", "--out", "r"], tmp.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("aht::run::lower") && err.contains("bad.aht:2:7") && err.contains("[5]"),
+        "{err}"
+    );
+}
