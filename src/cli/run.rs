@@ -134,34 +134,10 @@ pub fn run(args: RunArgs) -> i32 {
             .join(&t.experiment)
             .join(format!("trial-{:04}", t.index));
         let resolved = t.resolved_source();
-        let hash = record::sha256(&resolved);
-        if let Some(prev) = record::read_summary(&dir)
-            && !args.fresh
-        {
-            if prev.resolved_hash != hash {
-                eprintln!(
-                    "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",
-                    dir.display(),
-                    t.index,
-                    differing_fields(&dir, &resolved)
-                );
-                return 1;
-            }
-            if prev.status != "interrupted" {
-                if !args.recipe.json {
-                    eprintln!(
-                        "trial {:04} ({}): kept ({})",
-                        t.index, prev.optimizer, prev.status
-                    );
-                }
-                summaries.push(prev);
-                continue;
-            }
-        }
         if args.fresh && dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        // a trial stopped without a summary (killed) may have a checkpoint: only of this recipe
+        // a record (finished, interrupted or killed) is kept or continued only for this recipe
         if let Ok(old) = std::fs::read_to_string(dir.join("resolved.aht"))
             && old != resolved
         {
@@ -172,6 +148,18 @@ pub fn run(args: RunArgs) -> i32 {
                 differing_fields(&dir, &resolved)
             );
             return 1;
+        }
+        if let Some(prev) = record::read_summary(&dir)
+            && prev.status != "interrupted"
+        {
+            if !args.recipe.json {
+                eprintln!(
+                    "trial {:04} ({}): kept ({})",
+                    t.index, prev.optimizer, prev.status
+                );
+            }
+            summaries.push(prev);
+            continue;
         }
         journal(&out, t.index, &t.experiment, "started");
         let bar = if interactive {
