@@ -138,6 +138,11 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 ahtsgd::plan::Val::Obj(o) => o.decl.clone().unwrap_or_else(|| o.kind.to_string()),
                 v => v.to_source(),
             };
+            let data = c.obj("data");
+            let model = c.obj("model");
+            let params = ahtsgd::model::summary::sample_shape(data)
+                .zip(ahtsgd::model::summary::classes(data))
+                .and_then(|(shape, k)| ahtsgd::model::summary::param_count(model, &shape, k));
             if args.json {
                 let settings: serde_json::Map<String, serde_json::Value> = c
                     .fields
@@ -147,6 +152,7 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 let line = serde_json::json!({
                     "trial": t.index,
                     "experiment": t.experiment,
+                    "parameters": params,
                     "choices": t.choices.iter().map(|(p, v)| serde_json::json!({"path": p, "value": v})).collect::<Vec<_>>(),
                     "settings": settings,
                 });
@@ -155,10 +161,11 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 let choices: Vec<String> =
                     t.choices.iter().map(|(p, v)| format!("{p}={v}")).collect();
                 println!(
-                    "  trial {:04}  data={} model={} optimizer={} epochs={} batch={} seed={}{}",
+                    "  trial {:04}  data={} model={}{} optimizer={} epochs={} batch={} seed={}{}",
                     t.index,
                     name("data"),
                     name("model"),
+                    params.map_or(String::new(), |p| format!(" ({p} parameters)")),
                     name("optimizer"),
                     c.get("epochs").to_source(),
                     c.get("batch").to_source(),

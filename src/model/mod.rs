@@ -9,6 +9,7 @@ use rand_distr::{Distribution, Normal};
 
 pub mod linear;
 pub mod resnet;
+pub mod summary;
 
 /// A weight initialisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
