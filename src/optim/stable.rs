@@ -160,7 +160,9 @@ fn sin_q(x: f32) -> f32 {
     x + x * x2 * p
 }
 
-/// ln(x) for positive normal x (error ~1e-7 relative to 1).
+/// ln(x) for positive normal x: the exponent, plus ln(m) for the mantissa m in [√½, √2) as
+/// (m − 1)·q(m − 1), q a degree-8 least-squares fit on Chebyshev nodes (error < 1e-8 before f32
+/// rounding). No division, so it vectorises cheaply.
 #[inline(always)]
 fn ln(x: f32) -> f32 {
     let bits = x.to_bits();
@@ -168,14 +170,17 @@ fn ln(x: f32) -> f32 {
     let t = bits.wrapping_sub(0x3f35_04f3);
     let e = (t as i32 >> 23) as f32;
     let m = f32::from_bits((t & 0x007f_ffff).wrapping_add(0x3f35_04f3));
-    let s = (m - 1.0) / (m + 1.0);
-    let s2 = s * s;
-    let p = 2.0 / 9.0_f32;
-    let p = p * s2 + 2.0 / 7.0;
-    let p = p * s2 + 2.0 / 5.0;
-    let p = p * s2 + 2.0 / 3.0;
-    let p = p * s2 + 2.0;
-    e * std::f32::consts::LN_2 + s * p
+    let y = m - 1.0;
+    let q = 0.087_439_453_f32;
+    let q = q * y - 0.143_773_306;
+    let q = q * y + 0.149_490_955;
+    let q = q * y - 0.165_606_960;
+    let q = q * y + 0.199_569_775;
+    let q = q * y - 0.250_021_535;
+    let q = q * y + 0.333_341_833;
+    let q = q * y - 0.499_999_870;
+    let q = q * y + 0.999_999_974;
+    e * std::f32::consts::LN_2 + y * q
 }
 
 /// exp(y), y clamped to [−87, 88].
