@@ -392,3 +392,139 @@ fn a_closed_pipe_ends_output_quietly() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     assert_ne!(out.status.code(), Some(101));
 }
+
+const SWEEP: &str = "dataset d = blobs { classes = 3, features = 4, samples = 600, test_samples = 60 }
+model m = mlp { hidden = [16] }
+optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = adaptive { sharpness = power_iteration { iters = 3, every = 5 steps } } }
+optimizer plain = sgd { lr = 0.1 }
+experiment e {
+  data = d
+  model = m
+  optimizer = sweep(aht, plain)
+  seed = sweep(0..3)
+  epochs = 20
+  batch = 8
+  log_every = 1 step
+  checkpoint_every = 20 steps
+  baseline = \"plain\"
+}
+";
+
+fn all_metrics(dir: &Path) -> Vec<String> {
+    (0..6)
+        .map(|i| read(dir.join(format!("e/trial-{i:04}/metrics.jsonl"))))
+        .collect()
+}
+
+/// `--jobs 2` gives the records a one-by-one run gives; after `kill -9` of the whole sweep
+/// (parent and children) mid-way, the same command finishes it with the same results.
+#[test]
+fn parallel_sweeps_match_and_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "sweep.aht", SWEEP);
+    let one = ahtsgd(
+        &["run", "sweep.aht", "--out", "one", "--threads", "1"],
+        tmp.path(),
+    );
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let par = ahtsgd(
+        &[
+            "run",
+            "sweep.aht",
+            "--out",
+            "par",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        par.status.success(),
+        "{}",
+        String::from_utf8_lossy(&par.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&par.stdout).contains("aht − plain"),
+        "the paired table is printed"
+    );
+    assert_eq!(
+        all_metrics(&tmp.path().join("one")),
+        all_metrics(&tmp.path().join("par"))
+    );
+
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args([
+            "run",
+            "sweep.aht",
+            "--out",
+            "killed",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // wait until some trial has checkpointed, then kill the whole group
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let any = (0..6).any(|i| {
+            tmp.path()
+                .join(format!("killed/e/trial-{i:04}/checkpoints/latest.json"))
+                .exists()
+        });
+        if any {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pgid = child.id();
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    let finished = (0..6)
+        .filter(|i| {
+            tmp.path()
+                .join(format!("killed/e/trial-{i:04}/summary.json"))
+                .exists()
+        })
+        .count();
+    assert!(finished < 6, "the kill came after the sweep had finished");
+    let again = ahtsgd(
+        &[
+            "run",
+            "sweep.aht",
+            "--out",
+            "killed",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        all_metrics(&tmp.path().join("one")),
+        all_metrics(&tmp.path().join("killed")),
+        "resumed sweep equals the uninterrupted one"
+    );
+}

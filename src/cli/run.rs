@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// No progress bars
     #[arg(long)]
     pub quiet: bool,
+    /// Run this many trials at once, each in its own process with its share of the threads
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
     /// Start over: remove earlier records of the selected trials
     #[arg(long)]
     pub fresh: bool,
@@ -124,6 +127,9 @@ pub fn run(args: RunArgs) -> i32 {
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("error: cannot create {}: {e}", out.display());
         return 2;
+    }
+    if args.jobs > 1 && selected.len() > 1 {
+        return run_parallel(&args, &selected, &out, threads, plan);
     }
     let interactive =
         !args.quiet && !args.recipe.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -413,4 +419,129 @@ fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan) {
             }
         }
     }
+}
+
+/// `--jobs N`: each trial in a child process (`run --trial I`) with threads/N threads, at most N
+/// at a time; the children write the same records a single run would, and resume the same way.
+fn run_parallel(
+    args: &RunArgs,
+    selected: &[&ahtsgd::plan::Trial],
+    out: &Path,
+    threads: usize,
+    plan: &ahtsgd::plan::Plan,
+) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find this program to start the jobs: {e}");
+            return 2;
+        }
+    };
+    let per_job = if args.threads.is_some() {
+        threads
+    } else {
+        (threads / args.jobs).max(1)
+    };
+    let mut queue: std::collections::VecDeque<usize> = selected.iter().map(|t| t.index).collect();
+    let mut running: Vec<(usize, std::process::Child)> = Vec::new();
+    let mut status = 0;
+    let total = queue.len();
+    let mut done = 0;
+    while !queue.is_empty() || !running.is_empty() {
+        while running.len() < args.jobs && !train::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            let Some(i) = queue.pop_front() else { break };
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("run")
+                .arg(&args.file)
+                .args(["--trial", &i.to_string(), "--out"])
+                .arg(out);
+            cmd.args(["--threads", &per_job.to_string(), "--quiet"]);
+            for set in &args.recipe.sets {
+                cmd.args(["--set", set]);
+            }
+            if args.recipe.allow_large {
+                cmd.arg("--allow-large");
+            }
+            if args.fresh {
+                cmd.arg("--fresh");
+            }
+            if let Some(d) = &args.device {
+                cmd.args(["--device", d]);
+            }
+            if let Some(d) = &args.dtype {
+                cmd.args(["--dtype", d]);
+            }
+            cmd.env("RAYON_NUM_THREADS", per_job.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            match cmd.spawn() {
+                Ok(child) => running.push((i, child)),
+                Err(e) => {
+                    eprintln!("error: cannot start trial {i}: {e}");
+                    status = 1;
+                }
+            }
+        }
+        if train::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            queue.clear();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut k = 0;
+        while k < running.len() {
+            match running[k].1.try_wait() {
+                Ok(Some(code)) => {
+                    let (i, child) = running.swap_remove(k);
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    done += 1;
+                    if !args.recipe.json {
+                        for line in err
+                            .lines()
+                            .filter(|l| l.starts_with("trial ") || l.contains("error"))
+                        {
+                            eprintln!("[{done}/{total}] {line}");
+                        }
+                    }
+                    match code.code() {
+                        Some(0) => {}
+                        Some(130) => status = 130,
+                        _ => {
+                            if status == 0 {
+                                status = 1;
+                            }
+                            if args.recipe.json {
+                                eprint!("{err}");
+                            }
+                            let _ = i;
+                        }
+                    }
+                }
+                Ok(None) => k += 1,
+                Err(_) => k += 1,
+            }
+        }
+    }
+    let summaries: Vec<record::Summary> = selected
+        .iter()
+        .filter_map(|t| {
+            record::read_summary(
+                &out.join(&t.experiment)
+                    .join(format!("trial-{:04}", t.index)),
+            )
+        })
+        .collect();
+    if args.recipe.json {
+        for s in &summaries {
+            println!("{}", serde_json::to_string(s).unwrap_or_default());
+        }
+    } else {
+        print_table(&summaries, plan);
+        eprintln!("records: {}", out.display());
+        if status == 130 {
+            eprintln!("interrupted: run the same command again to continue");
+        }
+    }
+    status
 }
