@@ -172,13 +172,13 @@ fn ln(x: f32) -> f32 {
     let m = f32::from_bits((t & 0x007f_ffff).wrapping_add(0x3f35_04f3));
     let y = m - 1.0;
     let q = 0.087_439_453_f32;
-    let q = q * y - 0.143_773_306;
-    let q = q * y + 0.149_490_955;
-    let q = q * y - 0.165_606_960;
-    let q = q * y + 0.199_569_775;
-    let q = q * y - 0.250_021_535;
-    let q = q * y + 0.333_341_833;
-    let q = q * y - 0.499_999_870;
+    let q = q * y - 0.143_773_3;
+    let q = q * y + 0.149_490_95;
+    let q = q * y - 0.165_606_96;
+    let q = q * y + 0.199_569_78;
+    let q = q * y - 0.250_021_55;
+    let q = q * y + 0.333_341_84;
+    let q = q * y - 0.499_999_88;
     let q = q * y + 0.999_999_974;
     e * std::f32::consts::LN_2 + y * q
 }
