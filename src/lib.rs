@@ -13,5 +13,6 @@ pub mod model;
 pub mod optim;
 pub mod plan;
 pub mod source;
+pub mod sweep;
 pub mod syntax;
 pub mod train;

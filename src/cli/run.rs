@@ -282,7 +282,7 @@ pub fn run(args: RunArgs) -> i32 {
         }
     }
     if !args.recipe.json {
-        print_table(&summaries, plan);
+        print_table(&summaries, plan, &out);
         eprintln!("records: {}", out.display());
     }
     i32::from(failed)
@@ -333,89 +333,26 @@ fn inline_imports(checked: &check::Checked) -> String {
     out
 }
 
-fn mean_sd(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let m = xs.iter().sum::<f64>() / n.max(1.0);
-    let sd = if xs.len() > 1 {
-        (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, sd)
-}
-
-fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan) {
-    let mut by_exp: BTreeMap<&str, BTreeMap<&str, Vec<&record::Summary>>> = BTreeMap::new();
+/// Prints each experiment's comparison and writes `summary.md` and `summary.csv` beside its trials.
+fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan, out: &Path) {
+    let mut by_exp: BTreeMap<&str, Vec<&record::Summary>> = BTreeMap::new();
     for s in summaries {
-        by_exp
-            .entry(&s.experiment)
-            .or_default()
-            .entry(&s.optimizer)
-            .or_default()
-            .push(s);
+        by_exp.entry(&s.experiment).or_default().push(s);
     }
-    for (exp, arms) in by_exp {
-        println!("\n{exp}");
-        println!(
-            "  {:<16} {:>5} {:>18} {:>18} {:>9} {:>10}",
-            "optimizer", "runs", "final test acc", "epoch-1 test acc", "diverged", "steps/s"
-        );
-        for (arm, runs) in &arms {
-            let finals: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.final_.as_ref().map(|f| f.test_accuracy * 100.0))
-                .collect();
-            let early: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.evals.first().map(|f| f.test_accuracy * 100.0))
-                .collect();
-            let (fm, fs) = mean_sd(&finals);
-            let (em, es) = mean_sd(&early);
-            let div = runs.iter().filter(|r| r.status == "diverged").count();
-            let sps = mean_sd(&runs.iter().map(|r| r.steps_per_s).collect::<Vec<_>>()).0;
-            println!(
-                "  {:<16} {:>5} {:>11.2} ± {:<4.2} {:>11.2} ± {:<4.2} {:>9} {:>10.1}",
-                arm,
-                runs.len(),
-                fm,
-                fs,
-                em,
-                es,
-                div,
-                sps
-            );
-        }
+    for (exp, runs) in by_exp {
         let baseline = plan
             .trials
             .iter()
             .find(|t| t.experiment == exp)
             .map(|t| t.config.str("baseline").to_string())
             .unwrap_or_default();
-        if let Some(base) = arms.get(baseline.as_str()) {
-            for (arm, runs) in &arms {
-                if *arm == baseline {
-                    continue;
-                }
-                let diffs: Vec<f64> = runs
-                    .iter()
-                    .filter_map(|r| {
-                        let b = base.iter().find(|b| b.seed == r.seed)?;
-                        Some(
-                            (r.final_.as_ref()?.test_accuracy - b.final_.as_ref()?.test_accuracy)
-                                * 100.0,
-                        )
-                    })
-                    .collect();
-                if diffs.len() >= 2 {
-                    let (m, sd) = mean_sd(&diffs);
-                    let half = 1.96 * sd / (diffs.len() as f64).sqrt();
-                    println!(
-                        "  {arm} − {baseline} (paired by seed, n = {}): {m:+.2} points, ≈95% CI [{:+.2}, {:+.2}]",
-                        diffs.len(),
-                        m - half,
-                        m + half
-                    );
-                }
+        let c = ahtsgd::sweep::summary::compare(exp, &runs, &baseline);
+        let md = c.markdown();
+        println!("\n{md}");
+        let dir = out.join(exp);
+        for (name, text) in [("summary.md", md), ("summary.csv", c.csv())] {
+            if let Err(e) = ahtsgd::fsutil::write_atomic(&dir.join(name), text.as_bytes()) {
+                eprintln!("warning: cannot write {}: {e}", dir.join(name).display());
             }
         }
     }
@@ -537,7 +474,7 @@ fn run_parallel(
             println!("{}", serde_json::to_string(s).unwrap_or_default());
         }
     } else {
-        print_table(&summaries, plan);
+        print_table(&summaries, plan, out);
         eprintln!("records: {}", out.display());
         if status == 130 {
             eprintln!("interrupted: run the same command again to continue");

@@ -1,0 +1,4 @@
+//! Sweeps: comparisons across seeds and the summary files of an experiment.
+
+pub mod stats;
+pub mod summary;
