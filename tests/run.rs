@@ -528,3 +528,120 @@ fn parallel_sweeps_match_and_survive_kill_9() {
         "resumed sweep equals the uninterrupted one"
     );
 }
+
+/// The SLURM script's task command, run here for every array index as SLURM would (no cluster
+/// in this test), fills a shared run directory; `collect` then gives the same comparison as a
+/// local `--jobs 2` run; `--shard` splits the trials the same way.
+#[test]
+fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "sweep.aht",
+        &SWEEP.replace("epochs = 20", "epochs = 2"),
+    );
+    let local = ahtsgd(
+        &[
+            "run",
+            "sweep.aht",
+            "--out",
+            "local",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(local.status.success());
+    let script = ahtsgd(
+        &[
+            "launch",
+            "slurm",
+            "sweep.aht",
+            "--out",
+            "shared",
+            "--throttle",
+            "3",
+        ],
+        tmp.path(),
+    );
+    let script = String::from_utf8(script.stdout).unwrap();
+    assert!(
+        script.contains("#SBATCH --array=0-5%3") && script.contains("#SBATCH --cpus-per-task=1"),
+        "{script}"
+    );
+    let task = script
+        .lines()
+        .find(|l| l.starts_with("ahtsgd run"))
+        .unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ahtsgd")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for i in 0..6 {
+        let o = Command::new("bash")
+            .args(["-c", task])
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .env("PATH", &path)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "task {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let c = ahtsgd(&["collect", "shared"], tmp.path());
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert_eq!(
+        all_metrics(&tmp.path().join("local")),
+        all_metrics(&tmp.path().join("shared"))
+    );
+    assert_eq!(
+        read(tmp.path().join("local/e/summary.csv")).lines().count(),
+        read(tmp.path().join("shared/e/summary.csv"))
+            .lines()
+            .count()
+    );
+    for shard in ["0/2", "1/2"] {
+        assert!(
+            ahtsgd(
+                &[
+                    "run",
+                    "sweep.aht",
+                    "--out",
+                    "sharded",
+                    "--shard",
+                    shard,
+                    "--threads",
+                    "1"
+                ],
+                tmp.path()
+            )
+            .status
+            .success()
+        );
+    }
+    assert_eq!(
+        all_metrics(&tmp.path().join("local")),
+        all_metrics(&tmp.path().join("sharded"))
+    );
+    let k8s = String::from_utf8(
+        ahtsgd(
+            &["launch", "k8s", "sweep.aht", "--out", "/runs"],
+            tmp.path(),
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        k8s.contains("completionMode: Indexed")
+            && k8s.contains("completions: 6")
+            && k8s.contains("JOB_COMPLETION_INDEX"),
+        "{k8s}"
+    );
+}

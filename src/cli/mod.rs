@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod data;
+mod launch;
 mod record;
 mod run;
 
@@ -53,6 +54,11 @@ pub enum Command {
     },
     /// Time the reference workloads (see --list)
     Bench(bench::BenchArgs),
+    /// Scripts that run a recipe's trials on a cluster (SLURM array, Kubernetes Indexed Job)
+    #[command(subcommand)]
+    Launch(launch::LaunchCommand),
+    /// Summaries of a run directory filled by separate jobs
+    Collect { dir: PathBuf },
     /// Datasets on disk
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -100,6 +106,8 @@ pub fn run() -> i32 {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Launch(cmd) => launch::launch(cmd),
+        Command::Collect { dir } => launch::collect(&dir),
         Command::Rerun(args) => record::rerun(args),
         Command::Run(args) => {
             if let Some(n) = args.threads {

@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Run only these trials, by `plan` number: `3` or `2-5`
     #[arg(long, value_name = "N|A-B")]
     pub trial: Option<String>,
+    /// Run only the trials whose number is i modulo n: `--shard 0/4`
+    #[arg(long, value_name = "i/n")]
+    pub shard: Option<String>,
     /// Run directory (default runs/<recipe stem>)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -97,6 +100,21 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    let shard = match args.shard.as_deref().map(|s| {
+        s.split_once('/').and_then(|(i, n)| {
+            Some((
+                i.trim().parse::<usize>().ok()?,
+                n.trim().parse::<usize>().ok()?,
+            ))
+        })
+    }) {
+        None => None,
+        Some(Some((i, n))) if n > 0 && i < n => Some((i, n)),
+        Some(_) => {
+            eprintln!("error: --shard takes i/n with 0 <= i < n, like 0/4");
+            return 2;
+        }
+    };
     // candle keeps gradient graphs only if told before the first backward pass; set it now,
     // while this process has one thread, and only when a trial needs it (it slows others)
     if plan.trials.iter().any(train::needs_second_order) {
@@ -116,6 +134,7 @@ pub fn run(args: RunArgs) -> i32 {
         .iter()
         .filter(|t| args.experiment.as_ref().is_none_or(|e| &t.experiment == e))
         .filter(|t| t.index >= range.0 && t.index <= range.1)
+        .filter(|t| shard.is_none_or(|(i, n)| t.index % n == i))
         .collect();
     if selected.is_empty() {
         eprintln!(
