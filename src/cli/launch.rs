@@ -199,11 +199,9 @@ pub fn collect(dir: &Path) -> i32 {
         let refs: Vec<&ahtsgd::train::record::Summary> = summaries.iter().collect();
         let c = ahtsgd::sweep::summary::compare(&exp, &refs, &baseline);
         println!("{}", c.markdown());
-        for (name, text) in [("summary.md", c.markdown()), ("summary.csv", c.csv())] {
-            if let Err(err) = ahtsgd::fsutil::write_atomic(&e.path().join(name), text.as_bytes()) {
-                eprintln!("error: cannot write {name}: {err}");
-                return 1;
-            }
+        if let Err(err) = c.write(&e.path()) {
+            eprintln!("error: cannot write the summaries of {exp}: {err}");
+            return 1;
         }
     }
     if found == 0 {

@@ -366,13 +366,9 @@ fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan, out: &P
             .map(|t| t.config.str("baseline").to_string())
             .unwrap_or_default();
         let c = ahtsgd::sweep::summary::compare(exp, &runs, &baseline);
-        let md = c.markdown();
-        println!("\n{md}");
-        let dir = out.join(exp);
-        for (name, text) in [("summary.md", md), ("summary.csv", c.csv())] {
-            if let Err(e) = ahtsgd::fsutil::write_atomic(&dir.join(name), text.as_bytes()) {
-                eprintln!("warning: cannot write {}: {e}", dir.join(name).display());
-            }
+        println!("\n{}", c.markdown());
+        if let Err(e) = c.write(&out.join(exp)) {
+            eprintln!("warning: cannot write the summaries of {exp}: {e}");
         }
     }
 }

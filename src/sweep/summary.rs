@@ -174,6 +174,12 @@ impl Comparison {
         out
     }
 
+    /// Writes `summary.md` and `summary.csv` into an experiment's folder, atomically.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        crate::fsutil::write_atomic(&dir.join("summary.md"), self.markdown().as_bytes())?;
+        crate::fsutil::write_atomic(&dir.join("summary.csv"), self.csv().as_bytes())
+    }
+
     /// CSV: one row per arm.
     pub fn csv(&self) -> String {
         let mut out = String::from(
