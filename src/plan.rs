@@ -140,6 +140,28 @@ impl Obj {
         }
     }
 
+    /// The objects of a list field (`layers`).
+    pub fn obj_list(&self, name: &str) -> Vec<&Obj> {
+        match self.get(name) {
+            Val::List(items) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Val::Obj(o) => Some(&**o),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("field `{name}` is not a list: {other:?}"),
+        }
+    }
+
+    /// The numbers of a list field.
+    pub fn f64_list(&self, name: &str) -> Vec<f64> {
+        match self.get(name) {
+            Val::List(items) => items.iter().filter_map(Val::as_f64).collect(),
+            other => panic!("field `{name}` is not a list: {other:?}"),
+        }
+    }
+
     pub fn usize_list(&self, name: &str) -> Vec<usize> {
         match self.get(name) {
             Val::List(items) => items

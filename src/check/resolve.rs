@@ -850,6 +850,53 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     None
                 }
             },
+            Ty::FloatList { min, min_open } => match &expr.node {
+                ExprKind::List(items) => {
+                    let mut out = Vec::new();
+                    for item in items {
+                        let v = self.convert(
+                            item,
+                            Ty::Float {
+                                min,
+                                max: f64::INFINITY,
+                                min_open,
+                            },
+                            Vec::new(),
+                            env,
+                            path,
+                        )?;
+                        out.push(v);
+                    }
+                    Some(Val::List(out))
+                }
+                _ => {
+                    self.report(type_error(
+                        expr,
+                        field,
+                        "a list of numbers like `[0.5, 0.5, 0.5]`",
+                        describe(expr),
+                    ));
+                    None
+                }
+            },
+            Ty::ObjList(cat) => match &expr.node {
+                ExprKind::List(items) => {
+                    let mut out = Vec::new();
+                    for item in items {
+                        out.push(self.convert(item, Ty::Obj(cat), Vec::new(), env, path)?);
+                    }
+                    Some(Val::List(out))
+                }
+                _ => {
+                    self.report(type_error(
+                        expr,
+                        field,
+                        &format!("a list of {}s in `[...]`", cat.noun()),
+                        describe(expr),
+                    ));
+                    None
+                }
+            },
             Ty::Quantity { units, whole, min } => match &expr.node {
                 ExprKind::Quantity { value, unit, .. } => {
                     if !units.contains(unit) {

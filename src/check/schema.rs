@@ -26,6 +26,13 @@ pub enum Ty {
     IntList {
         min: i64,
     },
+    /// A list of numbers, each above `min` (or at least `min` when `min_open` is false).
+    FloatList {
+        min: f64,
+        min_open: bool,
+    },
+    /// A list of objects of a category, such as per-layer initialisation overrides.
+    ObjList(Category),
     /// A number with a unit; `whole` means steps/epochs must be whole numbers here.
     Quantity {
         units: &'static [Unit],
@@ -55,6 +62,7 @@ pub enum Category {
     LrSchedule,
     Clip,
     Init,
+    LayerInit,
 }
 
 impl Category {
@@ -71,6 +79,7 @@ impl Category {
             Category::LrSchedule => "learning-rate schedule",
             Category::Clip => "noise clipping",
             Category::Init => "initialisation",
+            Category::LayerInit => "layer override",
         }
     }
 }
@@ -206,12 +215,30 @@ const WARMUP: FieldSpec = f(
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "silu", "gelu"];
 const VERIFY: &[&str] = &["warn", "strict", "off"];
 
-const COMMON_DATA: [FieldSpec; 5] = [
+const COMMON_DATA: [FieldSpec; 7] = [
     f(
         "normalize",
         Ty::Bool,
         Some("true"),
-        "standardise each channel by the training set's mean and std",
+        "standardise each channel: (x − mean) / std",
+    ),
+    f(
+        "mean",
+        Ty::FloatList {
+            min: f64::NEG_INFINITY,
+            min_open: false,
+        },
+        Some("[]"),
+        "per-channel means for `normalize`, in loaded pixel units (0..1); `[]`: the training set's",
+    ),
+    f(
+        "std",
+        Ty::FloatList {
+            min: 0.0,
+            min_open: true,
+        },
+        Some("[]"),
+        "per-channel standard deviations for `normalize`; `[]`: the training set's",
     ),
     f(
         "validation",
@@ -251,7 +278,7 @@ const COMMON_DATA: [FieldSpec; 5] = [
 
 macro_rules! fields {
     (common: $common:expr; $($field:expr),* $(,)?) => {{
-        const C: [FieldSpec; 5] = $common;
+        const C: [FieldSpec; COMMON_DATA.len()] = $common;
         const REST: &[FieldSpec] = &[$($field),*];
         const N: usize = C.len() + REST.len();
         const ALL: [FieldSpec; N] = {
@@ -369,6 +396,12 @@ pub static KINDS: &[KindSpec] = &[
                 Some("zeros"),
                 "bias initialisation",
             ),
+            f(
+                "layers",
+                Ty::ObjList(Category::LayerInit),
+                Some("[]"),
+                "per-layer initialisation overrides: `[layer(\"fc2\", normal(0.01))]`",
+            ),
         ],
     },
     KindSpec {
@@ -412,6 +445,12 @@ pub static KINDS: &[KindSpec] = &[
                 Some("zeros"),
                 "bias initialisation",
             ),
+            f(
+                "layers",
+                Ty::ObjList(Category::LayerInit),
+                Some("[]"),
+                "per-layer initialisation overrides: `[layer(\"fc2\", normal(0.01))]`",
+            ),
         ],
     },
     KindSpec {
@@ -426,6 +465,12 @@ pub static KINDS: &[KindSpec] = &[
                 Some("kaiming"),
                 "conv and linear weight initialisation",
             ),
+            f(
+                "layers",
+                Ty::ObjList(Category::LayerInit),
+                Some("[]"),
+                "per-layer initialisation overrides: `[layer(\"fc2\", normal(0.01))]`",
+            ),
         ],
     },
     KindSpec {
@@ -439,6 +484,12 @@ pub static KINDS: &[KindSpec] = &[
                 Ty::Obj(Category::Init),
                 Some("kaiming"),
                 "conv and linear weight initialisation",
+            ),
+            f(
+                "layers",
+                Ty::ObjList(Category::LayerInit),
+                Some("[]"),
+                "per-layer initialisation overrides: `[layer(\"fc2\", normal(0.01))]`",
             ),
         ],
     },
@@ -710,7 +761,13 @@ pub static KINDS: &[KindSpec] = &[
     KindSpec {
         category: Category::Init,
         name: "default",
-        doc: "candle-nn's defaults (Kaiming-uniform weights)",
+        doc: "candle-nn's defaults (Kaiming-normal weights, biases uniform in ±1/√fan_in)",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Init,
+        name: "inherit",
+        doc: "the model-wide setting (for `layer` overrides; at model level it means `default`)",
         fields: &[],
     },
     KindSpec {
@@ -748,6 +805,31 @@ pub static KINDS: &[KindSpec] = &[
         name: "kaiming",
         doc: "He-normal for ReLU",
         fields: &[],
+    },
+    KindSpec {
+        category: Category::LayerInit,
+        name: "layer",
+        doc: "initialisation of the layers whose name matches a pattern (`*` matches any text); later entries win",
+        fields: &[
+            f(
+                "name",
+                Ty::Str,
+                None,
+                "layer name or pattern: `fc2`, `layer3.*`, `*.shortcut`",
+            ),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("inherit"),
+                "weight initialisation",
+            ),
+            f(
+                "bias_init",
+                Ty::Obj(Category::Init),
+                Some("inherit"),
+                "bias initialisation",
+            ),
+        ],
     },
     // ---------------------------------------------------------------- optimizers
     KindSpec {

@@ -3,6 +3,7 @@
 use super::RecipeArgs;
 use ahtsgd::check::{self, Checked, Options};
 use ahtsgd::diagnostic;
+use ahtsgd::model::summary;
 use std::path::{Path, PathBuf};
 
 pub fn options(args: &RecipeArgs) -> Options {
@@ -117,7 +118,7 @@ fn format_file(file: &Path) -> Result<(String, String), i32> {
     }
 }
 
-pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
+pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool) -> i32 {
     let checked = check::check_file(file, &options(args));
     if report(&checked, args.json) {
         return 1;
@@ -132,6 +133,7 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 if exp.trials.len() == 1 { "" } else { "s" }
             );
         }
+        let mut tables: Vec<(String, Option<Vec<summary::LayerRow>>)> = Vec::new();
         for t in &plan.trials[exp.trials.clone()] {
             let c = &t.config;
             let name = |f: &str| match c.get(f) {
@@ -140,22 +142,32 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
             };
             let data = c.obj("data");
             let model = c.obj("model");
-            let params = ahtsgd::model::summary::sample_shape(data)
-                .zip(ahtsgd::model::summary::classes(data))
-                .and_then(|(shape, k)| ahtsgd::model::summary::param_count(model, &shape, k));
+            let table = summary::sample_shape(data)
+                .zip(summary::classes(data))
+                .and_then(|(shape, k)| summary::layer_table(model, &shape, k));
+            let params = table
+                .as_ref()
+                .map(|rows| rows.iter().map(|r| r.parameters).sum::<usize>());
+            let label = format!("model {} on data {}", name("model"), name("data"));
+            if show_layers && !args.json && !tables.iter().any(|(l, _)| *l == label) {
+                tables.push((label, table.clone()));
+            }
             if args.json {
                 let settings: serde_json::Map<String, serde_json::Value> = c
                     .fields
                     .iter()
                     .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_source())))
                     .collect();
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "trial": t.index,
                     "experiment": t.experiment,
                     "parameters": params,
                     "choices": t.choices.iter().map(|(p, v)| serde_json::json!({"path": p, "value": v})).collect::<Vec<_>>(),
                     "settings": settings,
                 });
+                if show_layers {
+                    line["layers"] = serde_json::to_value(&table).expect("plain data");
+                }
                 println!("{line}");
             } else {
                 let choices: Vec<String> =
@@ -178,8 +190,47 @@ pub fn plan(file: &Path, args: &RecipeArgs) -> i32 {
                 );
             }
         }
+        for (label, table) in tables {
+            print_layers(&label, table.as_deref());
+        }
     }
     0
+}
+
+fn print_layers(label: &str, rows: Option<&[summary::LayerRow]>) {
+    let Some(rows) = rows else {
+        println!("  {label}: layers known once the data is loaded (`arrays`) or the model fits it");
+        return;
+    };
+    let total: usize = rows.iter().map(|r| r.parameters).sum();
+    println!("  {label}: {} layers, {total} parameters", rows.len());
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            let shape = r
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x");
+            let init = match &r.bias_init {
+                Some(b) => format!("init {}, bias {b}", r.init),
+                None => format!("init {}", r.init),
+            };
+            [r.name.clone(), shape, r.parameters.to_string(), init]
+        })
+        .collect();
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for [name, shape, params, init] in &cells {
+        println!("    {name:<w0$}  {shape:<w1$}  {params:>w2$}  {init}");
+    }
 }
 
 /// "1 trial", "3 trials".

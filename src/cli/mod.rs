@@ -87,6 +87,9 @@ pub enum Command {
         file: PathBuf,
         #[command(flatten)]
         args: RecipeArgs,
+        /// Also list each model's layers: shapes, parameter counts, initialisations
+        #[arg(long)]
+        layers: bool,
     },
 }
 
@@ -102,7 +105,7 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Check { files, args } => check::check(&files, &args),
         Command::Fmt { files, check } => check::fmt(&files, check),
-        Command::Plan { file, args } => check::plan(&file, &args),
+        Command::Plan { file, args, layers } => check::plan(&file, &args, layers),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
         Command::Data(cmd) => data::run(cmd),

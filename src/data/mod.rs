@@ -320,7 +320,8 @@ pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
         d.train_y = ty;
     }
     if spec.bool("normalize") {
-        normalize(&mut d);
+        let (mean, std) = (spec.f64_list("mean"), spec.f64_list("std"));
+        normalize_with(&mut d, &mean, &std).map_err(DataError::Unsupported)?;
     }
     Ok(d)
 }
@@ -335,24 +336,54 @@ fn truncate(x: &mut Vec<f32>, y: &mut Vec<u32>, n: usize) {
 
 /// Standardises each channel by the training set's mean and standard deviation.
 pub fn normalize(d: &mut Dataset) {
-    let channels = if d.sample_shape.len() == 3 {
+    normalize_with(d, &[], &[]).expect("empty statistics fit any data");
+}
+
+/// The channels `normalize` works on: image channels, or each feature of a flat sample.
+pub fn channels(d: &Dataset) -> usize {
+    if d.sample_shape.len() == 3 {
         d.sample_shape[0]
     } else {
         d.sample_len()
-    };
+    }
+}
+
+/// Standardises each channel, `(x − mean) / std`, by the given per-channel statistics; an
+/// empty list means the training set's own. A list of the wrong length is an error that says
+/// how many channels the data has.
+pub fn normalize_with(d: &mut Dataset, means: &[f64], stds: &[f64]) -> Result<(), String> {
+    let channels = channels(d);
+    for (field, list) in [("mean", means), ("std", stds)] {
+        if !list.is_empty() && list.len() != channels {
+            return Err(format!(
+                "`{field}` has {} values but {} has {channels} channel{} (sample shape {:?}); give one value per channel, or `[]` for the training set's",
+                list.len(),
+                d.name,
+                if channels == 1 { "" } else { "s" },
+                d.sample_shape
+            ));
+        }
+    }
     let per = d.sample_len() / channels.max(1);
     let n = d.train_len().max(1);
     for c in 0..channels {
         let (mut s, mut s2) = (0.0f64, 0.0f64);
-        for i in 0..d.train_len() {
-            for &v in &d.train_x[i * d.sample_len() + c * per..i * d.sample_len() + (c + 1) * per] {
-                s += v as f64;
-                s2 += (v as f64) * (v as f64);
+        if means.is_empty() || stds.is_empty() {
+            for i in 0..d.train_len() {
+                let start = i * d.sample_len() + c * per;
+                for &v in &d.train_x[start..start + per] {
+                    s += v as f64;
+                    s2 += (v as f64) * (v as f64);
+                }
             }
         }
         let count = (n * per) as f64;
-        let mean = s / count;
-        let sd = (s2 / count - mean * mean).max(0.0).sqrt().max(1e-6);
+        let own_mean = s / count;
+        let mean = means.get(c).copied().unwrap_or(own_mean);
+        let sd = match stds.get(c) {
+            Some(&sd) => sd,
+            None => (s2 / count - own_mean * own_mean).max(0.0).sqrt().max(1e-6),
+        };
         let len = d.sample_len();
         for x in [&mut d.train_x, &mut d.test_x] {
             for sample in x.chunks_mut(len) {
@@ -362,6 +393,7 @@ pub fn normalize(d: &mut Dataset) {
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -397,6 +429,56 @@ mod tests {
         assert!(
             mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
             "{mean} {var}"
+        );
+    }
+
+    #[test]
+    fn given_statistics_are_used_per_channel() {
+        // Three channels of 2x2 pixels with known values, per channel c: pixels c/10 + k/100.
+        let sample: Vec<f32> = (0..3)
+            .flat_map(|c| (0..4).map(move |k| c as f32 / 10.0 + k as f32 / 100.0))
+            .collect();
+        let mut d = Dataset {
+            name: "tiny".into(),
+            sample_shape: vec![3, 2, 2],
+            classes: 2,
+            train_x: sample.repeat(2),
+            train_y: vec![0, 1],
+            test_x: sample.clone(),
+            test_y: vec![0],
+            warnings: Vec::new(),
+        };
+        let (mean, std) = ([0.5, 0.25, 0.0], [0.5, 2.0, 0.1]);
+        normalize_with(&mut d, &mean, &std).unwrap();
+        for c in 0..3 {
+            for k in 0..4 {
+                let raw = sample[c * 4 + k] as f64;
+                let want = (raw - mean[c]) / std[c];
+                let got = d.test_x[c * 4 + k] as f64;
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "channel {c} pixel {k}: {got} vs {want}"
+                );
+            }
+        }
+        // The mean alone: the standard deviation is the training set's (0.01118 for 0,1,2,3 / 100).
+        let mut d2 = Dataset {
+            train_x: sample.repeat(2),
+            test_x: sample.clone(),
+            ..d.clone()
+        };
+        normalize_with(&mut d2, &[0.0, 0.0, 0.0], &[]).unwrap();
+        let sd = (1.25f64).sqrt() / 100.0;
+        assert!(
+            (d2.test_x[1] as f64 - 0.01 / sd).abs() < 1e-4,
+            "{}",
+            d2.test_x[1]
+        );
+        // The wrong number of values names the field and the channel count.
+        let err = normalize_with(&mut d2, &[0.5], &[]).unwrap_err();
+        assert!(
+            err.contains("`mean` has 1 values") && err.contains("3 channels"),
+            "{err}"
         );
     }
 

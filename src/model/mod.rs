@@ -37,6 +37,11 @@ impl Init {
         }
     }
 
+    /// A `layer` override's setting: `None` for `inherit`.
+    pub fn override_from_obj(o: &Obj) -> Option<Init> {
+        (o.kind != "inherit").then(|| Init::from_obj(o))
+    }
+
     fn sample(self, n: usize, fan_in: usize, fan_out: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
         let normal = |sd: f64, rng: &mut ChaCha8Rng| {
             let d = Normal::new(0.0, sd.max(0.0)).expect("sd ≥ 0");
@@ -154,10 +159,57 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 }
 
+/// A per-layer initialisation override from a model's `layers` list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerInit {
+    /// Layer name or pattern (`*` matches any text).
+    pub pattern: String,
+    pub init: Option<Init>,
+    pub bias_init: Option<Init>,
+}
+
+impl LayerInit {
+    /// The `layers` list of a checked model.
+    pub fn list(spec: &Obj) -> Vec<LayerInit> {
+        if !spec.fields.iter().any(|(n, _)| *n == "layers") {
+            return Vec::new();
+        }
+        spec.obj_list("layers")
+            .into_iter()
+            .map(|o| LayerInit {
+                pattern: o.str("name").to_string(),
+                init: Init::override_from_obj(o.obj("init")),
+                bias_init: Init::override_from_obj(o.obj("bias_init")),
+            })
+            .collect()
+    }
+}
+
+/// The (weight, bias) initialisation of layer `name`: the model-wide pair, changed by every
+/// matching override in order. Marks the overrides that matched in `used`.
+pub fn layer_init(
+    name: &str,
+    base: (Init, Init),
+    overrides: &[LayerInit],
+    used: &mut [bool],
+) -> (Init, Init) {
+    let (mut w, mut b) = base;
+    for (o, used) in overrides.iter().zip(used) {
+        if summary::glob_match(&o.pattern, name) {
+            *used = true;
+            w = o.init.unwrap_or(w);
+            b = o.bias_init.unwrap_or(b);
+        }
+    }
+    (w, b)
+}
+
 /// Creates named, initialised parameters from one seeded stream.
 struct Builder<'a> {
     init: Init,
     bias_init: Init,
+    overrides: Vec<LayerInit>,
+    used: Vec<bool>,
     dtype: DType,
     dev: &'a Device,
     rng: ChaCha8Rng,
@@ -184,13 +236,14 @@ impl Builder<'_> {
         let receptive: usize = kernel.iter().product();
         let mut shape = vec![fan_out, fan_in];
         shape.extend_from_slice(kernel);
-        let w = self.init.sample(
+        let (init, bias_init) = self.inits(name);
+        let w = init.sample(
             fan_out * fan_in * receptive,
             fan_in * receptive,
             fan_out * receptive,
             &mut self.rng,
         );
-        let b = match self.bias_init {
+        let b = match bias_init {
             Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
             other => other,
         }
@@ -198,6 +251,15 @@ impl Builder<'_> {
         let w = self.var(format!("{name}.weight"), w, shape)?;
         let b = self.var(format!("{name}.bias"), b, vec![fan_out])?;
         Ok(Dense { w, b })
+    }
+
+    fn inits(&mut self, name: &str) -> (Init, Init) {
+        layer_init(
+            name,
+            (self.init, self.bias_init),
+            &self.overrides,
+            &mut self.used,
+        )
     }
 
     fn constant(&mut self, name: String, value: f64, n: usize, trained: bool) -> Result<Var> {
@@ -219,9 +281,8 @@ impl Builder<'_> {
         stride: usize,
     ) -> Result<resnet::ConvBn> {
         let fan_in = cin * k * k;
-        let w = self
-            .init
-            .sample(cout * fan_in, fan_in, cout * k * k, &mut self.rng);
+        let (init, _) = self.inits(name);
+        let w = init.sample(cout * fan_in, fan_in, cout * k * k, &mut self.rng);
         let w = self.var(format!("{name}.weight"), w, vec![cout, cin, k, k])?;
         let bn = resnet::BatchNorm {
             gamma: self.constant(format!("{name}.bn.weight"), 1.0, cout, true)?,
@@ -324,12 +385,15 @@ impl Model {
             } else {
                 Init::Default
             },
+            overrides: LayerInit::list(spec),
+            used: Vec::new(),
             dtype,
             dev,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417),
             params: Vec::new(),
             buffers: Vec::new(),
         };
+        b.used = vec![false; b.overrides.len()];
         let act = if has("activation") {
             Activation::from_name(spec.str("activation"))
         } else {
@@ -390,6 +454,21 @@ impl Model {
                 Arch::ResNet(b.resnet(c, spec.usize("width"), stages, bottleneck, classes)?)
             }
         };
+        if let Some(i) = b.used.iter().position(|u| !u) {
+            let mut names: Vec<&str> = b
+                .params
+                .iter()
+                .filter_map(|(n, _)| n.strip_suffix(".weight"))
+                .filter(|n| !n.ends_with(".bn"))
+                .collect();
+            names.dedup();
+            return Err(ModelError::Shape(format!(
+                "the layer override `{}` matches no layer of this {}; its layers are {}",
+                b.overrides[i].pattern,
+                spec.kind,
+                names.join(", ")
+            )));
+        }
         let mut params = b.params;
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let mut buffers = b.buffers;
@@ -683,5 +762,80 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert_eq!(w, 0.0);
+    }
+
+    fn param(m: &Model, name: &str) -> Vec<f64> {
+        m.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn layer_overrides_change_only_the_layers_they_match() {
+        let build =
+            |text: &str| Model::build(&spec(text), &[3, 8, 8], 4, DType::F32, &Device::Cpu, 3);
+        let m = build(
+            "cnn { channels = [2, 3], hidden = [5], init = zeros, layers = [layer(\"conv*\", constant(0.5)), layer(\"conv1\", bias_init = constant(-1)), layer(\"fc1\", normal(0.1))] }",
+        )
+        .unwrap();
+        assert!(param(&m, "conv0.weight").iter().all(|&v| v == 0.5));
+        assert!(param(&m, "conv1.weight").iter().all(|&v| v == 0.5));
+        assert!(param(&m, "conv1.bias").iter().all(|&v| v == -1.0));
+        assert!(
+            param(&m, "conv0.bias").iter().all(|&v| v == 0.0),
+            "bias_init stays zeros"
+        );
+        assert!(
+            param(&m, "fc0.weight").iter().all(|&v| v == 0.0),
+            "unmatched keeps init"
+        );
+        let head = param(&m, "fc1.weight");
+        let sd = (head.iter().map(|v| v * v).sum::<f64>() / head.len() as f64).sqrt();
+        assert!(
+            head.iter().any(|&v| v != 0.0) && sd < 0.3,
+            "normal(0.1) head, sd {sd}"
+        );
+
+        // ResNet layers by pattern; batch norm is untouched.
+        let r = Model::build(
+            &spec("resnet18 { width = 2, layers = [layer(\"*.shortcut\", zeros), layer(\"fc\", zeros, bias_init = constant(0.25))] }"),
+            &[3, 8, 8],
+            4,
+            DType::F32,
+            &Device::Cpu,
+            0,
+        )
+        .unwrap();
+        assert!(
+            param(&r, "layer2.0.shortcut.weight")
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        assert!(param(&r, "layer2.0.conv1.weight").iter().any(|&v| v != 0.0));
+        assert!(
+            param(&r, "layer2.0.shortcut.bn.weight")
+                .iter()
+                .all(|&v| v == 1.0)
+        );
+        assert!(param(&r, "fc.bias").iter().all(|&v| v == 0.25));
+
+        // A pattern that matches nothing is an error that lists the layers.
+        let err = build("mlp { hidden = [4], layers = [layer(\"fc9\", zeros)] }")
+            .err()
+            .expect("no such layer")
+            .to_string();
+        assert!(
+            err.contains("`fc9` matches no layer") && err.contains("fc0, fc1"),
+            "{err}"
+        );
     }
 }

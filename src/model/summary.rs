@@ -89,23 +89,97 @@ pub fn layers(model: &Obj, shape: &[usize], classes: usize) -> Option<Vec<(Strin
     Some(out)
 }
 
+/// Whether `name` matches `pattern`, where `*` stands for any text (possibly empty).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// One row of a model's layer table (`ahtsgd plan --layers`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LayerRow {
+    pub name: String,
+    /// Weight shape: `[out, in]` or `[out, in, kh, kw]`.
+    pub shape: Vec<usize>,
+    /// Trained parameters of the layer, its bias or batch-norm scale and shift included.
+    pub parameters: usize,
+    /// The weight initialisation, as recipe text.
+    pub init: String,
+    /// The bias initialisation as recipe text; `None` for layers without a bias.
+    pub bias_init: Option<String>,
+}
+
+/// Every parameterised layer with its shape, parameter count and initialisation after the
+/// model's `layers` overrides; `None` when the model does not fit the sample shape.
+pub fn layer_table(model: &Obj, shape: &[usize], classes: usize) -> Option<Vec<LayerRow>> {
+    let resnet = super::resnet::layout(model.kind).is_some();
+    let text = |o: &Obj| {
+        let mut s = String::new();
+        o.write_inline(&mut s);
+        s
+    };
+    let base_init = text(model.obj("init"));
+    let base_bias = if model.fields.iter().any(|(n, _)| *n == "bias_init") {
+        text(model.obj("bias_init"))
+    } else {
+        "default".to_string()
+    };
+    let overrides = if model.fields.iter().any(|(n, _)| *n == "layers") {
+        model.obj_list("layers")
+    } else {
+        Vec::new()
+    };
+    let rows = layers(model, shape, classes)?
+        .into_iter()
+        .map(|(name, w)| {
+            let has_bias = !resnet || name == "fc";
+            let (mut init, mut bias) = (base_init.clone(), base_bias.clone());
+            for o in overrides
+                .iter()
+                .filter(|o| glob_match(o.str("name"), &name))
+            {
+                for (field, slot) in [("init", &mut init), ("bias_init", &mut bias)] {
+                    let v = o.obj(field);
+                    if v.kind != "inherit" {
+                        *slot = text(v);
+                    }
+                }
+            }
+            let weights: usize = w.iter().product();
+            let extra = if has_bias { w[0] } else { 2 * w[0] };
+            LayerRow {
+                name,
+                parameters: weights + extra,
+                shape: w,
+                init,
+                bias_init: has_bias.then_some(bias),
+            }
+        })
+        .collect();
+    Some(rows)
+}
+
 /// The number of trained parameters: weights, biases (MLP, CNN, the ResNet head) and
 /// batch-norm scales and shifts (ResNets).
 pub fn param_count(model: &Obj, shape: &[usize], classes: usize) -> Option<usize> {
-    let layers = layers(model, shape, classes)?;
-    let resnet = super::resnet::layout(model.kind).is_some();
     Some(
-        layers
+        layer_table(model, shape, classes)?
             .iter()
-            .map(|(name, w)| {
-                let weights: usize = w.iter().product();
-                let extra = if !resnet || name == "fc" {
-                    w[0]
-                } else {
-                    2 * w[0]
-                };
-                weights + extra
-            })
+            .map(|r| r.parameters)
             .sum(),
     )
 }
@@ -115,6 +189,27 @@ mod tests {
     use super::*;
     use crate::check::{Options, check_text};
     use candle_core::{DType, Device};
+
+    #[test]
+    fn glob_patterns() {
+        for (p, n, want) in [
+            ("fc2", "fc2", true),
+            ("fc2", "fc20", false),
+            ("fc*", "fc20", true),
+            ("fc*", "conv0", false),
+            ("*", "anything", true),
+            ("layer3.*", "layer3.0.conv1", true),
+            ("layer3.*", "layer30.conv1", false),
+            ("*.shortcut", "layer2.0.shortcut", true),
+            ("*.shortcut", "layer2.0.conv1", false),
+            ("layer*.conv2", "layer4.1.conv2", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_match(p, n), want, "{p} vs {n}");
+        }
+    }
 
     #[test]
     fn counts_match_the_built_models() {
