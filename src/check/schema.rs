@@ -362,9 +362,9 @@ pub static KINDS: &[KindSpec] = &[
     KindSpec {
         category: Category::Dataset,
         name: "arrays",
-        doc: "your own arrays: a .npz or .safetensors file with x_train, y_train, x_test, y_test",
+        doc: "your own arrays x_train, y_train, x_test, y_test: a .npz or .safetensors file, or a folder of .npy files",
         fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "the .npz or .safetensors file")),
+        f("path", Ty::Str, None, "the .npz or .safetensors file, or the folder of x_train.npy, y_train.npy, x_test.npy, y_test.npy")),
     },
     // ---------------------------------------------------------------- models
     KindSpec {

@@ -698,22 +698,40 @@ mod inspect_tests {
 pub fn arrays(path: &Path) -> Result<Dataset, DataError> {
     let file = path.display().to_string();
     let fmt = |e: candle_core::Error| DataError::format(&file, e.to_string());
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("npz") => candle_core::Tensor::read_npz(path)
-                .map_err(fmt)?
-                .into_iter()
-                .collect(),
-            Some("safetensors") => {
-                candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(fmt)?
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = match path
+        .extension()
+        .and_then(|e| e.to_str())
+    {
+        Some("npz") => candle_core::Tensor::read_npz(path)
+            .map_err(fmt)?
+            .into_iter()
+            .collect(),
+        Some("safetensors") => {
+            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(fmt)?
+        }
+        _ if path.is_dir() => {
+            let mut m = std::collections::HashMap::new();
+            for name in ["x_train", "y_train", "x_test", "y_test"] {
+                let p = path.join(format!("{name}.npy"));
+                if !p.exists() {
+                    return Err(DataError::format(
+                        &p.display().to_string(),
+                        "missing (an arrays folder holds x_train.npy, y_train.npy, x_test.npy and y_test.npy)",
+                    ));
+                }
+                let t = candle_core::Tensor::read_npy(&p)
+                    .map_err(|e| DataError::format(&p.display().to_string(), e.to_string()))?;
+                m.insert(name.to_string(), t);
             }
-            _ => {
-                return Err(DataError::format(
-                    &file,
-                    "expected a .npz or .safetensors file",
-                ));
-            }
-        };
+            m
+        }
+        _ => {
+            return Err(DataError::format(
+                &file,
+                "expected a .npz or .safetensors file, or a folder of .npy files",
+            ));
+        }
+    };
     let get = |name: &str| {
         tensors.get(name).ok_or_else(|| {
             DataError::format(
@@ -825,6 +843,23 @@ mod arrays_tests {
         )
         .unwrap();
         assert_eq!(arrays(&npz).unwrap().test_y, vec![1, 0]);
+        let folder = dir.path().join("npy");
+        std::fs::create_dir(&folder).unwrap();
+        for (k, v) in &m {
+            v.write_npy(folder.join(format!("{k}.npy"))).unwrap();
+        }
+        let from_npy = arrays(&folder).unwrap();
+        assert_eq!(
+            (from_npy.train_x, from_npy.test_y),
+            (d.train_x.clone(), vec![1, 0])
+        );
+        std::fs::remove_file(folder.join("x_test.npy")).unwrap();
+        assert!(
+            arrays(&folder)
+                .unwrap_err()
+                .to_string()
+                .contains("x_test.npy")
+        );
         m.remove("y_test");
         candle_core::safetensors::save(&m, &st).unwrap();
         assert!(arrays(&st).unwrap_err().to_string().contains("y_test"));
