@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod model;
 pub mod optim;
 pub mod plan;
+pub mod report;
 pub mod source;
 pub mod sweep;
 pub mod syntax;

@@ -163,50 +163,27 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
 /// Writes `summary.md` and `summary.csv` for every experiment under a run directory filled by
 /// separate processes (array jobs, shards).
 pub fn collect(dir: &Path) -> i32 {
-    let Ok(experiments) = std::fs::read_dir(dir) else {
-        eprintln!("error: cannot read {}", dir.display());
-        return 2;
+    let experiments = match ahtsgd::sweep::finished(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", dir.display());
+            return 2;
+        }
     };
-    let mut found = 0;
-    for e in experiments.flatten().filter(|e| e.path().is_dir()) {
-        let mut summaries = Vec::new();
-        let mut baseline = String::new();
-        let mut trials: Vec<PathBuf> = std::fs::read_dir(e.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|t| t.path())
-            .filter(|p| p.join("summary.json").exists())
-            .collect();
-        trials.sort();
-        for t in &trials {
-            if let Some(s) = ahtsgd::train::record::read_summary(t) {
-                if baseline.is_empty() {
-                    let checked =
-                        ahtsgd::check::check_file(&t.join("resolved.aht"), &Default::default());
-                    if let Some(p) = checked.plan {
-                        baseline = p.trials[0].config.str("baseline").to_string();
-                    }
-                }
-                summaries.push(s);
-            }
-        }
-        if summaries.is_empty() {
-            continue;
-        }
-        found += summaries.len();
-        let exp = e.file_name().to_string_lossy().into_owned();
-        let refs: Vec<&ahtsgd::train::record::Summary> = summaries.iter().collect();
-        let c = ahtsgd::sweep::summary::compare(&exp, &refs, &baseline);
-        println!("{}", c.markdown());
-        if let Err(err) = c.write(&e.path()) {
-            eprintln!("error: cannot write the summaries of {exp}: {err}");
-            return 1;
-        }
-    }
-    if found == 0 {
+    if experiments.is_empty() {
         eprintln!("{}: no finished trials found", dir.display());
         return 1;
+    }
+    for f in &experiments {
+        let c = f.compare();
+        println!("{}", c.markdown());
+        if let Err(err) = c.write(&f.dir) {
+            eprintln!(
+                "error: cannot write the summaries of {}: {err}",
+                f.experiment
+            );
+            return 1;
+        }
     }
     0
 }

@@ -59,6 +59,14 @@ pub enum Command {
     Launch(launch::LaunchCommand),
     /// Summaries of a run directory filled by separate jobs
     Collect { dir: PathBuf },
+    /// Plots (PNG, SVG) and a self-contained index.html for a run directory
+    Report {
+        /// The run directory (`--out` of `run`)
+        dir: PathBuf,
+        /// Where to write the report [default: DIR/report]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Datasets on disk
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -111,6 +119,23 @@ pub fn run() -> i32 {
         Command::Data(cmd) => data::run(cmd),
         Command::Launch(cmd) => launch::launch(cmd),
         Command::Collect { dir } => launch::collect(&dir),
+        Command::Report { dir, out } => {
+            let out = out.unwrap_or_else(|| dir.join("report"));
+            match ahtsgd::report::write(&dir, &out) {
+                Ok(w) => {
+                    println!(
+                        "wrote {} ({} plots as PNG and SVG)",
+                        w.index.display(),
+                        w.images.len() / 2
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
         Command::Rerun(args) => record::rerun(args),
         Command::Run(args) => {
             if let Some(n) = args.threads {

@@ -43,16 +43,16 @@ fn pct(xs: impl Iterator<Item = f64>) -> Estimate {
 /// Summaries of one experiment's trials, compared (diverged trials count in the divergence
 /// rate and not in the accuracy estimates).
 pub fn compare(experiment: &str, summaries: &[&Summary], baseline: &str) -> Comparison {
-    let mut by_arm: BTreeMap<&str, Vec<&Summary>> = BTreeMap::new();
+    let mut by_arm: BTreeMap<String, Vec<&Summary>> = BTreeMap::new();
     for s in summaries {
-        by_arm.entry(&s.optimizer).or_default().push(s);
+        by_arm.entry(s.arm()).or_default().push(s);
     }
     let arms = by_arm
         .iter()
         .map(|(name, runs)| {
             let ok: Vec<&&Summary> = runs.iter().filter(|r| r.status == "completed").collect();
             Arm {
-                name: name.to_string(),
+                name: name.clone(),
                 runs: runs.len(),
                 final_accuracy: pct(ok
                     .iter()
@@ -73,30 +73,44 @@ pub fn compare(experiment: &str, summaries: &[&Summary], baseline: &str) -> Comp
         })
         .collect();
     let mut paired = Vec::new();
-    if let Some(base) = by_arm.get(baseline) {
-        for (name, runs) in &by_arm {
-            if *name == baseline {
-                continue;
-            }
-            let diffs: Vec<f64> = runs
+    let base_arms: Vec<(&String, &Vec<&Summary>)> = by_arm
+        .iter()
+        .filter(|(_, runs)| runs[0].optimizer == baseline)
+        .collect();
+    for (name, runs) in &by_arm {
+        if runs[0].optimizer == baseline {
+            continue;
+        }
+        // The baseline arm with the same sweep values (`lr=0.1` against `lr=0.1`), or the
+        // only baseline arm when the baseline was not swept alongside.
+        let ctx = runs[0].context();
+        let base =
+            base_arms
                 .iter()
-                .filter_map(|r| {
-                    let b = base.iter().find(|b| b.seed == r.seed)?;
-                    Some(
-                        (r.final_.as_ref()?.test_accuracy - b.final_.as_ref()?.test_accuracy)
-                            * 100.0,
-                    )
-                })
-                .collect();
-            if !diffs.is_empty() {
-                paired.push(Paired {
-                    arm: name.to_string(),
-                    baseline: baseline.to_string(),
-                    difference: stats::estimate(&diffs),
-                    t_test_p: stats::paired_t(&diffs),
-                    wilcoxon_p: stats::wilcoxon(&diffs),
+                .find(|(_, b)| b[0].context() == ctx)
+                .or(if base_arms.len() == 1 {
+                    base_arms.first()
+                } else {
+                    None
                 });
-            }
+        let Some((base_name, base)) = base else {
+            continue;
+        };
+        let diffs: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| {
+                let b = base.iter().find(|b| b.seed == r.seed)?;
+                Some((r.final_.as_ref()?.test_accuracy - b.final_.as_ref()?.test_accuracy) * 100.0)
+            })
+            .collect();
+        if !diffs.is_empty() {
+            paired.push(Paired {
+                arm: name.clone(),
+                baseline: base_name.to_string(),
+                difference: stats::estimate(&diffs),
+                t_test_p: stats::paired_t(&diffs),
+                wilcoxon_p: stats::wilcoxon(&diffs),
+            });
         }
     }
     Comparison {
@@ -209,5 +223,84 @@ impl Comparison {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::record::EvalPoint;
+
+    fn run(opt: &str, lr: Option<&str>, seed: u64, acc: f64) -> Summary {
+        let mut choices = vec![
+            ("e.optimizer".to_string(), opt.to_string()),
+            ("e.seed".to_string(), seed.to_string()),
+        ];
+        if let Some(lr) = lr {
+            choices.insert(0, (format!("{opt}.lr"), lr.to_string()));
+        }
+        let p = EvalPoint {
+            test_accuracy: acc,
+            test_loss: 1.0 - acc,
+            epoch: 1.0,
+        };
+        Summary {
+            experiment: "e".into(),
+            status: "completed".into(),
+            seed,
+            optimizer: opt.into(),
+            final_: Some(p.clone()),
+            evals: vec![p],
+            choices,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn arms_split_by_sweep_values_and_pair_with_the_matching_baseline() {
+        let mut all = Vec::new();
+        for seed in 0..3 {
+            let s = seed as f64 / 100.0;
+            all.push(run("aht", Some("0.1"), seed, 0.80 + s));
+            all.push(run("aht", Some("1"), seed, 0.50 + s));
+            all.push(run("plain", Some("0.1"), seed, 0.70 + 2.0 * s));
+            all.push(run("plain", Some("1"), seed, 0.10));
+        }
+        let refs: Vec<&Summary> = all.iter().collect();
+        let c = compare("e", &refs, "plain");
+        let names: Vec<&str> = c.arms.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "aht (lr=0.1)",
+                "aht (lr=1)",
+                "plain (lr=0.1)",
+                "plain (lr=1)"
+            ]
+        );
+        assert_eq!(c.paired.len(), 2);
+        let p = &c.paired[0];
+        assert_eq!(
+            (p.arm.as_str(), p.baseline.as_str()),
+            ("aht (lr=0.1)", "plain (lr=0.1)")
+        );
+        // Differences by seed: 10, 9, 8 points.
+        assert!((p.difference.mean - 9.0).abs() < 1e-9 && (p.difference.sd - 1.0).abs() < 1e-9);
+        let q = &c.paired[1];
+        assert_eq!(q.baseline, "plain (lr=1)");
+        assert!(
+            (q.difference.mean - 41.0).abs() < 1e-9,
+            "{}",
+            q.difference.mean
+        );
+
+        // An unswept baseline pairs with every arm.
+        let mut mixed: Vec<Summary> = (0..3).map(|s| run("aht", Some("0.1"), s, 0.9)).collect();
+        mixed.extend((0..3).map(|s| run("plain", None, s, 0.5)));
+        let refs: Vec<&Summary> = mixed.iter().collect();
+        let c = compare("e", &refs, "plain");
+        assert_eq!(c.paired.len(), 1);
+        assert_eq!(c.paired[0].baseline, "plain");
+        assert!((c.paired[0].difference.mean - 40.0).abs() < 1e-9);
     }
 }

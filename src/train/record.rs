@@ -105,9 +105,41 @@ pub struct Summary {
     pub candle_version: String,
     pub wall_seconds: f64,
     pub steps_per_s: f64,
+    /// The trial's sweep values, (site path, recipe text), as `plan` lists them.
+    #[serde(default)]
+    pub choices: Vec<(String, String)>,
 }
 
 impl Summary {
+    /// The sweep values that make this trial's arm: every choice but the seed and the
+    /// optimizer, keyed by path with a leading optimizer or experiment name dropped
+    /// (`aht.lr` -> `lr`), so arms of different optimizers line up for pairing.
+    pub fn context(&self) -> Vec<(String, String)> {
+        let seed = format!("{}.seed", self.experiment);
+        let opt = format!("{}.optimizer", self.experiment);
+        self.choices
+            .iter()
+            .filter(|(p, _)| *p != seed && *p != opt)
+            .map(|(p, v)| {
+                let key = [self.optimizer.as_str(), self.experiment.as_str()]
+                    .iter()
+                    .find_map(|d| p.strip_prefix(d).and_then(|r| r.strip_prefix('.')))
+                    .unwrap_or(p);
+                (key.to_string(), v.clone())
+            })
+            .collect()
+    }
+
+    /// The arm's name: the optimizer, with the rest of its sweep values: `aht (lr=0.1)`.
+    pub fn arm(&self) -> String {
+        let ctx = self.context();
+        if ctx.is_empty() {
+            return self.optimizer.clone();
+        }
+        let parts: Vec<String> = ctx.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{} ({})", self.optimizer, parts.join(", "))
+    }
+
     pub fn new(trial: &Trial, resolved: &str, threads: usize, dev: &Device, dtype: DType) -> Self {
         let opt = trial.config.obj("optimizer");
         Summary {
@@ -126,6 +158,7 @@ impl Summary {
             resolved_hash: sha256(resolved),
             ahtsgd_version: env!("CARGO_PKG_VERSION").into(),
             candle_version: "0.11".into(),
+            choices: trial.choices.clone(),
             ..Default::default()
         }
     }

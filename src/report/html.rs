@@ -1,0 +1,154 @@
+//! The report's `index.html`: the summary tables and every plot, with the PNGs embedded as
+//! data URLs so the page needs nothing else (no network, no neighbouring files).
+
+use super::ReportError;
+use crate::sweep::stats::Estimate;
+use crate::sweep::summary::Comparison;
+use base64::Engine as _;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One experiment's part of the page.
+pub struct Section {
+    pub comparison: Comparison,
+    pub trials: usize,
+    /// (title, PNG path, SVG path) of each plot.
+    pub images: Vec<(String, PathBuf, PathBuf)>,
+}
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn ci(e: &Estimate) -> String {
+    if e.n == 0 {
+        "–".into()
+    } else if e.half_width.is_finite() {
+        format!(
+            "{:.2} ± {:.2} <span class=ci>[{:.2}, {:.2}]</span>",
+            e.mean,
+            e.sd,
+            e.mean - e.half_width,
+            e.mean + e.half_width
+        )
+    } else {
+        format!("{:.2}", e.mean)
+    }
+}
+
+fn pval(p: f64) -> String {
+    if p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}\
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.35em .6em;text-align:right}\
+th:first-child,td:first-child{text-align:left}th{background:#f5f5f5}.ci{color:#777}\
+figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}\
+.note{color:#555;font-size:.92em}";
+
+/// The whole page.
+pub fn page(run_dir: &Path, sections: &[Section]) -> Result<String, ReportError> {
+    let mut out = String::new();
+    let title = format!("ahtsgd report: {}", run_dir.display());
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n<p class=note>Each curve is an arm's mean across seeds; the shaded band is the 95% t interval of that mean. Accuracies are in %. Every plot is also written next to this page as PNG and SVG.</p>\n",
+        escape(&title),
+        escape(&title)
+    );
+    for s in sections {
+        let c = &s.comparison;
+        let id = escape(&c.experiment);
+        let _ = write!(
+            out,
+            "<section id=\"{id}\">\n<h2>{id}</h2>\n<p class=note>{} finished trials.</p>\n<table class=summary>\n<thead><tr><th>arm</th><th>runs</th><th>final test accuracy</th><th>first evaluation</th><th>final test loss</th><th>diverged</th><th>wall s</th></tr></thead>\n<tbody>\n",
+            s.trials
+        );
+        for a in &c.arms {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{:.1}</td></tr>",
+                escape(&a.name),
+                a.runs,
+                ci(&a.final_accuracy),
+                ci(&a.first_accuracy),
+                if a.final_loss.n == 0 {
+                    "–".into()
+                } else {
+                    format!("{:.4}", a.final_loss.mean)
+                },
+                a.diverged,
+                a.runs,
+                a.wall_seconds.mean
+            );
+        }
+        out.push_str("</tbody>\n</table>\n");
+        if !c.paired.is_empty() {
+            out.push_str("<p class=note>Paired by seed against the baseline (final test accuracy, points): mean ± sd [95% t interval], paired t-test and exact Wilcoxon signed-rank p-values.</p>\n<table class=paired>\n<thead><tr><th>arm − baseline</th><th>pairs</th><th>difference</th><th>t-test p</th><th>Wilcoxon p</th></tr></thead>\n<tbody>\n");
+            for p in &c.paired {
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{} − {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&p.arm),
+                    escape(&p.baseline),
+                    p.difference.n,
+                    ci(&p.difference),
+                    pval(p.t_test_p),
+                    pval(p.wilcoxon_p)
+                );
+            }
+            out.push_str("</tbody>\n</table>\n");
+        }
+        for (title, png, svg) in &s.images {
+            let bytes = std::fs::read(png).map_err(|source| ReportError::Io {
+                path: png.display().to_string(),
+                source,
+            })?;
+            let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let svg_name = svg
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = write!(
+                out,
+                "<figure>\n<img alt=\"{}\" src=\"data:image/png;base64,{data}\">\n<figcaption>{} (<a href=\"{}\">SVG</a>)</figcaption>\n</figure>\n",
+                escape(title),
+                escape(title),
+                escape(&svg_name)
+            );
+        }
+        out.push_str("</section>\n");
+    }
+    out.push_str("</body>\n</html>\n");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("a<b & \"c\" 'd'>"),
+            "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;"
+        );
+    }
+}
