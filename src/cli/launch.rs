@@ -91,6 +91,11 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 Ok(n) => n,
                 Err(code) => return code,
             };
+            // SLURM opens each task's log in the run directory before the task starts.
+            if let Err(e) = std::fs::create_dir_all(&out) {
+                eprintln!("error: cannot create {}: {e}", out.display());
+                return 2;
+            }
             let mut s = String::from("#!/bin/bash\n");
             s.push_str(&format!(
                 "#SBATCH --job-name=ahtsgd-{}\n",
