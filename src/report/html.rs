@@ -78,13 +78,13 @@ pub fn page(run_dir: &Path, sections: &[Section]) -> Result<String, ReportError>
         let id = escape(&c.experiment);
         let _ = write!(
             out,
-            "<section id=\"{id}\">\n<h2>{id}</h2>\n<p class=note>{} finished trials.</p>\n<table class=summary>\n<thead><tr><th>arm</th><th>runs</th><th>final test accuracy</th><th>first evaluation</th><th>final test loss</th><th>diverged</th><th>wall s</th></tr></thead>\n<tbody>\n",
+            "<section id=\"{id}\">\n<h2>{id}</h2>\n<p class=note>{} finished trials.</p>\n<table class=summary>\n<thead><tr><th>arm</th><th>runs</th><th>final test accuracy</th><th>first evaluation</th><th>final test loss</th><th>diverged</th><th>s/epoch</th></tr></thead>\n<tbody>\n",
             s.trials
         );
         for a in &c.arms {
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{:.1}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{:.2}</td></tr>",
                 escape(&a.name),
                 a.runs,
                 ci(&a.final_accuracy),
@@ -96,22 +96,23 @@ pub fn page(run_dir: &Path, sections: &[Section]) -> Result<String, ReportError>
                 },
                 a.diverged,
                 a.runs,
-                a.wall_seconds.mean
+                a.seconds_per_epoch.mean
             );
         }
         out.push_str("</tbody>\n</table>\n");
         if !c.paired.is_empty() {
-            out.push_str("<p class=note>Paired by seed against the baseline (final test accuracy, points): mean ± sd [95% t interval], paired t-test and exact Wilcoxon signed-rank p-values.</p>\n<table class=paired>\n<thead><tr><th>arm − baseline</th><th>pairs</th><th>difference</th><th>t-test p</th><th>Wilcoxon p</th></tr></thead>\n<tbody>\n");
+            out.push_str("<p class=note>Paired by seed against the baseline (final test accuracy, points): mean ± sd [95% t interval], paired t-test and exact Wilcoxon signed-rank p-values; time: seconds per epoch over the baseline's.</p>\n<table class=paired>\n<thead><tr><th>arm − baseline</th><th>pairs</th><th>difference</th><th>t-test p</th><th>Wilcoxon p</th><th>time</th></tr></thead>\n<tbody>\n");
             for p in &c.paired {
                 let _ = writeln!(
                     out,
-                    "<tr><td>{} − {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{} − {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}x</td></tr>",
                     escape(&p.arm),
                     escape(&p.baseline),
                     p.difference.n,
                     ci(&p.difference),
                     pval(p.t_test_p),
-                    pval(p.wilcoxon_p)
+                    pval(p.wilcoxon_p),
+                    p.time_ratio
                 );
             }
             out.push_str("</tbody>\n</table>\n");

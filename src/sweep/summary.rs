@@ -16,6 +16,8 @@ pub struct Arm {
     pub final_loss: Estimate,
     pub diverged: usize,
     pub wall_seconds: Estimate,
+    /// Wall-clock seconds per epoch of completed trials (the overhead check).
+    pub seconds_per_epoch: Estimate,
 }
 
 /// An arm against the baseline, paired by seed (final test accuracy, in points).
@@ -26,6 +28,8 @@ pub struct Paired {
     pub difference: Estimate,
     pub t_test_p: f64,
     pub wilcoxon_p: f64,
+    /// Mean seconds per epoch of the arm over the baseline's (AHTSGD's overhead).
+    pub time_ratio: f64,
 }
 
 /// The comparison of one experiment.
@@ -69,6 +73,7 @@ pub fn compare(experiment: &str, summaries: &[&Summary], baseline: &str) -> Comp
                 wall_seconds: stats::estimate(
                     &runs.iter().map(|r| r.wall_seconds).collect::<Vec<_>>(),
                 ),
+                seconds_per_epoch: per_epoch(&ok),
             }
         })
         .collect();
@@ -110,6 +115,7 @@ pub fn compare(experiment: &str, summaries: &[&Summary], baseline: &str) -> Comp
                 difference: stats::estimate(&diffs),
                 t_test_p: stats::paired_t(&diffs),
                 wilcoxon_p: stats::wilcoxon(&diffs),
+                time_ratio: completed_per_epoch(runs) / completed_per_epoch(base),
             });
         }
     }
@@ -118,6 +124,24 @@ pub fn compare(experiment: &str, summaries: &[&Summary], baseline: &str) -> Comp
         arms,
         paired,
     }
+}
+
+/// Seconds per epoch of each run (runs with a final evaluation past epoch 0).
+fn per_epoch(runs: &[&&Summary]) -> Estimate {
+    stats::estimate(
+        &runs
+            .iter()
+            .filter_map(|r| {
+                let epochs = r.final_.as_ref()?.epoch;
+                (epochs > 0.0).then(|| r.wall_seconds / epochs)
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn completed_per_epoch(runs: &[&Summary]) -> f64 {
+    let ok: Vec<&&Summary> = runs.iter().filter(|r| r.status == "completed").collect();
+    per_epoch(&ok).mean
 }
 
 fn ci(e: &Estimate) -> String {
@@ -151,11 +175,11 @@ impl Comparison {
             "# {}\n\nMean ± sd [95% t interval] across seeds; accuracies in %.\n\n",
             self.experiment
         );
-        out.push_str("| arm | runs | final test accuracy | first evaluation | final test loss | diverged | wall s |\n|---|---|---|---|---|---|---|\n");
+        out.push_str("| arm | runs | final test accuracy | first evaluation | final test loss | diverged | s/epoch |\n|---|---|---|---|---|---|---|\n");
         for a in &self.arms {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {}/{} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {}/{} | {:.2} |",
                 a.name,
                 a.runs,
                 ci(&a.final_accuracy),
@@ -167,21 +191,22 @@ impl Comparison {
                 },
                 a.diverged,
                 a.runs,
-                a.wall_seconds.mean
+                a.seconds_per_epoch.mean
             );
         }
         if !self.paired.is_empty() {
-            out.push_str("\nPaired by seed (final test accuracy, points):\n\n| arm − baseline | pairs | difference | t-test p | Wilcoxon p |\n|---|---|---|---|---|\n");
+            out.push_str("\nPaired by seed (final test accuracy, points; time: seconds per epoch over the baseline's):\n\n| arm − baseline | pairs | difference | t-test p | Wilcoxon p | time |\n|---|---|---|---|---|---|\n");
             for p in &self.paired {
                 let _ = writeln!(
                     out,
-                    "| {} − {} | {} | {} | {} | {} |",
+                    "| {} − {} | {} | {} | {} | {} | {:.2}x |",
                     p.arm,
                     p.baseline,
                     p.difference.n,
                     ci(&p.difference),
                     pval(p.t_test_p),
-                    pval(p.wilcoxon_p)
+                    pval(p.wilcoxon_p),
+                    p.time_ratio
                 );
             }
         }
@@ -197,14 +222,14 @@ impl Comparison {
     /// CSV: one row per arm.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "experiment,arm,runs,final_accuracy_mean,final_accuracy_sd,final_accuracy_ci_low,final_accuracy_ci_high,first_accuracy_mean,first_accuracy_sd,final_loss_mean,diverged,wall_seconds_mean,vs_baseline_difference,vs_baseline_t_test_p,vs_baseline_wilcoxon_p\n",
+            "experiment,arm,runs,final_accuracy_mean,final_accuracy_sd,final_accuracy_ci_low,final_accuracy_ci_high,first_accuracy_mean,first_accuracy_sd,final_loss_mean,diverged,wall_seconds_mean,seconds_per_epoch_mean,vs_baseline_difference,vs_baseline_t_test_p,vs_baseline_wilcoxon_p,vs_baseline_time_ratio\n",
         );
         for a in &self.arms {
             let p = self.paired.iter().find(|p| p.arm == a.name);
             let f = &a.final_accuracy;
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 self.experiment,
                 a.name,
                 a.runs,
@@ -217,9 +242,11 @@ impl Comparison {
                 a.final_loss.mean,
                 a.diverged,
                 a.wall_seconds.mean,
+                a.seconds_per_epoch.mean,
                 p.map_or(String::new(), |p| p.difference.mean.to_string()),
                 p.map_or(String::new(), |p| p.t_test_p.to_string()),
                 p.map_or(String::new(), |p| p.wilcoxon_p.to_string()),
+                p.map_or(String::new(), |p| p.time_ratio.to_string()),
             );
         }
         out
@@ -247,6 +274,7 @@ mod tests {
         Summary {
             experiment: "e".into(),
             status: "completed".into(),
+            wall_seconds: if opt == "aht" { 3.0 } else { 2.0 },
             seed,
             optimizer: opt.into(),
             final_: Some(p.clone()),
@@ -286,6 +314,11 @@ mod tests {
         );
         // Differences by seed: 10, 9, 8 points.
         assert!((p.difference.mean - 9.0).abs() < 1e-9 && (p.difference.sd - 1.0).abs() < 1e-9);
+        assert!(
+            (p.time_ratio - 1.5).abs() < 1e-12,
+            "3 s against 2 s per epoch"
+        );
+        assert_eq!(c.arms[0].seconds_per_epoch.mean, 3.0);
         let q = &c.paired[1];
         assert_eq!(q.baseline, "plain (lr=1)");
         assert!(
