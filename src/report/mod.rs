@@ -77,11 +77,11 @@ pub struct Point {
 /// Aggregates per-seed series `(x, y)` into a mean curve with t bands; x values are matched
 /// exactly (steps, or the epochs of evaluations, are the same across seeds of one arm).
 pub fn aggregate(label: &str, runs: &[Vec<(f64, f64)>]) -> Curve {
-    let mut at: BTreeMap<u64, (f64, Vec<f64>)> = BTreeMap::new();
+    let mut at: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
     for run in runs {
         for &(x, y) in run {
             if y.is_finite() {
-                at.entry((x * 1e6).round() as u64)
+                at.entry((x * 1e6).round() as i64)
                     .or_insert((x, Vec::new()))
                     .1
                     .push(y);
@@ -235,11 +235,73 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
             noise,
         ));
     }
+    if let Some(chart) = response(exp) {
+        charts.insert(0, chart);
+    }
     charts.retain(|c| !c.curves.is_empty());
     Ok(Figures {
         charts,
         heatmaps: heatmaps(exp, &trials),
     })
+}
+
+/// Final test accuracy against a setting swept for every optimizer (a learning-rate sweep):
+/// one curve per optimizer, the setting on a log axis when it spans a factor of 10 or more.
+fn response(exp: &Finished) -> Option<plot::Chart> {
+    let mut key = None;
+    let mut by_opt: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for (_, s) in &exp.trials {
+        let ctx = s.context();
+        let [(k, v)] = &ctx[..] else { return None };
+        if key.get_or_insert_with(|| k.clone()) != k {
+            return None;
+        }
+        let x: f64 = v.parse().ok()?;
+        let acc = match (&s.final_, s.status.as_str()) {
+            (Some(f), "completed") => f.test_accuracy * 100.0,
+            _ => f64::NAN,
+        };
+        by_opt.entry(&s.optimizer).or_default().push((x, acc));
+    }
+    let key = key?;
+    let xs: Vec<f64> = by_opt.values().flatten().map(|p| p.0).collect();
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let distinct = {
+        let mut v = xs.clone();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v.len()
+    };
+    if distinct < 3 {
+        return None;
+    }
+    let log = lo > 0.0 && hi / lo >= 10.0;
+    let curves = by_opt
+        .into_iter()
+        .map(|(opt, pts)| {
+            let pts: Vec<(f64, f64)> = pts
+                .into_iter()
+                .map(|(x, y)| (if log { x.log10() } else { x }, y))
+                .collect();
+            aggregate(opt, &[pts])
+        })
+        .collect::<Vec<_>>();
+    // `aggregate` over one list pools the seeds that share an x, which is what is wanted here.
+    let mut chart = plot::Chart::new(
+        "response",
+        &format!("{}: final test accuracy against {key}", exp.experiment),
+        &if log {
+            format!("{key} (log scale)")
+        } else {
+            key.clone()
+        },
+        "final test accuracy (%)",
+        curves,
+    );
+    chart.log_x = log;
+    Some(chart)
 }
 
 /// For each optimizer whose arms differ in exactly two numeric sweep values: mean final
@@ -373,5 +435,12 @@ mod tests {
         let (lo, hi) = p.band.unwrap();
         assert!((hi - 2.0 - 2.484138).abs() < 1e-5 && (2.0 - lo - 2.484138).abs() < 1e-5);
         assert_eq!(c.points[1].mean, 15.0);
+        // Negative x (log10 of a learning rate) keep their own points.
+        let c = aggregate(
+            "b",
+            &[vec![(-2.0, 1.0), (-1.5, 2.0), (-2.0, 3.0), (0.0, 4.0)]],
+        );
+        let got: Vec<(f64, f64)> = c.points.iter().map(|p| (p.x, p.mean)).collect();
+        assert_eq!(got, [(-2.0, 2.0), (-1.5, 2.0), (0.0, 4.0)]);
     }
 }

@@ -21,6 +21,8 @@ pub struct Chart {
     pub hlines: Vec<(f64, String)>,
     /// Plot log10(y), with tick labels in y.
     pub log_y: bool,
+    /// The x values are already log10 of the setting; tick labels show the setting.
+    pub log_x: bool,
     /// Curves from this index on are dashed and reuse the colours of the first ones.
     pub dashed_from: Option<usize>,
     /// A fixed y range (α lives in [1, 2]); otherwise the data's, padded.
@@ -37,6 +39,7 @@ impl Chart {
             curves,
             hlines: Vec::new(),
             log_y: false,
+            log_x: false,
             dashed_from: None,
             y_range: None,
         }
@@ -171,11 +174,12 @@ fn chart_on<DB: DrawingBackend>(
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(e)?;
     let log = chart.log_y;
+    let log_x = chart.log_x;
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .y_label_formatter(&|v: &f64| tick(if log { 10f64.powf(*v) } else { *v }))
-        .x_label_formatter(&|v: &f64| tick(*v))
+        .x_label_formatter(&|v: &f64| tick(if log_x { 10f64.powf(*v) } else { *v }))
         .label_style(("sans-serif", 14))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
