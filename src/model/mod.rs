@@ -86,7 +86,7 @@ impl Activation {
 
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Relu => x.relu(),
+            Activation::Relu => linear::relu(x),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => sigmoid(x),
             Activation::Silu => x * sigmoid(x)?,
@@ -121,8 +121,14 @@ struct Dense {
 }
 
 impl Dense {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear::xwt(x, self.w.as_tensor())?.broadcast_add(self.b.as_tensor())
+    /// `act(x·wᵀ + b)`, with ReLU fused into the layer's single graph node; `None`: no activation.
+    fn forward(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        let (w, b) = (self.w.as_tensor(), self.b.as_tensor());
+        match act {
+            Some(Activation::Relu) => linear::affine(x, w, b, true),
+            Some(a) => a.apply(&linear::affine(x, w, b, false)?),
+            None => linear::affine(x, w, b, false),
+        }
     }
 }
 
@@ -359,10 +365,7 @@ impl Builder<'_> {
 /// Runs fully connected layers with the activation between them (not after the last).
 fn run_stack(layers: &[Dense], act: Activation, mut h: Tensor) -> Result<Tensor> {
     for (i, l) in layers.iter().enumerate() {
-        h = l.forward(&h)?;
-        if i + 1 < layers.len() {
-            h = act.apply(&h)?;
-        }
+        h = l.forward(&h, (i + 1 < layers.len()).then_some(act))?;
     }
     Ok(h)
 }

@@ -90,14 +90,14 @@ impl Block {
         for (i, c) in self.convs.iter().enumerate() {
             h = c.forward(&h, mode)?;
             if i + 1 < self.convs.len() {
-                h = h.relu()?;
+                h = super::linear::relu(&h)?;
             }
         }
         let skip = match &self.shortcut {
             Some(s) => s.forward(x, mode)?,
             None => x.clone(),
         };
-        (h + skip)?.relu()
+        super::linear::relu(&(h + skip)?)
     }
 }
 
@@ -111,7 +111,7 @@ pub struct ResNet {
 
 impl ResNet {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut h = self.stem.forward(x, mode)?.relu()?;
+        let mut h = super::linear::relu(&self.stem.forward(x, mode)?)?;
         for b in &self.blocks {
             h = b.forward(&h, mode)?;
         }

@@ -153,11 +153,11 @@ impl Consts {
 fn sin_q(x: f32) -> f32 {
     let x2 = x * x;
     let p = -2.505_210_8e-8_f32;
-    let p = p * x2 + 2.755_731_9e-6;
-    let p = p * x2 - 1.984_127e-4;
-    let p = p * x2 + 8.333_333e-3;
-    let p = p * x2 - 1.666_666_7e-1;
-    x + x * x2 * p
+    let p = p.mul_add(x2, 2.755_731_9e-6);
+    let p = p.mul_add(x2, -1.984_127e-4);
+    let p = p.mul_add(x2, 8.333_333e-3);
+    let p = p.mul_add(x2, -1.666_666_7e-1);
+    (x * x2).mul_add(p, x)
 }
 
 /// ln(x) for positive normal x: the exponent, plus ln(m) for the mantissa m in [√½, √2) as
@@ -172,15 +172,15 @@ fn ln(x: f32) -> f32 {
     let m = f32::from_bits((t & 0x007f_ffff).wrapping_add(0x3f35_04f3));
     let y = m - 1.0;
     let q = 0.087_439_453_f32;
-    let q = q * y - 0.143_773_3;
-    let q = q * y + 0.149_490_95;
-    let q = q * y - 0.165_606_96;
-    let q = q * y + 0.199_569_78;
-    let q = q * y - 0.250_021_55;
-    let q = q * y + 0.333_341_84;
-    let q = q * y - 0.499_999_88;
-    let q = q * y + 0.999_999_974;
-    e * std::f32::consts::LN_2 + y * q
+    let q = q.mul_add(y, -0.143_773_3);
+    let q = q.mul_add(y, 0.149_490_95);
+    let q = q.mul_add(y, -0.165_606_96);
+    let q = q.mul_add(y, 0.199_569_78);
+    let q = q.mul_add(y, -0.250_021_55);
+    let q = q.mul_add(y, 0.333_341_84);
+    let q = q.mul_add(y, -0.499_999_88);
+    let q = q.mul_add(y, 0.999_999_974);
+    e.mul_add(std::f32::consts::LN_2, y * q)
 }
 
 /// exp(y), y clamped to [−87, 88].
@@ -188,20 +188,23 @@ fn ln(x: f32) -> f32 {
 fn exp(y: f32) -> f32 {
     let y = y.clamp(-87.0, 88.0);
     let n = (y * std::f32::consts::LOG2_E).round();
-    let r = y - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let r = (-n).mul_add(0.693_145_75, y);
+    let r = (-n).mul_add(1.428_606_8e-6, r);
     let p = 1.0 / 720.0_f32;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
+    let p = p.mul_add(r, 1.0 / 120.0);
+    let p = p.mul_add(r, 1.0 / 24.0);
+    let p = p.mul_add(r, 1.0 / 6.0);
+    let p = p.mul_add(r, 0.5);
+    let p = p.mul_add(r, 1.0);
+    let p = p.mul_add(r, 1.0);
     // 2^n through the bits of n + 1.5·2²³ (an `as` cast would saturate, which does not vectorise)
     let nb = (n + 12_582_912.0).to_bits().wrapping_sub(0x4b40_0000);
     p * f32::from_bits(nb.wrapping_add(127) << 23)
 }
 
-/// One draw from two 32-bit words, branch-free.
+/// One draw from two 32-bit words, branch-free. The polynomials use `mul_add`, a correctly
+/// rounded fused multiply-add on every CPU (an instruction where FMA is detected, software
+/// otherwise), so every build draws the same bits.
 #[inline(always)]
 fn cms_fast(k: Consts, w1: u32, w2: u32) -> f32 {
     use std::f32::consts::{FRAC_PI_2, PI};
@@ -222,7 +225,7 @@ fn cms_fast(k: Consts, w1: u32, w2: u32) -> f32 {
     let t2 = k.a_head + (k.alpha - 1.0) * t;
     let cos_b = sin_q(t2.min(FRAC_PI_2));
     let w = -ln(u2);
-    let lx = -k.inv_alpha * ln(cos_u) + k.ratio * (ln(cos_b) - ln(w));
+    let lx = (-k.inv_alpha).mul_add(ln(cos_u), k.ratio * ln(cos_b / w));
     sign * sin_a * exp(lx)
 }
 
