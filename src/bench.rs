@@ -153,7 +153,9 @@ fn time(p: &Protocol, dev: &Device, mut call: impl FnMut() -> Result<()>) -> Res
 pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result<BenchResult> {
     let mut rates = match workload {
         "sampler" => {
-            let mut out = vec![0.0f32; 10_000_000];
+            const N: usize = 10_000_000;
+            let mut out = vec![0.0f32; if dev.is_cpu() { N } else { 0 }];
+            let shape = candle_core::Shape::from(N);
             let key = stable::stream_key(0, "bench");
             let mut step = 0;
             time(
@@ -163,13 +165,18 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                 },
                 dev,
                 || {
-                    stable::fill_f32(1.5, key, step, &mut out);
+                    if dev.is_cpu() {
+                        stable::fill_f32(1.5, key, step, &mut out);
+                    } else {
+                        // into device memory by the device's own kernel
+                        stable::draw_tensor(1.5, key, step, &shape, dev)?;
+                    }
                     step += 1;
                     Ok(())
                 },
             )?
             .into_iter()
-            .map(|r| r * out.len() as f64)
+            .map(|r| r * N as f64)
             .collect()
         }
         "mlp-sgd-run" => {

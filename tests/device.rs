@@ -163,3 +163,47 @@ test_device!(a_recipe_trains_on_the_device, |dev: Device| {
     assert_eq!(s.device, name);
     assert!(s.final_.unwrap().test_accuracy > 0.5);
 });
+
+// The α-stable draws made on the device are the CPU kernel's, to f32 rounding at worst.
+test_device!(stable_draws_match_the_cpu_kernel, |dev: Device| {
+    use ahtsgd::optim::stable;
+    let n = 100_003; // odd: the last Philox block gives one draw
+    for alpha in [1.0, 1.5, 2.0] {
+        let mut host = vec![0f32; n];
+        stable::fill_f32(alpha, [3, 4], 5, &mut host);
+        let t = stable::draw_tensor(alpha, [3, 4], 5, &candle_core::Shape::from(n), &dev).unwrap();
+        assert_eq!(t.device().is_cpu(), dev.is_cpu());
+        let got: Vec<f32> = t.to_device(&Device::Cpu).unwrap().to_vec1().unwrap();
+        let worst = got
+            .iter()
+            .zip(&host)
+            .map(|(a, b)| ((a - b).abs() / b.abs().max(1e-30)) as f64)
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-6,
+            "α = {alpha}: worst relative difference {worst}"
+        );
+    }
+});
+
+// Stronger than the above: bit for bit (the kernels do the same operations in the same order).
+test_device!(stable_draws_are_bitwise_the_cpu_kernels, |dev: Device| {
+    use ahtsgd::optim::stable;
+    let n = 65_537;
+    for alpha in [1.2, 1.7] {
+        let mut host = vec![0f32; n];
+        stable::fill_f32(alpha, [11, 12], 13, &mut host);
+        let t =
+            stable::draw_tensor(alpha, [11, 12], 13, &candle_core::Shape::from(n), &dev).unwrap();
+        let got: Vec<f32> = t.to_device(&Device::Cpu).unwrap().to_vec1().unwrap();
+        let differ = got
+            .iter()
+            .zip(&host)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "α = {alpha}: {differ} of {n} draws differ in their bits"
+        );
+    }
+});

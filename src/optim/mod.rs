@@ -16,6 +16,8 @@ pub mod alpha;
 pub mod sgd;
 pub mod sharpness;
 pub mod stable;
+#[cfg(feature = "cuda")]
+mod stable_cuda;
 pub mod update;
 
 pub use sgd::{AhtSgd, Clip, NoiseKind, NoisePlacement, OptimError, ParamsAhtSgd, Telemetry};

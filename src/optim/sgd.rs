@@ -167,7 +167,9 @@ impl AhtSgd {
         let mut out = Vec::new();
         for ((name, var), st) in self.vars.iter().zip(&self.state) {
             let st = st.borrow();
-            let t = if !st.momentum_f32.is_empty() {
+            let t = if let Some(b) = &st.momentum_tensor {
+                b.to_device(&candle_core::Device::Cpu)?
+            } else if !st.momentum_f32.is_empty() {
                 candle_core::Tensor::from_slice(
                     &st.momentum_f32,
                     var.shape(),
@@ -193,9 +195,18 @@ impl AhtSgd {
         tensors: &std::collections::HashMap<String, candle_core::Tensor>,
         step: u64,
     ) -> candle_core::Result<()> {
-        for ((name, _), st) in self.vars.iter().zip(&self.state) {
+        for ((name, var), st) in self.vars.iter().zip(&self.state) {
             if let Some(t) = tensors.get(&format!("momentum/{name}")) {
                 let mut st = st.borrow_mut();
+                if !var.device().is_cpu() {
+                    // the tensor-op path keeps its buffer on the parameter's device
+                    st.momentum_tensor = Some(
+                        t.to_dtype(var.dtype())?
+                            .reshape(var.shape())?
+                            .to_device(var.device())?,
+                    );
+                    continue;
+                }
                 match t.dtype() {
                     candle_core::DType::F32 => st.momentum_f32 = t.flatten_all()?.to_vec1()?,
                     _ => {

@@ -128,17 +128,17 @@ pub fn fill_f64(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
 
 // ------------------------------------------------------------------------ fast f32 kernel
 
-/// Constants of the fast kernel for one α.
+/// Constants of the fast kernel for one α (also passed to the CUDA kernel).
 #[derive(Clone, Copy)]
-struct Consts {
-    alpha: f32,
-    inv_alpha: f32,
-    ratio: f32,  // (1 − α)/α
-    a_head: f32, // (2 − α)·π/2
+pub(crate) struct Consts {
+    pub(crate) alpha: f32,
+    pub(crate) inv_alpha: f32,
+    pub(crate) ratio: f32,  // (1 − α)/α
+    pub(crate) a_head: f32, // (2 − α)·π/2
 }
 
 impl Consts {
-    fn new(alpha: f64) -> Self {
+    pub(crate) fn new(alpha: f64) -> Self {
         Consts {
             alpha: alpha as f32,
             inv_alpha: (1.0 / alpha) as f32,
@@ -353,6 +353,67 @@ pub fn draw_f32(alpha: f64, key: [u32; 2], step: u64, i: u64) -> f32 {
         cms_fast(k, b[0], b[1])
     } else {
         cms_fast(k, b[2], b[3])
+    }
+}
+
+/// Fills an f32 tensor in place with draws `0..n` of stream `(key, step)` (the f32 kernel).
+struct StableFill {
+    alpha: f64,
+    key: [u32; 2],
+    step: u64,
+}
+
+impl candle_core::InplaceOp1 for StableFill {
+    fn name(&self) -> &'static str {
+        "ahtsgd-stable-fill"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &mut candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        match (s, l.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((a, b))) => {
+                fill_f32(self.alpha, self.key, self.step, &mut v[a..b]);
+                Ok(())
+            }
+            _ => candle_core::bail!("stable fill: a contiguous f32 tensor"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &mut candle_core::CudaStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        super::stable_cuda::fill(s, l, Consts::new(self.alpha), self.key, self.step)
+    }
+}
+
+/// Draws `0..n` of stream `(key, step)` as an f32 tensor of `shape` on `dev`, made on the device
+/// itself (a CUDA kernel on GPUs). The numbers are the CPU's; if the device kernel cannot run
+/// (no NVRTC), they are drawn on the host and copied.
+pub fn draw_tensor(
+    alpha: f64,
+    key: [u32; 2],
+    step: u64,
+    shape: &candle_core::Shape,
+    dev: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let host = || {
+        let mut v = vec![0f32; shape.elem_count()];
+        fill_f32(alpha, key, step, &mut v);
+        candle_core::Tensor::from_vec(v, shape, dev)
+    };
+    if dev.is_cpu() {
+        return host();
+    }
+    let t = candle_core::Tensor::zeros(shape, candle_core::DType::F32, dev)?;
+    match t.inplace_op1(&StableFill { alpha, key, step }) {
+        Ok(()) => Ok(t),
+        Err(_) => host(),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Stats {
 pub struct State {
     pub momentum_f32: Vec<f32>,
     pub momentum_f64: Vec<f64>,
+    /// The momentum buffer of the tensor-op path (devices other than the CPU).
+    pub momentum_tensor: Option<Tensor>,
     pub noise_f32: Vec<f32>,
     pub noise_f64: Vec<f64>,
 }
@@ -336,6 +338,42 @@ pub fn apply(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>)
 }
 
 /// The same update with tensor ops (any device); noise is drawn on the host.
+/// Noise for an f32 parameter made on its own device: σ·ξ (or the normal source), clipped per
+/// coordinate or by norm; returns (‖noise‖², coordinates clipped, noise).
+fn device_noise(r: &Rule, param: &Tensor) -> Result<(f64, usize, Tensor)> {
+    let (alpha, scale) = match r.source {
+        Source::None => unreachable!("no noise asked for"),
+        Source::Stable(a) => (a, r.sigma),
+        Source::Normal => (2.0, r.sigma / std::f64::consts::SQRT_2),
+    };
+    let raw = stable::draw_tensor(alpha, r.key, r.step, param.shape(), param.device())?;
+    let mut n = (raw * scale)?;
+    let mut clipped = 0;
+    if let Some(m) = r.clip_coord {
+        clipped = n
+            .abs()?
+            .gt(m)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+        n = n.clamp(-m, m)?;
+    }
+    let mut sq = n
+        .to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    if let Some(m) = r.clip_norm {
+        let norm = sq.sqrt();
+        if norm > m {
+            n = (n * (m / norm))?;
+            sq = m * m;
+            clipped = param.elem_count();
+        }
+    }
+    Ok((sq, clipped, n))
+}
+
 pub fn apply_tensors(
     rule: &Rule,
     param: &Tensor,
@@ -358,6 +396,12 @@ pub fn apply_tensors(
     }
     let noise = if rule.source == Source::None {
         None
+    } else if param.dtype() == DType::F32 && !param.device().is_cpu() {
+        // drawn on the device by the CPU's f32 kernel, scaled and clipped there
+        let (sq, clipped, t) = device_noise(rule, param)?;
+        st.noise_sq = sq;
+        st.clipped = clipped;
+        Some(t)
     } else {
         // the same stream and kernel as the CPU path for this dtype, so devices agree
         let mut s = state.borrow_mut();
@@ -384,13 +428,14 @@ pub fn apply_tensors(
         dir = (dir + n)?;
     }
     if rule.momentum > 0.0 {
-        // the momentum buffer lives on the host in f64 for this path
+        // the momentum buffer lives next to the parameter, in its dtype
         let mut s = state.borrow_mut();
-        s.momentum_f64.resize(d, 0.0);
-        let b_old = Tensor::from_slice(&s.momentum_f64, param.shape(), param.device())?
-            .to_dtype(param.dtype())?;
+        let b_old = match s.momentum_tensor.take() {
+            Some(b) => b,
+            None => param.zeros_like()?,
+        };
         let b = ((b_old * rule.momentum)? + &dir)?;
-        s.momentum_f64 = b.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+        s.momentum_tensor = Some(b.clone());
         dir = if rule.nesterov {
             (dir + (b * rule.momentum)?)?
         } else {

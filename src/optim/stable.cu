@@ -1,0 +1,98 @@
+// α-stable draws on the GPU: the same Philox4x32-10 stream and the same f32 Chambers–Mallows–Stuck
+// kernel as src/optim/stable.rs, operation for operation (compiled without contraction, so every
+// multiply-add below is the explicit fmaf the CPU kernel writes as mul_add), so a CUDA run draws
+// the CPU's numbers. One thread per Philox block: draws 2j and 2j + 1.
+
+#define PI_F 3.14159265358979323846f
+#define FRAC_PI_2_F 1.57079632679489661923f
+#define LN_2_F 0.69314718055994530942f
+#define LOG2_E_F 1.44269504088896340736f
+
+__device__ __forceinline__ float sin_q(float x) {
+    float x2 = x * x;
+    float p = -2.5052108e-8f;
+    p = fmaf(p, x2, 2.7557319e-6f);
+    p = fmaf(p, x2, -1.984127e-4f);
+    p = fmaf(p, x2, 8.333333e-3f);
+    p = fmaf(p, x2, -1.6666667e-1f);
+    return fmaf(x * x2, p, x);
+}
+
+__device__ __forceinline__ float ln_q(float x) {
+    unsigned int bits = __float_as_uint(x);
+    unsigned int t = bits - 0x3f3504f3u;
+    float e = (float)(((int)t) >> 23);
+    float m = __uint_as_float((t & 0x007fffffu) + 0x3f3504f3u);
+    float y = m - 1.0f;
+    float q = 0.087439453f;
+    q = fmaf(q, y, -0.1437733f);
+    q = fmaf(q, y, 0.14949095f);
+    q = fmaf(q, y, -0.16560696f);
+    q = fmaf(q, y, 0.19956978f);
+    q = fmaf(q, y, -0.25002155f);
+    q = fmaf(q, y, 0.33334184f);
+    q = fmaf(q, y, -0.49999988f);
+    q = fmaf(q, y, 0.999999974f);
+    return fmaf(e, LN_2_F, y * q);
+}
+
+__device__ __forceinline__ float exp_q(float y) {
+    y = fminf(fmaxf(y, -87.0f), 88.0f);
+    float n = roundf(y * LOG2_E_F);
+    float r = fmaf(-n, 0.69314575f, y);
+    r = fmaf(-n, 1.4286068e-6f, r);
+    float p = 1.0f / 720.0f;
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    unsigned int nb = __float_as_uint(n + 12582912.0f) - 0x4b400000u;
+    return p * __uint_as_float((nb + 127u) << 23);
+}
+
+__device__ __forceinline__ float cms(float alpha, float inv_alpha, float ratio, float a_head,
+                                     unsigned int w1, unsigned int w2) {
+    const float scale = 1.0f / 16777216.0f;
+    unsigned int i1 = w1 >> 8, i2 = w2 >> 9;
+    float u2 = ((float)i2 + 0.5f) * (2.0f * scale);
+    float sign = i1 < (1u << 23) ? -1.0f : 1.0f;
+    unsigned int lo = min(i1, (1u << 24) - 1u - i1);
+    float t = PI_F * ((float)lo + 0.5f) * scale;
+    int centred = 2 * (int)i1 + 1 - (1 << 24);
+    float abs_u = PI_F * (float)(centred < 0 ? -centred : centred) * (0.5f * scale);
+    float cos_u = sin_q(t);
+    float a_small = fminf(alpha * abs_u, a_head + alpha * t);
+    float sin_a = sin_q(fmaxf(a_small, 0.0f));
+    float t2 = a_head + (alpha - 1.0f) * t;
+    float cos_b = sin_q(fminf(t2, FRAC_PI_2_F));
+    float w = -ln_q(u2);
+    float lx = fmaf(-inv_alpha, ln_q(cos_u), ratio * ln_q(cos_b / w));
+    return sign * sin_a * exp_q(lx);
+}
+
+extern "C" __global__ void stable_fill_f32(float *out, unsigned long long n, unsigned int key0,
+                                           unsigned int key1, unsigned long long step,
+                                           float alpha, float inv_alpha, float ratio,
+                                           float a_head) {
+    unsigned long long j = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (2 * j >= n) return;
+    unsigned int c0 = (unsigned int)j, c1 = (unsigned int)(j >> 32);
+    unsigned int c2 = (unsigned int)step, c3 = (unsigned int)(step >> 32);
+    unsigned int k0 = key0, k1 = key1;
+    for (int r = 0; r < 10; r++) {
+        unsigned long long p0 = 0xD2511F53ull * (unsigned long long)c0;
+        unsigned long long p1 = 0xCD9E8D57ull * (unsigned long long)c2;
+        unsigned int n0 = (unsigned int)(p1 >> 32) ^ c1 ^ k0;
+        unsigned int n2 = (unsigned int)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (unsigned int)p1;
+        c3 = (unsigned int)p0;
+        c0 = n0;
+        c2 = n2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[2 * j] = cms(alpha, inv_alpha, ratio, a_head, c0, c1);
+    if (2 * j + 1 < n) out[2 * j + 1] = cms(alpha, inv_alpha, ratio, a_head, c2, c3);
+}
