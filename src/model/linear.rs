@@ -209,7 +209,7 @@ impl CustomOp3 for Affine {
 }
 
 /// Visits the elements of a tensor in row-major order, whatever its layout.
-fn elements<T: Copy>(data: &[T], l: &Layout) -> Vec<T> {
+pub(crate) fn elements<T: Copy>(data: &[T], l: &Layout) -> Vec<T> {
     match l.contiguous_offsets() {
         Some((a, b)) => data[a..b].to_vec(),
         None => {

@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+pub mod conv;
 pub mod linear;
 pub mod resnet;
 pub mod summary;
@@ -527,9 +528,10 @@ impl Model {
                     h = h.reshape(s)?;
                 }
                 for c in convs {
-                    h = h
-                        .conv2d(c.w.as_tensor(), 1, 1, 1, 1)?
-                        .broadcast_add(&c.b.as_tensor().reshape((1, (), 1, 1))?)?;
+                    h = conv::add_channel_bias(
+                        &conv::conv2d(&h, c.w.as_tensor(), 1, 1, 1)?,
+                        c.b.as_tensor(),
+                    )?;
                     h = pool2(&self.act.apply(&h)?, *max_pool)?;
                 }
                 run_stack(head, self.act, h.flatten_from(1)?)

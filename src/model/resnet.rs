@@ -73,7 +73,7 @@ pub struct ConvBn {
 
 impl ConvBn {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let h = x.conv2d(self.w.as_tensor(), self.padding, self.stride, 1, 1)?;
+        let h = super::conv::conv2d(x, self.w.as_tensor(), self.padding, self.stride, 1)?;
         self.bn.forward(&h, mode)
     }
 }
