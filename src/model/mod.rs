@@ -1,5 +1,7 @@
-//! Models built from candle's primitive ops, so first- and second-order gradients are right
-//! (no fused softmax, no `max_pool2d`, whose gradient is wrong in candle 0.11).
+//! Models built from candle's primitive ops and our own custom ops (dense layers, ReLU,
+//! convolution, max pooling: `linear`, `conv`, `pool`), whose backward passes are written with
+//! differentiable ops, so first- and second-order gradients are right. No fused softmax and no
+//! candle `max_pool2d` (its gradient is wrong in candle 0.11).
 
 use crate::plan::Obj;
 use candle_core::{D, DType, Device, Result, Tensor, Var};
