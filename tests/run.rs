@@ -393,7 +393,8 @@ fn a_closed_pipe_ends_output_quietly() {
     assert_ne!(out.status.code(), Some(101));
 }
 
-const SWEEP: &str = "dataset d = blobs { classes = 3, features = 4, samples = 600, test_samples = 60 }
+/// Two optimizers × five seeds on the bundled MNIST subset (cut to 600 training images).
+const SWEEP: &str = "dataset d = mnist_mini { train_limit = 600, test_limit = 100 }
 model m = mlp { hidden = [16] }
 optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = adaptive { sharpness = power_iteration { iters = 3, every = 5 steps } } }
 optimizer plain = sgd { lr = 0.1 }
@@ -401,7 +402,7 @@ experiment e {
   data = d
   model = m
   optimizer = sweep(aht, plain)
-  seed = sweep(0..3)
+  seed = sweep(0..5)
   epochs = 20
   batch = 8
   log_every = 1 step
@@ -409,9 +410,10 @@ experiment e {
   baseline = \"plain\"
 }
 ";
+const SWEEP_TRIALS: usize = 10;
 
 fn all_metrics(dir: &Path) -> Vec<String> {
-    (0..6)
+    (0..SWEEP_TRIALS)
         .map(|i| read(dir.join(format!("e/trial-{i:04}/metrics.jsonl"))))
         .collect()
 }
@@ -479,7 +481,7 @@ fn parallel_sweeps_match_and_survive_kill_9() {
     // wait until some trial has checkpointed, then kill the whole group
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
-        let any = (0..6).any(|i| {
+        let any = (0..SWEEP_TRIALS).any(|i| {
             tmp.path()
                 .join(format!("killed/e/trial-{i:04}/checkpoints/latest.json"))
                 .exists()
@@ -496,14 +498,17 @@ fn parallel_sweeps_match_and_survive_kill_9() {
         .unwrap();
     assert!(killed.success());
     let _ = child.wait();
-    let finished = (0..6)
+    let finished = (0..SWEEP_TRIALS)
         .filter(|i| {
             tmp.path()
                 .join(format!("killed/e/trial-{i:04}/summary.json"))
                 .exists()
         })
         .count();
-    assert!(finished < 6, "the kill came after the sweep had finished");
+    assert!(
+        finished < SWEEP_TRIALS,
+        "the kill came after the sweep had finished"
+    );
     let again = ahtsgd(
         &[
             "run",
@@ -568,7 +573,7 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
     );
     let script = String::from_utf8(script.stdout).unwrap();
     assert!(
-        script.contains("#SBATCH --array=0-5%3") && script.contains("#SBATCH --cpus-per-task=1"),
+        script.contains("#SBATCH --array=0-9%3") && script.contains("#SBATCH --cpus-per-task=1"),
         "{script}"
     );
     let task = script
@@ -581,7 +586,7 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    for i in 0..6 {
+    for i in 0..SWEEP_TRIALS {
         let o = Command::new("bash")
             .args(["-c", task])
             .env("SLURM_ARRAY_TASK_ID", i.to_string())
@@ -640,7 +645,7 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
     .unwrap();
     assert!(
         k8s.contains("completionMode: Indexed")
-            && k8s.contains("completions: 6")
+            && k8s.contains("completions: 10")
             && k8s.contains("JOB_COMPLETION_INDEX"),
         "{k8s}"
     );
