@@ -4,6 +4,7 @@
 //! (Hessian-vector products) work through them, and the input gradient is skipped when the input
 //! needs none (the data, for the first layer). Other devices use candle's convolution.
 
+use super::cpu::{f32_or_f64, view};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -177,14 +178,6 @@ fn gemm_into<T: WithDType + 'static>(
     }
 }
 
-/// Contiguous data of a tensor (copied when strided).
-fn data<'a, T: WithDType>(s: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => std::borrow::Cow::Borrowed(&s[a..b]),
-        None => std::borrow::Cow::Owned(super::linear::elements(s, l)),
-    }
-}
-
 /// How many images each parallel task takes.
 fn per_task(n: usize) -> usize {
     let threads = candle_core::utils::get_num_threads().max(1);
@@ -304,16 +297,6 @@ struct BackData(Params, usize, usize);
 /// dw = conv_back_filter(x, dy), for a kernel of size `kh × kw`
 struct BackFilter(Params, usize, usize);
 
-macro_rules! dispatch {
-    ($a:expr, $b:expr, $f:expr) => {
-        match ($a, $b) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(a, b)),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64($f(a, b)),
-            _ => candle_core::bail!("conv2d: f32 or f64 operands of one type"),
-        }
-    };
-}
-
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "ahtsgd-conv2d"
@@ -328,7 +311,11 @@ impl CustomOp2 for Conv {
     ) -> Result<(CpuStorage, Shape)> {
         let Params { stride, pad, dil } = self.0;
         let g = geom(l1.dims(), l2.dims(), stride, pad, dil)?;
-        let out = dispatch!(s1, s2, |x, w| forward(&g, &data(x, l1), &data(w, l2)));
+        let out = f32_or_f64!(self.name(), s1, s2, |x, w| forward(
+            &g,
+            &view(x, l1),
+            &view(w, l2)
+        ));
         Ok((out, Shape::from((g.n, g.o, g.oh(), g.ow()))))
     }
 
@@ -375,7 +362,11 @@ impl CustomOp2 for BackData {
         if o != o2 || oh != g.oh() || ow != g.ow() {
             candle_core::bail!("conv2d back-data: gradient {:?} does not fit", l1.dims());
         }
-        let out = dispatch!(s1, s2, |dy, w| back_data(&g, &data(dy, l1), &data(w, l2)));
+        let out = f32_or_f64!(self.name(), s1, s2, |dy, w| back_data(
+            &g,
+            &view(dy, l1),
+            &view(w, l2)
+        ));
         Ok((out, Shape::from((n, c, self.1, self.2))))
     }
 
@@ -422,7 +413,11 @@ impl CustomOp2 for BackFilter {
         if n != n2 || oh != g.oh() || ow != g.ow() {
             candle_core::bail!("conv2d back-filter: gradient {:?} does not fit", l2.dims());
         }
-        let out = dispatch!(s1, s2, |x, dy| back_filter(&g, &data(x, l1), &data(dy, l2)));
+        let out = f32_or_f64!(self.name(), s1, s2, |x, dy| back_filter(
+            &g,
+            &view(x, l1),
+            &view(dy, l2)
+        ));
         Ok((out, Shape::from((o, c, self.1, self.2))))
     }
 
@@ -492,15 +487,15 @@ impl CustomOp2 for AddBias {
             candle_core::bail!("channel bias: {:?} for {c} channels", l2.dims());
         }
         fn go<T: WithDType>(x: &[T], lx: &Layout, b: &[T], lb: &Layout, plane: usize) -> Vec<T> {
-            let mut out = data(x, lx).into_owned();
-            let b = data(b, lb);
+            let mut out = view(x, lx).into_owned();
+            let b = view(b, lb);
             for (k, chunk) in out.chunks_mut(plane).enumerate() {
                 let v = b[k % b.len()];
                 chunk.iter_mut().for_each(|x| *x += v);
             }
             out
         }
-        let out = dispatch!(s1, s2, |x, b| go(x, l1, b, l2, h * w));
+        let out = f32_or_f64!(self.name(), s1, s2, |x, b| go(x, l1, b, l2, h * w));
         Ok((out, l1.shape().clone()))
     }
 
@@ -532,7 +527,7 @@ impl candle_core::CustomOp1 for ChannelSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l.shape().dims4()?;
         fn go<T: WithDType>(a: &[T], l: &Layout, c: usize, plane: usize) -> Vec<T> {
-            let a = data(a, l);
+            let a = view(a, l);
             let mut out = vec![T::zero(); c];
             for (k, chunk) in a.chunks(plane).enumerate() {
                 let mut acc = T::zero();

@@ -2,6 +2,7 @@
 //! (the data, for the first layer): candle's own matmul always computes both sides. The
 //! backward is written with ordinary ops, so second-order gradients keep working.
 
+use super::cpu::{elements, f32_or_f64, view};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -77,7 +78,7 @@ fn gemm_xwt<T: Kern + 'static>(
         );
     }
     if relu {
-        let clamp = |c: &mut [T]| clamp_slice(c);
+        let clamp = |c: &mut [T]| T::clamp(c);
         if dst.len() >= PAR_MIN && threads > 1 {
             use rayon::prelude::*;
             dst.par_chunks_mut(PAR_MIN / 4).for_each(clamp);
@@ -208,34 +209,6 @@ impl CustomOp3 for Affine {
     }
 }
 
-/// Visits the elements of a tensor in row-major order, whatever its layout.
-pub(crate) fn elements<T: Copy>(data: &[T], l: &Layout) -> Vec<T> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => data[a..b].to_vec(),
-        None => {
-            let (dims, strides) = (l.dims(), l.stride());
-            let n: usize = dims.iter().product();
-            let mut out = Vec::with_capacity(n);
-            let mut idx = vec![0usize; dims.len()];
-            let mut at = l.start_offset();
-            for _ in 0..n {
-                out.push(data[at]);
-                // Advance the multi-index, last dimension fastest.
-                for d in (0..dims.len()).rev() {
-                    idx[d] += 1;
-                    at += strides[d];
-                    if idx[d] < dims[d] {
-                        break;
-                    }
-                    at -= strides[d] * dims[d];
-                    idx[d] = 0;
-                }
-            }
-            out
-        }
-    }
-}
-
 /// `grad` where the ReLU output `res` is positive, 0 elsewhere.
 struct ReluBack;
 
@@ -264,19 +237,6 @@ macro_rules! kern {
 }
 kern!(f32);
 kern!(f64);
-
-/// `max(x, 0)` in place.
-fn clamp_slice<T: Kern>(c: &mut [T]) {
-    T::clamp(c)
-}
-
-/// A tensor's elements in row-major order: borrowed when contiguous, copied otherwise.
-fn view<'a, T: Copy>(data: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => std::borrow::Cow::Borrowed(&data[a..b]),
-        None => std::borrow::Cow::Owned(elements(data, l)),
-    }
-}
 
 fn relu_back_slices<T: Kern>(g: &[T], lg: &Layout, r: &[T], lr: &Layout) -> Vec<T> {
     let (g, r) = (view(g, lg), view(r, lr));
@@ -307,15 +267,7 @@ impl CustomOp2 for ReluBack {
         if l1.dims() != l2.dims() {
             candle_core::bail!("relu-back: shapes {:?} and {:?}", l1.dims(), l2.dims());
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(r)) => {
-                CpuStorage::F32(relu_back_slices(g, l1, r, l2))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(r)) => {
-                CpuStorage::F64(relu_back_slices(g, l1, r, l2))
-            }
-            _ => candle_core::bail!("relu-back: f32 or f64 inputs of one type"),
-        };
+        let out = f32_or_f64!(self.name(), s1, s2, |g, r| relu_back_slices(g, l1, r, l2));
         Ok((out, l1.shape().clone()))
     }
 
@@ -407,9 +359,9 @@ impl CustomOp1 for Relu {
             let mut v = elements(a, l);
             if v.len() >= PAR_MIN && candle_core::utils::get_num_threads() > 1 {
                 use rayon::prelude::*;
-                v.par_chunks_mut(PAR_MIN / 4).for_each(clamp_slice);
+                v.par_chunks_mut(PAR_MIN / 4).for_each(T::clamp);
             } else {
-                clamp_slice(&mut v);
+                T::clamp(&mut v);
             }
             v
         }

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 pub mod conv;
+mod cpu;
 pub mod linear;
 pub mod pool;
 pub mod resnet;
@@ -39,11 +40,6 @@ impl Init {
             "kaiming" => Init::Kaiming,
             _ => Init::Default,
         }
-    }
-
-    /// A `layer` override's setting: `None` for `inherit`.
-    pub fn override_from_obj(o: &Obj) -> Option<Init> {
-        (o.kind != "inherit").then(|| Init::from_obj(o))
     }
 
     fn sample(self, n: usize, fan_in: usize, fan_out: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
@@ -172,27 +168,30 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A per-layer initialisation override from a model's `layers` list.
+/// A per-layer initialisation override from a model's `layers` list: `T` is [`Init`] when
+/// building, recipe text when listing (`plan --layers`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct LayerInit {
+pub struct LayerInit<T = Init> {
     /// Layer name or pattern (`*` matches any text).
     pub pattern: String,
-    pub init: Option<Init>,
-    pub bias_init: Option<Init>,
+    /// `None`: `inherit`.
+    pub init: Option<T>,
+    pub bias_init: Option<T>,
 }
 
-impl LayerInit {
-    /// The `layers` list of a checked model.
-    pub fn list(spec: &Obj) -> Vec<LayerInit> {
+impl<T> LayerInit<T> {
+    /// The `layers` list of a checked model, each setting read by `read`.
+    pub fn list(spec: &Obj, read: impl Fn(&Obj) -> T) -> Vec<LayerInit<T>> {
         if !spec.fields.iter().any(|(n, _)| *n == "layers") {
             return Vec::new();
         }
+        let setting = |o: &Obj| (o.kind != "inherit").then(|| read(o));
         spec.obj_list("layers")
             .into_iter()
             .map(|o| LayerInit {
                 pattern: o.str("name").to_string(),
-                init: Init::override_from_obj(o.obj("init")),
-                bias_init: Init::override_from_obj(o.obj("bias_init")),
+                init: setting(o.obj("init")),
+                bias_init: setting(o.obj("bias_init")),
             })
             .collect()
     }
@@ -200,18 +199,18 @@ impl LayerInit {
 
 /// The (weight, bias) initialisation of layer `name`: the model-wide pair, changed by every
 /// matching override in order. Marks the overrides that matched in `used`.
-pub fn layer_init(
+pub fn layer_init<T: Clone>(
     name: &str,
-    base: (Init, Init),
-    overrides: &[LayerInit],
+    base: (T, T),
+    overrides: &[LayerInit<T>],
     used: &mut [bool],
-) -> (Init, Init) {
+) -> (T, T) {
     let (mut w, mut b) = base;
     for (o, used) in overrides.iter().zip(used) {
         if summary::glob_match(&o.pattern, name) {
             *used = true;
-            w = o.init.unwrap_or(w);
-            b = o.bias_init.unwrap_or(b);
+            w = o.init.clone().unwrap_or(w);
+            b = o.bias_init.clone().unwrap_or(b);
         }
     }
     (w, b)
@@ -395,7 +394,7 @@ impl Model {
             } else {
                 Init::Default
             },
-            overrides: LayerInit::list(spec),
+            overrides: LayerInit::list(spec, Init::from_obj),
             used: Vec::new(),
             dtype,
             dev,

@@ -4,14 +4,8 @@
 //! work. One pass each way, where pooling by reshape costs a compare, a cast and a multiply over
 //! the whole input in its backward pass. Other devices pool by reshape.
 
+use super::cpu::{f32_or_f64, view};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
-
-fn data<'a, T: WithDType>(s: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => std::borrow::Cow::Borrowed(&s[a..b]),
-        None => std::borrow::Cow::Owned(super::linear::elements(s, l)),
-    }
-}
 
 /// For each output cell of each plane, the flat input index of its window's first maximum.
 fn argmax<T: WithDType>(x: &[T], planes: usize, h: usize, w: usize) -> Vec<usize> {
@@ -46,16 +40,6 @@ struct Scatter;
 /// `u: [N, C, H, W]` read at the maxima of `x`: `[N, C, H/2, W/2]`.
 struct Gather;
 
-macro_rules! both {
-    ($a:expr, $b:expr, $f:expr) => {
-        match ($a, $b) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(a, b)),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64($f(a, b)),
-            _ => candle_core::bail!("max-pool: f32 or f64 operands of one type"),
-        }
-    };
-}
-
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "ahtsgd-max-pool2"
@@ -64,7 +48,7 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims(l)?;
         fn go<T: WithDType>(x: &[T], l: &Layout, planes: usize, h: usize, w: usize) -> Vec<T> {
-            let x = data(x, l);
+            let x = view(x, l);
             argmax(&x, planes, h, w).into_iter().map(|i| x[i]).collect()
         }
         let out = match s {
@@ -108,7 +92,7 @@ impl CustomOp2 for Scatter {
             dims: (usize, usize, usize),
         ) -> Vec<T> {
             let (planes, h, w) = dims;
-            let (g, x) = (data(g, l1), data(x, l2));
+            let (g, x) = (view(g, l1), view(x, l2));
             let mut out = vec![T::zero(); x.len()];
             for (v, i) in g.iter().zip(argmax(&x, planes, h, w)) {
                 out[i] = *v;
@@ -116,7 +100,7 @@ impl CustomOp2 for Scatter {
             out
         }
         Ok((
-            both!(s1, s2, |a, b| go(a, l1, b, l2, (n * c, h, w))),
+            f32_or_f64!(self.name(), s1, s2, |a, b| go(a, l1, b, l2, (n * c, h, w))),
             l2.shape().clone(),
         ))
     }
@@ -162,11 +146,11 @@ impl CustomOp2 for Gather {
             dims: (usize, usize, usize),
         ) -> Vec<T> {
             let (planes, h, w) = dims;
-            let (u, x) = (data(u, l1), data(x, l2));
+            let (u, x) = (view(u, l1), view(x, l2));
             argmax(&x, planes, h, w).into_iter().map(|i| u[i]).collect()
         }
         Ok((
-            both!(s1, s2, |a, b| go(a, l1, b, l2, (n * c, h, w))),
+            f32_or_f64!(self.name(), s1, s2, |a, b| go(a, l1, b, l2, (n * c, h, w))),
             Shape::from((n, c, h / 2, w / 2)),
         ))
     }

@@ -138,27 +138,18 @@ pub fn layer_table(model: &Obj, shape: &[usize], classes: usize) -> Option<Vec<L
     } else {
         "default".to_string()
     };
-    let overrides = if model.fields.iter().any(|(n, _)| *n == "layers") {
-        model.obj_list("layers")
-    } else {
-        Vec::new()
-    };
+    let overrides = super::LayerInit::list(model, text);
+    let mut used = vec![false; overrides.len()];
     let rows = layers(model, shape, classes)?
         .into_iter()
         .map(|(name, w)| {
             let has_bias = !resnet || name == "fc";
-            let (mut init, mut bias) = (base_init.clone(), base_bias.clone());
-            for o in overrides
-                .iter()
-                .filter(|o| glob_match(o.str("name"), &name))
-            {
-                for (field, slot) in [("init", &mut init), ("bias_init", &mut bias)] {
-                    let v = o.obj(field);
-                    if v.kind != "inherit" {
-                        *slot = text(v);
-                    }
-                }
-            }
+            let (init, bias) = super::layer_init(
+                &name,
+                (base_init.clone(), base_bias.clone()),
+                &overrides,
+                &mut used,
+            );
             let weights: usize = w.iter().product();
             let extra = if has_bias { w[0] } else { 2 * w[0] };
             LayerRow {
