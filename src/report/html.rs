@@ -3,7 +3,7 @@
 
 use super::ReportError;
 use crate::sweep::stats::Estimate;
-use crate::sweep::summary::Comparison;
+use crate::sweep::summary::{self, Comparison, pval};
 use base64::Engine as _;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,27 +33,7 @@ pub fn escape(s: &str) -> String {
 }
 
 fn ci(e: &Estimate) -> String {
-    if e.n == 0 {
-        "–".into()
-    } else if e.half_width.is_finite() {
-        format!(
-            "{:.2} ± {:.2} <span class=ci>[{:.2}, {:.2}]</span>",
-            e.mean,
-            e.sd,
-            e.mean - e.half_width,
-            e.mean + e.half_width
-        )
-    } else {
-        format!("{:.2}", e.mean)
-    }
-}
-
-fn pval(p: f64) -> String {
-    if p < 1e-3 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.4}")
-    }
+    summary::ci_with(e, |interval| format!("<span class=ci>{interval}</span>"))
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}\

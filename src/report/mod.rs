@@ -392,13 +392,13 @@ pub fn write(dir: &Path, out: &Path) -> Result<Written, ReportError> {
         let mut pngs = Vec::new();
         for chart in &figs.charts {
             let stem = format!("{}_{}", exp.experiment, chart.file);
-            let (png, svg) = plot::draw_chart(chart, out, &stem)?;
+            let (png, svg) = plot::draw(chart, out, &stem)?;
             pngs.push((chart.title.clone(), png.clone(), svg.clone()));
             images.extend([png, svg]);
         }
         for map in &figs.heatmaps {
             let stem = format!("{}_{}", exp.experiment, map.file);
-            let (png, svg) = plot::draw_heatmap(map, out, &stem)?;
+            let (png, svg) = plot::draw(map, out, &stem)?;
             pngs.push((map.title.clone(), png.clone(), svg.clone()));
             images.extend([png, svg]);
         }

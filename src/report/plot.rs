@@ -89,25 +89,38 @@ fn plot_err(file: &str) -> impl Fn(String) -> ReportError + '_ {
     }
 }
 
-/// Draws a chart into `DIR/STEM.png` and `DIR/STEM.svg`.
-pub fn draw_chart(
-    chart: &Chart,
-    dir: &Path,
-    stem: &str,
-) -> Result<(PathBuf, PathBuf), ReportError> {
+/// Something drawn once per backend.
+pub trait Figure {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+impl Figure for Chart {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        chart_on(root, self)
+    }
+}
+
+impl Figure for HeatMap {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        heatmap_on(root, self)
+    }
+}
+
+/// Draws a figure into `DIR/STEM.png` and `DIR/STEM.svg`.
+pub fn draw(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf), ReportError> {
     register_font();
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     let name = png.display().to_string();
     {
         let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        chart_on(&root, chart).map_err(plot_err(&name))?;
+        fig.draw_on(&root).map_err(plot_err(&name))?;
         root.present().map_err(|e| plot_err(&name)(e.to_string()))?;
     }
     let name = svg.display().to_string();
     {
         let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        chart_on(&root, chart).map_err(plot_err(&name))?;
+        fig.draw_on(&root).map_err(plot_err(&name))?;
         root.present().map_err(|e| plot_err(&name)(e.to_string()))?;
     }
     Ok((png, svg))
@@ -249,30 +262,6 @@ fn chart_on<DB: DrawingBackend>(
         .draw()
         .map_err(e)?;
     Ok(())
-}
-
-/// Draws a heat map into `DIR/STEM.png` and `DIR/STEM.svg`.
-pub fn draw_heatmap(
-    map: &HeatMap,
-    dir: &Path,
-    stem: &str,
-) -> Result<(PathBuf, PathBuf), ReportError> {
-    register_font();
-    let png = dir.join(format!("{stem}.png"));
-    let svg = dir.join(format!("{stem}.svg"));
-    let name = png.display().to_string();
-    {
-        let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        heatmap_on(&root, map).map_err(plot_err(&name))?;
-        root.present().map_err(|e| plot_err(&name)(e.to_string()))?;
-    }
-    let name = svg.display().to_string();
-    {
-        let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        heatmap_on(&root, map).map_err(plot_err(&name))?;
-        root.present().map_err(|e| plot_err(&name)(e.to_string()))?;
-    }
-    Ok((png, svg))
 }
 
 /// Viridis at a few anchors, interpolated.

@@ -145,22 +145,28 @@ fn completed_per_epoch(runs: &[&Summary]) -> f64 {
 }
 
 fn ci(e: &Estimate) -> String {
+    ci_with(e, |interval| interval)
+}
+
+/// Mean ± sd and the 95% interval with `2` decimals; `wrap` dresses the interval (the HTML
+/// report greys it).
+pub(crate) fn ci_with(e: &Estimate, wrap: impl Fn(String) -> String) -> String {
     if e.n == 0 {
         "–".into()
     } else if e.half_width.is_finite() {
-        format!(
-            "{:.2} ± {:.2} [{:.2}, {:.2}]",
-            e.mean,
-            e.sd,
+        let interval = format!(
+            "[{:.2}, {:.2}]",
             e.mean - e.half_width,
             e.mean + e.half_width
-        )
+        );
+        format!("{:.2} ± {:.2} {}", e.mean, e.sd, wrap(interval))
     } else {
         format!("{:.2}", e.mean)
     }
 }
 
-fn pval(p: f64) -> String {
+/// A p-value: 4 decimals, or scientific below 0.001.
+pub(crate) fn pval(p: f64) -> String {
     if p < 1e-3 {
         format!("{p:.1e}")
     } else {
