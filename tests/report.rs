@@ -1,5 +1,8 @@
 //! `ahtsgd report` end to end: a real sweep, its plots, and the page opened in headless Chromium.
 
+mod common;
+
+use common::ahtsgd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,14 +26,6 @@ experiment grid {
   baseline = \"plain\"
 }
 ";
-
-fn ahtsgd(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("binary runs")
-}
 
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]

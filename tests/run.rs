@@ -1,5 +1,8 @@
 //! `ahtsgd run` end to end, through the real binary.
 
+mod common;
+
+use common::{ahtsgd, path_with_bin, read, write};
 use std::path::Path;
 use std::process::Command;
 
@@ -20,22 +23,6 @@ experiment e {
   baseline = \"plain\"
 }
 ";
-
-fn ahtsgd(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("binary runs")
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
-}
-
-fn read(p: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
-}
 
 #[test]
 fn same_recipe_and_seed_give_identical_metrics() {
@@ -580,12 +567,7 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
         .lines()
         .find(|l| l.starts_with("ahtsgd run"))
         .unwrap();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ahtsgd")).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_bin();
     for i in 0..SWEEP_TRIALS {
         let o = Command::new("bash")
             .args(["-c", task])

@@ -4,6 +4,9 @@
 //! run. With `CI` set, a cluster that cannot start fails the test; elsewhere it is skipped with
 //! the reason.
 
+mod common;
+
+use common::{path_with_bin, read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,10 +66,6 @@ fn start(dir: &Path) -> Result<Cluster, String> {
     }
 }
 
-fn read(p: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
-}
-
 #[test]
 fn array_job_on_a_real_cluster_matches_a_local_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -83,11 +82,7 @@ fn array_job_on_a_real_cluster_matches_a_local_run() {
     };
     let work = tmp.path();
     std::fs::write(work.join("sweep.aht"), SWEEP).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin().parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_bin();
     let shared = work.join("shared");
     let script = Command::new(bin())
         .args(["launch", "slurm", "sweep.aht", "--out"])

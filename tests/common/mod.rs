@@ -1,0 +1,34 @@
+//! Helpers the end-to-end tests share.
+#![allow(dead_code)] // each test crate uses a part
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs the built `ahtsgd` binary in `dir`.
+pub fn ahtsgd(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("binary runs")
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+pub fn read(p: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
+}
+
+/// `PATH` with the built binary's folder first, as a job script expects to find `ahtsgd`.
+pub fn path_with_bin() -> String {
+    format!(
+        "{}:{}",
+        Path::new(env!("CARGO_BIN_EXE_ahtsgd"))
+            .parent()
+            .expect("a folder")
+            .display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
