@@ -308,8 +308,8 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                         let r = sharpness::power_iteration(&loss, &vars, 10, 0.0, None, step)?;
                         opt.observe_sharpness(r.lambda);
                     }
-                    let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
-                    opt.step(&loss.backward()?, 0.0, 0.0)
+                    let (_, grads) = m.loss_grads(&x, &y)?;
+                    opt.step(&grads, 0.0, 0.0)
                         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                     step += 1;
                     Ok(())

@@ -326,20 +326,50 @@ impl CustomOp2 for Conv {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        let dx = if x.track_op() {
-            Some(dy.apply_op2(w, BackData(self.0, h, wd))?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2(dy, BackFilter(self.0, kh, kw))?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        conv_back(self.0, x, w, dy, [x.track_op(), w.track_op()])
     }
+}
+
+/// The gradients of `y = conv(x, w)` from `dy`, the gradient of `y`, for the operands marked
+/// in `want` (x, w).
+fn conv_back(
+    p: Params,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    want: [bool; 2],
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let (_, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let dx = if want[0] {
+        Some(dy.apply_op2(w, BackData(p, h, wd))?)
+    } else {
+        None
+    };
+    let dw = if want[1] {
+        Some(x.apply_op2(dy, BackFilter(p, kh, kw))?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
+}
+
+/// The gradients of `conv2d(x, w, padding, stride, dilation)` (CPU) from the gradient of its
+/// output: the input's when `want_x`, and the kernel's.
+pub(crate) fn conv2d_back(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    (padding, stride, dilation): (usize, usize, usize),
+    want_x: bool,
+) -> Result<(Option<Tensor>, Tensor)> {
+    let p = Params {
+        stride,
+        pad: padding,
+        dil: dilation,
+    };
+    let (dx, dw) = conv_back(p, x, w, dy, [want_x, true])?;
+    Ok((dx, dw.expect("asked for")))
 }
 
 impl CustomOp2 for BackData {
@@ -489,10 +519,15 @@ impl CustomOp2 for AddBias {
         fn go<T: WithDType>(x: &[T], lx: &Layout, b: &[T], lb: &Layout, plane: usize) -> Vec<T> {
             let mut out = view(x, lx).into_owned();
             let b = view(b, lb);
-            for (k, chunk) in out.chunks_mut(plane).enumerate() {
-                let v = b[k % b.len()];
-                chunk.iter_mut().for_each(|x| *x += v);
-            }
+            let per = ((1 << 14) / plane.max(1)).max(1);
+            out.par_chunks_mut(plane.max(1) * per)
+                .enumerate()
+                .for_each(|(t, chunk)| {
+                    for (k, p) in chunk.chunks_mut(plane.max(1)).enumerate() {
+                        let v = b[(t * per + k) % b.len()];
+                        p.iter_mut().for_each(|x| *x += v);
+                    }
+                });
             out
         }
         let out = f32_or_f64!(self.name(), s1, s2, |x, b| go(x, l1, b, l2, h * w));
@@ -526,15 +561,30 @@ impl candle_core::CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l.shape().dims4()?;
+        /// Plane sums in parallel (16 partial sums each, so they vectorise), then each
+        /// channel's planes added in image order: the same bits whatever the thread count.
         fn go<T: WithDType>(a: &[T], l: &Layout, c: usize, plane: usize) -> Vec<T> {
             let a = view(a, l);
+            let sums: Vec<T> = a
+                .par_chunks(plane.max(1))
+                .map(|p| {
+                    let mut acc = [T::zero(); 16];
+                    let mut lanes = p.chunks_exact(16);
+                    for l in &mut lanes {
+                        for (s, v) in acc.iter_mut().zip(l) {
+                            *s += *v;
+                        }
+                    }
+                    let mut t = T::zero();
+                    for v in lanes.remainder() {
+                        t += *v;
+                    }
+                    acc.iter().fold(t, |s, v| s + *v)
+                })
+                .collect();
             let mut out = vec![T::zero(); c];
-            for (k, chunk) in a.chunks(plane).enumerate() {
-                let mut acc = T::zero();
-                for v in chunk {
-                    acc += *v;
-                }
-                out[k % c] += acc;
+            for (k, v) in sums.into_iter().enumerate() {
+                out[k % c] += v;
             }
             out
         }
@@ -550,6 +600,11 @@ impl candle_core::CustomOp1 for ChannelSum {
         let (_, c, _, _) = arg.dims4()?;
         Ok(Some(u.reshape((1, c, 1, 1))?.broadcast_as(arg.shape())?))
     }
+}
+
+/// The sum of `[N, C, H, W]` over all but the channel (a channel bias's gradient), CPU.
+pub(crate) fn channel_sum(g: &Tensor) -> Result<Tensor> {
+    g.apply_op1(ChannelSum)
 }
 
 /// `x + b` with `b` broadcast over the batch and the pixels of each channel.

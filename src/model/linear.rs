@@ -185,28 +185,34 @@ impl CustomOp3 for Affine {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = if self.relu {
-            relu_back(grad, res)?
-        } else {
-            grad.clone()
-        };
-        let gx = if x.track_op() {
-            Some(g.matmul(w)?)
-        } else {
-            None
-        };
-        let gw = if w.track_op() {
-            Some(g.t()?.matmul(x)?)
-        } else {
-            None
-        };
-        let gb = if b.track_op() {
-            Some(sum_rows(&g)?)
-        } else {
-            None
-        };
-        Ok((gx, gw, gb))
+        let want = [x.track_op(), w.track_op(), b.track_op()];
+        affine_back(x, w, res, grad, self.relu, want)
     }
+}
+
+/// The gradients of a dense layer `res = act(x·wᵀ + b)` (ReLU when `relu`) from `grad`, the
+/// gradient of `res`, for the operands marked in `want` (x, w, b), with differentiable ops.
+pub(crate) fn affine_back(
+    x: &Tensor,
+    w: &Tensor,
+    res: &Tensor,
+    grad: &Tensor,
+    relu: bool,
+    want: [bool; 3],
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let g = if relu {
+        relu_back(grad, res)?
+    } else {
+        grad.clone()
+    };
+    let gx = if want[0] { Some(g.matmul(w)?) } else { None };
+    let gw = if want[1] {
+        Some(g.t()?.matmul(x)?)
+    } else {
+        None
+    };
+    let gb = if want[2] { Some(sum_rows(&g)?) } else { None };
+    Ok((gx, gw, gb))
 }
 
 /// `grad` where the ReLU output `res` is positive, 0 elsewhere.
@@ -284,7 +290,7 @@ impl CustomOp2 for ReluBack {
     }
 }
 
-fn relu_back(grad: &Tensor, res: &Tensor) -> Result<Tensor> {
+pub(crate) fn relu_back(grad: &Tensor, res: &Tensor) -> Result<Tensor> {
     if grad.device().is_cpu() {
         grad.apply_op2(res, ReluBack)
     } else {

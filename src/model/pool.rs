@@ -4,41 +4,175 @@
 //! work. One pass each way, where pooling by reshape costs a compare, a cast and a multiply over
 //! the whole input in its backward pass. Other devices pool by reshape.
 
-use super::cpu::{f32_or_f64, view};
+use super::cpu::view;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
 
-/// For each output cell of each plane, the flat input index of its window's first maximum.
-fn argmax<T: WithDType>(x: &[T], planes: usize, h: usize, w: usize) -> Vec<usize> {
-    let (oh, ow) = (h / 2, w / 2);
-    let mut idx = Vec::with_capacity(planes * oh * ow);
-    for p in 0..planes {
-        let base = p * h * w;
-        for y in 0..oh {
-            for xx in 0..ow {
-                let i0 = base + 2 * y * w + 2 * xx;
-                let mut best = i0;
-                for i in [i0 + 1, i0 + w, i0 + w + 1] {
-                    if x[i] > x[best] {
-                        best = i;
-                    }
-                }
-                idx.push(best);
+/// Which cell of each 2x2 window holds its first maximum (0: top left, 1: top right,
+/// 2: bottom left, 3: bottom right), one byte per output cell, planes in order.
+type Codes = Arc<Vec<u8>>;
+
+/// Planes per parallel task: enough work to pay for the split.
+fn planes_per_task(planes: usize, plane: usize) -> usize {
+    let threads = candle_core::utils::get_num_threads().max(1);
+    planes
+        .div_ceil(threads * 4)
+        .max((1 << 14) / plane.max(1))
+        .max(1)
+}
+
+/// The window codes of one plane `x: [h, w]` into `code: [h/2 · w/2]`, and the maxima into
+/// `out` when given. Branch-free selects, so random data does not cost mispredictions.
+fn plane_codes<T: WithDType>(x: &[T], w: usize, code: &mut [u8], mut out: Option<&mut [T]>) {
+    let ow = w / 2;
+    for (y, row) in code.chunks_mut(ow.max(1)).enumerate() {
+        let (r0, r1) = (&x[2 * y * w..], &x[(2 * y + 1) * w..]);
+        for (xx, c) in row.iter_mut().enumerate() {
+            let (a, b, d, e) = (r0[2 * xx], r0[2 * xx + 1], r1[2 * xx], r1[2 * xx + 1]);
+            let (mut best, mut k) = (a, 0u8);
+            if b > best {
+                best = b;
+                k = 1;
+            }
+            if d > best {
+                best = d;
+                k = 2;
+            }
+            if e > best {
+                best = e;
+                k = 3;
+            }
+            *c = k;
+            if let Some(o) = out.as_deref_mut() {
+                o[y * ow + xx] = best;
             }
         }
     }
-    idx
+}
+
+/// Window codes of `x: [planes, h, w]` (and the maxima, for the forward pass), in parallel.
+fn codes_of<T: WithDType>(
+    x: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    maxima: bool,
+) -> (Vec<u8>, Vec<T>) {
+    let (plane, oplane) = (h * w, (h / 2) * (w / 2));
+    let mut code = vec![0u8; planes * oplane];
+    let mut out = if maxima {
+        vec![T::zero(); planes * oplane]
+    } else {
+        Vec::new()
+    };
+    if oplane == 0 {
+        return (code, out);
+    }
+    let per = planes_per_task(planes, plane);
+    let work = |(xs, cs, os): (&[T], &mut [u8], Option<&mut [T]>)| {
+        let mut os = os;
+        for (i, (xp, cp)) in xs.chunks(plane).zip(cs.chunks_mut(oplane)).enumerate() {
+            let o = os
+                .as_deref_mut()
+                .map(|o| &mut o[i * oplane..(i + 1) * oplane]);
+            plane_codes(xp, w, cp, o);
+        }
+    };
+    let xs = x.par_chunks(plane * per);
+    let cs = code.par_chunks_mut(oplane * per);
+    if maxima {
+        xs.zip(cs)
+            .zip(out.par_chunks_mut(oplane * per))
+            .for_each(|((a, b), c)| work((a, b, Some(c))));
+    } else {
+        xs.zip(cs).for_each(|(a, b)| work((a, b, None)));
+    }
+    (code, out)
+}
+
+/// Places `g: [planes, h/2, w/2]` at the coded cells of `[planes, h, w]`, zeros elsewhere.
+fn scatter<T: WithDType>(g: &[T], code: &[u8], planes: usize, h: usize, w: usize) -> Vec<T> {
+    let (plane, oplane, ow) = (h * w, (h / 2) * (w / 2), w / 2);
+    let mut out = vec![T::zero(); planes * plane];
+    if oplane == 0 {
+        return out;
+    }
+    let per = planes_per_task(planes, plane);
+    out.par_chunks_mut(plane * per)
+        .zip(
+            g.par_chunks(oplane * per)
+                .zip(code.par_chunks(oplane * per)),
+        )
+        .for_each(|(o, (g, c))| {
+            for ((op, gp), cp) in o
+                .chunks_mut(plane)
+                .zip(g.chunks(oplane))
+                .zip(c.chunks(oplane))
+            {
+                for (i, (&v, &k)) in gp.iter().zip(cp).enumerate() {
+                    let (y, xx) = (i / ow, i % ow);
+                    let k = usize::from(k);
+                    op[(2 * y + (k >> 1)) * w + 2 * xx + (k & 1)] = v;
+                }
+            }
+        });
+    out
+}
+
+/// Reads `u: [planes, h, w]` at the coded cells: `[planes, h/2, w/2]`.
+fn gather<T: WithDType>(u: &[T], code: &[u8], planes: usize, h: usize, w: usize) -> Vec<T> {
+    let (plane, oplane, ow) = (h * w, (h / 2) * (w / 2), w / 2);
+    let mut out = vec![T::zero(); planes * oplane];
+    if oplane == 0 {
+        return out;
+    }
+    let per = planes_per_task(planes, plane);
+    out.par_chunks_mut(oplane * per)
+        .zip(u.par_chunks(plane * per).zip(code.par_chunks(oplane * per)))
+        .for_each(|(o, (u, c))| {
+            for ((op, up), cp) in o
+                .chunks_mut(oplane)
+                .zip(u.chunks(plane))
+                .zip(c.chunks(oplane))
+            {
+                for (i, (v, &k)) in op.iter_mut().zip(cp).enumerate() {
+                    let (y, xx) = (i / ow, i % ow);
+                    let k = usize::from(k);
+                    *v = up[(2 * y + (k >> 1)) * w + 2 * xx + (k & 1)];
+                }
+            }
+        });
+    out
 }
 
 fn dims(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
 
+/// The window codes of the pooled input, computed once by the forward pass and shared by the
+/// backward ops of every order (they are a function of the input alone).
+#[derive(Clone, Default)]
+struct Shared(Arc<OnceLock<Codes>>);
+
+impl Shared {
+    /// The codes, from the cache or computed from `x`.
+    fn get<T: WithDType>(&self, x: &[T], l: &Layout) -> Result<Codes> {
+        if let Some(c) = self.0.get() {
+            return Ok(c.clone());
+        }
+        let (n, c, h, w) = dims(l)?;
+        let (code, _) = codes_of(&view(x, l), n * c, h, w, false);
+        Ok(self.0.get_or_init(|| Arc::new(code)).clone())
+    }
+}
+
 /// Max over each 2x2 window.
-struct MaxPool;
+struct MaxPool(Shared);
 /// `[N, C, H/2, W/2]` values placed at the maxima of `x: [N, C, H, W]`, zeros elsewhere.
-struct Scatter;
+struct Scatter(Shared);
 /// `u: [N, C, H, W]` read at the maxima of `x`: `[N, C, H/2, W/2]`.
-struct Gather;
+struct Gather(Shared);
 
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
@@ -47,21 +181,45 @@ impl CustomOp1 for MaxPool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims(l)?;
-        fn go<T: WithDType>(x: &[T], l: &Layout, planes: usize, h: usize, w: usize) -> Vec<T> {
-            let x = view(x, l);
-            argmax(&x, planes, h, w).into_iter().map(|i| x[i]).collect()
+        let cache = &self.0.0;
+        fn go<T: WithDType>(
+            x: &[T],
+            l: &Layout,
+            dims: (usize, usize, usize),
+            cache: &OnceLock<Codes>,
+        ) -> Vec<T> {
+            let (planes, h, w) = dims;
+            let (code, out) = codes_of(&view(x, l), planes, h, w, true);
+            let _ = cache.set(Arc::new(code));
+            out
         }
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(go(x, l, n * c, h, w)),
-            CpuStorage::F64(x) => CpuStorage::F64(go(x, l, n * c, h, w)),
+            CpuStorage::F32(x) => CpuStorage::F32(go(x, l, (n * c, h, w), cache)),
+            CpuStorage::F64(x) => CpuStorage::F64(go(x, l, (n * c, h, w), cache)),
             _ => candle_core::bail!("max-pool: f32 or f64"),
         };
         Ok((out, Shape::from((n, c, h / 2, w / 2))))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(g.apply_op2(x, Scatter)?))
+        Ok(Some(g.apply_op2(x, Scatter(self.0.clone()))?))
     }
+}
+
+/// Runs `$f(a, codes, planes, h, w)` with the codes of `x` (operand 2, `[N, C, H, W]`).
+macro_rules! with_codes {
+    ($op:expr, $shared:expr, $s1:expr, $s2:expr, $l2:expr, $f:expr) => {{
+        let (n, c, h, w) = dims($l2)?;
+        match ($s1, $s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(x)) => {
+                CpuStorage::F32($f(a, &$shared.get(x, $l2)?, n * c, h, w))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(x)) => {
+                CpuStorage::F64($f(a, &$shared.get(x, $l2)?, n * c, h, w))
+            }
+            _ => candle_core::bail!("{}: f32 or f64 operands of one type", $op),
+        }
+    }};
 }
 
 impl CustomOp2 for Scatter {
@@ -84,25 +242,15 @@ impl CustomOp2 for Scatter {
                 l2.dims()
             );
         }
-        fn go<T: WithDType>(
-            g: &[T],
-            l1: &Layout,
-            x: &[T],
-            l2: &Layout,
-            dims: (usize, usize, usize),
-        ) -> Vec<T> {
-            let (planes, h, w) = dims;
-            let (g, x) = (view(g, l1), view(x, l2));
-            let mut out = vec![T::zero(); x.len()];
-            for (v, i) in g.iter().zip(argmax(&x, planes, h, w)) {
-                out[i] = *v;
-            }
-            out
-        }
-        Ok((
-            f32_or_f64!(self.name(), s1, s2, |a, b| go(a, l1, b, l2, (n * c, h, w))),
-            l2.shape().clone(),
-        ))
+        let out = with_codes!(
+            self.name(),
+            self.0,
+            s1,
+            s2,
+            l2,
+            |g, code: &Codes, p, h, w| { scatter(&view(g, l1), code, p, h, w) }
+        );
+        Ok((out, l2.shape().clone()))
     }
 
     /// Linear in the gradient: its adjoint gathers at the same maxima; the maxima themselves
@@ -114,7 +262,7 @@ impl CustomOp2 for Scatter {
         _res: &Tensor,
         u: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(u.apply_op2(x, Gather)?), None))
+        Ok((Some(u.apply_op2(x, Gather(self.0.clone()))?), None))
     }
 }
 
@@ -138,21 +286,15 @@ impl CustomOp2 for Gather {
                 l2.dims()
             );
         }
-        fn go<T: WithDType>(
-            u: &[T],
-            l1: &Layout,
-            x: &[T],
-            l2: &Layout,
-            dims: (usize, usize, usize),
-        ) -> Vec<T> {
-            let (planes, h, w) = dims;
-            let (u, x) = (view(u, l1), view(x, l2));
-            argmax(&x, planes, h, w).into_iter().map(|i| u[i]).collect()
-        }
-        Ok((
-            f32_or_f64!(self.name(), s1, s2, |a, b| go(a, l1, b, l2, (n * c, h, w))),
-            Shape::from((n, c, h / 2, w / 2)),
-        ))
+        let out = with_codes!(
+            self.name(),
+            self.0,
+            s1,
+            s2,
+            l2,
+            |u, code: &Codes, p, h, w| { gather(&view(u, l1), code, p, h, w) }
+        );
+        Ok((out, Shape::from((n, c, h / 2, w / 2))))
     }
 
     fn bwd(
@@ -162,13 +304,30 @@ impl CustomOp2 for Gather {
         _res: &Tensor,
         v: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(v.apply_op2(x, Scatter)?), None))
+        Ok((Some(v.apply_op2(x, Scatter(self.0.clone()))?), None))
     }
 }
 
 /// 2x2 max pooling with stride 2 (odd trailing rows and columns dropped), `[N, C, H, W]`.
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
-    x.apply_op1(MaxPool)
+    x.apply_op1(MaxPool(Shared::default()))
+}
+
+/// The maxima a pooling found, for a backward pass written by hand.
+pub(crate) struct Maxima(Shared);
+
+impl Maxima {
+    /// The gradient of the pooled input `x` from `g`, the gradient of the pooled output.
+    pub(crate) fn back(&self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
+        g.apply_op2(x, Scatter(self.0.clone()))
+    }
+}
+
+/// [`max_pool2`] (CPU) that also returns where the maxima were.
+pub(crate) fn max_pool2_keep(x: &Tensor) -> Result<(Tensor, Maxima)> {
+    let shared = Shared::default();
+    let y = x.apply_op1(MaxPool(shared.clone()))?;
+    Ok((y, Maxima(shared)))
 }
 
 #[cfg(test)]
@@ -177,14 +336,20 @@ mod tests {
     use candle_core::{Device, Var};
 
     /// Against pooling by reshape (candle's max, which is correct when there are no ties):
-    /// values, gradients and HVPs, on an odd-sized input.
+    /// values, gradients and HVPs, on an odd-sized input and on one large enough to be split
+    /// across threads.
     #[test]
     fn matches_pooling_by_reshape_at_first_and_second_order() {
         crate::optim::enable_second_order();
-        let (n, c, h, w) = (2, 3, 5, 7);
+        for dims in [(2, 3, 5, 7), (3, 40, 34, 33)] {
+            against_reshape(dims);
+        }
+    }
+
+    fn against_reshape((n, c, h, w): (usize, usize, usize, usize)) {
         // distinct values in a scrambled order, so every window has one maximum
         let vals: Vec<f64> = (0..n * c * h * w)
-            .map(|i| ((i * 37 % 211) as f64) / 50.0 - 2.0)
+            .map(|i| ((i * 7919 % 100_003) as f64) / 5000.0 - 2.0)
             .collect();
         let x = Var::from_vec(vals, (n, c, h, w), &Device::Cpu).unwrap();
         let by_reshape = |x: &Tensor| {

@@ -399,9 +399,7 @@ pub fn run_trial(
                     }
                 }
             }
-            let logits = model.forward(&x)?;
-            let loss_t = model::cross_entropy(&logits, &y)?;
-            let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let (loss, grads) = model.loss_grads(&x, &y)?;
             if !loss.is_finite() || loss > diverge_loss {
                 status = Err((
                     step,
@@ -413,7 +411,6 @@ pub fn run_trial(
                 ));
                 break 'train;
             }
-            let grads = loss_t.backward()?;
             let tel = match &mut opt {
                 Opt::Noisy(o) => {
                     o.params.lr = lr;
