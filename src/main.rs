@@ -15,5 +15,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // candle's element-wise ops run on its own thread pool, whose workers spin for a while
+    // after each op; our kernels and the GEMMs run on rayon's, so spinning workers take the
+    // cores they need (Hessian-vector products on two threads were 1.1-1.3x slower)
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: at start-up, before any thread exists.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1") };
+    }
     std::process::exit(cli::run());
 }

@@ -354,22 +354,36 @@ fn conv_back(
     Ok((dx, dw))
 }
 
-/// The gradients of `conv2d(x, w, padding, stride, dilation)` (CPU) from the gradient of its
-/// output: the input's when `want_x`, and the kernel's.
-pub(crate) fn conv2d_back(
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    (padding, stride, dilation): (usize, usize, usize),
-    want_x: bool,
-) -> Result<(Option<Tensor>, Tensor)> {
-    let p = Params {
+/// The settings of a convolution, in candle's argument order.
+pub(crate) type Settings = (usize, usize, usize);
+
+fn params((padding, stride, dilation): Settings) -> Params {
+    Params {
         stride,
         pad: padding,
         dil: dilation,
-    };
-    let (dx, dw) = conv_back(p, x, w, dy, [want_x, true])?;
-    Ok((dx, dw.expect("asked for")))
+    }
+}
+
+/// The input gradient of `conv2d(x, w, settings...)` (CPU) for an input of spatial size
+/// `h × w`, from `dy`, the gradient of its output.
+pub(crate) fn conv2d_back_data(
+    dy: &Tensor,
+    w: &Tensor,
+    hw: (usize, usize),
+    s: Settings,
+) -> Result<Tensor> {
+    dy.apply_op2(w, BackData(params(s), hw.0, hw.1))
+}
+
+/// The kernel gradient of `conv2d(x, w, settings...)` (CPU) for a `kh × kw` kernel, from `dy`.
+pub(crate) fn conv2d_back_filter(
+    x: &Tensor,
+    dy: &Tensor,
+    k: (usize, usize),
+    s: Settings,
+) -> Result<Tensor> {
+    x.apply_op2(dy, BackFilter(params(s), k.0, k.1))
 }
 
 impl CustomOp2 for BackData {

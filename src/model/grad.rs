@@ -1,21 +1,35 @@
-//! The training gradient by a reverse pass written by hand over the model's layers.
+//! Training gradients and Hessian-vector products by passes written by hand over the layers.
 //!
 //! `cross_entropy(forward(x), y).backward()` walks candle's graph, which starts every node's
 //! gradient as a zero-filled tensor and adds each contribution into it: a memset and an add per
-//! activation, single-threaded. For the layers whose backward passes we own (dense layers, our
-//! convolutions and max pooling, ReLU) the reverse pass here calls the same backward ops in
-//! order on detached tensors, with the softmax cross-entropy and its gradient fused in one pass
-//! over the logits. It gives the gradients of the graph path up to the rounding of the loss
-//! (tested); models it does not cover (other activations, average pooling, batch norm, other
-//! devices) take the graph path. Second order (HVPs) always uses the graph.
+//! activation, single-threaded; a double backward does the same over a graph twice the size.
+//! For the layers whose derivatives we own (dense layers, our convolutions, max pooling, ReLU)
+//! the passes here call the same ops in order on detached tensors:
+//!
+//! - the gradient: a forward pass that keeps each layer's input and output, the softmax
+//!   cross-entropy and its gradient in one pass over the logits, and the reverse pass;
+//! - H·v by the R-operator (Pearlmutter 1994): the directional derivative of that forward and
+//!   reverse pass along v, reusing the stored activations and deltas. ReLU and the pooling
+//!   maxima are locally fixed, so only the products with weights and the softmax contribute.
+//!   It costs about one more forward and reverse pass per product, where a double backward
+//!   through the graph costs two.
+//!
+//! Both match the graph path to rounding (tested). Models they do not cover (other
+//! activations, average pooling, batch norm, other devices) take the graph path.
 
 use super::{Activation, Arch, Dense, Model, conv, linear, pool};
+use crate::optim::sharpness::{GraphHessian, Hessian};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, TensorId};
+use std::collections::HashMap;
 
-/// Mean softmax cross-entropy of `logits: [n, k]` against class indices `y: [n]`, and its
-/// gradient with respect to the logits, `(softmax − onehot)/n`, in one pass (f64 inside).
-pub fn softmax_cross_entropy(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
+/// The convolutions' padding, stride and dilation in the CNN.
+const SAME: conv::Settings = (1, 1, 1);
+
+/// Mean softmax cross-entropy of `logits: [n, k]` against class indices `y: [n]`, its
+/// gradient with respect to the logits, `(softmax − onehot)/n`, and the softmax, in one pass
+/// (f64 inside).
+fn softmax_xent(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor, Tensor)> {
     let (n, k) = logits.dims2()?;
     let labels = y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
     if labels.len() != n {
@@ -25,75 +39,257 @@ pub fn softmax_cross_entropy(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1::<f64>()?;
-    let mut grad = vec![0f64; n * k];
+    let mut prob = vec![0f64; n * k];
     let mut total = 0f64;
-    let inv_n = 1.0 / n.max(1) as f64;
-    for ((row, g), &c) in z.chunks_exact(k).zip(grad.chunks_exact_mut(k)).zip(&labels) {
+    for ((row, p), &c) in z.chunks_exact(k).zip(prob.chunks_exact_mut(k)).zip(&labels) {
         let c = c as usize;
         if c >= k {
             candle_core::bail!("cross-entropy: label {c} for {k} classes");
         }
         let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut s = 0f64;
-        for (gi, &zi) in g.iter_mut().zip(row) {
-            *gi = (zi - m).exp();
-            s += *gi;
+        for (pi, &zi) in p.iter_mut().zip(row) {
+            *pi = (zi - m).exp();
+            s += *pi;
         }
         total += m + s.ln() - row[c];
-        for gi in g.iter_mut() {
-            *gi *= inv_n / s;
-        }
-        g[c] -= inv_n;
+        p.iter_mut().for_each(|pi| *pi /= s);
     }
-    let grad = Tensor::from_vec(grad, (n, k), logits.device())?.to_dtype(logits.dtype())?;
-    Ok((total * inv_n, grad))
+    let inv_n = 1.0 / n.max(1) as f64;
+    let mut grad: Vec<f64> = prob.iter().map(|p| p * inv_n).collect();
+    for (i, &c) in labels.iter().enumerate() {
+        grad[i * k + c as usize] -= inv_n;
+    }
+    let (dev, dt) = (logits.device(), logits.dtype());
+    let grad = Tensor::from_vec(grad, (n, k), dev)?.to_dtype(dt)?;
+    let prob = Tensor::from_vec(prob, (n, k), dev)?.to_dtype(dt)?;
+    Ok((total * inv_n, grad, prob))
 }
 
-/// Forward through a dense stack on detached parameters: the input and output of every layer
-/// (ReLU between layers, none after the last).
-fn stack_forward(layers: &[Dense], x: Tensor) -> Result<Vec<Tensor>> {
-    let mut acts = Vec::with_capacity(layers.len() + 1);
-    acts.push(x);
-    for (i, l) in layers.iter().enumerate() {
-        let relu = i + 1 < layers.len();
-        let out = linear::affine(
-            &acts[i],
-            &l.w.as_tensor().detach(),
-            &l.b.as_tensor().detach(),
-            relu,
-        )?;
-        acts.push(out);
-    }
-    Ok(acts)
+/// Mean softmax cross-entropy of `logits: [n, k]` against class indices `y: [n]` and its
+/// gradient with respect to the logits, `(softmax − onehot)/n`, in one pass (f64 inside).
+pub fn softmax_cross_entropy(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
+    let (loss, grad, _) = softmax_xent(logits, y)?;
+    Ok((loss, grad))
 }
 
-/// The reverse pass of [`stack_forward`] from the gradient of the last output; stores the
-/// parameter gradients and returns the input's gradient when `want_input`.
-fn stack_backward(
-    layers: &[Dense],
-    acts: &[Tensor],
-    mut g: Tensor,
-    want_input: bool,
-    store: &mut GradStore,
-) -> Result<Option<Tensor>> {
-    for (i, l) in layers.iter().enumerate().rev() {
-        let relu = i + 1 < layers.len();
-        let w = l.w.as_tensor().detach();
-        let want_x = i > 0 || want_input;
-        let (gx, gw, gb) =
-            linear::affine_back(&acts[i], &w, &acts[i + 1], &g, relu, [want_x, true, true])?;
-        store.insert(l.w.as_tensor(), gw.expect("asked for"));
-        store.insert(l.b.as_tensor(), gb.expect("asked for"));
-        match gx {
-            Some(gx) => g = gx,
-            None => return Ok(None),
+/// One convolution stage of the CNN as it ran: `z = conv(h, w)`, `p = pool(z)`,
+/// `a = relu(p + b)`.
+struct Stage {
+    h: Tensor,
+    z: Tensor,
+    maxima: pool::Maxima,
+    a: Tensor,
+}
+
+/// A forward and reverse pass, kept for Hessian-vector products.
+struct Tape<'m> {
+    convs: &'m [Dense],
+    head: &'m [Dense],
+    stages: Vec<Stage>,
+    /// The shape of the last stage's output (the head's input before flattening).
+    map_shape: Vec<usize>,
+    /// The head's activations: its input, then each layer's output (the logits last).
+    acts: Vec<Tensor>,
+    prob: Tensor,
+    loss: f64,
+    /// Per head layer, the gradient of its pre-activation (its output's, masked by ReLU).
+    head_delta: Vec<Tensor>,
+    /// Per stage, the gradient of `p + b` and of `z`.
+    stage_delta: Vec<(Tensor, Tensor)>,
+    grads: GradStore,
+}
+
+fn detached(d: &Dense) -> (Tensor, Tensor) {
+    (d.w.as_tensor().detach(), d.b.as_tensor().detach())
+}
+
+impl<'m> Tape<'m> {
+    fn run(convs: &'m [Dense], head: &'m [Dense], x: Tensor, y: &Tensor) -> Result<Self> {
+        let mut stages = Vec::with_capacity(convs.len());
+        let mut h = x;
+        for c in convs {
+            let (w, b) = detached(c);
+            let z = conv::conv2d(&h, &w, SAME.0, SAME.1, SAME.2)?;
+            let (p, maxima) = pool::max_pool2_keep(&z)?;
+            let a = linear::relu(&conv::add_channel_bias(&p, &b)?)?;
+            stages.push(Stage {
+                h: std::mem::replace(&mut h, a.clone()),
+                z,
+                maxima,
+                a,
+            });
         }
+        let map_shape = h.dims().to_vec();
+        let mut acts = Vec::with_capacity(head.len() + 1);
+        acts.push(h.flatten_from(1)?);
+        for (i, l) in head.iter().enumerate() {
+            let (w, b) = detached(l);
+            let out = linear::affine(&acts[i], &w, &b, i + 1 < head.len())?;
+            acts.push(out);
+        }
+        let (loss, mut g, prob) = softmax_xent(acts.last().expect("an input"), y)?;
+        let mut grads = GradStore::default();
+        // the head, last layer first
+        let mut head_delta = vec![g.clone(); head.len()];
+        for (i, l) in head.iter().enumerate().rev() {
+            let delta = if i + 1 < head.len() {
+                linear::relu_back(&g, &acts[i + 1])?
+            } else {
+                g.clone()
+            };
+            grads.insert(l.w.as_tensor(), delta.t()?.matmul(&acts[i])?);
+            grads.insert(l.b.as_tensor(), linear::sum_rows(&delta)?);
+            if i > 0 || !stages.is_empty() {
+                g = delta.matmul(&l.w.as_tensor().detach())?;
+            }
+            head_delta[i] = delta;
+        }
+        // the stages, last first
+        let mut stage_delta = Vec::with_capacity(stages.len());
+        if !stages.is_empty() {
+            g = g.reshape(map_shape.clone())?;
+        }
+        for (i, (c, s)) in convs.iter().zip(&stages).enumerate().rev() {
+            let dp = linear::relu_back(&g, &s.a)?;
+            grads.insert(c.b.as_tensor(), conv::channel_sum(&dp)?);
+            let dz = s.maxima.back(&dp, &s.z)?;
+            let w = c.w.as_tensor().detach();
+            let k = (w.dim(2)?, w.dim(3)?);
+            grads.insert(
+                c.w.as_tensor(),
+                conv::conv2d_back_filter(&s.h, &dz, k, SAME)?,
+            );
+            if i > 0 {
+                let hw = (s.h.dim(2)?, s.h.dim(3)?);
+                g = conv::conv2d_back_data(&dz, &w, hw, SAME)?;
+            }
+            stage_delta.push((dp, dz));
+        }
+        stage_delta.reverse();
+        Ok(Tape {
+            convs,
+            head,
+            stages,
+            map_shape,
+            acts,
+            prob,
+            loss,
+            head_delta,
+            stage_delta,
+            grads,
+        })
     }
-    Ok(Some(g))
+}
+
+/// H·v by the R-operator over a [`Tape`].
+struct RopHessian<'m> {
+    tape: Tape<'m>,
+    /// Each parameter's position in the model's parameter order.
+    index: HashMap<TensorId, usize>,
+    count: usize,
+}
+
+impl RopHessian<'_> {
+    /// `v`'s entries for a layer's weight and bias.
+    fn dir<'v>(&self, v: &'v [Tensor], d: &Dense) -> (&'v Tensor, &'v Tensor) {
+        (
+            &v[self.index[&d.w.as_tensor().id()]],
+            &v[self.index[&d.b.as_tensor().id()]],
+        )
+    }
+}
+
+impl Hessian for RopHessian<'_> {
+    fn hvp(&mut self, v: &[Tensor]) -> Result<Vec<Tensor>> {
+        if v.len() != self.count {
+            candle_core::bail!("H·v: {} directions for {} parameters", v.len(), self.count);
+        }
+        let t = &self.tape;
+        let mut out: Vec<Option<Tensor>> = vec![None; self.count];
+        // forward tangents: R(h) of each stage's input, then of the head's activations
+        let mut rh: Option<Tensor> = None;
+        let mut stage_rh = Vec::with_capacity(t.stages.len());
+        for (c, s) in t.convs.iter().zip(&t.stages) {
+            let (vw, vb) = self.dir(v, c);
+            let w = c.w.as_tensor().detach();
+            let mut rz = conv::conv2d(&s.h, vw, SAME.0, SAME.1, SAME.2)?;
+            if let Some(r) = &rh {
+                rz = (rz + conv::conv2d(r, &w, SAME.0, SAME.1, SAME.2)?)?;
+            }
+            let rp = s.maxima.select(&rz, &s.z)?;
+            let ra = linear::relu_back(&conv::add_channel_bias(&rp, vb)?, &s.a)?;
+            stage_rh.push(rh.replace(ra));
+        }
+        let mut ra: Vec<Option<Tensor>> = Vec::with_capacity(t.head.len() + 1);
+        ra.push(rh.map(|r| r.flatten_from(1)).transpose()?);
+        for (i, l) in t.head.iter().enumerate() {
+            let (vw, vb) = self.dir(v, l);
+            let mut rz = linear::affine(&t.acts[i], vw, vb, false)?;
+            if let Some(r) = &ra[i] {
+                rz = (rz + linear::xwt(r, &l.w.as_tensor().detach())?)?;
+            }
+            ra.push(Some(if i + 1 < t.head.len() {
+                linear::relu_back(&rz, &t.acts[i + 1])?
+            } else {
+                rz
+            }));
+        }
+        // R of the logits' gradient: (diag(s) − s sᵀ)·R(z) / n, row by row
+        let rz = ra.last().cloned().flatten().expect("the logits' tangent");
+        let n = rz.dim(0)? as f64;
+        let sr = (&t.prob * &rz)?;
+        let mut rg = ((&sr - t.prob.broadcast_mul(&sr.sum_keepdim(1)?)?)? / n)?;
+        // reverse tangents
+        for (i, l) in t.head.iter().enumerate().rev() {
+            let delta = &t.head_delta[i];
+            let rdelta = if i + 1 < t.head.len() {
+                linear::relu_back(&rg, &t.acts[i + 1])?
+            } else {
+                rg.clone()
+            };
+            let mut rw = rdelta.t()?.matmul(&t.acts[i])?;
+            if let Some(r) = &ra[i] {
+                rw = (rw + delta.t()?.matmul(r)?)?;
+            }
+            out[self.index[&l.w.as_tensor().id()]] = Some(rw);
+            out[self.index[&l.b.as_tensor().id()]] = Some(linear::sum_rows(&rdelta)?);
+            if i > 0 || !t.stages.is_empty() {
+                let (vw, _) = self.dir(v, l);
+                rg = (rdelta.matmul(&l.w.as_tensor().detach())? + delta.matmul(vw)?)?;
+            }
+        }
+        if !t.stages.is_empty() {
+            rg = rg.reshape(t.map_shape.clone())?;
+        }
+        for (i, (c, s)) in t.convs.iter().zip(&t.stages).enumerate().rev() {
+            let (_, dz) = &t.stage_delta[i];
+            let rdp = linear::relu_back(&rg, &s.a)?;
+            out[self.index[&c.b.as_tensor().id()]] = Some(conv::channel_sum(&rdp)?);
+            let rdz = s.maxima.back(&rdp, &s.z)?;
+            let w = c.w.as_tensor().detach();
+            let k = (w.dim(2)?, w.dim(3)?);
+            let mut rw = conv::conv2d_back_filter(&s.h, &rdz, k, SAME)?;
+            if let Some(r) = &stage_rh[i] {
+                rw = (rw + conv::conv2d_back_filter(r, dz, k, SAME)?)?;
+            }
+            out[self.index[&c.w.as_tensor().id()]] = Some(rw);
+            if i > 0 {
+                let (vw, _) = self.dir(v, c);
+                let hw = (s.h.dim(2)?, s.h.dim(3)?);
+                rg = (conv::conv2d_back_data(&rdz, &w, hw, SAME)?
+                    + conv::conv2d_back_data(dz, vw, hw, SAME)?)?;
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, t)| t.ok_or_else(|| candle_core::Error::Msg(format!("H·v: no entry {i}"))))
+            .collect()
+    }
 }
 
 impl Model {
-    /// Whether [`Model::loss_grads`] takes the reverse pass written by hand.
+    /// Whether [`Model::loss_grads`] and [`Model::hessian`] take the passes written by hand.
     pub fn has_fast_grads(&self, x: &Tensor) -> bool {
         x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -105,58 +301,59 @@ impl Model {
             }
     }
 
+    /// The layers of a model with hand-written passes: convolution stages and dense head.
+    fn parts(&self) -> (&[Dense], &[Dense]) {
+        match &self.arch {
+            Arch::Mlp { layers } => (&[], layers),
+            Arch::Cnn { convs, head, .. } => (convs, head),
+            Arch::ResNet(_) => (&[], &[]),
+        }
+    }
+
+    fn tape(&self, x: &Tensor, y: &Tensor) -> Result<Tape<'_>> {
+        let (convs, head) = self.parts();
+        let x = self.sample_batch(&x.detach())?;
+        let x = if convs.is_empty() {
+            x.flatten_from(1)?
+        } else {
+            x
+        };
+        Tape::run(convs, head, x, y)
+    }
+
     /// The mean cross-entropy of a training batch and the gradients of every parameter:
-    /// what `cross_entropy(forward(x), y).backward()` gives, by the reverse pass written by
-    /// hand where the model allows it (see the module docs) and by candle's graph otherwise.
+    /// what `cross_entropy(forward(x), y).backward()` gives, by the pass written by hand where
+    /// the model allows it (see the module docs) and by candle's graph otherwise.
     pub fn loss_grads(&self, x: &Tensor, y: &Tensor) -> Result<(f64, GradStore)> {
         if !self.has_fast_grads(x) {
             let loss = super::cross_entropy(&self.forward(x)?, y)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             return Ok((value, loss.backward()?));
         }
-        let mut store = GradStore::default();
-        let x = self.sample_batch(&x.detach())?;
-        let loss = match &self.arch {
-            Arch::Mlp { layers } => {
-                let acts = stack_forward(layers, x.flatten_from(1)?)?;
-                let (loss, g) = softmax_cross_entropy(acts.last().expect("input"), y)?;
-                stack_backward(layers, &acts, g, false, &mut store)?;
-                loss
-            }
-            Arch::Cnn { convs, head, .. } => {
-                // per stage: z = conv(h), p = pool(z), a = relu(p + b), as in `forward_mode`
-                let mut ins = Vec::with_capacity(convs.len());
-                let mut stages = Vec::with_capacity(convs.len());
-                let mut h = x;
-                for c in convs {
-                    let z = conv::conv2d(&h, &c.w.as_tensor().detach(), 1, 1, 1)?;
-                    let (p, maxima) = pool::max_pool2_keep(&z)?;
-                    let a = linear::relu(&conv::add_channel_bias(&p, &c.b.as_tensor().detach())?)?;
-                    ins.push(std::mem::replace(&mut h, a.clone()));
-                    stages.push((z, maxima, a));
-                }
-                let shape = h.dims().to_vec();
-                let acts = stack_forward(head, h.flatten_from(1)?)?;
-                let (loss, g) = softmax_cross_entropy(acts.last().expect("input"), y)?;
-                let mut g = stack_backward(head, &acts, g, true, &mut store)?
-                    .expect("asked for")
-                    .reshape(shape)?;
-                for (i, (c, (z, maxima, a))) in convs.iter().zip(stages).enumerate().rev() {
-                    let ga = linear::relu_back(&g, &a)?;
-                    store.insert(c.b.as_tensor(), conv::channel_sum(&ga)?);
-                    let gz = maxima.back(&ga, &z)?;
-                    let w = c.w.as_tensor().detach();
-                    let (gh, gw) = conv::conv2d_back(&ins[i], &w, &gz, (1, 1, 1), i > 0)?;
-                    store.insert(c.w.as_tensor(), gw);
-                    match gh {
-                        Some(gh) => g = gh,
-                        None => break,
-                    }
-                }
-                loss
-            }
-            Arch::ResNet(_) => unreachable!("has_fast_grads"),
-        };
-        Ok((loss, store))
+        let t = self.tape(x, y)?;
+        Ok((t.loss, t.grads))
+    }
+
+    /// Hessian-vector products of the mean cross-entropy of a batch (batch norm in probe
+    /// mode), with directions and results in the order of [`Model::vars`]: by the R-operator
+    /// where the model allows it, by double backward through candle's graph otherwise (which
+    /// needs [`crate::optim::enable_second_order`]).
+    pub fn hessian(&self, x: &Tensor, y: &Tensor) -> Result<Box<dyn Hessian + '_>> {
+        if !self.has_fast_grads(x) {
+            let logits = self.forward_mode(x, super::resnet::Mode::Probe)?;
+            let loss = super::cross_entropy(&logits, y)?;
+            return Ok(Box::new(GraphHessian::new(&loss, &self.vars())?));
+        }
+        let index = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, (_, v))| (v.as_tensor().id(), i))
+            .collect();
+        Ok(Box::new(RopHessian {
+            tape: self.tape(x, y)?,
+            index,
+            count: self.params.len(),
+        }))
     }
 }

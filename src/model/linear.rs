@@ -333,7 +333,7 @@ impl CustomOp1 for SumRows {
     }
 }
 
-fn sum_rows(a: &Tensor) -> Result<Tensor> {
+pub(crate) fn sum_rows(a: &Tensor) -> Result<Tensor> {
     if a.device().is_cpu() {
         a.apply_op1(SumRows)
     } else {

@@ -687,6 +687,8 @@ mod tests {
     /// in f64 (to 1e-12) and f32 (to 1e-5), for the models it covers.
     #[test]
     fn hand_written_gradients_match_the_graph() {
+        // before any backward pass of this thread (candle reads the switch once per thread)
+        sharpness::enable_second_order();
         let dev = Device::Cpu;
         let cases: [(&str, &[usize]); 3] = [
             ("mlp { hidden = [7, 5] }", &[6]),
@@ -718,10 +720,8 @@ mod tests {
                     (loss - want).abs() < tol * want.abs(),
                     "{text}: {loss} vs {want}"
                 );
-                for (name, v) in &m.params {
-                    let a = fast.get(v.as_tensor()).expect("a gradient");
-                    let b = graph.get(v.as_tensor()).expect("a gradient");
-                    assert_eq!(a.dims(), b.dims(), "{text}: {name}");
+                let close = |what: &str, name: &str, a: &Tensor, b: &Tensor| {
+                    assert_eq!(a.dims(), b.dims(), "{text}: {what} of {name}");
                     let max = |t: &Tensor| {
                         t.to_dtype(DType::F64)
                             .unwrap()
@@ -735,11 +735,36 @@ mod tests {
                             .unwrap()
                     };
                     let (err, scale) = (max(&(a - b).unwrap()), max(b));
-                    assert!(scale > 0.0, "{text}: {name} has no gradient");
+                    assert!(scale > 0.0, "{text}: {name} has no {what}");
                     assert!(
                         err <= tol * scale,
-                        "{text} {dtype:?}: {name} off by {err} of {scale}"
+                        "{text} {dtype:?}: {what} of {name} off by {err} of {scale}"
                     );
+                };
+                for (name, v) in &m.params {
+                    let a = fast.get(v.as_tensor()).expect("a gradient");
+                    let b = graph.get(v.as_tensor()).expect("a gradient");
+                    close("gradient", name, a, b);
+                }
+                // H·v by the R-operator against double backward, along a seeded direction
+                let vars = m.vars();
+                let dir: Vec<Tensor> = vars
+                    .iter()
+                    .map(|p| {
+                        let d: Vec<f64> = (0..p.elem_count())
+                            .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+                            .collect();
+                        Tensor::from_vec(d, p.shape(), &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap()
+                    })
+                    .collect();
+                let rop = m.hessian(&x, &y).unwrap().hvp(&dir).unwrap();
+                let loss = cross_entropy(&m.forward(&x).unwrap(), &y).unwrap();
+                let dd = sharpness::hvp(&loss, &vars, &dir).unwrap();
+                for ((name, _), (a, b)) in m.params.iter().zip(rop.iter().zip(&dd)) {
+                    close("H·v", name, a, b);
                 }
             }
         }

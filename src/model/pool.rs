@@ -321,6 +321,11 @@ impl Maxima {
     pub(crate) fn back(&self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
         g.apply_op2(x, Scatter(self.0.clone()))
     }
+
+    /// `u`, shaped like the pooled input `x`, read at the maxima (the pooling's tangent map).
+    pub(crate) fn select(&self, u: &Tensor, x: &Tensor) -> Result<Tensor> {
+        u.apply_op2(x, Gather(self.0.clone()))
+    }
 }
 
 /// [`max_pool2`] (CPU) that also returns where the maxima were.

@@ -51,15 +51,42 @@ pub fn hvp_from_grads(grads: &[Tensor], vars: &[Var], v: &[Tensor]) -> Result<Ve
     Ok(out)
 }
 
+/// Hessian-vector products of one loss at fixed parameters, the directions and results in the
+/// order of the parameters it was made for.
+pub trait Hessian {
+    fn hvp(&mut self, v: &[Tensor]) -> Result<Vec<Tensor>>;
+}
+
+/// H·v by double backward through candle's graph (any model, any device).
+pub struct GraphHessian {
+    grads: Vec<Tensor>,
+    vars: Vec<Var>,
+}
+
+impl GraphHessian {
+    /// Keeps the gradient graph of `loss` with respect to `vars`.
+    pub fn new(loss: &Tensor, vars: &[Var]) -> Result<Self> {
+        if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").as_deref() != Ok("1") {
+            candle_core::bail!(
+                "Hessian-vector products need CANDLE_GRAD_DO_NOT_DETACH=1 (call optim::enable_second_order first)"
+            );
+        }
+        Ok(GraphHessian {
+            grads: grads_with_graph(loss, vars)?,
+            vars: vars.to_vec(),
+        })
+    }
+}
+
+impl Hessian for GraphHessian {
+    fn hvp(&mut self, v: &[Tensor]) -> Result<Vec<Tensor>> {
+        hvp_from_grads(&self.grads, &self.vars, v)
+    }
+}
+
 /// H·v of `loss` at the current parameters.
 pub fn hvp(loss: &Tensor, vars: &[Var], v: &[Tensor]) -> Result<Vec<Tensor>> {
-    if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").as_deref() != Ok("1") {
-        candle_core::bail!(
-            "Hessian-vector products need CANDLE_GRAD_DO_NOT_DETACH=1 (call optim::enable_second_order first)"
-        );
-    }
-    let grads = grads_with_graph(loss, vars)?;
-    hvp_from_grads(&grads, vars, v)
+    GraphHessian::new(loss, vars)?.hvp(v)
 }
 
 fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
@@ -117,6 +144,19 @@ pub fn power_iteration(
     warm: Option<Vec<Tensor>>,
     seed: u64,
 ) -> Result<PowerIteration> {
+    let mut h = GraphHessian::new(loss, vars)?;
+    power_iteration_with(&mut h, vars, max_iters, tol, warm, seed)
+}
+
+/// [`power_iteration`] with any source of Hessian-vector products; `vars` gives the shapes.
+pub fn power_iteration_with(
+    h: &mut dyn Hessian,
+    vars: &[Var],
+    max_iters: usize,
+    tol: f64,
+    warm: Option<Vec<Tensor>>,
+    seed: u64,
+) -> Result<PowerIteration> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut v = match warm {
         Some(w) if w.len() == vars.len() => w,
@@ -124,11 +164,10 @@ pub fn power_iteration(
     };
     let norm = dot(&v, &v)?.sqrt().max(1e-30);
     v = scale(&v, 1.0 / norm)?;
-    let grads = grads_with_graph(loss, vars)?;
     let mut lambda = 0.0;
     let mut iterations = 0;
     for i in 0..max_iters.max(1) {
-        let hv = hvp_from_grads(&grads, vars, &v)?;
+        let hv = h.hvp(&v)?;
         let new_lambda = dot(&hv, &v)?;
         let norm = dot(&hv, &hv)?.sqrt();
         iterations = i + 1;
@@ -155,13 +194,22 @@ pub fn power_iteration(
 
 /// Hutchinson's estimate of tr(H) divided by the parameter count (a mean eigenvalue).
 pub fn hutchinson(loss: &Tensor, vars: &[Var], samples: usize, seed: u64) -> Result<f64> {
+    hutchinson_with(&mut GraphHessian::new(loss, vars)?, vars, samples, seed)
+}
+
+/// [`hutchinson`] with any source of Hessian-vector products; `vars` gives the shapes.
+pub fn hutchinson_with(
+    h: &mut dyn Hessian,
+    vars: &[Var],
+    samples: usize,
+    seed: u64,
+) -> Result<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let grads = grads_with_graph(loss, vars)?;
     let count: usize = vars.iter().map(|v| v.as_tensor().elem_count()).sum();
     let mut total = 0.0;
     for _ in 0..samples.max(1) {
         let z = random_like(vars, &mut rng, true)?;
-        let hz = hvp_from_grads(&grads, vars, &z)?;
+        let hz = h.hvp(&z)?;
         total += dot(&hz, &z)?;
     }
     Ok(total / samples.max(1) as f64 / count.max(1) as f64)

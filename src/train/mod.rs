@@ -375,12 +375,12 @@ pub fn run_trial(
                     } else {
                         (x.clone(), y.clone())
                     };
-                    let loss = model::cross_entropy(&model.forward_mode(&px, Mode::Probe)?, &py)?;
+                    let mut hessian = model.hessian(&px, &py)?;
                     let vars = model.vars();
                     let lambda = match est {
                         Estimator::PowerIteration { iters, tol, .. } => {
-                            let r = sharpness::power_iteration(
-                                &loss,
+                            let r = sharpness::power_iteration_with(
+                                hessian.as_mut(),
                                 &vars,
                                 *iters,
                                 *tol,
@@ -390,9 +390,12 @@ pub fn run_trial(
                             warm = Some(r.vector);
                             r.lambda
                         }
-                        Estimator::Hutchinson { samples, .. } => {
-                            sharpness::hutchinson(&loss, &vars, *samples, seed ^ step)?
-                        }
+                        Estimator::Hutchinson { samples, .. } => sharpness::hutchinson_with(
+                            hessian.as_mut(),
+                            &vars,
+                            *samples,
+                            seed ^ step,
+                        )?,
                     };
                     if lambda.is_finite() {
                         o.observe_sharpness(lambda);
