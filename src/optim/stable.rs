@@ -111,19 +111,28 @@ pub fn fill_f64(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
     );
     out.par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(c, chunk)| {
-            let first = (c * CHUNK) as u64;
-            for (i, x) in chunk.iter_mut().enumerate() {
-                let d = first + i as u64;
-                let b = block(key, step, d / 2);
-                let (w1, w2) = if d.is_multiple_of(2) {
-                    (b[0], b[1])
-                } else {
-                    (b[2], b[3])
-                };
-                *x = cms(alpha, open01_f64(w1), open01_f64(w2));
-            }
-        });
+        .for_each(|(c, chunk)| fill_f64_at(alpha, key, step, (c * CHUNK) as u64, chunk));
+}
+
+/// Fills `out` with draws `first..first + out.len()` of stream `(key, step)`, f64 reference
+/// kernel, on the calling thread.
+pub(crate) fn fill_f64_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [f64]) {
+    for (i, x) in out.iter_mut().enumerate() {
+        let d = first + i as u64;
+        let b = block(key, step, d / 2);
+        let (w1, w2) = if d.is_multiple_of(2) {
+            (b[0], b[1])
+        } else {
+            (b[2], b[3])
+        };
+        *x = cms(alpha, open01_f64(w1), open01_f64(w2));
+    }
+}
+
+/// Fills `out` with draws `first..first + out.len()` of stream `(key, step)`, fast f32
+/// kernel, on the calling thread; `first` is even.
+pub(crate) fn fill_f32_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
+    fill_chunk_best(Consts::new(alpha), key, step, first, out);
 }
 
 // ------------------------------------------------------------------------ fast f32 kernel

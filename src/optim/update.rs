@@ -62,20 +62,43 @@ pub struct State {
     pub noise_f64: Vec<f64>,
 }
 
+macro_rules! sum_sq_lanes {
+    ($t:ty) => {
+        #[inline(always)]
+        fn sum_sq_chunk(c: &[$t]) -> f64 {
+            let mut acc = [0f64; 16];
+            let mut lanes = c.chunks_exact(16);
+            for l in &mut lanes {
+                for (a, &v) in acc.iter_mut().zip(l) {
+                    let v = v as f64;
+                    *a += v * v;
+                }
+            }
+            let tail: f64 = lanes.remainder().iter().map(|&v| v as f64 * v as f64).sum();
+            acc.iter().sum::<f64>() + tail
+        }
+    };
+}
+
 trait Elem: WithDType + num_traits::Float + Send + Sync + Copy {
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [Self]);
+    /// Draws `first..first + out.len()` on the calling thread (`first` even).
+    fn fill_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [Self]);
+    /// Σx² of a slice in f64, in a fixed order (16 lanes).
+    fn sum_sq_chunk(c: &[Self]) -> f64;
     fn buffers(state: &mut State) -> (&mut Vec<Self>, &mut Vec<Self>);
     fn c(x: f64) -> Self {
         <Self as num_traits::NumCast>::from(x).unwrap_or_else(Self::nan)
     }
-    fn f(self) -> f64 {
-        num_traits::ToPrimitive::to_f64(&self).unwrap_or(f64::NAN)
-    }
 }
 
 impl Elem for f32 {
+    sum_sq_lanes!(f32);
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [f32]) {
         stable::fill_f32(alpha, key, step, out);
+    }
+    fn fill_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
+        stable::fill_f32_at(alpha, key, step, first, out);
     }
     fn buffers(s: &mut State) -> (&mut Vec<f32>, &mut Vec<f32>) {
         (&mut s.momentum_f32, &mut s.noise_f32)
@@ -83,8 +106,12 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
+    sum_sq_lanes!(f64);
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
         stable::fill_f64(alpha, key, step, out);
+    }
+    fn fill_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [f64]) {
+        stable::fill_f64_at(alpha, key, step, first, out);
     }
     fn buffers(s: &mut State) -> (&mut Vec<f64>, &mut Vec<f64>) {
         (&mut s.momentum_f64, &mut s.noise_f64)
@@ -93,57 +120,65 @@ impl Elem for f64 {
 
 /// Σx² of a slice in f64, in parallel (non-finite entries make it non-finite).
 fn sum_sq<T: Elem>(x: &[T]) -> f64 {
-    x.par_chunks(CHUNK).map(chunk_sum_sq).sum()
+    x.par_chunks(CHUNK).map(chunk_sum_sq_best).sum()
 }
 
 /// Σx² of one chunk with 16 independent partial sums in f64 (an in-order float sum would not
 /// vectorise).
+#[inline(always)]
 fn chunk_sum_sq<T: Elem>(c: &[T]) -> f64 {
-    let mut acc = [0f64; 16];
-    let mut lanes = c.chunks_exact(16);
-    for l in &mut lanes {
-        for (a, v) in acc.iter_mut().zip(l) {
-            let v = v.f();
-            *a += v * v;
+    T::sum_sq_chunk(c)
+}
+
+crate::simd::multiversion!(fn chunk_sum_sq_best<T: Elem>(c: &[T]) -> f64 = chunk_sum_sq);
+
+/// The α and scale of the rule's noise draws, if it has noise.
+fn noise_law(r: &Rule) -> Option<(f64, f64)> {
+    match r.source {
+        Source::None => None,
+        Source::Stable(a) => Some((a, r.sigma)),
+        Source::Normal => Some((2.0, r.sigma / std::f64::consts::SQRT_2)),
+    }
+}
+
+/// Scales a chunk of draws by `k` and clips each to [lo, hi] when given; returns how many
+/// were clipped.
+#[inline(always)]
+fn scale_clip<T: Elem>(c: &mut [T], k: T, clip: Option<(T, T)>) -> usize {
+    match clip {
+        None => {
+            c.iter_mut().for_each(|x| *x *= k);
+            0
+        }
+        Some((hi, lo)) => {
+            let mut n = 0usize;
+            for x in c.iter_mut() {
+                let v = *x * k;
+                n += usize::from(v > hi || v < lo);
+                *x = num_traits::Float::max(num_traits::Float::min(v, hi), lo);
+            }
+            n
         }
     }
-    let tail: f64 = lanes.remainder().iter().map(|v| v.f() * v.f()).sum();
-    acc.iter().sum::<f64>() + tail
+}
+
+/// The per-coordinate clip bounds of a rule, in the parameter's type.
+fn clip_bounds<T: Elem>(r: &Rule) -> Option<(T, T)> {
+    r.clip_coord.map(|m| (T::c(m), T::c(-m)))
 }
 
 /// Fills `noise` for the rule (scaled and clipped) and returns (Σnoise², clipped count).
 fn make_noise<T: Elem>(r: &Rule, noise: &mut Vec<T>, d: usize) -> (f64, usize) {
-    let (alpha, scale) = match r.source {
-        Source::None => return (0.0, 0),
-        Source::Stable(a) => (a, r.sigma),
-        Source::Normal => (2.0, r.sigma / std::f64::consts::SQRT_2),
+    let Some((alpha, scale)) = noise_law(r) else {
+        return (0.0, 0);
     };
     noise.resize(d, T::zero());
     T::fill(alpha, r.key, r.step, noise);
-    let k = T::c(scale);
-    let clipped = match r.clip_coord {
-        None => {
-            noise
-                .par_chunks_mut(CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|x| *x *= k));
-            0
-        }
-        Some(m) => {
-            let (hi, lo) = (T::c(m), T::c(-m));
-            noise
-                .par_chunks_mut(CHUNK)
-                .map(|c| {
-                    let mut n = 0usize;
-                    for x in c.iter_mut() {
-                        let v = *x * k;
-                        n += usize::from(v > hi || v < lo);
-                        *x = num_traits::Float::max(num_traits::Float::min(v, hi), lo);
-                    }
-                    n
-                })
-                .sum()
-        }
-    };
+    let (k, clip) = (T::c(scale), clip_bounds::<T>(r));
+    let clipped = noise
+        .par_chunks_mut(CHUNK)
+        .map(|c| scale_clip(c, k, clip))
+        .sum();
     let sq = sum_sq(noise);
     if let Some(m) = r.clip_norm {
         let norm = sq.sqrt();
@@ -175,6 +210,7 @@ struct Coef<T> {
 
 /// θ ← θ − lr·dir − ls·n with dir = g + λθ + gn·n, through momentum when `MOM`.
 /// Branch-free so it vectorises; returns whether some new θ is not finite.
+#[inline(always)]
 fn step_loop<T: Elem, const MOM: bool, const NOISE: bool>(
     p: &mut [T],
     g: &[T],
@@ -199,6 +235,51 @@ fn step_loop<T: Elem, const MOM: bool, const NOISE: bool>(
     bad
 }
 
+/// A chunk's noise: none, ready, or raw draws still to be scaled by `.1` and clipped.
+enum NoiseIn<'a, T> {
+    None,
+    Ready(&'a [T]),
+    Raw(&'a mut [T], T, Option<(T, T)>),
+}
+
+/// One chunk of the update: the noise's scaling and clipping, then the step. Returns (some
+/// new θ not finite, Σnoise² of raw noise, clipped count).
+#[inline(always)]
+fn chunk_kernel<T: Elem>(
+    noise: NoiseIn<'_, T>,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    k: Coef<T>,
+    momentum: bool,
+) -> (bool, f64, usize) {
+    let (n, nsq, clipped): (&[T], f64, usize) = match noise {
+        NoiseIn::None => (&[], 0.0, 0),
+        NoiseIn::Ready(n) => (n, 0.0, 0),
+        NoiseIn::Raw(n, scale, clip) => {
+            let clipped = scale_clip(n, scale, clip);
+            let sq = chunk_sum_sq(n);
+            (n, sq, clipped)
+        }
+    };
+    let bad = match (momentum, !n.is_empty()) {
+        (true, true) => step_loop::<T, true, true>(p, g, m, n, k),
+        (true, false) => step_loop::<T, true, false>(p, g, m, n, k),
+        (false, true) => step_loop::<T, false, true>(p, g, m, n, k),
+        (false, false) => step_loop::<T, false, false>(p, g, m, n, k),
+    };
+    (bad, nsq, clipped)
+}
+
+crate::simd::multiversion!(fn chunk_kernel_best<T: Elem>(
+    noise: NoiseIn<'_, T>,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    k: Coef<T>,
+    momentum: bool,
+) -> (bool, f64, usize) = chunk_kernel);
+
 fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
     let d = p.len();
     let mut st = Stats {
@@ -211,9 +292,14 @@ fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> 
         return st;
     }
     let (mom, noise) = T::buffers(state);
-    let (noise_sq, clipped) = make_noise(r, noise, d);
-    st.noise_sq = noise_sq;
-    st.clipped = clipped;
+    // Without a norm clip, each chunk's noise is drawn, scaled and clipped just before its
+    // step, while it is in cache; a norm clip needs the whole noise vector first.
+    let fused = noise_law(r).filter(|_| r.clip_norm.is_none());
+    if fused.is_none() {
+        let (noise_sq, clipped) = make_noise(r, noise, d);
+        st.noise_sq = noise_sq;
+        st.clipped = clipped;
+    }
     let has_noise = r.source != Source::None;
     let with_momentum = r.momentum > 0.0;
     if with_momentum {
@@ -238,31 +324,42 @@ fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> 
         c_dir,
         c_buf,
     };
-    let noise: &[T] = if has_noise { noise } else { &[] };
-    let chunk = |c: usize, pc: &mut [T], gc: &[T], mc: &mut [T]| {
-        let nc = if has_noise {
-            &noise[c * CHUNK..c * CHUNK + pc.len()]
-        } else {
-            &[][..]
-        };
-        match (with_momentum, has_noise) {
-            (true, true) => step_loop::<T, true, true>(pc, gc, mc, nc, k),
-            (true, false) => step_loop::<T, true, false>(pc, gc, mc, nc, k),
-            (false, true) => step_loop::<T, false, true>(pc, gc, mc, nc, k),
-            (false, false) => step_loop::<T, false, false>(pc, gc, mc, nc, k),
+    let noise: &[T] = if has_noise && fused.is_none() {
+        noise
+    } else {
+        &[]
+    };
+    let clip = clip_bounds::<T>(r);
+    // one chunk: (some new θ not finite, Σnoise², clipped count)
+    let chunk = |buf: &mut Vec<T>, c: usize, pc: &mut [T], gc: &[T], mc: &mut [T]| {
+        if let Some((alpha, _)) = fused {
+            buf.resize(pc.len(), T::zero());
+            T::fill_at(alpha, r.key, r.step, (c * CHUNK) as u64, buf);
         }
+        let noise_in = match fused {
+            Some((_, scale)) => NoiseIn::Raw(&mut buf[..], T::c(scale), clip),
+            None if has_noise => NoiseIn::Ready(&noise[c * CHUNK..c * CHUNK + pc.len()]),
+            None => NoiseIn::None,
+        };
+        chunk_kernel_best(noise_in, pc, gc, mc, k, with_momentum)
     };
     let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).enumerate();
-    let bad: bool = if with_momentum {
+    let init = || Vec::with_capacity(if fused.is_some() { CHUNK } else { 0 });
+    let join = |a: (bool, f64, usize), b: (bool, f64, usize)| (a.0 | b.0, a.1 + b.1, a.2 + b.2);
+    let (bad, nsq, clipped) = if with_momentum {
         chunks
             .zip(mom.par_chunks_mut(CHUNK))
-            .map(|((c, (pc, gc)), mc)| chunk(c, pc, gc, mc))
-            .reduce(|| false, |a, b| a | b)
+            .map_init(init, |buf, ((c, (pc, gc)), mc)| chunk(buf, c, pc, gc, mc))
+            .reduce(|| (false, 0.0, 0), join)
     } else {
         chunks
-            .map(|(c, (pc, gc))| chunk(c, pc, gc, &mut []))
-            .reduce(|| false, |a, b| a | b)
+            .map_init(init, |buf, (c, (pc, gc))| chunk(buf, c, pc, gc, &mut []))
+            .reduce(|| (false, 0.0, 0), join)
     };
+    if fused.is_some() {
+        st.noise_sq = nsq;
+        st.clipped = clipped;
+    }
     st.bad_value = bad;
     st
 }
@@ -498,6 +595,10 @@ mod tests {
             rule(Source::Stable(1.7), Some(0.2), Some(0.5), None),
             rule(Source::Normal, None, None, Some(3.0)),
             rule(Source::None, None, None, None),
+            Rule {
+                momentum: 0.0,
+                ..rule(Source::Stable(1.5), None, Some(0.4), None)
+            },
         ] {
             let a = Var::from_slice(&init, n, &dev).unwrap();
             let b = Var::from_slice(&init, n, &dev).unwrap();
