@@ -56,18 +56,24 @@ impl Geom {
     }
 }
 
-/// `cols[(c·kh + i)·kw + j][y·OW + x] = img[c][y·s + i·d − p][x·s + j·d − p]` (0 outside).
-fn im2col<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T]) {
+crate::simd::multiversion!(fn im2col<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T], ld: usize) -> () = im2col_kernel);
+crate::simd::multiversion!(fn col2im<T: WithDType>(g: &Geom, cols: &[T], ld: usize, img: &mut [T]) -> () = col2im_kernel);
+
+/// `cols[(c·kh + i)·kw + j][y·OW + x] = img[c][y·s + i·d − p][x·s + j·d − p]` (0 outside),
+/// the rows `ld` apart (several images' columns can sit side by side). Short rows are copied
+/// by loops the compiler vectorises rather than by `memcpy` calls.
+#[inline(always)]
+fn im2col_kernel<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T], ld: usize) {
     let (oh, ow) = (g.oh(), g.ow());
     for c in 0..g.c {
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = ((c * g.kh + i) * g.kw + j) * oh * ow;
+                let row = ((c * g.kh + i) * g.kw + j) * ld;
                 for y in 0..oh {
                     let dst = &mut cols[row + y * ow..row + (y + 1) * ow];
                     let yy = (y * g.stride + i * g.dil) as isize - g.pad as isize;
                     if yy < 0 || yy >= g.h as isize {
-                        dst.fill(T::zero());
+                        dst.iter_mut().for_each(|d| *d = T::zero());
                         continue;
                     }
                     let src =
@@ -77,10 +83,12 @@ fn im2col<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T]) {
                         let shift = (j * g.dil) as isize - g.pad as isize;
                         let x0 = (-shift).clamp(0, ow as isize) as usize;
                         let x1 = (g.w as isize - shift).clamp(x0 as isize, ow as isize) as usize;
-                        dst[..x0].fill(T::zero());
+                        dst[..x0].iter_mut().for_each(|d| *d = T::zero());
                         let from = (x0 as isize + shift) as usize;
-                        dst[x0..x1].copy_from_slice(&src[from..from + (x1 - x0)]);
-                        dst[x1..].fill(T::zero());
+                        for (d, v) in dst[x0..x1].iter_mut().zip(&src[from..from + (x1 - x0)]) {
+                            *d = *v;
+                        }
+                        dst[x1..].iter_mut().for_each(|d| *d = T::zero());
                         continue;
                     }
                     for (x, d) in dst.iter_mut().enumerate() {
@@ -97,14 +105,16 @@ fn im2col<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T]) {
     }
 }
 
-/// The adjoint of `im2col`: adds every column entry back to the pixel it came from.
-fn col2im<T: WithDType>(g: &Geom, cols: &[T], img: &mut [T]) {
+/// The adjoint of `im2col`: adds every column entry (rows `ld` apart) back to the pixel it
+/// came from.
+#[inline(always)]
+fn col2im_kernel<T: WithDType>(g: &Geom, cols: &[T], ld: usize, img: &mut [T]) {
     let (oh, ow) = (g.oh(), g.ow());
     img.fill(T::zero());
     for c in 0..g.c {
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = ((c * g.kh + i) * g.kw + j) * oh * ow;
+                let row = ((c * g.kh + i) * g.kw + j) * ld;
                 for y in 0..oh {
                     let yy = (y * g.stride + i * g.dil) as isize - g.pad as isize;
                     if yy < 0 || yy >= g.h as isize {
@@ -184,68 +194,120 @@ fn per_task(n: usize) -> usize {
     n.div_ceil(threads).max(1)
 }
 
-/// out[n] = W (O×K) · im2col(x[n]) (K×P)
+/// Images per GEMM in a task: enough that the GEMM has at least 256 columns (images ×
+/// pixels), so small feature maps do not pay for packing the kernel once per image.
+fn group(p: usize, per: usize) -> usize {
+    256usize.div_ceil(p.max(1)).clamp(1, per.max(1))
+}
+
+/// Copies the gradients `dy` of `cnt` consecutive images (each O×P) side by side into
+/// `dst` (O × cnt·P).
+fn side_by_side<T: Copy>(dy: &[T], o: usize, p: usize, cnt: usize, dst: &mut [T]) {
+    let ld = cnt * p;
+    for i in 0..cnt {
+        for r in 0..o {
+            dst[r * ld + i * p..r * ld + (i + 1) * p]
+                .copy_from_slice(&dy[(i * o + r) * p..(i * o + r + 1) * p]);
+        }
+    }
+}
+
+/// out[n] = W (O×K) · im2col(x[n]) (K×P), several images per GEMM when P is small.
 fn forward<T: WithDType + 'static>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let (img, outn) = (g.c * g.h * g.w, g.o * p);
+    let per = per_task(g.n);
+    let gs = group(p, per);
     let mut out = vec![T::zero(); g.n * outn];
-    out.par_chunks_mut(outn * per_task(g.n))
+    out.par_chunks_mut(outn * per)
         .enumerate()
         .for_each(|(t, chunk)| {
-            let mut cols = vec![T::zero(); k * p];
-            let first = t * per_task(g.n);
-            for (i, o) in chunk.chunks_mut(outn).enumerate() {
-                im2col(g, &x[(first + i) * img..(first + i + 1) * img], &mut cols);
-                gemm_into(g.o, p, k, o, false, w, k, 1, &cols, p, 1);
+            let mut cols = vec![T::zero(); k * p * gs];
+            let mut tmp = vec![T::zero(); if gs > 1 { outn * gs } else { 0 }];
+            for (gi, oc) in chunk.chunks_mut(outn * gs).enumerate() {
+                let (cnt, first) = (oc.len() / outn, t * per + gi * gs);
+                let ld = cnt * p;
+                for i in 0..cnt {
+                    let src = &x[(first + i) * img..(first + i + 1) * img];
+                    im2col(g, src, &mut cols[i * p..], ld);
+                }
+                if cnt == 1 {
+                    gemm_into(g.o, p, k, oc, false, w, k, 1, &cols, p, 1);
+                    continue;
+                }
+                gemm_into(g.o, ld, k, &mut tmp, false, w, k, 1, &cols, ld, 1);
+                for i in 0..cnt {
+                    for r in 0..g.o {
+                        oc[i * outn + r * p..i * outn + (r + 1) * p]
+                            .copy_from_slice(&tmp[r * ld + i * p..r * ld + (i + 1) * p]);
+                    }
+                }
             }
         });
     out
 }
 
-/// dx[n] = col2im(Wᵀ (K×O) · dy[n] (O×P))
+/// dx[n] = col2im(Wᵀ (K×O) · dy[n] (O×P)), several images per GEMM when P is small.
 fn back_data<T: WithDType + 'static>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let (img, outn) = (g.c * g.h * g.w, g.o * p);
+    let per = per_task(g.n);
+    let gs = group(p, per);
     let mut dx = vec![T::zero(); g.n * img];
-    dx.par_chunks_mut(img * per_task(g.n))
+    dx.par_chunks_mut(img * per)
         .enumerate()
         .for_each(|(t, chunk)| {
-            let mut cols = vec![T::zero(); k * p];
-            let first = t * per_task(g.n);
-            for (i, d) in chunk.chunks_mut(img).enumerate() {
-                let dyn_ = &dy[(first + i) * outn..(first + i + 1) * outn];
-                gemm_into(k, p, g.o, &mut cols, false, w, 1, k, dyn_, p, 1);
-                col2im(g, &cols, d);
+            let mut cols = vec![T::zero(); k * p * gs];
+            let mut dyg = vec![T::zero(); if gs > 1 { outn * gs } else { 0 }];
+            for (gi, dc) in chunk.chunks_mut(img * gs).enumerate() {
+                let (cnt, first) = (dc.len() / img, t * per + gi * gs);
+                let ld = cnt * p;
+                let dy_n = &dy[first * outn..(first + cnt) * outn];
+                let src = if cnt == 1 {
+                    dy_n
+                } else {
+                    side_by_side(dy_n, g.o, p, cnt, &mut dyg);
+                    &dyg[..]
+                };
+                gemm_into(k, ld, g.o, &mut cols, false, w, 1, k, src, ld, 1);
+                for (i, d) in dc.chunks_mut(img).enumerate() {
+                    col2im(g, &cols[i * p..], ld, d);
+                }
             }
         });
     dx
 }
 
-/// dW = Σₙ dy[n] (O×P) · im2col(x[n])ᵀ (P×K)
+/// dW = Σₙ dy[n] (O×P) · im2col(x[n])ᵀ (P×K), several images per GEMM when P is small.
 fn back_filter<T: WithDType + 'static>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let (img, outn) = (g.c * g.h * g.w, g.o * p);
-    let chunk = per_task(g.n);
-    let partial: Vec<Vec<T>> = (0..g.n.div_ceil(chunk))
+    let per = per_task(g.n);
+    let gs = group(p, per);
+    let partial: Vec<Vec<T>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
-            let mut cols = vec![T::zero(); k * p];
+            let mut cols = vec![T::zero(); k * p * gs];
+            let mut dyg = vec![T::zero(); if gs > 1 { outn * gs } else { 0 }];
             let mut acc = vec![T::zero(); g.o * k];
-            for n in t * chunk..((t + 1) * chunk).min(g.n) {
-                im2col(g, &x[n * img..(n + 1) * img], &mut cols);
-                gemm_into(
-                    g.o,
-                    k,
-                    p,
-                    &mut acc,
-                    true,
-                    &dy[n * outn..(n + 1) * outn],
-                    p,
-                    1,
-                    &cols,
-                    1,
-                    p,
-                );
+            let end = ((t + 1) * per).min(g.n);
+            let mut first = t * per;
+            while first < end {
+                let cnt = gs.min(end - first);
+                let ld = cnt * p;
+                for i in 0..cnt {
+                    let src = &x[(first + i) * img..(first + i + 1) * img];
+                    im2col(g, src, &mut cols[i * p..], ld);
+                }
+                let dy_n = &dy[first * outn..(first + cnt) * outn];
+                let a = if cnt == 1 {
+                    dy_n
+                } else {
+                    side_by_side(dy_n, g.o, p, cnt, &mut dyg);
+                    &dyg[..]
+                };
+                gemm_into(g.o, k, ld, &mut acc, true, a, ld, 1, &cols, 1, ld);
+                first += cnt;
             }
             acc
         })
@@ -630,6 +692,74 @@ pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `x · s` for `x: [N, C, H, W]` and a per-channel `s: [C]`: one parallel pass forward; its
+/// gradients are itself (for `x`) and a channel sum (for `s`), both differentiable.
+struct ChannelScale;
+
+impl CustomOp2 for ChannelScale {
+    fn name(&self) -> &'static str {
+        "ahtsgd-channel-scale"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l1.shape().dims4()?;
+        if l2.dims() != [c] {
+            candle_core::bail!("channel scale: {:?} for {c} channels", l2.dims());
+        }
+        fn go<T: WithDType>(x: &[T], lx: &Layout, s: &[T], ls: &Layout, plane: usize) -> Vec<T> {
+            let mut out = view(x, lx).into_owned();
+            let s = view(s, ls);
+            let per = ((1 << 14) / plane.max(1)).max(1);
+            out.par_chunks_mut(plane.max(1) * per)
+                .enumerate()
+                .for_each(|(t, chunk)| {
+                    for (k, p) in chunk.chunks_mut(plane.max(1)).enumerate() {
+                        let v = s[(t * per + k) % s.len()];
+                        p.iter_mut().for_each(|x| *x *= v);
+                    }
+                });
+            out
+        }
+        let out = f32_or_f64!(self.name(), s1, s2, |x, s| go(x, l1, s, l2, h * w));
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        s: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gx = if x.track_op() {
+            Some(g.apply_op2(s, ChannelScale)?)
+        } else {
+            None
+        };
+        let gs = if s.track_op() {
+            Some((g * x)?.apply_op1(ChannelSum)?)
+        } else {
+            None
+        };
+        Ok((gx, gs))
+    }
+}
+
+/// `x · s` with `s: [C]` broadcast over the batch and the pixels of each channel.
+pub fn scale_channels(x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.apply_op2(s, ChannelScale)
+    } else {
+        x.broadcast_mul(&s.reshape((1, (), 1, 1))?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,6 +804,8 @@ mod tests {
             ([3, 2, 8, 8], [5, 2, 1, 1], 0, 2, 1),
             ([1, 2, 9, 7], [3, 2, 3, 2], 2, 1, 2),
             ([2, 4, 5, 5], [2, 4, 1, 1], 0, 1, 1),
+            // enough small images that several share one GEMM, with a partial last group
+            ([11, 3, 4, 5], [4, 3, 3, 3], 1, 1, 1),
         ] {
             let what = format!("x {x_shape:?} w {w_shape:?} pad {pad} stride {stride} dil {dil}");
             let x = var(&x_shape, 0.1);
@@ -787,14 +919,24 @@ mod tests {
 
     #[test]
     fn channel_bias_matches_broadcast_add_at_first_and_second_order() {
+        channel_op_matches_broadcast(add_channel_bias, |x, b| x.broadcast_add(b));
+    }
+
+    #[test]
+    fn channel_scale_matches_broadcast_mul_at_first_and_second_order() {
+        channel_op_matches_broadcast(scale_channels, |x, b| x.broadcast_mul(b));
+    }
+
+    /// A per-channel op against candle's broadcast op: values, gradients and HVPs.
+    fn channel_op_matches_broadcast(
+        ours: fn(&Tensor, &Tensor) -> Result<Tensor>,
+        theirs: fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) {
         crate::optim::enable_second_order();
         let x = var(&[2, 3, 4, 5], 0.4);
         let b = var(&[3], 1.1);
-        let ours = add_channel_bias(x.as_tensor(), b.as_tensor()).unwrap();
-        let theirs = x
-            .as_tensor()
-            .broadcast_add(&b.as_tensor().reshape((1, 3, 1, 1)).unwrap())
-            .unwrap();
+        let ours = ours(x.as_tensor(), b.as_tensor()).unwrap();
+        let theirs = theirs(x.as_tensor(), &b.as_tensor().reshape((1, 3, 1, 1)).unwrap()).unwrap();
         assert!(max_diff(&ours, &theirs) < 1e-15);
         // loss = Σ y³: the HVP couples x and b.
         let loss = |y: Tensor| y.powf(3.0).unwrap().sum_all().unwrap();

@@ -78,7 +78,7 @@ fn gemm_xwt<T: Kern + 'static>(
         );
     }
     if relu {
-        let clamp = |c: &mut [T]| T::clamp(c);
+        let clamp = |c: &mut [T]| clamp(c);
         if dst.len() >= PAR_MIN && threads > 1 {
             use rayon::prelude::*;
             dst.par_chunks_mut(PAR_MIN / 4).for_each(clamp);
@@ -228,11 +228,13 @@ trait Kern: WithDType {
 macro_rules! kern {
     ($t:ty) => {
         impl Kern for $t {
+            #[inline(always)]
             fn clamp(c: &mut [$t]) {
                 for v in c {
                     *v = v.max(0.0);
                 }
             }
+            #[inline(always)]
             fn mask(out: &mut [$t], g: &[$t], r: &[$t]) {
                 for ((o, &g), &r) in out.iter_mut().zip(g).zip(r) {
                     *o = if r > 0.0 { g } else { 0.0 };
@@ -244,6 +246,19 @@ macro_rules! kern {
 kern!(f32);
 kern!(f64);
 
+#[inline(always)]
+fn clamp_kernel<T: Kern>(c: &mut [T]) {
+    T::clamp(c)
+}
+
+#[inline(always)]
+fn mask_kernel<T: Kern>(out: &mut [T], g: &[T], r: &[T]) {
+    T::mask(out, g, r)
+}
+
+crate::simd::multiversion!(fn clamp<T: Kern>(c: &mut [T]) -> () = clamp_kernel);
+crate::simd::multiversion!(fn mask<T: Kern>(out: &mut [T], g: &[T], r: &[T]) -> () = mask_kernel);
+
 fn relu_back_slices<T: Kern>(g: &[T], lg: &Layout, r: &[T], lr: &Layout) -> Vec<T> {
     let (g, r) = (view(g, lg), view(r, lr));
     let mut out = vec![T::zero(); g.len()];
@@ -251,9 +266,9 @@ fn relu_back_slices<T: Kern>(g: &[T], lg: &Layout, r: &[T], lr: &Layout) -> Vec<
         use rayon::prelude::*;
         out.par_chunks_mut(PAR_MIN / 4)
             .zip(g.par_chunks(PAR_MIN / 4).zip(r.par_chunks(PAR_MIN / 4)))
-            .for_each(|(o, (g, r))| T::mask(o, g, r));
+            .for_each(|(o, (g, r))| mask(o, g, r));
     } else {
-        T::mask(&mut out, &g, &r);
+        mask(&mut out, &g, &r);
     }
     out
 }
@@ -365,9 +380,9 @@ impl CustomOp1 for Relu {
             let mut v = elements(a, l);
             if v.len() >= PAR_MIN && candle_core::utils::get_num_threads() > 1 {
                 use rayon::prelude::*;
-                v.par_chunks_mut(PAR_MIN / 4).for_each(T::clamp);
+                v.par_chunks_mut(PAR_MIN / 4).for_each(clamp);
             } else {
-                T::clamp(&mut v);
+                clamp(&mut v);
             }
             v
         }

@@ -22,9 +22,17 @@ fn planes_per_task(planes: usize, plane: usize) -> usize {
         .max(1)
 }
 
+crate::simd::multiversion!(fn plane_codes<T: WithDType>(
+    x: &[T],
+    w: usize,
+    code: &mut [u8],
+    out: Option<&mut [T]>,
+) -> () = plane_codes_kernel);
+
 /// The window codes of one plane `x: [h, w]` into `code: [h/2 · w/2]`, and the maxima into
 /// `out` when given. Branch-free selects, so random data does not cost mispredictions.
-fn plane_codes<T: WithDType>(x: &[T], w: usize, code: &mut [u8], mut out: Option<&mut [T]>) {
+#[inline(always)]
+fn plane_codes_kernel<T: WithDType>(x: &[T], w: usize, code: &mut [u8], mut out: Option<&mut [T]>) {
     let ow = w / 2;
     for (y, row) in code.chunks_mut(ow.max(1)).enumerate() {
         let (r0, r1) = (&x[2 * y * w..], &x[(2 * y + 1) * w..]);

@@ -29,25 +29,23 @@ pub struct BatchNorm {
 impl BatchNorm {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let shape = (1, c, 1, 1);
         let (mean, var) = if mode == Mode::Eval {
             (
-                self.running_mean.as_tensor().reshape(shape)?,
-                self.running_var.as_tensor().reshape(shape)?,
+                self.running_mean.as_tensor().clone(),
+                self.running_var.as_tensor().clone(),
             )
         } else {
-            let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            let centred = x.broadcast_sub(&mean)?;
-            let var = centred
-                .sqr()?
-                .mean_keepdim(0)?
-                .mean_keepdim(2)?
-                .mean_keepdim(3)?;
+            // per-channel sums in one parallel pass each, and per-channel shifts and scales
+            // whose gradients are channel sums too (candle's reductions over the batch and
+            // pixel axes, in broadcast ops' backward passes, walk them with strided loops)
+            let m = (x.elem_count() / c) as f64;
+            let mean = (channel_sum(x)? / m)?;
+            let centred = super::conv::add_channel_bias(x, &mean.neg()?)?;
+            let var = (channel_sum(&centred.sqr()?)? / m)?;
             if mode == Mode::Train {
-                let n = (x.elem_count() / c) as f64;
-                let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
+                let unbiased = (var.detach() * (m / (m - 1.0).max(1.0)))?;
                 let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))?
-                    + (mean.detach().flatten_all()? * MOMENTUM)?)?;
+                    + (mean.detach() * MOMENTUM)?)?;
                 let rv =
                     ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
                 self.running_mean.set(&rm)?;
@@ -55,11 +53,19 @@ impl BatchNorm {
             }
             (mean, var)
         };
-        let xhat = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + EPS)?.sqrt()?)?;
-        xhat.broadcast_mul(&self.gamma.as_tensor().reshape(shape)?)?
-            .broadcast_add(&self.beta.as_tensor().reshape(shape)?)
+        // y = (x − mean)·(γ/√(var + ε)) + β
+        let scale = (self.gamma.as_tensor() * (var + EPS)?.sqrt()?.recip()?)?;
+        let shift = (self.beta.as_tensor() - (&mean * &scale)?)?;
+        super::conv::add_channel_bias(&super::conv::scale_channels(x, &scale)?, &shift)
+    }
+}
+
+/// Sums over all but the channel axis of `[n, c, h, w]`: `[c]`.
+fn channel_sum(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        super::conv::channel_sum(x)
+    } else {
+        x.sum((0, 2, 3))
     }
 }
 
