@@ -17,10 +17,11 @@
 //! Both match the graph path to rounding (tested). Models they do not cover (other
 //! activations, average pooling, batch norm, other devices) take the graph path.
 
+use super::resnet::{self, Block, ConvBn, Mode, ResNet};
 use super::{Activation, Arch, Dense, Model, conv, linear, pool};
 use crate::optim::sharpness::{GraphHessian, Hessian};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor, TensorId};
+use candle_core::{D, DType, Result, Tensor, TensorId};
 use std::collections::HashMap;
 
 /// The convolutions' padding, stride and dilation in the CNN.
@@ -289,8 +290,15 @@ impl Hessian for RopHessian<'_> {
 }
 
 impl Model {
-    /// Whether [`Model::loss_grads`] and [`Model::hessian`] take the passes written by hand.
+    /// Whether [`Model::loss_grads`] takes the reverse pass written by hand.
     pub fn has_fast_grads(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && (matches!(self.arch, Arch::ResNet(_)) || self.has_rop(x))
+    }
+
+    /// Whether [`Model::hessian`] takes the R-operator pass written by hand.
+    pub fn has_rop(&self, x: &Tensor) -> bool {
         x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.act == Activation::Relu
@@ -330,6 +338,9 @@ impl Model {
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             return Ok((value, loss.backward()?));
         }
+        if let Arch::ResNet(net) = &self.arch {
+            return self.resnet_loss_grads(net, x, y);
+        }
         let t = self.tape(x, y)?;
         Ok((t.loss, t.grads))
     }
@@ -339,7 +350,7 @@ impl Model {
     /// where the model allows it, by double backward through candle's graph otherwise (which
     /// needs [`crate::optim::enable_second_order`]).
     pub fn hessian(&self, x: &Tensor, y: &Tensor) -> Result<Box<dyn Hessian + '_>> {
-        if !self.has_fast_grads(x) {
+        if !self.has_rop(x) {
             let logits = self.forward_mode(x, super::resnet::Mode::Probe)?;
             let loss = super::cross_entropy(&logits, y)?;
             return Ok(Box::new(GraphHessian::new(&loss, &self.vars())?));
@@ -355,5 +366,168 @@ impl Model {
             index,
             count: self.params.len(),
         }))
+    }
+}
+
+// ------------------------------------------------------------------------ ResNets
+
+/// A convolution with batch norm as it ran (training mode): the input, the normalised
+/// pre-activation `xhat` and `1/√(var + ε)`.
+struct ConvBnRun {
+    x: Tensor,
+    xhat: Tensor,
+    invstd: Tensor,
+}
+
+fn convbn_forward(c: &ConvBn, x: &Tensor) -> Result<(Tensor, ConvBnRun)> {
+    let w = c.w.as_tensor().detach();
+    let z = conv::conv2d(x, &w, c.padding, c.stride, 1)?;
+    let (mean, var) = c.bn.stats(&z, Mode::Train)?;
+    let invstd = (var + resnet::EPS)?.sqrt()?.recip()?;
+    let xhat = conv::scale_channels(&conv::add_channel_bias(&z, &mean.neg()?)?, &invstd)?;
+    let y = conv::add_channel_bias(
+        &conv::scale_channels(&xhat, &c.bn.gamma.as_tensor().detach())?,
+        &c.bn.beta.as_tensor().detach(),
+    )?;
+    Ok((
+        y,
+        ConvBnRun {
+            x: x.clone(),
+            xhat,
+            invstd,
+        },
+    ))
+}
+
+/// The reverse pass of a convolution with batch norm from `dy`; stores the gradients of the
+/// kernel, γ and β and returns the input's gradient when `want_x`.
+fn convbn_backward(
+    c: &ConvBn,
+    r: &ConvBnRun,
+    dy: &Tensor,
+    want_x: bool,
+    grads: &mut GradStore,
+) -> Result<Option<Tensor>> {
+    let m = (dy.elem_count() / dy.dim(1)?) as f64;
+    let dbeta = conv::channel_sum(dy)?;
+    let dgamma = conv::channel_sum(&(dy * &r.xhat)?)?;
+    // dz = γ·invstd·(dy − dβ/m − xhat·dγ/m)
+    let centred = conv::add_channel_bias(dy, &(&dbeta / -m)?)?;
+    let t = (centred - conv::scale_channels(&r.xhat, &(&dgamma / m)?)?)?;
+    let gamma = c.bn.gamma.as_tensor().detach();
+    let dz = conv::scale_channels(&t, &(&gamma * &r.invstd)?)?;
+    grads.insert(c.bn.gamma.as_tensor(), dgamma);
+    grads.insert(c.bn.beta.as_tensor(), dbeta);
+    let w = c.w.as_tensor().detach();
+    let settings = (c.padding, c.stride, 1);
+    let k = (w.dim(2)?, w.dim(3)?);
+    grads.insert(
+        c.w.as_tensor(),
+        conv::conv2d_back_filter(&r.x, &dz, k, settings)?,
+    );
+    if !want_x {
+        return Ok(None);
+    }
+    let hw = (r.x.dim(2)?, r.x.dim(3)?);
+    Ok(Some(conv::conv2d_back_data(&dz, &w, hw, settings)?))
+}
+
+/// One residual block as it ran.
+struct BlockRun {
+    convs: Vec<ConvBnRun>,
+    /// The ReLU outputs between the block's convolutions.
+    inner: Vec<Tensor>,
+    shortcut: Option<ConvBnRun>,
+    out: Tensor,
+}
+
+fn block_forward(b: &Block, x: &Tensor) -> Result<BlockRun> {
+    let mut h = x.clone();
+    let (mut convs, mut inner) = (Vec::new(), Vec::new());
+    for (i, c) in b.convs.iter().enumerate() {
+        let (y, run) = convbn_forward(c, &h)?;
+        convs.push(run);
+        h = if i + 1 < b.convs.len() {
+            let a = linear::relu(&y)?;
+            inner.push(a.clone());
+            a
+        } else {
+            y
+        };
+    }
+    let (skip, shortcut) = match &b.shortcut {
+        Some(s) => {
+            let (y, run) = convbn_forward(s, x)?;
+            (y, Some(run))
+        }
+        None => (x.clone(), None),
+    };
+    let out = linear::relu(&(h + skip)?)?;
+    Ok(BlockRun {
+        convs,
+        inner,
+        shortcut,
+        out,
+    })
+}
+
+fn block_backward(
+    b: &Block,
+    r: &BlockRun,
+    dout: &Tensor,
+    want_x: bool,
+    grads: &mut GradStore,
+) -> Result<Option<Tensor>> {
+    let dsum = linear::relu_back(dout, &r.out)?;
+    let mut g = dsum.clone();
+    for (i, (c, run)) in b.convs.iter().zip(&r.convs).enumerate().rev() {
+        if i + 1 < b.convs.len() {
+            g = linear::relu_back(&g, &r.inner[i])?;
+        }
+        match convbn_backward(c, run, &g, i > 0 || want_x, grads)? {
+            Some(dx) => g = dx,
+            None => return Ok(None),
+        }
+    }
+    let dskip = match (&b.shortcut, &r.shortcut) {
+        (Some(s), Some(run)) => convbn_backward(s, run, &dsum, true, grads)?.expect("asked for"),
+        _ => dsum,
+    };
+    Ok(Some((g + dskip)?))
+}
+
+impl Model {
+    /// The loss and gradients of a ResNet batch (batch norm in training mode, running
+    /// statistics updated) by the reverse pass written by hand.
+    fn resnet_loss_grads(&self, net: &ResNet, x: &Tensor, y: &Tensor) -> Result<(f64, GradStore)> {
+        let x = self.sample_batch(&x.detach())?;
+        let mut grads = GradStore::default();
+        let (stem_y, stem) = convbn_forward(&net.stem, &x)?;
+        let mut h = linear::relu(&stem_y)?;
+        let stem_out = h.clone();
+        let mut runs = Vec::with_capacity(net.blocks.len());
+        for b in &net.blocks {
+            let r = block_forward(b, &h)?;
+            h = r.out.clone();
+            runs.push(r);
+        }
+        let (n, c, hh, ww) = h.dims4()?;
+        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        let (fw, fb) = (net.fc_w.as_tensor().detach(), net.fc_b.as_tensor().detach());
+        let logits = linear::affine(&pooled, &fw, &fb, false)?;
+        let (loss, dlogits) = softmax_cross_entropy(&logits, y)?;
+        grads.insert(net.fc_w.as_tensor(), dlogits.t()?.matmul(&pooled)?);
+        grads.insert(net.fc_b.as_tensor(), linear::sum_rows(&dlogits)?);
+        let dpooled = (dlogits.matmul(&fw)? / (hh * ww) as f64)?;
+        let mut g = dpooled
+            .reshape((n, c, 1, 1))?
+            .broadcast_as((n, c, hh, ww))?
+            .contiguous()?;
+        for (b, r) in net.blocks.iter().zip(&runs).rev() {
+            g = block_backward(b, r, &g, true, &mut grads)?.expect("asked for");
+        }
+        let g = linear::relu_back(&g, &stem_out)?;
+        convbn_backward(&net.stem, &stem, &g, false, &mut grads)?;
+        Ok((loss, grads))
     }
 }

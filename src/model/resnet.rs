@@ -16,7 +16,7 @@ pub enum Mode {
 }
 
 const MOMENTUM: f64 = 0.1;
-const EPS: f64 = 1e-5;
+pub(crate) const EPS: f64 = 1e-5;
 
 /// Batch norm over channels of an `[n, c, h, w]` tensor.
 pub struct BatchNorm {
@@ -28,8 +28,18 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (mean, var) = self.stats(x, mode)?;
+        // y = (x − mean)·(γ/√(var + ε)) + β
+        let scale = (self.gamma.as_tensor() * (var + EPS)?.sqrt()?.recip()?)?;
+        let shift = (self.beta.as_tensor() - (&mean * &scale)?)?;
+        super::conv::add_channel_bias(&super::conv::scale_channels(x, &scale)?, &shift)
+    }
+
+    /// The per-channel mean and variance the mode normalises with (`[C]` each); in training
+    /// mode, also folds them into the running statistics.
+    pub fn stats(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
         let c = x.dim(1)?;
-        let (mean, var) = if mode == Mode::Eval {
+        Ok(if mode == Mode::Eval {
             (
                 self.running_mean.as_tensor().clone(),
                 self.running_var.as_tensor().clone(),
@@ -52,11 +62,7 @@ impl BatchNorm {
                 self.running_var.set(&rv)?;
             }
             (mean, var)
-        };
-        // y = (x − mean)·(γ/√(var + ε)) + β
-        let scale = (self.gamma.as_tensor() * (var + EPS)?.sqrt()?.recip()?)?;
-        let shift = (self.beta.as_tensor() - (&mean * &scale)?)?;
-        super::conv::add_channel_bias(&super::conv::scale_channels(x, &scale)?, &shift)
+        })
     }
 }
 
