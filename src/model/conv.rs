@@ -249,6 +249,39 @@ fn forward<T: WithDType + 'static>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
 
 /// dx[n] = col2im(Wᵀ (K×O) · dy[n] (O×P)), several images per GEMM when P is small.
 fn back_data<T: WithDType + 'static>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    // With stride 1 the input gradient is itself a convolution: of dy with the kernel flipped
+    // in space and with its channel axes swapped, padded by kh − 1 − p. Its GEMM sums over
+    // O·kh·kw instead of O, and im2col replaces col2im's scattered adds; it has C rows, so it
+    // pays when C is at least 64 (6% on the ResNet-18 step, none on the CNN's 32 channels).
+    if g.stride == 1 && g.dil == 1 && g.kh == g.kw && g.pad < g.kh && g.c >= 64 {
+        let (kh, kw) = (g.kh, g.kw);
+        let mut flipped = vec![T::zero(); w.len()];
+        for o in 0..g.o {
+            for c in 0..g.c {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        flipped[((c * g.o + o) * kh + kh - 1 - i) * kw + kw - 1 - j] =
+                            w[((o * g.c + c) * kh + i) * kw + j];
+                    }
+                }
+            }
+        }
+        let t = Geom {
+            n: g.n,
+            c: g.o,
+            h: g.oh(),
+            w: g.ow(),
+            o: g.c,
+            kh,
+            kw,
+            stride: 1,
+            pad: kh - 1 - g.pad,
+            dil: 1,
+        };
+        if (t.oh(), t.ow()) == (g.h, g.w) {
+            return forward(&t, dy, &flipped);
+        }
+    }
     let (k, p) = (g.k(), g.p());
     let (img, outn) = (g.c * g.h * g.w, g.o * p);
     let per = per_task(g.n);
@@ -806,6 +839,9 @@ mod tests {
             ([2, 4, 5, 5], [2, 4, 1, 1], 0, 1, 1),
             // enough small images that several share one GEMM, with a partial last group
             ([11, 3, 4, 5], [4, 3, 3, 3], 1, 1, 1),
+            // 64 input channels: the input gradient as a convolution with the flipped kernel
+            ([3, 64, 5, 4], [4, 64, 3, 3], 1, 1, 1),
+            ([2, 64, 4, 4], [3, 64, 1, 1], 0, 1, 1),
         ] {
             let what = format!("x {x_shape:?} w {w_shape:?} pad {pad} stride {stride} dil {dil}");
             let x = var(&x_shape, 0.1);
