@@ -626,18 +626,8 @@ impl CustomOp2 for AddBias {
             candle_core::bail!("channel bias: {:?} for {c} channels", l2.dims());
         }
         fn go<T: WithDType>(x: &[T], lx: &Layout, b: &[T], lb: &Layout, plane: usize) -> Vec<T> {
-            let mut out = view(x, lx).into_owned();
             let b = view(b, lb);
-            let per = ((1 << 14) / plane.max(1)).max(1);
-            out.par_chunks_mut(plane.max(1) * per)
-                .enumerate()
-                .for_each(|(t, chunk)| {
-                    for (k, p) in chunk.chunks_mut(plane.max(1)).enumerate() {
-                        let v = b[(t * per + k) % b.len()];
-                        p.iter_mut().for_each(|x| *x += v);
-                    }
-                });
-            out
+            per_plane(&view(x, lx), plane, |k, x| x + b[k % b.len()])
         }
         let out = f32_or_f64!(self.name(), s1, s2, |x, b| go(x, l1, b, l2, h * w));
         Ok((out, l1.shape().clone()))
@@ -658,6 +648,19 @@ impl CustomOp2 for AddBias {
         };
         Ok((gx, gb))
     }
+}
+
+/// `f(plane index, x)` for every element of `x`, planes of `plane` elements, in parallel.
+fn per_plane<T: WithDType>(x: &[T], plane: usize, f: impl Fn(usize, T) -> T + Sync) -> Vec<T> {
+    let plane = plane.max(1);
+    let per = ((1 << 14) / plane).max(1);
+    super::cpu::map_chunks(x, plane * per, |t, xs, out| {
+        for (k, (xp, op)) in xs.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
+            for (o, &v) in op.iter_mut().zip(xp) {
+                o.write(f(t * per + k, v));
+            }
+        }
+    })
 }
 
 /// Sums `[N, C, H, W]` over everything but the channel: `[C]`.
@@ -746,18 +749,8 @@ impl CustomOp2 for ChannelScale {
             candle_core::bail!("channel scale: {:?} for {c} channels", l2.dims());
         }
         fn go<T: WithDType>(x: &[T], lx: &Layout, s: &[T], ls: &Layout, plane: usize) -> Vec<T> {
-            let mut out = view(x, lx).into_owned();
             let s = view(s, ls);
-            let per = ((1 << 14) / plane.max(1)).max(1);
-            out.par_chunks_mut(plane.max(1) * per)
-                .enumerate()
-                .for_each(|(t, chunk)| {
-                    for (k, p) in chunk.chunks_mut(plane.max(1)).enumerate() {
-                        let v = s[(t * per + k) % s.len()];
-                        p.iter_mut().for_each(|x| *x *= v);
-                    }
-                });
-            out
+            per_plane(&view(x, lx), plane, |k, x| x * s[k % s.len()])
         }
         let out = f32_or_f64!(self.name(), s1, s2, |x, s| go(x, l1, s, l2, h * w));
         Ok((out, l1.shape().clone()))

@@ -51,3 +51,24 @@ macro_rules! f32_or_f64 {
     };
 }
 pub(crate) use f32_or_f64;
+
+/// A new buffer the size of `x`, each chunk of `chunk` elements written by `f(chunk index,
+/// input chunk, output chunk)` in parallel: one pass, without zero-filling or copying the
+/// output first. `f` must write every element of its output chunk.
+pub(crate) fn map_chunks<T, F>(x: &[T], chunk: usize, f: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Fn(usize, &[T], &mut [std::mem::MaybeUninit<T>]) + Sync,
+{
+    use rayon::prelude::*;
+    let chunk = chunk.max(1);
+    let mut out = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .enumerate()
+        .for_each(|(i, (o, c))| f(i, c, o));
+    // SAFETY: every element below x.len() was written by `f` (its contract).
+    unsafe { out.set_len(x.len()) };
+    out
+}

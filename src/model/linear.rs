@@ -2,7 +2,7 @@
 //! (the data, for the first layer): candle's own matmul always computes both sides. The
 //! backward is written with ordinary ops, so second-order gradients keep working.
 
-use super::cpu::{elements, f32_or_f64, view};
+use super::cpu::{f32_or_f64, view};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -377,14 +377,12 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         fn go<T: Kern>(a: &[T], l: &Layout) -> Vec<T> {
-            let mut v = elements(a, l);
-            if v.len() >= PAR_MIN && candle_core::utils::get_num_threads() > 1 {
-                use rayon::prelude::*;
-                v.par_chunks_mut(PAR_MIN / 4).for_each(clamp);
-            } else {
-                clamp(&mut v);
-            }
-            v
+            // one pass from the input (no copy first), max(x, 0) with NaN giving 0 as `clamp`
+            super::cpu::map_chunks(&view(a, l), PAR_MIN / 4, |_, xs, out| {
+                for (o, &v) in out.iter_mut().zip(xs) {
+                    o.write(if v > T::zero() { v } else { T::zero() });
+                }
+            })
         }
         let out = match s {
             CpuStorage::F32(a) => CpuStorage::F32(go(a, l)),
