@@ -605,13 +605,22 @@ pub fn conv2d(
     }
 }
 
-/// `x + b` for `x: [N, C, H, W]` and a per-channel `b: [C]`, whose bias gradient is one pass of
-/// [`ChannelSum`] (candle's broadcast add reduces over three axes with a slow strided loop).
-struct AddBias;
+/// Per-channel ops on `x: [N, C, H, W]` with `v: [C]`: `x + v` (a bias) or `x · v` (a scale),
+/// one parallel pass forward. Their gradients are themselves (for `x`) and one-pass channel
+/// sums (for `v`), all differentiable; candle's broadcast ops reduce their gradients over
+/// three axes with slow strided loops.
+#[derive(Clone, Copy)]
+enum PerChannel {
+    Add,
+    Scale,
+}
 
-impl CustomOp2 for AddBias {
+impl CustomOp2 for PerChannel {
     fn name(&self) -> &'static str {
-        "ahtsgd-add-channel-bias"
+        match self {
+            PerChannel::Add => "ahtsgd-add-channel-bias",
+            PerChannel::Scale => "ahtsgd-channel-scale",
+        }
     }
 
     fn cpu_fwd(
@@ -623,30 +632,45 @@ impl CustomOp2 for AddBias {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l1.shape().dims4()?;
         if l2.dims() != [c] {
-            candle_core::bail!("channel bias: {:?} for {c} channels", l2.dims());
+            candle_core::bail!("{}: {:?} for {c} channels", self.name(), l2.dims());
         }
-        fn go<T: WithDType>(x: &[T], lx: &Layout, b: &[T], lb: &Layout, plane: usize) -> Vec<T> {
-            let b = view(b, lb);
-            per_plane(&view(x, lx), plane, |k, x| x + b[k % b.len()])
+        fn go<T: WithDType>(
+            op: PerChannel,
+            x: &[T],
+            lx: &Layout,
+            v: &[T],
+            lv: &Layout,
+            plane: usize,
+        ) -> Vec<T> {
+            let (x, v) = (view(x, lx), view(v, lv));
+            match op {
+                PerChannel::Add => per_plane(&x, plane, |k, x| x + v[k % v.len()]),
+                PerChannel::Scale => per_plane(&x, plane, |k, x| x * v[k % v.len()]),
+            }
         }
-        let out = f32_or_f64!(self.name(), s1, s2, |x, b| go(x, l1, b, l2, h * w));
+        let op = *self;
+        let out = f32_or_f64!(self.name(), s1, s2, |x, v| go(op, x, l1, v, l2, h * w));
         Ok((out, l1.shape().clone()))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        b: &Tensor,
+        v: &Tensor,
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let gx = x.track_op().then(|| g.clone());
-        let gb = if b.track_op() {
-            Some(g.apply_op1(ChannelSum)?)
-        } else {
-            None
+        let gx = match self {
+            _ if !x.track_op() => None,
+            PerChannel::Add => Some(g.clone()),
+            PerChannel::Scale => Some(g.apply_op2(v, PerChannel::Scale)?),
         };
-        Ok((gx, gb))
+        let gv = match self {
+            _ if !v.track_op() => None,
+            PerChannel::Add => Some(g.apply_op1(ChannelSum)?),
+            PerChannel::Scale => Some((g * x)?.apply_op1(ChannelSum)?),
+        };
+        Ok((gx, gv))
     }
 }
 
@@ -722,65 +746,16 @@ pub(crate) fn channel_sum(g: &Tensor) -> Result<Tensor> {
 /// `x + b` with `b` broadcast over the batch and the pixels of each channel.
 pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.apply_op2(b, AddBias)
+        x.apply_op2(b, PerChannel::Add)
     } else {
         x.broadcast_add(&b.reshape((1, (), 1, 1))?)
-    }
-}
-
-/// `x · s` for `x: [N, C, H, W]` and a per-channel `s: [C]`: one parallel pass forward; its
-/// gradients are itself (for `x`) and a channel sum (for `s`), both differentiable.
-struct ChannelScale;
-
-impl CustomOp2 for ChannelScale {
-    fn name(&self) -> &'static str {
-        "ahtsgd-channel-scale"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, h, w) = l1.shape().dims4()?;
-        if l2.dims() != [c] {
-            candle_core::bail!("channel scale: {:?} for {c} channels", l2.dims());
-        }
-        fn go<T: WithDType>(x: &[T], lx: &Layout, s: &[T], ls: &Layout, plane: usize) -> Vec<T> {
-            let s = view(s, ls);
-            per_plane(&view(x, lx), plane, |k, x| x * s[k % s.len()])
-        }
-        let out = f32_or_f64!(self.name(), s1, s2, |x, s| go(x, l1, s, l2, h * w));
-        Ok((out, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        s: &Tensor,
-        _res: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let gx = if x.track_op() {
-            Some(g.apply_op2(s, ChannelScale)?)
-        } else {
-            None
-        };
-        let gs = if s.track_op() {
-            Some((g * x)?.apply_op1(ChannelSum)?)
-        } else {
-            None
-        };
-        Ok((gx, gs))
     }
 }
 
 /// `x · s` with `s: [C]` broadcast over the batch and the pixels of each channel.
 pub fn scale_channels(x: &Tensor, s: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.apply_op2(s, ChannelScale)
+        x.apply_op2(s, PerChannel::Scale)
     } else {
         x.broadcast_mul(&s.reshape((1, (), 1, 1))?)
     }

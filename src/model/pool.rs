@@ -99,6 +99,14 @@ fn codes_of<T: WithDType>(
     (code, out)
 }
 
+/// The input index, within its plane of width `w`, of output cell `i` (of `ow` per row) whose
+/// window code is `k`.
+#[inline(always)]
+fn cell(i: usize, k: u8, ow: usize, w: usize) -> usize {
+    let (y, x, k) = (i / ow, i % ow, usize::from(k));
+    (2 * y + (k >> 1)) * w + 2 * x + (k & 1)
+}
+
 /// Places `g: [planes, h/2, w/2]` at the coded cells of `[planes, h, w]`, zeros elsewhere.
 fn scatter<T: WithDType>(g: &[T], code: &[u8], planes: usize, h: usize, w: usize) -> Vec<T> {
     let (plane, oplane, ow) = (h * w, (h / 2) * (w / 2), w / 2);
@@ -119,9 +127,7 @@ fn scatter<T: WithDType>(g: &[T], code: &[u8], planes: usize, h: usize, w: usize
                 .zip(c.chunks(oplane))
             {
                 for (i, (&v, &k)) in gp.iter().zip(cp).enumerate() {
-                    let (y, xx) = (i / ow, i % ow);
-                    let k = usize::from(k);
-                    op[(2 * y + (k >> 1)) * w + 2 * xx + (k & 1)] = v;
+                    op[cell(i, k, ow, w)] = v;
                 }
             }
         });
@@ -145,9 +151,7 @@ fn gather<T: WithDType>(u: &[T], code: &[u8], planes: usize, h: usize, w: usize)
                 .zip(c.chunks(oplane))
             {
                 for (i, (v, &k)) in op.iter_mut().zip(cp).enumerate() {
-                    let (y, xx) = (i / ow, i % ow);
-                    let k = usize::from(k);
-                    *v = up[(2 * y + (k >> 1)) * w + 2 * xx + (k & 1)];
+                    *v = up[cell(i, k, ow, w)];
                 }
             }
         });
