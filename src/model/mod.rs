@@ -733,18 +733,7 @@ mod tests {
                 );
                 let close = |what: &str, name: &str, a: &Tensor, b: &Tensor| {
                     assert_eq!(a.dims(), b.dims(), "{text}: {what} of {name}");
-                    let max = |t: &Tensor| {
-                        t.to_dtype(DType::F64)
-                            .unwrap()
-                            .abs()
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .max(0)
-                            .unwrap()
-                            .to_scalar::<f64>()
-                            .unwrap()
-                    };
+                    let max = |t: &Tensor| sharpness::max_abs(t).unwrap();
                     let (err, scale) = (max(&(a - b).unwrap()), max(b));
                     assert!(scale > 0.0, "{text}: {name} has no {what}");
                     assert!(
