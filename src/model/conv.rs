@@ -421,32 +421,20 @@ impl CustomOp2 for Conv {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        conv_back(self.0, x, w, dy, [x.track_op(), w.track_op()])
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op2(w, BackData(self.0, h, wd))?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2(dy, BackFilter(self.0, kh, kw))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
-}
-
-/// The gradients of `y = conv(x, w)` from `dy`, the gradient of `y`, for the operands marked
-/// in `want` (x, w).
-fn conv_back(
-    p: Params,
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    want: [bool; 2],
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let (_, _, h, wd) = x.dims4()?;
-    let (_, _, kh, kw) = w.dims4()?;
-    let dx = if want[0] {
-        Some(dy.apply_op2(w, BackData(p, h, wd))?)
-    } else {
-        None
-    };
-    let dw = if want[1] {
-        Some(x.apply_op2(dy, BackFilter(p, kh, kw))?)
-    } else {
-        None
-    };
-    Ok((dx, dw))
 }
 
 /// The settings of a convolution, in candle's argument order.
@@ -592,14 +580,7 @@ pub fn conv2d(
     dilation: usize,
 ) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.apply_op2(
-            w,
-            Conv(Params {
-                stride,
-                pad: padding,
-                dil: dilation,
-            }),
-        )
+        x.apply_op2(w, Conv(params((padding, stride, dilation))))
     } else {
         x.conv2d(w, padding, stride, dilation, 1)
     }
@@ -738,9 +719,13 @@ impl candle_core::CustomOp1 for ChannelSum {
     }
 }
 
-/// The sum of `[N, C, H, W]` over all but the channel (a channel bias's gradient), CPU.
+/// The sum of `[N, C, H, W]` over all but the channel: `[C]` (a channel bias's gradient).
 pub(crate) fn channel_sum(g: &Tensor) -> Result<Tensor> {
-    g.apply_op1(ChannelSum)
+    if g.device().is_cpu() {
+        g.apply_op1(ChannelSum)
+    } else {
+        g.sum((0, 2, 3))
+    }
 }
 
 /// `x + b` with `b` broadcast over the batch and the pixels of each channel.
@@ -782,16 +767,7 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+        crate::optim::sharpness::max_abs(&(a - b).unwrap()).unwrap()
     }
 
     /// Values, gradients and Hessian-vector products against candle's own convolution (f64),

@@ -132,20 +132,20 @@ impl<'m> Tape<'m> {
         let (loss, mut g, prob) = softmax_xent(acts.last().expect("an input"), y)?;
         let mut grads = GradStore::default();
         // the head, last layer first
-        let mut head_delta = vec![g.clone(); head.len()];
+        let mut head_delta = Vec::with_capacity(head.len());
         for (i, l) in head.iter().enumerate().rev() {
-            let delta = if i + 1 < head.len() {
-                linear::relu_back(&g, &acts[i + 1])?
-            } else {
-                g.clone()
-            };
-            grads.insert(l.w.as_tensor(), delta.t()?.matmul(&acts[i])?);
-            grads.insert(l.b.as_tensor(), linear::sum_rows(&delta)?);
-            if i > 0 || !stages.is_empty() {
-                g = delta.matmul(&l.w.as_tensor().detach())?;
+            let want_x = i > 0 || !stages.is_empty();
+            let (w, relu) = (l.w.as_tensor().detach(), i + 1 < head.len());
+            let d =
+                linear::affine_back(&acts[i], &w, &acts[i + 1], &g, relu, [want_x, true, true])?;
+            grads.insert(l.w.as_tensor(), d.w.expect("asked for"));
+            grads.insert(l.b.as_tensor(), d.b.expect("asked for"));
+            if let Some(gx) = d.x {
+                g = gx;
             }
-            head_delta[i] = delta;
+            head_delta.push(d.delta);
         }
+        head_delta.reverse();
         // the stages, last first
         let mut stage_delta = Vec::with_capacity(stages.len());
         if !stages.is_empty() {
@@ -289,18 +289,20 @@ impl Hessian for RopHessian<'_> {
     }
 }
 
+/// Whether a batch is on the CPU in a float type the hand-written passes take.
+fn cpu_float(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
 impl Model {
     /// Whether [`Model::loss_grads`] takes the reverse pass written by hand.
     pub fn has_fast_grads(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && (matches!(self.arch, Arch::ResNet(_)) || self.has_rop(x))
+        (matches!(self.arch, Arch::ResNet(_)) && cpu_float(x)) || self.has_rop(x)
     }
 
     /// Whether [`Model::hessian`] takes the R-operator pass written by hand.
     pub fn has_rop(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
+        cpu_float(x)
             && self.act == Activation::Relu
             && match &self.arch {
                 Arch::Mlp { .. } => true,

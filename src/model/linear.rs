@@ -186,8 +186,18 @@ impl CustomOp3 for Affine {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let want = [x.track_op(), w.track_op(), b.track_op()];
-        affine_back(x, w, res, grad, self.relu, want)
+        let g = affine_back(x, w, res, grad, self.relu, want)?;
+        Ok((g.x, g.w, g.b))
     }
+}
+
+/// The reverse pass of a dense layer: the gradient of its pre-activation (`delta`) and of the
+/// operands asked for.
+pub(crate) struct AffineGrads {
+    pub delta: Tensor,
+    pub x: Option<Tensor>,
+    pub w: Option<Tensor>,
+    pub b: Option<Tensor>,
 }
 
 /// The gradients of a dense layer `res = act(x·wᵀ + b)` (ReLU when `relu`) from `grad`, the
@@ -199,20 +209,33 @@ pub(crate) fn affine_back(
     grad: &Tensor,
     relu: bool,
     want: [bool; 3],
-) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let g = if relu {
+) -> Result<AffineGrads> {
+    let delta = if relu {
         relu_back(grad, res)?
     } else {
         grad.clone()
     };
-    let gx = if want[0] { Some(g.matmul(w)?) } else { None };
-    let gw = if want[1] {
-        Some(g.t()?.matmul(x)?)
+    let gx = if want[0] {
+        Some(delta.matmul(w)?)
     } else {
         None
     };
-    let gb = if want[2] { Some(sum_rows(&g)?) } else { None };
-    Ok((gx, gw, gb))
+    let gw = if want[1] {
+        Some(delta.t()?.matmul(x)?)
+    } else {
+        None
+    };
+    let gb = if want[2] {
+        Some(sum_rows(&delta)?)
+    } else {
+        None
+    };
+    Ok(AffineGrads {
+        delta,
+        x: gx,
+        w: gw,
+        b: gb,
+    })
 }
 
 /// `grad` where the ReLU output `res` is positive, 0 elsewhere.

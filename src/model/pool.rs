@@ -26,13 +26,13 @@ crate::simd::multiversion!(fn plane_codes<T: WithDType>(
     x: &[T],
     w: usize,
     code: &mut [u8],
-    out: Option<&mut [T]>,
+    out: &mut [T],
 ) -> () = plane_codes_kernel);
 
 /// The window codes of one plane `x: [h, w]` into `code: [h/2 · w/2]`, and the maxima into
-/// `out` when given. Branch-free selects, so random data does not cost mispredictions.
+/// `out`. Branch-free selects, so random data does not cost mispredictions.
 #[inline(always)]
-fn plane_codes_kernel<T: WithDType>(x: &[T], w: usize, code: &mut [u8], mut out: Option<&mut [T]>) {
+fn plane_codes_kernel<T: WithDType>(x: &[T], w: usize, code: &mut [u8], out: &mut [T]) {
     let ow = w / 2;
     for (y, row) in code.chunks_mut(ow.max(1)).enumerate() {
         let (r0, r1) = (&x[2 * y * w..], &x[(2 * y + 1) * w..]);
@@ -52,50 +52,32 @@ fn plane_codes_kernel<T: WithDType>(x: &[T], w: usize, code: &mut [u8], mut out:
                 k = 3;
             }
             *c = k;
-            if let Some(o) = out.as_deref_mut() {
-                o[y * ow + xx] = best;
-            }
+            out[y * ow + xx] = best;
         }
     }
 }
 
-/// Window codes of `x: [planes, h, w]` (and the maxima, for the forward pass), in parallel.
-fn codes_of<T: WithDType>(
-    x: &[T],
-    planes: usize,
-    h: usize,
-    w: usize,
-    maxima: bool,
-) -> (Vec<u8>, Vec<T>) {
+/// Window codes and maxima of `x: [planes, h, w]`, in parallel.
+fn codes_of<T: WithDType>(x: &[T], planes: usize, h: usize, w: usize) -> (Vec<u8>, Vec<T>) {
     let (plane, oplane) = (h * w, (h / 2) * (w / 2));
     let mut code = vec![0u8; planes * oplane];
-    let mut out = if maxima {
-        vec![T::zero(); planes * oplane]
-    } else {
-        Vec::new()
-    };
+    let mut out = vec![T::zero(); planes * oplane];
     if oplane == 0 {
         return (code, out);
     }
     let per = planes_per_task(planes, plane);
-    let work = |(xs, cs, os): (&[T], &mut [u8], Option<&mut [T]>)| {
-        let mut os = os;
-        for (i, (xp, cp)) in xs.chunks(plane).zip(cs.chunks_mut(oplane)).enumerate() {
-            let o = os
-                .as_deref_mut()
-                .map(|o| &mut o[i * oplane..(i + 1) * oplane]);
-            plane_codes(xp, w, cp, o);
-        }
-    };
-    let xs = x.par_chunks(plane * per);
-    let cs = code.par_chunks_mut(oplane * per);
-    if maxima {
-        xs.zip(cs)
-            .zip(out.par_chunks_mut(oplane * per))
-            .for_each(|((a, b), c)| work((a, b, Some(c))));
-    } else {
-        xs.zip(cs).for_each(|(a, b)| work((a, b, None)));
-    }
+    x.par_chunks(plane * per)
+        .zip(code.par_chunks_mut(oplane * per))
+        .zip(out.par_chunks_mut(oplane * per))
+        .for_each(|((xs, cs), os)| {
+            for ((xp, cp), op) in xs
+                .chunks(plane)
+                .zip(cs.chunks_mut(oplane))
+                .zip(os.chunks_mut(oplane))
+            {
+                plane_codes(xp, w, cp, op);
+            }
+        });
     (code, out)
 }
 
@@ -174,17 +156,25 @@ impl Shared {
             return Ok(c.clone());
         }
         let (n, c, h, w) = dims(l)?;
-        let (code, _) = codes_of(&view(x, l), n * c, h, w, false);
+        let (code, _) = codes_of(&view(x, l), n * c, h, w);
         Ok(self.0.get_or_init(|| Arc::new(code)).clone())
     }
 }
 
 /// Max over each 2x2 window.
 struct MaxPool(Shared);
-/// `[N, C, H/2, W/2]` values placed at the maxima of `x: [N, C, H, W]`, zeros elsewhere.
-struct Scatter(Shared);
-/// `u: [N, C, H, W]` read at the maxima of `x`: `[N, C, H/2, W/2]`.
-struct Gather(Shared);
+/// Moves values between the pooled shape and the input's, at the maxima of `x: [N, C, H, W]`
+/// (its second operand); the two ways are each other's adjoints.
+#[derive(Clone)]
+struct Route(Way, Shared);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// `[N, C, H/2, W/2]` values placed at the maxima, zeros elsewhere: `[N, C, H, W]`.
+    Scatter,
+    /// `[N, C, H, W]` values read at the maxima: `[N, C, H/2, W/2]`.
+    Gather,
+}
 
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
@@ -201,7 +191,7 @@ impl CustomOp1 for MaxPool {
             cache: &OnceLock<Codes>,
         ) -> Vec<T> {
             let (planes, h, w) = dims;
-            let (code, out) = codes_of(&view(x, l), planes, h, w, true);
+            let (code, out) = codes_of(&view(x, l), planes, h, w);
             let _ = cache.set(Arc::new(code));
             out
         }
@@ -214,109 +204,81 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(g.apply_op2(x, Scatter(self.0.clone()))?))
+        Ok(Some(g.apply_op2(x, Route(Way::Scatter, self.0.clone()))?))
     }
 }
 
-/// Runs `$f(a, codes, planes, h, w)` with the codes of `x` (operand 2, `[N, C, H, W]`).
-macro_rules! with_codes {
-    ($op:expr, $shared:expr, $s1:expr, $s2:expr, $l2:expr, $f:expr) => {{
-        let (n, c, h, w) = dims($l2)?;
-        match ($s1, $s2) {
+impl CustomOp2 for Route {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Way::Scatter => "ahtsgd-max-pool2-scatter",
+            Way::Gather => "ahtsgd-max-pool2-gather",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims(l2)?;
+        let pooled = (n, c, h / 2, w / 2);
+        let (from, to) = match self.0 {
+            Way::Scatter => (pooled, (n, c, h, w)),
+            Way::Gather => ((n, c, h, w), pooled),
+        };
+        if dims(l1)? != from {
+            candle_core::bail!(
+                "{}: {:?} for an input {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        fn go<T: WithDType>(
+            r: &Route,
+            a: &[T],
+            l1: &Layout,
+            x: &[T],
+            l2: &Layout,
+            (planes, h, w): (usize, usize, usize),
+        ) -> Result<Vec<T>> {
+            let code = r.1.get(x, l2)?;
+            Ok(match r.0 {
+                Way::Scatter => scatter(&view(a, l1), &code, planes, h, w),
+                Way::Gather => gather(&view(a, l1), &code, planes, h, w),
+            })
+        }
+        let geom = (n * c, h, w);
+        let out = match (s1, s2) {
             (CpuStorage::F32(a), CpuStorage::F32(x)) => {
-                CpuStorage::F32($f(a, &$shared.get(x, $l2)?, n * c, h, w))
+                CpuStorage::F32(go(self, a, l1, x, l2, geom)?)
             }
             (CpuStorage::F64(a), CpuStorage::F64(x)) => {
-                CpuStorage::F64($f(a, &$shared.get(x, $l2)?, n * c, h, w))
+                CpuStorage::F64(go(self, a, l1, x, l2, geom)?)
             }
-            _ => candle_core::bail!("{}: f32 or f64 operands of one type", $op),
-        }
-    }};
-}
-
-impl CustomOp2 for Scatter {
-    fn name(&self) -> &'static str {
-        "ahtsgd-max-pool2-scatter"
+            _ => candle_core::bail!("{}: f32 or f64 operands of one type", self.name()),
+        };
+        Ok((out, Shape::from(to)))
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims(l2)?;
-        if dims(l1)? != (n, c, h / 2, w / 2) {
-            candle_core::bail!(
-                "max-pool scatter: {:?} for an input {:?}",
-                l1.dims(),
-                l2.dims()
-            );
-        }
-        let out = with_codes!(
-            self.name(),
-            self.0,
-            s1,
-            s2,
-            l2,
-            |g, code: &Codes, p, h, w| { scatter(&view(g, l1), code, p, h, w) }
-        );
-        Ok((out, l2.shape().clone()))
-    }
-
-    /// Linear in the gradient: its adjoint gathers at the same maxima; the maxima themselves
-    /// do not move under small changes of `x` (almost everywhere), so `x` gets none.
+    /// Linear in the routed values, whose adjoint routes the other way at the same maxima;
+    /// the maxima themselves do not move under small changes of `x` (almost everywhere), so
+    /// `x` gets none.
     fn bwd(
         &self,
-        _g: &Tensor,
+        _a: &Tensor,
         x: &Tensor,
         _res: &Tensor,
-        u: &Tensor,
+        g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(u.apply_op2(x, Gather(self.0.clone()))?), None))
-    }
-}
-
-impl CustomOp2 for Gather {
-    fn name(&self) -> &'static str {
-        "ahtsgd-max-pool2-gather"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims(l2)?;
-        if dims(l1)? != (n, c, h, w) {
-            candle_core::bail!(
-                "max-pool gather: {:?} for an input {:?}",
-                l1.dims(),
-                l2.dims()
-            );
-        }
-        let out = with_codes!(
-            self.name(),
-            self.0,
-            s1,
-            s2,
-            l2,
-            |u, code: &Codes, p, h, w| { gather(&view(u, l1), code, p, h, w) }
-        );
-        Ok((out, Shape::from((n, c, h / 2, w / 2))))
-    }
-
-    fn bwd(
-        &self,
-        _u: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(v.apply_op2(x, Scatter(self.0.clone()))?), None))
+        let other = match self.0 {
+            Way::Scatter => Way::Gather,
+            Way::Gather => Way::Scatter,
+        };
+        Ok((Some(g.apply_op2(x, Route(other, self.1.clone()))?), None))
     }
 }
 
@@ -331,12 +293,12 @@ pub(crate) struct Maxima(Shared);
 impl Maxima {
     /// The gradient of the pooled input `x` from `g`, the gradient of the pooled output.
     pub(crate) fn back(&self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
-        g.apply_op2(x, Scatter(self.0.clone()))
+        g.apply_op2(x, Route(Way::Scatter, self.0.clone()))
     }
 
     /// `u`, shaped like the pooled input `x`, read at the maxima (the pooling's tangent map).
     pub(crate) fn select(&self, u: &Tensor, x: &Tensor) -> Result<Tensor> {
-        u.apply_op2(x, Gather(self.0.clone()))
+        u.apply_op2(x, Route(Way::Gather, self.0.clone()))
     }
 }
 
@@ -381,18 +343,8 @@ mod tests {
                 .max(3)
                 .unwrap()
         };
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
+        let diff =
+            |a: &Tensor, b: &Tensor| crate::optim::sharpness::max_abs(&(a - b).unwrap()).unwrap();
         let (yo, yt) = (max_pool2(x.as_tensor()).unwrap(), by_reshape(x.as_tensor()));
         assert_eq!(diff(&yo, &yt), 0.0);
         let loss = |y: Tensor| y.powf(3.0).unwrap().mean_all().unwrap();

@@ -49,9 +49,9 @@ impl BatchNorm {
             // whose gradients are channel sums too (candle's reductions over the batch and
             // pixel axes, in broadcast ops' backward passes, walk them with strided loops)
             let m = (x.elem_count() / c) as f64;
-            let mean = (channel_sum(x)? / m)?;
+            let mean = (super::conv::channel_sum(x)? / m)?;
             let centred = super::conv::add_channel_bias(x, &mean.neg()?)?;
-            let var = (channel_sum(&centred.sqr()?)? / m)?;
+            let var = (super::conv::channel_sum(&centred.sqr()?)? / m)?;
             if mode == Mode::Train {
                 let unbiased = (var.detach() * (m / (m - 1.0).max(1.0)))?;
                 let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))?
@@ -63,15 +63,6 @@ impl BatchNorm {
             }
             (mean, var)
         })
-    }
-}
-
-/// Sums over all but the channel axis of `[n, c, h, w]`: `[c]`.
-fn channel_sum(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        super::conv::channel_sum(x)
-    } else {
-        x.sum((0, 2, 3))
     }
 }
 
