@@ -192,10 +192,22 @@ fn ln(x: f32) -> f32 {
     e.mul_add(std::f32::consts::LN_2, y * q)
 }
 
+/// The smaller of two numbers, neither NaN (one `minps`, where `f32::min` adds a NaN test).
+#[inline(always)]
+fn min(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
+/// The larger of two numbers, neither NaN.
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
 /// exp(y), y clamped to [−87, 88].
 #[inline(always)]
 fn exp(y: f32) -> f32 {
-    let y = y.clamp(-87.0, 88.0);
+    let y = min(max(y, -87.0), 88.0);
     let n = (y * std::f32::consts::LOG2_E).round();
     let r = (-n).mul_add(0.693_145_75, y);
     let r = (-n).mul_add(1.428_606_8e-6, r);
@@ -228,11 +240,11 @@ fn cms_fast(k: Consts, w1: u32, w2: u32) -> f32 {
     let abs_u = PI * ((2 * i1 as i32 + 1 - (1 << 24)).unsigned_abs() as f32) * (0.5 * scale);
     let cos_u = sin_q(t);
     // sin(α|U|): α|U| lies in [0, π); the upper half reflects to π − α|U| = (2−α)π/2 + αt
-    let a_small = (k.alpha * abs_u).min(k.a_head + k.alpha * t);
-    let sin_a = sin_q(a_small.max(0.0));
+    let a_small = min(k.alpha * abs_u, k.a_head + k.alpha * t);
+    let sin_a = sin_q(max(a_small, 0.0));
     // cos((α−1)|U|) = sin(π/2 − (α−1)|U|) = sin((2−α)π/2 + (α−1)t)
     let t2 = k.a_head + (k.alpha - 1.0) * t;
-    let cos_b = sin_q(t2.min(FRAC_PI_2));
+    let cos_b = sin_q(min(t2, FRAC_PI_2));
     let w = -ln(u2);
     let lx = (-k.inv_alpha).mul_add(ln(cos_u), k.ratio * ln(cos_b / w));
     sign * sin_a * exp(lx)
@@ -313,10 +325,95 @@ fn fill_chunk_avx2(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f
     fill_chunk(k, key, step, first, out);
 }
 
+/// The AVX-512 kernel: the Philox rounds written with intrinsics (16 blocks per vector, the
+/// 32×32→64 products from two `vpmuludq` and two masked shuffles), the transform vectorised from the same
+/// scalar code, so it draws the bits of [`fill_chunk`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
 fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
-    fill_chunk(k, key, step, first, out);
+    use std::arch::x86_64::*;
+    debug_assert!(first.is_multiple_of(2));
+    // (hi, lo) of the 32×32-bit products a·m, lane by lane
+    let mulhilo = |a: __m512i, m: __m512i| {
+        let even = _mm512_mul_epu32(a, m);
+        let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m);
+        // even lanes take the upper words of `even`, odd lanes the lower words of `odd`
+        let hi = _mm512_mask_shuffle_epi32::<0xF5>(odd, 0x5555, even);
+        let lo = _mm512_mask_shuffle_epi32::<0xA0>(even, 0xAAAA, odd);
+        (hi, lo)
+    };
+    // V vectors of 16 blocks at a time, so the dependent chains of the rounds and of the
+    // polynomials interleave
+    const V: usize = 4;
+    const BLOCKS: usize = V * LANES;
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let m0 = _mm512_set1_epi32(0xD251_1F53_u32 as i32);
+    let m1 = _mm512_set1_epi32(0xCD9E_8D57_u32 as i32);
+    // even draws take lanes 0..8 and odd draws lanes 0..8 in turn, then 8..16
+    let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let mut groups = out.chunks_exact_mut(2 * BLOCKS);
+    let mut j = first / 2;
+    let mut w = [[0u32; BLOCKS]; 4];
+    let (mut even, mut odd) = ([0f32; BLOCKS], [0f32; BLOCKS]);
+    for group in &mut groups {
+        let mut c: [[__m512i; 4]; V] = [[_mm512_setzero_si512(); 4]; V];
+        for (v, cv) in c.iter_mut().enumerate() {
+            let first = j + (v * LANES) as u64;
+            let base = _mm512_set1_epi32(first as u32 as i32);
+            let lo = _mm512_add_epi32(base, iota);
+            // the carry into the high word where the low word wrapped
+            let high = _mm512_set1_epi32((first >> 32) as u32 as i32);
+            let wrapped = _mm512_cmplt_epu32_mask(lo, base);
+            *cv = [
+                lo,
+                _mm512_mask_add_epi32(high, wrapped, high, _mm512_set1_epi32(1)),
+                _mm512_set1_epi32(step as u32 as i32),
+                _mm512_set1_epi32((step >> 32) as u32 as i32),
+            ];
+        }
+        let (mut k0, mut k1) = (key[0], key[1]);
+        for _ in 0..10 {
+            let (kk0, kk1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
+            for cv in &mut c {
+                let (h0, l0) = mulhilo(cv[0], m0);
+                let (h1, l1) = mulhilo(cv[2], m1);
+                *cv = [
+                    _mm512_ternarylogic_epi32::<0x96>(h1, cv[1], kk0),
+                    l1,
+                    _mm512_ternarylogic_epi32::<0x96>(h0, cv[3], kk1),
+                    l0,
+                ];
+            }
+            k0 = k0.wrapping_add(0x9E37_79B9);
+            k1 = k1.wrapping_add(0xBB67_AE85);
+        }
+        for (v, cv) in c.iter().enumerate() {
+            for (wi, x) in w.iter_mut().zip(cv) {
+                // SAFETY: `wi` holds V vectors of 16 u32; unaligned stores.
+                unsafe { _mm512_storeu_si512(wi.as_mut_ptr().add(v * LANES).cast(), *x) };
+            }
+        }
+        for l in 0..BLOCKS {
+            even[l] = cms_fast(k, w[0][l], w[1][l]);
+        }
+        for l in 0..BLOCKS {
+            odd[l] = cms_fast(k, w[2][l], w[3][l]);
+        }
+        for v in 0..V {
+            // SAFETY: `even` and `odd` hold V vectors of 16 f32 and `group` 2V; unaligned loads
+            // and stores.
+            unsafe {
+                let e = _mm512_loadu_ps(even.as_ptr().add(v * LANES));
+                let o = _mm512_loadu_ps(odd.as_ptr().add(v * LANES));
+                let dst = group.as_mut_ptr().add(2 * v * LANES);
+                _mm512_storeu_ps(dst, _mm512_permutex2var_ps(e, lo_idx, o));
+                _mm512_storeu_ps(dst.add(LANES), _mm512_permutex2var_ps(e, hi_idx, o));
+            }
+        }
+        j += BLOCKS as u64;
+    }
+    fill_chunk(k, key, step, 2 * j, groups.into_remainder());
 }
 
 fn fill_chunk_best(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
@@ -564,6 +661,41 @@ mod tests {
         let mut d = vec![0.0f32; n];
         fill_f32(1.5, key, 10, &mut d);
         assert_ne!(a, d, "different steps give different streams");
+    }
+
+    /// Every kernel this CPU can run draws the same bits as the portable one, also where the
+    /// low word of the block counter wraps inside a vector.
+    #[test]
+    fn every_instruction_set_draws_the_same_bits() {
+        let key = stream_key(3, "w");
+        let wrap = 2 * ((1u64 << 32) - 40);
+        for (first, n) in [(0u64, 1000usize), (wrap, 333), (2 * 12_345, 130)] {
+            for alpha in [1.0, 1.37, 2.0] {
+                let k = Consts::new(alpha);
+                let mut want = vec![0f32; n];
+                fill_chunk(k, key, 4, first, &mut want);
+                let single: Vec<f32> = (0..n as u64)
+                    .map(|i| draw_f32(alpha, key, 4, first + i))
+                    .collect();
+                assert_eq!(want, single, "α={alpha} first={first}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let mut got = vec![0f32; n];
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: the features were detected.
+                        unsafe { fill_chunk_avx2(k, key, 4, first, &mut got) };
+                        assert_eq!(got, want, "AVX2, α={alpha} first={first}");
+                    }
+                    if crate::simd::level() == crate::simd::Level::Avx512 {
+                        // SAFETY: as above.
+                        unsafe { fill_chunk_avx512(k, key, 4, first, &mut got) };
+                        assert_eq!(got, want, "AVX-512, α={alpha} first={first}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
