@@ -65,39 +65,86 @@ crate::simd::multiversion!(fn col2im<T: WithDType>(g: &Geom, cols: &[T], ld: usi
 #[inline(always)]
 fn im2col_kernel<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T], ld: usize) {
     let (oh, ow) = (g.oh(), g.ow());
+    if g.stride == 1 && ow == g.w {
+        return im2col_same(g, img, cols, ld);
+    }
+    let (h, w, s) = (g.h as isize, g.w as isize, g.stride as isize);
+    // the first output index at or after which x·s + shift ≥ 0, and the first at which it
+    // reaches `w`
+    let first_at = |bound: isize, shift: isize| -> usize {
+        ((bound - shift).max(0) + s - 1) as usize / g.stride
+    };
     for c in 0..g.c {
+        let plane = &img[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = ((c * g.kh + i) * g.kw + j) * ld;
+                let shift = (j * g.dil) as isize - g.pad as isize;
+                let x0 = first_at(0, shift).min(ow);
+                let x1 = first_at(w, shift).clamp(x0, ow);
                 for y in 0..oh {
                     let dst = &mut cols[row + y * ow..row + (y + 1) * ow];
                     let yy = (y * g.stride + i * g.dil) as isize - g.pad as isize;
-                    if yy < 0 || yy >= g.h as isize {
+                    if yy < 0 || yy >= h || x0 == x1 {
                         dst.iter_mut().for_each(|d| *d = T::zero());
                         continue;
                     }
-                    let src =
-                        &img[(c * g.h + yy as usize) * g.w..(c * g.h + yy as usize + 1) * g.w];
-                    if g.stride == 1 {
-                        // one contiguous run of the row, zeros either side
-                        let shift = (j * g.dil) as isize - g.pad as isize;
-                        let x0 = (-shift).clamp(0, ow as isize) as usize;
-                        let x1 = (g.w as isize - shift).clamp(x0 as isize, ow as isize) as usize;
-                        dst[..x0].iter_mut().for_each(|d| *d = T::zero());
-                        let from = (x0 as isize + shift) as usize;
-                        for (d, v) in dst[x0..x1].iter_mut().zip(&src[from..from + (x1 - x0)]) {
-                            *d = *v;
-                        }
-                        dst[x1..].iter_mut().for_each(|d| *d = T::zero());
-                        continue;
+                    let src = &plane[yy as usize * g.w..(yy as usize + 1) * g.w];
+                    for d in &mut dst[..x0] {
+                        *d = T::zero();
                     }
-                    for (x, d) in dst.iter_mut().enumerate() {
-                        let xx = (x * g.stride + j * g.dil) as isize - g.pad as isize;
-                        *d = if xx < 0 || xx >= g.w as isize {
-                            T::zero()
-                        } else {
-                            src[xx as usize]
-                        };
+                    let from = (x0 as isize * s + shift) as usize;
+                    for (d, v) in dst[x0..x1]
+                        .iter_mut()
+                        .zip(src[from..].iter().step_by(g.stride))
+                    {
+                        *d = *v;
+                    }
+                    for d in &mut dst[x1..] {
+                        *d = T::zero();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `im2col` when the output rows are as wide as the input's (stride 1, "same" width): each
+/// column row is the channel's plane shifted by one offset, so it is one contiguous copy, then
+/// zeros over the rows and the edge columns that fall outside the image.
+#[inline(always)]
+fn im2col_same<T: WithDType>(g: &Geom, img: &[T], cols: &mut [T], ld: usize) {
+    let (oh, ow, h, w) = (g.oh(), g.ow(), g.h as isize, g.w as isize);
+    let plane = g.h * g.w;
+    for c in 0..g.c {
+        let src = &img[c * plane..(c + 1) * plane];
+        for i in 0..g.kh {
+            let di = (i * g.dil) as isize - g.pad as isize;
+            // output rows whose source row lies inside the image
+            let y0 = (-di).clamp(0, oh as isize) as usize;
+            let y1 = (h - di).clamp(y0 as isize, oh as isize) as usize;
+            for j in 0..g.kw {
+                let dj = (j * g.dil) as isize - g.pad as isize;
+                let x0 = (-dj).clamp(0, ow as isize) as usize;
+                let x1 = (w - dj).clamp(x0 as isize, ow as isize) as usize;
+                let row = ((c * g.kh + i) * g.kw + j) * ld;
+                let dst = &mut cols[row..row + oh * ow];
+                if y0 == y1 || x0 == x1 {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                dst[..y0 * ow].fill(T::zero());
+                dst[y1 * ow..].fill(T::zero());
+                // from the first valid element to the last; the columns in between that wrap
+                // around a row edge are zeroed below
+                let (q0, q1) = (y0 * ow + x0, (y1 - 1) * ow + x1);
+                let from = (q0 as isize + di * w + dj) as usize;
+                dst[q0..q1].copy_from_slice(&src[from..from + (q1 - q0)]);
+                // column by column: a few strided stores, where row by row would be a
+                // `memset` call for one or two elements
+                for x in (0..x0).chain(x1..ow) {
+                    for y in y0..y1 {
+                        dst[y * ow + x] = T::zero();
                     }
                 }
             }
@@ -625,8 +672,8 @@ impl CustomOp2 for PerChannel {
         ) -> Vec<T> {
             let (x, v) = (view(x, lx), view(v, lv));
             match op {
-                PerChannel::Add => per_plane(&x, plane, |k, x| x + v[k % v.len()]),
-                PerChannel::Scale => per_plane(&x, plane, |k, x| x * v[k % v.len()]),
+                PerChannel::Add => per_plane(&x, plane, &v, |x, c| x + c),
+                PerChannel::Scale => per_plane(&x, plane, &v, |x, c| x * c),
             }
         }
         let op = *self;
@@ -655,18 +702,42 @@ impl CustomOp2 for PerChannel {
     }
 }
 
-/// `f(plane index, x)` for every element of `x`, planes of `plane` elements, in parallel.
-fn per_plane<T: WithDType>(x: &[T], plane: usize, f: impl Fn(usize, T) -> T + Sync) -> Vec<T> {
+/// `f(x, v[channel])` for every element of `x`, planes of `plane` elements (one channel each,
+/// channels cycling through `v`), in parallel.
+fn per_plane<T: WithDType>(
+    x: &[T],
+    plane: usize,
+    v: &[T],
+    f: impl Fn(T, T) -> T + Sync + Copy,
+) -> Vec<T> {
     let plane = plane.max(1);
     let per = ((1 << 14) / plane).max(1);
     super::cpu::map_chunks(x, plane * per, |t, xs, out| {
         for (k, (xp, op)) in xs.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
-            for (o, &v) in op.iter_mut().zip(xp) {
-                o.write(f(t * per + k, v));
-            }
+            plane_map(xp, op, v[(t * per + k) % v.len()], f);
         }
     })
 }
+
+/// `out = f(x, c)` element by element.
+#[inline(always)]
+fn plane_kernel<T: WithDType>(
+    x: &[T],
+    out: &mut [std::mem::MaybeUninit<T>],
+    c: T,
+    f: impl Fn(T, T) -> T + Copy,
+) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        o.write(f(v, c));
+    }
+}
+
+crate::simd::multiversion!(fn plane_map<T: WithDType>(
+    x: &[T],
+    out: &mut [std::mem::MaybeUninit<T>],
+    c: T,
+    f: impl Fn(T, T) -> T + Copy,
+) -> () = plane_kernel);
 
 /// Sums `[N, C, H, W]` over everything but the channel: `[C]`.
 struct ChannelSum;
@@ -781,6 +852,10 @@ mod tests {
             ([3, 2, 8, 8], [5, 2, 1, 1], 0, 2, 1),
             ([1, 2, 9, 7], [3, 2, 3, 2], 2, 1, 2),
             ([2, 4, 5, 5], [2, 4, 1, 1], 0, 1, 1),
+            // stride 1 with output rows as wide as the input's: column rows as shifted planes
+            ([2, 3, 6, 5], [4, 3, 3, 3], 2, 1, 2),
+            ([2, 2, 4, 5], [3, 2, 1, 3], 1, 1, 1),
+            ([1, 2, 3, 3], [2, 2, 5, 5], 2, 1, 1),
             // enough small images that several share one GEMM, with a partial last group
             ([11, 3, 4, 5], [4, 3, 3, 3], 1, 1, 1),
             // 64 input channels: the input gradient as a convolution with the flipped kernel
