@@ -17,8 +17,8 @@
 //! Both match the graph path to rounding (tested). Models they do not cover (other
 //! activations, average pooling, batch norm, other devices) take the graph path.
 
-use super::resnet::{self, Block, ConvBn, Mode, ResNet};
-use super::{Activation, Arch, Dense, Model, conv, linear, pool};
+use super::resnet::{self, Block, ConvBn, ResNet};
+use super::{Activation, Arch, Dense, Model, bn, conv, linear, pool};
 use crate::optim::sharpness::{GraphHessian, Hessian};
 use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Result, Tensor, TensorId};
@@ -381,15 +381,20 @@ struct ConvBnRun {
     invstd: Tensor,
 }
 
-fn convbn_forward(c: &ConvBn, x: &Tensor) -> Result<(Tensor, ConvBnRun)> {
+/// The convolution and its batch norm (training mode, running statistics updated), then a
+/// ReLU when `relu`, each batch-norm pass fused into one sweep (`bn`).
+fn convbn_forward(c: &ConvBn, x: &Tensor, relu: bool) -> Result<(Tensor, ConvBnRun)> {
     let w = c.w.as_tensor().detach();
     let z = conv::conv2d(x, &w, c.padding, c.stride, 1)?;
-    let (mean, var) = c.bn.stats(&z, Mode::Train)?;
+    let (mean, var) = bn::moments(&z)?;
+    c.bn.update_running(&mean, &var, (z.elem_count() / z.dim(1)?) as f64)?;
     let invstd = (var + resnet::EPS)?.sqrt()?.recip()?;
-    let xhat = conv::scale_channels(&conv::add_channel_bias(&z, &mean.neg()?)?, &invstd)?;
-    let y = conv::add_channel_bias(
-        &conv::scale_channels(&xhat, &c.bn.gamma.as_tensor().detach())?,
+    let xhat = bn::affine(&z, &invstd, &(mean.neg()? * &invstd)?, false)?;
+    let y = bn::affine(
+        &xhat,
+        &c.bn.gamma.as_tensor().detach(),
         &c.bn.beta.as_tensor().detach(),
+        relu,
     )?;
     Ok((
         y,
@@ -411,13 +416,16 @@ fn convbn_backward(
     grads: &mut GradStore,
 ) -> Result<Option<Tensor>> {
     let m = (dy.elem_count() / dy.dim(1)?) as f64;
-    let dbeta = conv::channel_sum(dy)?;
-    let dgamma = conv::channel_sum(&(dy * &r.xhat)?)?;
-    // dz = γ·invstd·(dy − dβ/m − xhat·dγ/m)
-    let centred = conv::add_channel_bias(dy, &(&dbeta / -m)?)?;
-    let t = (centred - conv::scale_channels(&r.xhat, &(&dgamma / m)?)?)?;
-    let gamma = c.bn.gamma.as_tensor().detach();
-    let dz = conv::scale_channels(&t, &(&gamma * &r.invstd)?)?;
+    let (dbeta, dgamma) = bn::dots(dy, &r.xhat)?;
+    // dz = γ·invstd·(dy − dβ/m − xhat·dγ/m), in one pass
+    let k = (c.bn.gamma.as_tensor().detach() * &r.invstd)?;
+    let dz = bn::combine(
+        dy,
+        &r.xhat,
+        &k,
+        &(&k * (&dgamma / -m)?)?,
+        &(&k * (&dbeta / -m)?)?,
+    )?;
     grads.insert(c.bn.gamma.as_tensor(), dgamma);
     grads.insert(c.bn.beta.as_tensor(), dbeta);
     let w = c.w.as_tensor().detach();
@@ -447,19 +455,17 @@ fn block_forward(b: &Block, x: &Tensor) -> Result<BlockRun> {
     let mut h = x.clone();
     let (mut convs, mut inner) = (Vec::new(), Vec::new());
     for (i, c) in b.convs.iter().enumerate() {
-        let (y, run) = convbn_forward(c, &h)?;
+        let inside = i + 1 < b.convs.len();
+        let (y, run) = convbn_forward(c, &h, inside)?;
         convs.push(run);
-        h = if i + 1 < b.convs.len() {
-            let a = linear::relu(&y)?;
-            inner.push(a.clone());
-            a
-        } else {
-            y
-        };
+        if inside {
+            inner.push(y.clone());
+        }
+        h = y;
     }
     let (skip, shortcut) = match &b.shortcut {
         Some(s) => {
-            let (y, run) = convbn_forward(s, x)?;
+            let (y, run) = convbn_forward(s, x, false)?;
             (y, Some(run))
         }
         None => (x.clone(), None),
@@ -504,8 +510,7 @@ impl Model {
     fn resnet_loss_grads(&self, net: &ResNet, x: &Tensor, y: &Tensor) -> Result<(f64, GradStore)> {
         let x = self.sample_batch(&x.detach())?;
         let mut grads = GradStore::default();
-        let (stem_y, stem) = convbn_forward(&net.stem, &x)?;
-        let mut h = linear::relu(&stem_y)?;
+        let (mut h, stem) = convbn_forward(&net.stem, &x, true)?;
         let stem_out = h.clone();
         let mut runs = Vec::with_capacity(net.blocks.len());
         for b in &net.blocks {

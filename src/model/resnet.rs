@@ -53,16 +53,21 @@ impl BatchNorm {
             let centred = super::conv::add_channel_bias(x, &mean.neg()?)?;
             let var = (super::conv::channel_sum(&centred.sqr()?)? / m)?;
             if mode == Mode::Train {
-                let unbiased = (var.detach() * (m / (m - 1.0).max(1.0)))?;
-                let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))?
-                    + (mean.detach() * MOMENTUM)?)?;
-                let rv =
-                    ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
+                self.update_running(&mean, &var, m)?;
             }
             (mean, var)
         })
+    }
+
+    /// Folds a batch's mean and biased variance over `m` values into the running statistics
+    /// (the variance made unbiased first).
+    pub fn update_running(&self, mean: &Tensor, var: &Tensor, m: f64) -> Result<()> {
+        let unbiased = (var.detach() * (m / (m - 1.0).max(1.0)))?;
+        let rm =
+            ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean.detach() * MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
     }
 }
 
