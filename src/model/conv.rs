@@ -208,14 +208,50 @@ fn gemm_into<T: WithDType + 'static>(
     b_cs: usize,
 ) {
     debug_assert!(dst.len() >= m * n);
-    // SAFETY: the callers pass slices covering m×k (a) and k×n (b) under the given strides, and
-    // dst holds m×n initialised values.
+    // SAFETY: dst holds m×n initialised values.
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            accumulate,
+            a,
+            a_rs,
+            a_cs,
+            b,
+            b_rs,
+            b_cs,
+        )
+    }
+}
+
+/// [`gemm_into`] through a pointer: `dst` need not be initialised unless `accumulate`.
+///
+/// # Safety
+/// `dst` is valid for writes of m×n elements (and reads, initialised, when `accumulate`);
+/// `a` and `b` cover m×k and k×n under the given strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: WithDType + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    accumulate: bool,
+    a: &[T],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[T],
+    b_rs: usize,
+    b_cs: usize,
+) {
+    // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -259,38 +295,89 @@ fn side_by_side<T: Copy>(dy: &[T], o: usize, p: usize, cnt: usize, dst: &mut [T]
     }
 }
 
+/// Runs `f` with a buffer of `n` elements of this thread's scratch (kept between calls, so
+/// column matrices are neither allocated nor zero-filled each time); its contents are
+/// whatever the last user left.
+fn with_scratch<T: WithDType + 'static, R>(n: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    use std::any::{Any, TypeId};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static SCRATCH: RefCell<HashMap<TypeId, Box<dyn Any>>> = RefCell::new(HashMap::new());
+    }
+    let take = || -> Vec<T> {
+        SCRATCH.with(|s| {
+            s.borrow_mut()
+                .remove(&TypeId::of::<T>())
+                .and_then(|b| b.downcast::<Vec<T>>().ok())
+                .map(|b| *b)
+                .unwrap_or_default()
+        })
+    };
+    let mut buf = take();
+    if buf.len() < n {
+        buf.resize(n, T::zero());
+    }
+    let r = f(&mut buf[..n]);
+    SCRATCH.with(|s| s.borrow_mut().insert(TypeId::of::<T>(), Box::new(buf)));
+    r
+}
+
 /// out[n] = W (O×K) · im2col(x[n]) (K×P), several images per GEMM when P is small.
 fn forward<T: WithDType + 'static>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let (img, outn) = (g.c * g.h * g.w, g.o * p);
     let per = per_task(g.n);
     let gs = group(p, per);
-    let mut out = vec![T::zero(); g.n * outn];
-    out.par_chunks_mut(outn * per)
+    let len = g.n * outn;
+    // every element is written below, by a GEMM that does not read its output or by a copy
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(outn * per)
         .enumerate()
         .for_each(|(t, chunk)| {
-            let mut cols = vec![T::zero(); k * p * gs];
-            let mut tmp = vec![T::zero(); if gs > 1 { outn * gs } else { 0 }];
-            for (gi, oc) in chunk.chunks_mut(outn * gs).enumerate() {
-                let (cnt, first) = (oc.len() / outn, t * per + gi * gs);
-                let ld = cnt * p;
-                for i in 0..cnt {
-                    let src = &x[(first + i) * img..(first + i + 1) * img];
-                    im2col(g, src, &mut cols[i * p..], ld);
-                }
-                if cnt == 1 {
-                    gemm_into(g.o, p, k, oc, false, w, k, 1, &cols, p, 1);
-                    continue;
-                }
-                gemm_into(g.o, ld, k, &mut tmp, false, w, k, 1, &cols, ld, 1);
-                for i in 0..cnt {
-                    for r in 0..g.o {
-                        oc[i * outn + r * p..i * outn + (r + 1) * p]
-                            .copy_from_slice(&tmp[r * ld + i * p..r * ld + (i + 1) * p]);
+            with_scratch(k * p * gs + if gs > 1 { outn * gs } else { 0 }, |buf| {
+                let (cols, tmp) = buf.split_at_mut(k * p * gs);
+                for (gi, oc) in chunk.chunks_mut(outn * gs).enumerate() {
+                    let (cnt, first) = (oc.len() / outn, t * per + gi * gs);
+                    let ld = cnt * p;
+                    for i in 0..cnt {
+                        let src = &x[(first + i) * img..(first + i + 1) * img];
+                        im2col(g, src, &mut cols[i * p..], ld);
+                    }
+                    if cnt == 1 {
+                        // SAFETY: `oc` holds O×P elements; the GEMM only writes them.
+                        unsafe {
+                            gemm_raw(
+                                g.o,
+                                p,
+                                k,
+                                oc.as_mut_ptr().cast(),
+                                false,
+                                w,
+                                k,
+                                1,
+                                cols,
+                                p,
+                                1,
+                            )
+                        };
+                        continue;
+                    }
+                    gemm_into(g.o, ld, k, tmp, false, w, k, 1, cols, ld, 1);
+                    for i in 0..cnt {
+                        for r in 0..g.o {
+                            let dst = &mut oc[i * outn + r * p..i * outn + (r + 1) * p];
+                            for (d, v) in dst.iter_mut().zip(&tmp[r * ld + i * p..]) {
+                                d.write(*v);
+                            }
+                        }
                     }
                 }
-            }
+            })
         });
+    // SAFETY: every element below `len` was written above.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -337,23 +424,24 @@ fn back_data<T: WithDType + 'static>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     dx.par_chunks_mut(img * per)
         .enumerate()
         .for_each(|(t, chunk)| {
-            let mut cols = vec![T::zero(); k * p * gs];
-            let mut dyg = vec![T::zero(); if gs > 1 { outn * gs } else { 0 }];
-            for (gi, dc) in chunk.chunks_mut(img * gs).enumerate() {
-                let (cnt, first) = (dc.len() / img, t * per + gi * gs);
-                let ld = cnt * p;
-                let dy_n = &dy[first * outn..(first + cnt) * outn];
-                let src = if cnt == 1 {
-                    dy_n
-                } else {
-                    side_by_side(dy_n, g.o, p, cnt, &mut dyg);
-                    &dyg[..]
-                };
-                gemm_into(k, ld, g.o, &mut cols, false, w, 1, k, src, ld, 1);
-                for (i, d) in dc.chunks_mut(img).enumerate() {
-                    col2im(g, &cols[i * p..], ld, d);
+            with_scratch(k * p * gs + if gs > 1 { outn * gs } else { 0 }, |buf| {
+                let (cols, dyg) = buf.split_at_mut(k * p * gs);
+                for (gi, dc) in chunk.chunks_mut(img * gs).enumerate() {
+                    let (cnt, first) = (dc.len() / img, t * per + gi * gs);
+                    let ld = cnt * p;
+                    let dy_n = &dy[first * outn..(first + cnt) * outn];
+                    let src = if cnt == 1 {
+                        dy_n
+                    } else {
+                        side_by_side(dy_n, g.o, p, cnt, dyg);
+                        &dyg[..]
+                    };
+                    gemm_into(k, ld, g.o, cols, false, w, 1, k, src, ld, 1);
+                    for (i, d) in dc.chunks_mut(img).enumerate() {
+                        col2im(g, &cols[i * p..], ld, d);
+                    }
                 }
-            }
+            })
         });
     dx
 }
@@ -367,28 +455,29 @@ fn back_filter<T: WithDType + 'static>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let partial: Vec<Vec<T>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
-            let mut cols = vec![T::zero(); k * p * gs];
-            let mut dyg = vec![T::zero(); if gs > 1 { outn * gs } else { 0 }];
             let mut acc = vec![T::zero(); g.o * k];
-            let end = ((t + 1) * per).min(g.n);
-            let mut first = t * per;
-            while first < end {
-                let cnt = gs.min(end - first);
-                let ld = cnt * p;
-                for i in 0..cnt {
-                    let src = &x[(first + i) * img..(first + i + 1) * img];
-                    im2col(g, src, &mut cols[i * p..], ld);
+            with_scratch(k * p * gs + if gs > 1 { outn * gs } else { 0 }, |buf| {
+                let (cols, dyg) = buf.split_at_mut(k * p * gs);
+                let end = ((t + 1) * per).min(g.n);
+                let mut first = t * per;
+                while first < end {
+                    let cnt = gs.min(end - first);
+                    let ld = cnt * p;
+                    for i in 0..cnt {
+                        let src = &x[(first + i) * img..(first + i + 1) * img];
+                        im2col(g, src, &mut cols[i * p..], ld);
+                    }
+                    let dy_n = &dy[first * outn..(first + cnt) * outn];
+                    let a = if cnt == 1 {
+                        dy_n
+                    } else {
+                        side_by_side(dy_n, g.o, p, cnt, dyg);
+                        &dyg[..]
+                    };
+                    gemm_into(g.o, k, ld, &mut acc, true, a, ld, 1, cols, 1, ld);
+                    first += cnt;
                 }
-                let dy_n = &dy[first * outn..(first + cnt) * outn];
-                let a = if cnt == 1 {
-                    dy_n
-                } else {
-                    side_by_side(dy_n, g.o, p, cnt, &mut dyg);
-                    &dyg[..]
-                };
-                gemm_into(g.o, k, ld, &mut acc, true, a, ld, 1, &cols, 1, ld);
-                first += cnt;
-            }
+            });
             acc
         })
         .collect();

@@ -81,12 +81,12 @@ fn codes_of<T: WithDType>(x: &[T], planes: usize, h: usize, w: usize) -> (Vec<u8
     (code, out)
 }
 
-/// The input index, within its plane of width `w`, of output cell `i` (of `ow` per row) whose
-/// window code is `k`.
+/// The input index, within the two input rows of width `w` under an output row, of output
+/// column `x` whose window code is `k`.
 #[inline(always)]
-fn cell(i: usize, k: u8, ow: usize, w: usize) -> usize {
-    let (y, x, k) = (i / ow, i % ow, usize::from(k));
-    (2 * y + (k >> 1)) * w + 2 * x + (k & 1)
+fn cell(x: usize, k: u8, w: usize) -> usize {
+    let k = usize::from(k);
+    (k >> 1) * w + 2 * x + (k & 1)
 }
 
 /// Places `g: [planes, h/2, w/2]` at the coded cells of `[planes, h, w]`, zeros elsewhere.
@@ -108,8 +108,11 @@ fn scatter<T: WithDType>(g: &[T], code: &[u8], planes: usize, h: usize, w: usize
                 .zip(g.chunks(oplane))
                 .zip(c.chunks(oplane))
             {
-                for (i, (&v, &k)) in gp.iter().zip(cp).enumerate() {
-                    op[cell(i, k, ow, w)] = v;
+                for (y, (gr, cr)) in gp.chunks(ow).zip(cp.chunks(ow)).enumerate() {
+                    let row = &mut op[2 * y * w..(2 * y + 2) * w];
+                    for (x, (&v, &k)) in gr.iter().zip(cr).enumerate() {
+                        row[cell(x, k, w)] = v;
+                    }
                 }
             }
         });
@@ -132,8 +135,11 @@ fn gather<T: WithDType>(u: &[T], code: &[u8], planes: usize, h: usize, w: usize)
                 .zip(u.chunks(plane))
                 .zip(c.chunks(oplane))
             {
-                for (i, (v, &k)) in op.iter_mut().zip(cp).enumerate() {
-                    *v = up[cell(i, k, ow, w)];
+                for (y, (or, cr)) in op.chunks_mut(ow).zip(cp.chunks(ow)).enumerate() {
+                    let row = &up[2 * y * w..(2 * y + 2) * w];
+                    for (x, (v, &k)) in or.iter_mut().zip(cr).enumerate() {
+                        *v = row[cell(x, k, w)];
+                    }
                 }
             }
         });
