@@ -53,7 +53,10 @@ pub fn run(args: BenchArgs) -> i32 {
                 return 2;
             }
         };
-        return match bench::run(w, &protocol, &dev, args.threads) {
+        let result = super::on_pool(Some(args.threads), || {
+            bench::run(w, &protocol, &dev, args.threads)
+        });
+        return match result {
             Ok(r) => {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
                 0

@@ -142,7 +142,8 @@ pub fn run() -> i32 {
                 // SAFETY: no other thread exists yet; candle's GEMM and rayon read this at start.
                 unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
             }
-            run::run(args)
+            let threads = args.threads;
+            on_pool(threads, || run::run(args))
         }
         Command::Sample {
             alpha,
@@ -150,6 +151,21 @@ pub fn run() -> i32 {
             seed,
             out,
         } => sample(alpha, count, seed, out),
+    }
+}
+
+/// Runs `f` on a worker of a pool of `threads` threads (default: rayon's choice). The parallel
+/// loops of the kernels and the GEMMs then start on the calling thread, which takes part;
+/// called from outside a pool, each would wait for a sleeping worker to wake (an MLP's power
+/// iteration on two threads ran no faster than on one).
+pub(crate) fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        b = b.num_threads(n.max(1));
+    }
+    match b.build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
     }
 }
 
