@@ -106,7 +106,15 @@ fn detached(d: &Dense) -> (Tensor, Tensor) {
 }
 
 impl<'m> Tape<'m> {
-    fn run(convs: &'m [Dense], head: &'m [Dense], x: Tensor, y: &Tensor) -> Result<Self> {
+    /// The passes over a batch; the parameters' gradients only when `with_grads` (H·v needs
+    /// the pre-activations' gradients alone, which saves the kernel-gradient products).
+    fn run(
+        convs: &'m [Dense],
+        head: &'m [Dense],
+        x: Tensor,
+        y: &Tensor,
+        with_grads: bool,
+    ) -> Result<Self> {
         let mut stages = Vec::with_capacity(convs.len());
         let mut h = x;
         for c in convs {
@@ -136,10 +144,12 @@ impl<'m> Tape<'m> {
         for (i, l) in head.iter().enumerate().rev() {
             let want_x = i > 0 || !stages.is_empty();
             let (w, relu) = (l.w.as_tensor().detach(), i + 1 < head.len());
-            let d =
-                linear::affine_back(&acts[i], &w, &acts[i + 1], &g, relu, [want_x, true, true])?;
-            grads.insert(l.w.as_tensor(), d.w.expect("asked for"));
-            grads.insert(l.b.as_tensor(), d.b.expect("asked for"));
+            let want = [want_x, with_grads, with_grads];
+            let d = linear::affine_back(&acts[i], &w, &acts[i + 1], &g, relu, want)?;
+            if let (Some(gw), Some(gb)) = (d.w, d.b) {
+                grads.insert(l.w.as_tensor(), gw);
+                grads.insert(l.b.as_tensor(), gb);
+            }
             if let Some(gx) = d.x {
                 g = gx;
             }
@@ -153,14 +163,16 @@ impl<'m> Tape<'m> {
         }
         for (i, (c, s)) in convs.iter().zip(&stages).enumerate().rev() {
             let dp = linear::relu_back(&g, &s.a)?;
-            grads.insert(c.b.as_tensor(), conv::channel_sum(&dp)?);
             let dz = s.maxima.back(&dp, &s.z)?;
             let w = c.w.as_tensor().detach();
-            let k = (w.dim(2)?, w.dim(3)?);
-            grads.insert(
-                c.w.as_tensor(),
-                conv::conv2d_back_filter(&s.h, &dz, k, SAME)?,
-            );
+            if with_grads {
+                grads.insert(c.b.as_tensor(), conv::channel_sum(&dp)?);
+                let k = (w.dim(2)?, w.dim(3)?);
+                grads.insert(
+                    c.w.as_tensor(),
+                    conv::conv2d_back_filter(&s.h, &dz, k, SAME)?,
+                );
+            }
             if i > 0 {
                 let hw = (s.h.dim(2)?, s.h.dim(3)?);
                 g = conv::conv2d_back_data(&dz, &w, hw, SAME)?;
@@ -320,7 +332,7 @@ impl Model {
         }
     }
 
-    fn tape(&self, x: &Tensor, y: &Tensor) -> Result<Tape<'_>> {
+    fn tape(&self, x: &Tensor, y: &Tensor, with_grads: bool) -> Result<Tape<'_>> {
         let (convs, head) = self.parts();
         let x = self.sample_batch(&x.detach())?;
         let x = if convs.is_empty() {
@@ -328,7 +340,7 @@ impl Model {
         } else {
             x
         };
-        Tape::run(convs, head, x, y)
+        Tape::run(convs, head, x, y, with_grads)
     }
 
     /// The mean cross-entropy of a training batch and the gradients of every parameter:
@@ -343,7 +355,7 @@ impl Model {
         if let Arch::ResNet(net) = &self.arch {
             return self.resnet_loss_grads(net, x, y);
         }
-        let t = self.tape(x, y)?;
+        let t = self.tape(x, y, true)?;
         Ok((t.loss, t.grads))
     }
 
@@ -364,7 +376,7 @@ impl Model {
             .map(|(i, (_, v))| (v.as_tensor().id(), i))
             .collect();
         Ok(Box::new(RopHessian {
-            tape: self.tape(x, y)?,
+            tape: self.tape(x, y, false)?,
             index,
             count: self.params.len(),
         }))
