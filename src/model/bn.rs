@@ -51,20 +51,22 @@ fn plane_dot<T: WithDType>(a: &[T], b: &[T]) -> T {
     acc.iter().fold(t, |s, v| s + *v)
 }
 
+/// Each plane's Σx, or Σ(x − m)² with `m` its channel's entry of `centre`.
 #[inline(always)]
-fn sums_kernel<T: WithDType>(x: &[T], plane: usize, shift: &[T], out: &mut Vec<T>) {
-    let c = shift.len();
-    out.par_extend(x.par_chunks(plane).enumerate().map(|(k, p)| {
-        if c == 0 {
-            plane_sum(p, |v| v)
-        } else {
-            let m = shift[k % c];
-            plane_sum(p, |v| (v - m) * (v - m))
-        }
-    }));
+fn plane_sums_kernel<T: WithDType>(x: &[T], plane: usize, centre: Option<&[T]>) -> Vec<T> {
+    x.par_chunks(plane)
+        .enumerate()
+        .map(|(k, p)| match centre {
+            None => plane_sum(p, |v| v),
+            Some(m) => {
+                let m = m[k % m.len()];
+                plane_sum(p, |v| (v - m) * (v - m))
+            }
+        })
+        .collect()
 }
 
-crate::simd::multiversion!(fn sums<T: WithDType>(x: &[T], plane: usize, shift: &[T], out: &mut Vec<T>) -> () = sums_kernel);
+crate::simd::multiversion!(fn plane_sums<T: WithDType>(x: &[T], plane: usize, centre: Option<&[T]>) -> Vec<T> = plane_sums_kernel);
 
 /// Adds the plane sums of each channel in image order.
 fn per_channel<T: WithDType>(planes: &[T], c: usize) -> Vec<T> {
@@ -75,10 +77,29 @@ fn per_channel<T: WithDType>(planes: &[T], c: usize) -> Vec<T> {
     out
 }
 
+/// Each channel's Σx (or Σ(x − centre)²) over `x: [N, C, H, W]` given row-major, planes of
+/// `plane` elements: the same bits whatever the thread count.
+pub(super) fn channel_sums<T: WithDType>(
+    x: &[T],
+    c: usize,
+    plane: usize,
+    centre: Option<&[T]>,
+) -> Vec<T> {
+    per_channel(&plane_sums(x, plane.max(1), centre), c)
+}
+
 /// The dims of an NCHW tensor as (channels, plane size).
 fn channels(l: &Layout) -> Result<(usize, usize)> {
     let (_, c, h, w) = l.shape().dims4()?;
     Ok((c, h * w))
+}
+
+/// [`channels`] of two operands that must have one shape.
+fn channels2(op: &str, l1: &Layout, l2: &Layout) -> Result<(usize, usize)> {
+    if l1.dims() != l2.dims() {
+        candle_core::bail!("{op}: operands {:?} and {:?}", l1.dims(), l2.dims());
+    }
+    channels(l1)
 }
 
 /// `[2, C]`: each channel's mean and (biased) variance, the variance from the deviations.
@@ -94,12 +115,13 @@ impl CustomOp1 for Moments {
         fn go<T: WithDType>(x: &[T], l: &Layout, c: usize, plane: usize) -> Vec<T> {
             let x = view(x, l);
             let m = T::from_f64((x.len() / c.max(1)) as f64);
-            let mut planes = Vec::with_capacity(x.len() / plane.max(1));
-            sums(&x, plane.max(1), &[], &mut planes);
-            let mean: Vec<T> = per_channel(&planes, c).into_iter().map(|s| s / m).collect();
-            planes.clear();
-            sums(&x, plane.max(1), &mean, &mut planes);
-            let var = per_channel(&planes, c).into_iter().map(|s| s / m);
+            let mean: Vec<T> = channel_sums(&x, c, plane, None)
+                .into_iter()
+                .map(|s| s / m)
+                .collect();
+            let var = channel_sums(&x, c, plane, Some(&mean))
+                .into_iter()
+                .map(|s| s / m);
             mean.iter().copied().chain(var).collect()
         }
         let out = match s {
@@ -132,10 +154,7 @@ impl CustomOp2 for Dots {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (c, plane) = channels(l1)?;
-        if l1.dims() != l2.dims() {
-            candle_core::bail!("batch-norm dots: {:?} and {:?}", l1.dims(), l2.dims());
-        }
+        let (c, plane) = channels2(self.name(), l1, l2)?;
         fn go<T: WithDType>(
             g: &[T],
             lg: &Layout,
@@ -145,10 +164,8 @@ impl CustomOp2 for Dots {
             plane: usize,
         ) -> Vec<T> {
             let (g, x) = (view(g, lg), view(x, lx));
+            let sum = channel_sums(&g, c, plane, None);
             let plane = plane.max(1);
-            let mut planes = Vec::with_capacity(g.len() / plane);
-            sums(&g, plane, &[], &mut planes);
-            let sum = per_channel(&planes, c);
             let dots: Vec<T> = g
                 .par_chunks(plane)
                 .zip(x.par_chunks(plane))
@@ -287,14 +304,7 @@ impl CustomOp2 for PlaneMap {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, plane) = channels(l1)?;
-        if l1.dims() != l2.dims() {
-            candle_core::bail!(
-                "batch-norm input gradient: {:?} and {:?}",
-                l1.dims(),
-                l2.dims()
-            );
-        }
+        let (_, plane) = channels2(CustomOp2::name(self), l1, l2)?;
         let out = super::cpu::f32_or_f64!(CustomOp2::name(self), s1, s2, |g, x| {
             self.run(&view(x, l2), Some(&view(g, l1)), plane)
         });

@@ -295,30 +295,33 @@ fn side_by_side<T: Copy>(dy: &[T], o: usize, p: usize, cnt: usize, dst: &mut [T]
     }
 }
 
-/// Runs `f` with a buffer of `n` elements of this thread's scratch (kept between calls, so
-/// column matrices are neither allocated nor zero-filled each time); its contents are
-/// whatever the last user left.
-fn with_scratch<T: WithDType + 'static, R>(n: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+/// Runs `f` on this thread's scratch (kept between calls, so column matrices are neither
+/// allocated nor zero-filled each time; the contents are whatever the last user left): a
+/// column matrix for `gs` images (K × gs·P) and, when several images share a GEMM, an
+/// O × gs·P matrix for their outputs or gradients side by side (empty otherwise).
+fn with_scratch<T: WithDType + 'static, R>(
+    g: &Geom,
+    gs: usize,
+    f: impl FnOnce(&mut [T], &mut [T]) -> R,
+) -> R {
     use std::any::{Any, TypeId};
     use std::cell::RefCell;
     use std::collections::HashMap;
     thread_local! {
         static SCRATCH: RefCell<HashMap<TypeId, Box<dyn Any>>> = RefCell::new(HashMap::new());
     }
-    let take = || -> Vec<T> {
-        SCRATCH.with(|s| {
-            s.borrow_mut()
-                .remove(&TypeId::of::<T>())
-                .and_then(|b| b.downcast::<Vec<T>>().ok())
-                .map(|b| *b)
-                .unwrap_or_default()
-        })
-    };
-    let mut buf = take();
+    let cols = g.k() * g.p() * gs;
+    let n = cols + if gs > 1 { g.o * g.p() * gs } else { 0 };
+    let mut buf: Vec<T> = SCRATCH
+        .with(|s| s.borrow_mut().remove(&TypeId::of::<T>()))
+        .and_then(|b| b.downcast::<Vec<T>>().ok())
+        .map(|b| *b)
+        .unwrap_or_default();
     if buf.len() < n {
         buf.resize(n, T::zero());
     }
-    let r = f(&mut buf[..n]);
+    let (a, b) = buf[..n].split_at_mut(cols);
+    let r = f(a, b);
     SCRATCH.with(|s| s.borrow_mut().insert(TypeId::of::<T>(), Box::new(buf)));
     r
 }
@@ -336,8 +339,7 @@ fn forward<T: WithDType + 'static>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
         .par_chunks_mut(outn * per)
         .enumerate()
         .for_each(|(t, chunk)| {
-            with_scratch(k * p * gs + if gs > 1 { outn * gs } else { 0 }, |buf| {
-                let (cols, tmp) = buf.split_at_mut(k * p * gs);
+            with_scratch(g, gs, |cols, tmp| {
                 for (gi, oc) in chunk.chunks_mut(outn * gs).enumerate() {
                     let (cnt, first) = (oc.len() / outn, t * per + gi * gs);
                     let ld = cnt * p;
@@ -424,8 +426,7 @@ fn back_data<T: WithDType + 'static>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     dx.par_chunks_mut(img * per)
         .enumerate()
         .for_each(|(t, chunk)| {
-            with_scratch(k * p * gs + if gs > 1 { outn * gs } else { 0 }, |buf| {
-                let (cols, dyg) = buf.split_at_mut(k * p * gs);
+            with_scratch(g, gs, |cols, dyg| {
                 for (gi, dc) in chunk.chunks_mut(img * gs).enumerate() {
                     let (cnt, first) = (dc.len() / img, t * per + gi * gs);
                     let ld = cnt * p;
@@ -456,8 +457,7 @@ fn back_filter<T: WithDType + 'static>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         .into_par_iter()
         .map(|t| {
             let mut acc = vec![T::zero(); g.o * k];
-            with_scratch(k * p * gs + if gs > 1 { outn * gs } else { 0 }, |buf| {
-                let (cols, dyg) = buf.split_at_mut(k * p * gs);
+            with_scratch(g, gs, |cols, dyg| {
                 let end = ((t + 1) * per).min(g.n);
                 let mut first = t * per;
                 while first < end {
@@ -838,32 +838,8 @@ impl candle_core::CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l.shape().dims4()?;
-        /// Plane sums in parallel (16 partial sums each, so they vectorise), then each
-        /// channel's planes added in image order: the same bits whatever the thread count.
         fn go<T: WithDType>(a: &[T], l: &Layout, c: usize, plane: usize) -> Vec<T> {
-            let a = view(a, l);
-            let sums: Vec<T> = a
-                .par_chunks(plane.max(1))
-                .map(|p| {
-                    let mut acc = [T::zero(); 16];
-                    let mut lanes = p.chunks_exact(16);
-                    for l in &mut lanes {
-                        for (s, v) in acc.iter_mut().zip(l) {
-                            *s += *v;
-                        }
-                    }
-                    let mut t = T::zero();
-                    for v in lanes.remainder() {
-                        t += *v;
-                    }
-                    acc.iter().fold(t, |s, v| s + *v)
-                })
-                .collect();
-            let mut out = vec![T::zero(); c];
-            for (k, v) in sums.into_iter().enumerate() {
-                out[k % c] += v;
-            }
-            out
+            super::bn::channel_sums(&view(a, l), c, plane, None)
         }
         let out = match s {
             CpuStorage::F32(a) => CpuStorage::F32(go(a, l, c, h * w)),

@@ -417,22 +417,15 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
 }
 
 fn fill_chunk_best(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            // SAFETY: the features were detected at run time.
-            return unsafe { fill_chunk_avx512(k, key, step, first, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { fill_chunk_avx2(k, key, step, first, out) };
-        }
+    match crate::simd::level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the features were detected at run time.
+        crate::simd::Level::Avx512 => unsafe { fill_chunk_avx512(k, key, step, first, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        crate::simd::Level::Avx2 => unsafe { fill_chunk_avx2(k, key, step, first, out) },
+        _ => fill_chunk(k, key, step, first, out),
     }
-    fill_chunk(k, key, step, first, out)
 }
 
 /// Fills `out` with draws `0..out.len()` of stream `(key, step)`, fast f32 kernel, in parallel.
