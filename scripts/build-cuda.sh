@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the `cuda` binary (and its test binaries) on a machine without a GPU:
-#   1. the CUDA 13.0 toolkit pieces from PyPI wheels, unpacked into a cache folder;
+#   1. the CUDA 13.0 toolkit pieces and cuDNN 9 from PyPI wheels, unpacked into a cache folder;
 #   2. a stub libcuda.so.1 exporting the driver symbols, only for the link (the real driver
 #      is loaded on the GPU machine);
 #   3. cargo build with CUDA_COMPUTE_CAP=90 (H100/H200), then the binary gzipped.
@@ -31,6 +31,27 @@ if [ ! -x "$TK/bin/nvcc" ]; then
     [ -e "$TK/lib/$stem.so" ] || ln -s "$base" "$TK/lib/$stem.so"
   done
   [ -d "$TK/lib64" ] || ln -s lib "$TK/lib64"
+fi
+
+# cuDNN 9 for the convolutions: its headers and the loader library libcudnn.so.9 are all the
+# link needs (the engine libraries are loaded at run time from the GPU machine's PyTorch
+# environment, nvidia/cudnn/lib)
+if [ ! -e "$TK/lib/libcudnn.so" ]; then
+  mkdir -p "$CACHE/cudnn"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$CACHE/cudnn" \
+    nvidia-cudnn-cu13==9.19.0.56
+  python3 - "$CACHE"/cudnn/nvidia_cudnn_cu13-*.whl "$TK" <<'PY'
+import sys, zipfile, os, shutil
+wheel, tk = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith("nvidia/cudnn/include/") or name == "nvidia/cudnn/lib/libcudnn.so.9":
+            dest = os.path.join(tk, name[len("nvidia/cudnn/"):])
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with z.open(name) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+PY
+  ln -sf libcudnn.so.9 "$TK/lib/libcudnn.so"
 fi
 
 # stub libcuda: every cu* symbol the build references, as an empty function

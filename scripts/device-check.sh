@@ -25,6 +25,9 @@ if [ -f .device/torch-gpu/torch_gpu_bench.py ]; then
   echo "== PyTorch beside it (same card)"
   timeout 240 python3 .device/torch-gpu/torch_gpu_bench.py --steps ${STEPS:-50} --warmup 10 > "$OUT/torch-gpu.txt" 2>&1
   tail -25 "$OUT/torch-gpu.txt"
+  echo "== PyTorch's ResNet-18 costs of SGD + noise, H·v, power iteration"
+  timeout 120 python3 .device/torch-gpu/torch_gpu_ahtsgd.py > "$OUT/torch-gpu-ahtsgd.txt" 2>&1
+  tail -8 "$OUT/torch-gpu-ahtsgd.txt"
 fi
 
 echo "== a real training run on the GPU (quickstart, 1 epoch, 2 trials)"

@@ -20,6 +20,8 @@ macro_rules! test_device {
             #[cfg(feature = "cuda")]
             #[test]
             fn cuda() {
+                // f32 convolutions in f32, so they can be held to the CPU's figures
+                ahtsgd::model::set_tf32_convolutions(false);
                 ($body)(Device::new_cuda(0).expect("a CUDA device"));
             }
         }
@@ -113,6 +115,82 @@ test_device!(models_agree_with_the_cpu, |dev: Device| {
     }
 });
 
+// The passes written by hand (training gradients; for the MLP, H·v by the R-operator) on the
+// device against the same passes on the CPU.
+test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
+    for (m, shape, rop) in [
+        ("mlp { hidden = [16, 8] }", vec![12], true),
+        ("resnet18 { width = 4 }", vec![3, 8, 8], false),
+    ] {
+        let cpu = Model::build(&spec(m), &shape, 3, DType::F32, &Device::Cpu, 1).unwrap();
+        let other = Model::build(&spec(m), &shape, 3, DType::F32, &dev, 1).unwrap();
+        let (x, y) = input(&shape, 6);
+        let (xd, yd) = (x.to_device(&dev).unwrap(), y.to_device(&dev).unwrap());
+        assert!(other.has_fast_grads(&xd), "{m}: the pass written by hand");
+        assert_eq!(other.has_rop(&xd), rop, "{m}: the R-operator");
+        let (lc, gc) = cpu.loss_grads(&x, &y).unwrap();
+        let (ld, gd) = other.loss_grads(&xd, &yd).unwrap();
+        assert!(
+            (lc - ld).abs() < 1e-5 * lc.abs().max(1.0),
+            "{m}: loss {ld} vs {lc}"
+        );
+        let (vc, vd) = (cpu.vars(), other.vars());
+        for (a, b) in vd.iter().zip(&vc) {
+            let (a, b) = (gd.get(a).unwrap(), gc.get(b).unwrap());
+            assert!(rel(a, b) < 1e-4, "{m}: gradient {}", rel(a, b));
+        }
+        if rop {
+            let v: Vec<Tensor> = vc.iter().map(|t| t.ones_like().unwrap()).collect();
+            let vdev: Vec<Tensor> = v.iter().map(|t| t.to_device(&dev).unwrap()).collect();
+            let hc = cpu.hessian(&x, &y).unwrap().hvp(&v).unwrap();
+            let hd = other.hessian(&xd, &yd).unwrap().hvp(&vdev).unwrap();
+            for (a, b) in hd.iter().zip(&hc) {
+                assert!(rel(a, b) < 1e-4, "{m}: H·v {}", rel(a, b));
+            }
+        }
+    }
+});
+
+// The convolution ops (forward, input and kernel gradients) in f64 against the CPU's, over
+// strides, padding, dilation and kernel shapes.
+test_device!(convolutions_agree_with_the_cpu_in_f64, |dev: Device| {
+    for (x_shape, w_shape, pad, stride, dil) in [
+        ([2, 3, 9, 7], [4, 3, 3, 3], 1, 1, 1),
+        ([2, 3, 9, 7], [4, 3, 3, 3], 1, 2, 1),
+        ([1, 2, 8, 8], [3, 2, 3, 1], 2, 1, 2),
+        ([3, 4, 5, 5], [2, 4, 1, 1], 0, 2, 1),
+    ] {
+        let (x, _) = input(&x_shape[1..], x_shape[0]);
+        let (w, _) = input(&w_shape[1..], w_shape[0]);
+        let run = |d: &Device| {
+            let x =
+                Var::from_tensor(&x.to_dtype(DType::F64).unwrap().to_device(d).unwrap()).unwrap();
+            let w =
+                Var::from_tensor(&w.to_dtype(DType::F64).unwrap().to_device(d).unwrap()).unwrap();
+            let y = model::conv::conv2d(x.as_tensor(), w.as_tensor(), pad, stride, dil).unwrap();
+            let r = y.sin().unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = g.get(x.as_tensor()).unwrap().clone();
+            let gw = g.get(w.as_tensor()).unwrap().clone();
+            (y, gx, gw)
+        };
+        let (yc, xc, wc) = run(&Device::Cpu);
+        let (yd, xd, wd) = run(&dev);
+        assert_eq!(yd.dims(), yc.dims());
+        for (what, a, b) in [
+            ("output", &yd, &yc),
+            ("input gradient", &xd, &xc),
+            ("kernel gradient", &wd, &wc),
+        ] {
+            assert!(
+                rel(a, b) < 1e-12,
+                "{x_shape:?} {w_shape:?} {pad}/{stride}/{dil}: {what} {}",
+                rel(a, b)
+            );
+        }
+    }
+});
+
 test_device!(
     the_update_agrees_with_the_fused_cpu_kernel,
     |dev: Device| {
@@ -143,7 +221,8 @@ test_device!(
         let (sa, sb) = (RefCell::default(), RefCell::default());
         for _ in 0..3 {
             update::apply(&rule, a.as_tensor(), &ga, &sa).unwrap();
-            update::apply_tensors(&rule, b.as_tensor(), &gb, &sb).unwrap();
+            let m = update::apply_tensors(&rule, b.as_tensor(), &gb, &sb).unwrap();
+            assert!(!update::read(vec![m]).unwrap()[0].bad_value);
         }
         assert!(rel(b.as_tensor(), a.as_tensor()) < 1e-6);
     }

@@ -1,5 +1,5 @@
-//! Batch norm's passes over `[N, C, H, W]` activations for the reverse pass written by hand on
-//! the CPU, each fused into one sweep: the per-channel mean and variance (two reads, nothing
+//! Batch norm's passes over `[N, C, H, W]` activations for the reverse pass written by hand,
+//! each fused into one sweep (on CUDA, one kernel: `cuda::channels`): the per-channel mean and variance (two reads, nothing
 //! written), the normalisation and the affine map (one write each, the ReLU folded in where
 //! one follows), the channel sums of the backward pass (one read of two tensors) and the
 //! input gradient (one write). Built from per-channel ops, the same layer took ten writes
@@ -131,6 +131,19 @@ impl CustomOp1 for Moments {
         };
         Ok((out, Shape::from((2, c))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (c, _) = channels(l)?;
+        Ok((
+            super::cuda::channels::sums(s, l, true)?,
+            Shape::from((2, c)),
+        ))
+    }
 }
 
 /// Each channel's mean and biased variance (`[C]` each).
@@ -174,6 +187,19 @@ impl CustomOp2 for Dots {
             sum.into_iter().chain(per_channel(&dots, c)).collect()
         }
         let out = super::cpu::f32_or_f64!(self.name(), s1, s2, |g, x| go(g, l1, x, l2, c, plane));
+        Ok((out, Shape::from((2, c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (c, _) = channels2(self.name(), l1, l2)?;
+        let out = super::cuda::channels::sums_and_dots((s1, l1), (s2, l2))?;
         Ok((out, Shape::from((2, c))))
     }
 }
@@ -318,6 +344,10 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 
 /// `x·a[c] + b[c]` (`a`, `b` of shape `[C]`), through a ReLU when `relu`.
 pub(crate) fn affine(x: &Tensor, a: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return x.apply_op3_no_bwd(a, b, &device::Affine(relu));
+    }
     x.apply_op1_no_bwd(&PlaneMap::Affine {
         a: values(a)?,
         b: values(b)?,
@@ -333,6 +363,10 @@ pub(crate) fn combine(
     b: &Tensor,
     d: &Tensor,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if g.device().is_cuda() {
+        return g.apply_op3_no_bwd(x, &Tensor::stack(&[a, b, d], 0)?, &device::Combine);
+    }
     g.apply_op2_no_bwd(
         x,
         &PlaneMap::Combine {
@@ -341,6 +375,96 @@ pub(crate) fn combine(
             d: values(d)?,
         },
     )
+}
+
+/// The affine map and the input gradient with their coefficients left on the device (on the
+/// CPU they are read into the op; on a GPU that would wait for the device).
+#[cfg(feature = "cuda")]
+mod device {
+    use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape};
+
+    pub(super) struct Affine(pub(super) bool);
+    pub(super) struct Combine;
+
+    fn cuda_only(op: &str) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{op}: the CPU form takes its coefficients as numbers")
+    }
+
+    impl CustomOp3 for Affine {
+        fn name(&self) -> &'static str {
+            "ahtsgd-bn-affine-device"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            cuda_only(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+            s3: &CudaStorage,
+            l3: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let (c, _) = super::channels(l1)?;
+            if l2.dims() != [c] || l3.dims() != [c] {
+                candle_core::bail!(
+                    "batch-norm affine: coefficients {:?}, {:?}",
+                    l2.dims(),
+                    l3.dims()
+                );
+            }
+            let out = crate::model::cuda::channels::affine(
+                (s1, l1),
+                Some((s2, l2)),
+                Some((s3, l3)),
+                self.0,
+            )?;
+            Ok((out, l1.shape().clone()))
+        }
+    }
+
+    impl CustomOp3 for Combine {
+        fn name(&self) -> &'static str {
+            "ahtsgd-bn-input-gradient-device"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            cuda_only(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+            s3: &CudaStorage,
+            l3: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            super::channels2(self.name(), l1, l2)?;
+            let out = crate::model::cuda::channels::combine((s1, l1), (s2, l2), (s3, l3))?;
+            Ok((out, l1.shape().clone()))
+        }
+    }
 }
 
 #[cfg(test)]

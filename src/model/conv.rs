@@ -1,33 +1,36 @@
-//! 2-D convolution on the CPU as three custom ops: the forward pass, the input gradient and the
-//! kernel gradient, each an im2col/col2im around a GEMM (the `gemm` crate's kernels), images in
-//! parallel. Each op's backward pass is written with the other two, so second-order gradients
-//! (Hessian-vector products) work through them, and the input gradient is skipped when the input
-//! needs none (the data, for the first layer). Other devices use candle's convolution.
+//! 2-D convolution as three custom ops: the forward pass, the input gradient and the kernel
+//! gradient. On the CPU each is an im2col/col2im around a GEMM (the `gemm` crate's kernels),
+//! images in parallel; on CUDA each is cuDNN's (`cuda::conv`). Each op's backward pass is
+//! written with the other two, so second-order gradients (Hessian-vector products) work
+//! through them on both devices, and the input gradient is skipped when the input needs none
+//! (the data, for the first layer). Other devices use candle's convolution.
 
 use super::cpu::{f32_or_f64, view};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// The geometry of one convolution: NCHW input, OIHW kernel, no groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-    dil: usize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
+    pub(crate) dil: usize,
 }
 
 impl Geom {
-    fn oh(&self) -> usize {
+    pub(crate) fn oh(&self) -> usize {
         (self.h + 2 * self.pad - self.dil * (self.kh - 1) - 1) / self.stride + 1
     }
-    fn ow(&self) -> usize {
+    pub(crate) fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.dil * (self.kw - 1) - 1) / self.stride + 1
     }
     /// Rows of the column matrix: C·kh·kw.
@@ -528,6 +531,51 @@ struct BackData(Params, usize, usize);
 /// dw = conv_back_filter(x, dy), for a kernel of size `kh × kw`
 struct BackFilter(Params, usize, usize);
 
+#[cfg(feature = "cuda")]
+fn same_dtype(op: &str, a: &CudaStorage, b: &CudaStorage) -> Result<()> {
+    use candle_core::backend::BackendStorage;
+    if a.dtype() != b.dtype() {
+        candle_core::bail!("{op}: {:?} and {:?} operands", a.dtype(), b.dtype());
+    }
+    Ok(())
+}
+
+impl Conv {
+    fn geometry(&self, x: &Layout, w: &Layout) -> Result<(Geom, Shape)> {
+        let Params { stride, pad, dil } = self.0;
+        let g = geom(x.dims(), w.dims(), stride, pad, dil)?;
+        Ok((g, Shape::from((g.n, g.o, g.oh(), g.ow()))))
+    }
+}
+
+impl BackData {
+    fn geometry(&self, dy: &Layout, w: &Layout) -> Result<(Geom, Shape)> {
+        let Params { stride, pad, dil } = self.0;
+        let (&[n, o, oh, ow], &[o2, c, kh, kw]) = (dy.dims(), w.dims()) else {
+            candle_core::bail!("conv2d back-data: 4-D operands");
+        };
+        let g = geom(&[n, c, self.1, self.2], &[o2, c, kh, kw], stride, pad, dil)?;
+        if o != o2 || oh != g.oh() || ow != g.ow() {
+            candle_core::bail!("conv2d back-data: gradient {:?} does not fit", dy.dims());
+        }
+        Ok((g, Shape::from((n, c, self.1, self.2))))
+    }
+}
+
+impl BackFilter {
+    fn geometry(&self, x: &Layout, dy: &Layout) -> Result<(Geom, Shape)> {
+        let Params { stride, pad, dil } = self.0;
+        let (&[n, c, h, wd], &[n2, o, oh, ow]) = (x.dims(), dy.dims()) else {
+            candle_core::bail!("conv2d back-filter: 4-D operands");
+        };
+        let g = geom(&[n, c, h, wd], &[o, c, self.1, self.2], stride, pad, dil)?;
+        if n != n2 || oh != g.oh() || ow != g.ow() {
+            candle_core::bail!("conv2d back-filter: gradient {:?} does not fit", dy.dims());
+        }
+        Ok((g, Shape::from((o, c, self.1, self.2))))
+    }
+}
+
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "ahtsgd-conv2d"
@@ -540,14 +588,26 @@ impl CustomOp2 for Conv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Params { stride, pad, dil } = self.0;
-        let g = geom(l1.dims(), l2.dims(), stride, pad, dil)?;
+        let (g, shape) = self.geometry(l1, l2)?;
         let out = f32_or_f64!(self.name(), s1, s2, |x, w| forward(
             &g,
             &view(x, l1),
             &view(w, l2)
         ));
-        Ok((out, Shape::from((g.n, g.o, g.oh(), g.ow()))))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (g, shape) = self.geometry(l1, l2)?;
+        same_dtype(self.name(), s1, s2)?;
+        Ok((super::cuda::conv::forward(&g, (s1, l1), (s2, l2))?, shape))
     }
 
     fn bwd(
@@ -617,20 +677,26 @@ impl CustomOp2 for BackData {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Params { stride, pad, dil } = self.0;
-        let (&[n, o, oh, ow], &[o2, c, kh, kw]) = (l1.dims(), l2.dims()) else {
-            candle_core::bail!("conv2d back-data: 4-D operands");
-        };
-        let g = geom(&[n, c, self.1, self.2], &[o2, c, kh, kw], stride, pad, dil)?;
-        if o != o2 || oh != g.oh() || ow != g.ow() {
-            candle_core::bail!("conv2d back-data: gradient {:?} does not fit", l1.dims());
-        }
+        let (g, shape) = self.geometry(l1, l2)?;
         let out = f32_or_f64!(self.name(), s1, s2, |dy, w| back_data(
             &g,
             &view(dy, l1),
             &view(w, l2)
         ));
-        Ok((out, Shape::from((n, c, self.1, self.2))))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (g, shape) = self.geometry(l1, l2)?;
+        same_dtype(self.name(), s1, s2)?;
+        Ok((super::cuda::conv::back_data(&g, (s1, l1), (s2, l2))?, shape))
     }
 
     /// Linear in both operands: the adjoints are the forward and the filter gradient.
@@ -668,20 +734,29 @@ impl CustomOp2 for BackFilter {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Params { stride, pad, dil } = self.0;
-        let (&[n, c, h, wd], &[n2, o, oh, ow]) = (l1.dims(), l2.dims()) else {
-            candle_core::bail!("conv2d back-filter: 4-D operands");
-        };
-        let g = geom(&[n, c, h, wd], &[o, c, self.1, self.2], stride, pad, dil)?;
-        if n != n2 || oh != g.oh() || ow != g.ow() {
-            candle_core::bail!("conv2d back-filter: gradient {:?} does not fit", l2.dims());
-        }
+        let (g, shape) = self.geometry(l1, l2)?;
         let out = f32_or_f64!(self.name(), s1, s2, |x, dy| back_filter(
             &g,
             &view(x, l1),
             &view(dy, l2)
         ));
-        Ok((out, Shape::from((o, c, self.1, self.2))))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (g, shape) = self.geometry(l1, l2)?;
+        same_dtype(self.name(), s1, s2)?;
+        Ok((
+            super::cuda::conv::back_filter(&g, (s1, l1), (s2, l2))?,
+            shape,
+        ))
     }
 
     /// Linear in both operands: the adjoints are the data gradient and the forward.
@@ -715,7 +790,7 @@ pub fn conv2d(
     stride: usize,
     dilation: usize,
 ) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if super::own_ops(x) {
         x.apply_op2(w, Conv(params((padding, stride, dilation))))
     } else {
         x.conv2d(w, padding, stride, dilation, 1)
@@ -767,6 +842,28 @@ impl CustomOp2 for PerChannel {
         }
         let op = *self;
         let out = f32_or_f64!(self.name(), s1, s2, |x, v| go(op, x, l1, v, l2, h * w));
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (_, c, _, _) = l1.shape().dims4()?;
+        if l2.dims() != [c] {
+            candle_core::bail!("{}: {:?} for {c} channels", self.name(), l2.dims());
+        }
+        same_dtype(self.name(), s1, s2)?;
+        let v = Some((s2, l2));
+        let (a, b) = match self {
+            PerChannel::Add => (None, v),
+            PerChannel::Scale => (v, None),
+        };
+        let out = super::cuda::channels::affine((s1, l1), a, b, false)?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -849,6 +946,12 @@ impl candle_core::CustomOp1 for ChannelSum {
         Ok((out, Shape::from(c)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (_, c, _, _) = l.shape().dims4()?;
+        Ok((super::cuda::channels::sums(s, l, false)?, Shape::from(c)))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
         let (_, c, _, _) = arg.dims4()?;
         Ok(Some(u.reshape((1, c, 1, 1))?.broadcast_as(arg.shape())?))
@@ -857,7 +960,7 @@ impl candle_core::CustomOp1 for ChannelSum {
 
 /// The sum of `[N, C, H, W]` over all but the channel: `[C]` (a channel bias's gradient).
 pub(crate) fn channel_sum(g: &Tensor) -> Result<Tensor> {
-    if g.device().is_cpu() {
+    if super::own_ops(g) {
         g.apply_op1(ChannelSum)
     } else {
         g.sum((0, 2, 3))
@@ -866,7 +969,7 @@ pub(crate) fn channel_sum(g: &Tensor) -> Result<Tensor> {
 
 /// `x + b` with `b` broadcast over the batch and the pixels of each channel.
 pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if super::own_ops(x) {
         x.apply_op2(b, PerChannel::Add)
     } else {
         x.broadcast_add(&b.reshape((1, (), 1, 1))?)
@@ -875,7 +978,7 @@ pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `x · s` with `s: [C]` broadcast over the batch and the pixels of each channel.
 pub fn scale_channels(x: &Tensor, s: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if super::own_ops(x) {
         x.apply_op2(s, PerChannel::Scale)
     } else {
         x.broadcast_mul(&s.reshape((1, (), 1, 1))?)

@@ -301,24 +301,21 @@ impl Hessian for RopHessian<'_> {
     }
 }
 
-/// Whether a batch is on the CPU in a float type the hand-written passes take.
-fn cpu_float(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
-}
-
 impl Model {
-    /// Whether [`Model::loss_grads`] takes the reverse pass written by hand.
+    /// Whether [`Model::loss_grads`] takes the reverse pass written by hand (the ResNets on
+    /// the CPU and CUDA, and wherever [`Model::has_rop`]).
     pub fn has_fast_grads(&self, x: &Tensor) -> bool {
-        (matches!(self.arch, Arch::ResNet(_)) && cpu_float(x)) || self.has_rop(x)
+        (matches!(self.arch, Arch::ResNet(_)) && super::own_ops(x)) || self.has_rop(x)
     }
 
-    /// Whether [`Model::hessian`] takes the R-operator pass written by hand.
+    /// Whether [`Model::hessian`] takes the R-operator pass written by hand: MLPs on the CPU
+    /// and CUDA, CNNs with max pooling on the CPU (its pooling op is CPU-only), ReLU only.
     pub fn has_rop(&self, x: &Tensor) -> bool {
-        cpu_float(x)
+        super::own_ops(x)
             && self.act == Activation::Relu
             && match &self.arch {
                 Arch::Mlp { .. } => true,
-                Arch::Cnn { max_pool, .. } => *max_pool,
+                Arch::Cnn { max_pool, .. } => *max_pool && x.device().is_cpu(),
                 Arch::ResNet(_) => false,
             }
     }

@@ -315,6 +315,22 @@ impl CustomOp2 for ReluBack {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        if l1.dims() != l2.dims() || s1.dtype() != s2.dtype() {
+            candle_core::bail!("relu-back: operands {:?} and {:?}", l1.dims(), l2.dims());
+        }
+        let out = super::cuda::channels::relu_back((s1, l1), (s2, l2))?;
+        Ok((out, l1.shape().clone()))
+    }
+
     /// Linear in `grad` with the same mask; the mask itself has zero derivative (almost
     /// everywhere), so `res` gets none.
     fn bwd(
@@ -329,7 +345,7 @@ impl CustomOp2 for ReluBack {
 }
 
 pub(crate) fn relu_back(grad: &Tensor, res: &Tensor) -> Result<Tensor> {
-    if grad.device().is_cpu() {
+    if super::own_ops(grad) {
         grad.apply_op2(res, ReluBack)
     } else {
         grad * res.gt(0.0)?.to_dtype(res.dtype())?
@@ -415,6 +431,15 @@ impl CustomOp1 for Relu {
         Ok((out, l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((super::cuda::channels::relu(s, l)?, l.shape().clone()))
+    }
+
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(relu_back(grad, res)?))
     }
@@ -422,7 +447,7 @@ impl CustomOp1 for Relu {
 
 /// ReLU with the gradient convention of [`Relu`] on every device.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if super::own_ops(x) {
         x.apply_op1(Relu)
     } else {
         x * x.gt(0.0)?.to_dtype(x.dtype())?

@@ -12,6 +12,8 @@ use rand_distr::{Distribution, Normal};
 mod bn;
 pub mod conv;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod grad;
 pub mod linear;
 pub mod pool;
@@ -19,6 +21,22 @@ pub mod resnet;
 pub mod summary;
 
 pub use grad::softmax_cross_entropy;
+
+/// Whether `t` lives where the model's own ops run (the CPU, and CUDA in a CUDA build) in a
+/// dtype they take; elsewhere the ops fall back to candle's.
+pub(crate) fn own_ops(t: &Tensor) -> bool {
+    let dev = t.device();
+    (dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda()))
+        && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// Whether f32 convolutions on a GPU may use TF32 tensor cores (on by default, as in
+/// PyTorch); off, they are computed in f32.
+pub fn set_tf32_convolutions(on: bool) {
+    #[cfg(feature = "cuda")]
+    cuda::conv::set_tf32(on);
+    let _ = on;
+}
 
 /// A weight initialisation.
 #[derive(Clone, Copy, Debug, PartialEq)]

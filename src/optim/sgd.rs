@@ -281,6 +281,14 @@ impl AhtSgd {
         }
     }
 
+    fn non_finite(&self, what: &'static str, param: &str) -> OptimError {
+        OptimError::NonFinite {
+            step: self.step,
+            what,
+            param: param.to_string(),
+        }
+    }
+
     /// One update with learning rate `params.lr`; `epoch` and `progress` feed α schedules.
     pub fn step(
         &mut self,
@@ -298,27 +306,38 @@ impl AhtSgd {
             tel.lambda_max = c.lambda_max;
             tel.sharpness_ema = c.sharpness_ema;
         }
-        // a non-finite gradient stops the step before its parameter changes (parameters
-        // updated earlier in this step keep their update; the caller ends the run)
+        // a non-finite gradient stops the step before its parameter changes on the CPU (those
+        // updated earlier in this step keep their update; the caller ends the run); on other
+        // devices the figures are read once, after every parameter's update
         let (mut g2, mut n2, mut clipped, mut total) = (0.0, 0.0, 0usize, 0usize);
+        let mut measured = Vec::with_capacity(self.vars.len());
         for (i, (name, var)) in self.vars.iter().enumerate() {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let st = update::apply(&self.rule(i, alpha), var.as_tensor(), grad, &self.state[i])?;
+            let m = update::apply_deferred(
+                &self.rule(i, alpha),
+                var.as_tensor(),
+                grad,
+                &self.state[i],
+            )?;
+            if let update::Measured::Now(st) = &m {
+                if st.bad_grad {
+                    return Err(self.non_finite("the gradient", name));
+                }
+                if st.bad_value {
+                    return Err(self.non_finite("the updated value", name));
+                }
+            }
+            measured.push((name, m));
+        }
+        let (names, measured): (Vec<_>, Vec<_>) = measured.into_iter().unzip();
+        for (name, st) in names.into_iter().zip(update::read(measured)?) {
             if st.bad_grad {
-                return Err(OptimError::NonFinite {
-                    step: self.step,
-                    what: "the gradient",
-                    param: name.clone(),
-                });
+                return Err(self.non_finite("the gradient", name));
             }
             if st.bad_value {
-                return Err(OptimError::NonFinite {
-                    step: self.step,
-                    what: "the updated value",
-                    param: name.clone(),
-                });
+                return Err(self.non_finite("the updated value", name));
             }
             g2 += st.grad_sq;
             n2 += st.noise_sq;

@@ -419,8 +419,73 @@ fn run<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
     update_slices(r, p, g, state)
 }
 
+/// What one parameter's update measured: known at once (the CPU's fused pass), or still on
+/// the parameter's device, to be read with every other parameter's in one transfer
+/// ([`read`]): reading each number as it is made would wait for the device every time.
+#[derive(Debug)]
+pub enum Measured {
+    Now(Stats),
+    OnDevice {
+        /// What the host already knows (the count; the noise's figures when drawn there).
+        known: Stats,
+        /// Scalars on the device: ‖g‖², Σ of the updated values, then ‖noise‖² and the
+        /// clipped count when the noise was made on the device.
+        pending: Vec<Tensor>,
+    },
+}
+
+/// The [`Stats`] of every update, in order, with one transfer from the device for all the
+/// figures still there.
+pub fn read(measured: Vec<Measured>) -> Result<Vec<Stats>> {
+    let pending: Vec<Tensor> = measured
+        .iter()
+        .flat_map(|m| match m {
+            Measured::Now(_) => &[][..],
+            Measured::OnDevice { pending, .. } => &pending[..],
+        })
+        .map(|t| t.reshape(1)?.to_dtype(DType::F64))
+        .collect::<Result<_>>()?;
+    let values = if pending.is_empty() {
+        Vec::new()
+    } else {
+        Tensor::cat(&pending, 0)?.to_vec1::<f64>()?
+    };
+    let mut at = values.into_iter();
+    Ok(measured
+        .into_iter()
+        .map(|m| match m {
+            Measured::Now(s) => s,
+            Measured::OnDevice { mut known, pending } => {
+                known.grad_sq = at.next().unwrap_or(f64::NAN);
+                let value_sum = at.next().unwrap_or(f64::NAN);
+                if pending.len() > 2 {
+                    known.noise_sq = at.next().unwrap_or(f64::NAN);
+                    known.clipped = at.next().unwrap_or(0.0) as usize;
+                }
+                known.bad_grad = !known.grad_sq.is_finite();
+                known.bad_value = !known.bad_grad && !value_sum.is_finite();
+                known
+            }
+        })
+        .collect())
+}
+
 /// Updates one parameter in place and returns what it measured.
 pub fn apply(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>) -> Result<Stats> {
+    let m = apply_deferred(rule, param, grad, state)?;
+    Ok(read(vec![m])?.remove(0))
+}
+
+/// [`apply`], leaving what the update measured on the device where it was made.
+///
+/// On the CPU a non-finite gradient stops the update before the parameter changes; on other
+/// devices that is known only when the figures are read, after the update.
+pub fn apply_deferred(
+    rule: &Rule,
+    param: &Tensor,
+    grad: &Tensor,
+    state: &RefCell<State>,
+) -> Result<Measured> {
     if param.device().is_cpu() && matches!(param.dtype(), DType::F32 | DType::F64) {
         let grad = grad.contiguous()?;
         let op = Fused {
@@ -429,15 +494,15 @@ pub fn apply(rule: &Rule, param: &Tensor, grad: &Tensor, state: &RefCell<State>)
             stats: RefCell::new(Stats::default()),
         };
         param.inplace_op2(&grad, &op)?;
-        return Ok(*op.stats.borrow());
+        return Ok(Measured::Now(*op.stats.borrow()));
     }
     apply_tensors(rule, param, grad, state)
 }
 
-/// The same update with tensor ops (any device); noise is drawn on the host.
 /// Noise for an f32 parameter made on its own device: σ·ξ (or the normal source), clipped per
-/// coordinate or by norm; returns (‖noise‖², coordinates clipped, noise).
-fn device_noise(r: &Rule, param: &Tensor) -> Result<(f64, usize, Tensor)> {
+/// coordinate or by norm; returns the noise, its squared norm and the coordinates clipped, as
+/// device scalars.
+fn device_noise(r: &Rule, param: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let (alpha, scale) = match r.source {
         Source::None => unreachable!("no noise asked for"),
         Source::Stable(a) => (a, r.sigma),
@@ -445,59 +510,44 @@ fn device_noise(r: &Rule, param: &Tensor) -> Result<(f64, usize, Tensor)> {
     };
     let raw = stable::draw_tensor(alpha, r.key, r.step, param.shape(), param.device())?;
     let mut n = (raw * scale)?;
-    let mut clipped = 0;
+    let mut clipped = Tensor::zeros((), DType::F32, param.device())?;
     if let Some(m) = r.clip_coord {
-        clipped = n
-            .abs()?
-            .gt(m)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()? as usize;
+        clipped = n.abs()?.gt(m)?.to_dtype(DType::F32)?.sum_all()?;
         n = n.clamp(-m, m)?;
     }
-    let mut sq = n
-        .to_dtype(DType::F64)?
-        .sqr()?
-        .sum_all()?
-        .to_scalar::<f64>()?;
+    let mut sq = n.sqr()?.sum_all()?;
     if let Some(m) = r.clip_norm {
-        let norm = sq.sqrt();
-        if norm > m {
-            n = (n * (m / norm))?;
-            sq = m * m;
-            clipped = param.elem_count();
-        }
+        // the factor min(1, m/‖n‖) stays on the device
+        let norm = sq.sqrt()?;
+        let over = norm.gt(m)?.to_dtype(DType::F32)?;
+        let factor = (norm.recip()? * m)?.minimum(1.0)?;
+        n = n.broadcast_mul(&factor)?;
+        sq = (sq * factor.sqr()?)?;
+        clipped = (over * param.elem_count() as f64)?;
     }
-    Ok((sq, clipped, n))
+    Ok((n, sq, clipped))
 }
 
+/// The same update with tensor ops (any device); its figures stay on the device.
 pub fn apply_tensors(
     rule: &Rule,
     param: &Tensor,
     grad: &Tensor,
     state: &RefCell<State>,
-) -> Result<Stats> {
+) -> Result<Measured> {
     let d = param.elem_count();
-    let mut st = Stats {
+    let mut known = Stats {
         count: d,
         ..Default::default()
     };
-    st.grad_sq = grad
-        .to_dtype(DType::F64)?
-        .sqr()?
-        .sum_all()?
-        .to_scalar::<f64>()?;
-    if !st.grad_sq.is_finite() {
-        st.bad_grad = true;
-        return Ok(st);
-    }
+    let mut pending = vec![grad.sqr()?.sum_all()?];
+    let mut noise_figures = None;
     let noise = if rule.source == Source::None {
         None
     } else if param.dtype() == DType::F32 && !param.device().is_cpu() {
         // drawn on the device by the CPU's f32 kernel, scaled and clipped there
-        let (sq, clipped, t) = device_noise(rule, param)?;
-        st.noise_sq = sq;
-        st.clipped = clipped;
+        let (t, sq, clipped) = device_noise(rule, param)?;
+        noise_figures = Some([sq, clipped]);
         Some(t)
     } else {
         // the same stream and kernel as the CPU path for this dtype, so devices agree
@@ -516,11 +566,15 @@ pub fn apply_tensors(
                     .to_dtype(param.dtype())?,
             )
         };
-        st.noise_sq = sq;
-        st.clipped = clipped;
+        known.noise_sq = sq;
+        known.clipped = clipped;
         Some(t)
     };
-    let mut dir = (grad + (param * rule.weight_decay)?)?;
+    let mut dir = if rule.weight_decay != 0.0 {
+        (grad + (param * rule.weight_decay)?)?
+    } else {
+        grad.clone()
+    };
     if let (Some(n), None) = (&noise, rule.levy_scale) {
         dir = (dir + n)?;
     }
@@ -543,13 +597,12 @@ pub fn apply_tensors(
     if let (Some(n), Some(s)) = (&noise, rule.levy_scale) {
         new = (new - (n * s)?)?;
     }
-    st.bad_value = !new
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?
-        .is_finite();
+    // Σ of the new values: finite exactly when every value is (NaN propagates; f32 sums
+    // overflow only for values near f32's largest)
+    pending.push(new.sum_all()?);
+    pending.extend(noise_figures.into_iter().flatten());
     param.slice_set(&new, 0, 0)?;
-    Ok(st)
+    Ok(Measured::OnDevice { known, pending })
 }
 
 #[cfg(test)]
@@ -606,6 +659,7 @@ mod tests {
             for _ in 0..3 {
                 let x = apply(&r, a.as_tensor(), &g, &sa).unwrap();
                 let y = apply_tensors(&r, b.as_tensor(), &g, &sb).unwrap();
+                let y = read(vec![y]).unwrap().remove(0);
                 assert_eq!(x.clipped, y.clipped, "{r:?}");
                 assert!((x.noise_sq - y.noise_sq).abs() <= 1e-9 * x.noise_sq.max(1.0));
             }

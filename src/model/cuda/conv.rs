@@ -1,0 +1,404 @@
+//! Convolutions by cuDNN: the forward pass, the input gradient and the kernel gradient of
+//! [`Geom`], f32 or f64, NCHW. Each thread keeps a cuDNN handle on the device's stream, one
+//! plan per geometry (descriptors, the algorithm, its workspace size: cuDNN's heuristics run
+//! once per shape, not per call) and one workspace that grows to the largest plan's.
+//! Algorithms are chosen among the deterministic ones, so a run repeats bit for bit.
+
+use super::{Packed, err};
+use crate::model::conv::Geom;
+use candle_core::{CudaStorage, DType, Layout, Result, backend::BackendStorage};
+use cudarc::cudnn::{result as dnn, sys};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static TF32: AtomicBool = AtomicBool::new(true);
+
+/// Whether f32 convolutions may use TF32 tensor cores (on by default, as in PyTorch; off, they
+/// are computed with f32 fused multiply-adds).
+pub fn set_tf32(on: bool) {
+    TF32.store(on, Ordering::Relaxed);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Op {
+    Forward,
+    Data,
+    Filter,
+}
+
+struct TensorDesc(sys::cudnnTensorDescriptor_t);
+struct FilterDesc(sys::cudnnFilterDescriptor_t);
+struct ConvDesc(sys::cudnnConvolutionDescriptor_t);
+
+impl Drop for TensorDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_tensor_descriptor` and destroyed only here.
+        let _ = unsafe { dnn::destroy_tensor_descriptor(self.0) };
+    }
+}
+impl Drop for FilterDesc {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        let _ = unsafe { dnn::destroy_filter_descriptor(self.0) };
+    }
+}
+impl Drop for ConvDesc {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        let _ = unsafe { dnn::destroy_convolution_descriptor(self.0) };
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Algo {
+    Forward(sys::cudnnConvolutionFwdAlgo_t),
+    Data(sys::cudnnConvolutionBwdDataAlgo_t),
+    Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
+}
+
+/// Everything one geometry's op needs but the data.
+struct Plan {
+    x: TensorDesc,
+    y: TensorDesc,
+    w: FilterDesc,
+    conv: ConvDesc,
+    algo: Algo,
+    workspace: usize,
+}
+
+struct Ctx {
+    handle: sys::cudnnHandle_t,
+    plans: HashMap<(Op, Geom, DType, bool), Plan>,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.plans.clear();
+        // SAFETY: the handle was created by `create_handle`; its descriptors are gone.
+        let _ = unsafe { dnn::destroy_handle(self.handle) };
+    }
+}
+
+thread_local! {
+    static CTX: RefCell<HashMap<candle_core::cuda_backend::DeviceId, Ctx>> =
+        RefCell::new(HashMap::new());
+}
+
+fn data_type(dt: DType) -> Result<sys::cudnnDataType_t> {
+    Ok(match dt {
+        DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        DType::F64 => sys::cudnnDataType_t::CUDNN_DATA_DOUBLE,
+        _ => candle_core::bail!("conv2d on CUDA: f32 or f64, not {dt:?}"),
+    })
+}
+
+fn dims(v: [usize; 4]) -> Result<[c_int; 4]> {
+    let mut out = [0; 4];
+    for (o, d) in out.iter_mut().zip(v) {
+        *o = c_int::try_from(d)
+            .map_err(|_| candle_core::Error::Msg(format!("conv2d on CUDA: dimension {d}")))?;
+    }
+    Ok(out)
+}
+
+fn tensor(dt: sys::cudnnDataType_t, d: [usize; 4]) -> Result<TensorDesc> {
+    let t = TensorDesc(dnn::create_tensor_descriptor().map_err(err)?);
+    let fmt = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    // SAFETY: a live descriptor.
+    unsafe { dnn::set_tensor4d_descriptor(t.0, fmt, dt, dims(d)?) }.map_err(err)?;
+    Ok(t)
+}
+
+/// Picks the first algorithm cuDNN ranks that succeeds and is deterministic.
+fn pick<A: Copy>(
+    what: &str,
+    results: &[(A, sys::cudnnStatus_t, sys::cudnnDeterminism_t)],
+) -> Result<A> {
+    results
+        .iter()
+        .find(|(_, s, d)| {
+            *s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                && *d == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC
+        })
+        .or_else(|| {
+            results
+                .iter()
+                .find(|(_, s, _)| *s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
+        })
+        .map(|r| r.0)
+        .ok_or_else(|| candle_core::Error::Msg(format!("cuDNN has no algorithm for {what}")))
+}
+
+fn make_plan(h: sys::cudnnHandle_t, op: Op, g: &Geom, dtype: DType, tf32: bool) -> Result<Plan> {
+    let dt = data_type(dtype)?;
+    let x = tensor(dt, [g.n, g.c, g.h, g.w])?;
+    let y = tensor(dt, [g.n, g.o, g.oh(), g.ow()])?;
+    let w = FilterDesc(dnn::create_filter_descriptor().map_err(err)?);
+    let fmt = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    // SAFETY: a live descriptor.
+    unsafe { dnn::set_filter4d_descriptor(w.0, dt, fmt, dims([g.o, g.c, g.kh, g.kw])?) }
+        .map_err(err)?;
+    let conv = ConvDesc(dnn::create_convolution_descriptor().map_err(err)?);
+    let [pad, stride, dil] = [g.pad, g.stride, g.dil].map(|v| v as c_int);
+    let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
+    let math = if dtype == DType::F32 && !tf32 {
+        sys::cudnnMathType_t::CUDNN_FMA_MATH
+    } else {
+        sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
+    };
+    // SAFETY: a live descriptor; every pointer below points at a live local.
+    unsafe {
+        dnn::set_convolution2d_descriptor(conv.0, pad, pad, stride, stride, dil, dil, mode, dt)
+            .map_err(err)?;
+        dnn::set_convolution_math_type(conv.0, math).map_err(err)?;
+    }
+    let mut count: c_int = 0;
+    let (algo, workspace) = unsafe {
+        match op {
+            Op::Forward => {
+                let mut r = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 8];
+                dnn::get_convolution_forward_algorithm(
+                    h,
+                    x.0,
+                    w.0,
+                    conv.0,
+                    y.0,
+                    8,
+                    &mut count,
+                    r.as_mut_ptr(),
+                )
+                .map_err(err)?;
+                let r: Vec<_> = r[..count as usize]
+                    .iter()
+                    .map(|p| (p.algo, p.status, p.determinism))
+                    .collect();
+                let a = pick("the forward convolution", &r)?;
+                let ws = dnn::get_convolution_forward_workspace_size(h, x.0, w.0, conv.0, y.0, a)
+                    .map_err(err)?;
+                (Algo::Forward(a), ws)
+            }
+            Op::Data => {
+                let mut r = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 8];
+                dnn::get_convolution_backward_data_algorithm(
+                    h,
+                    w.0,
+                    y.0,
+                    conv.0,
+                    x.0,
+                    8,
+                    &mut count,
+                    r.as_mut_ptr(),
+                )
+                .map_err(err)?;
+                let r: Vec<_> = r[..count as usize]
+                    .iter()
+                    .map(|p| (p.algo, p.status, p.determinism))
+                    .collect();
+                let a = pick("the input gradient", &r)?;
+                let ws =
+                    dnn::get_convolution_backward_data_workspace_size(h, w.0, y.0, conv.0, x.0, a)
+                        .map_err(err)?;
+                (Algo::Data(a), ws)
+            }
+            Op::Filter => {
+                let mut r = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 8];
+                dnn::get_convolution_backward_filter_algorithm(
+                    h,
+                    x.0,
+                    y.0,
+                    conv.0,
+                    w.0,
+                    8,
+                    &mut count,
+                    r.as_mut_ptr(),
+                )
+                .map_err(err)?;
+                let r: Vec<_> = r[..count as usize]
+                    .iter()
+                    .map(|p| (p.algo, p.status, p.determinism))
+                    .collect();
+                let a = pick("the kernel gradient", &r)?;
+                let ws = dnn::get_convolution_backward_filter_workspace_size(
+                    h, x.0, y.0, conv.0, w.0, a,
+                )
+                .map_err(err)?;
+                (Algo::Filter(a), ws)
+            }
+        }
+    };
+    Ok(Plan {
+        x,
+        y,
+        w,
+        conv,
+        algo,
+        workspace,
+    })
+}
+
+/// Runs `op` of geometry `g` on the device of `dev`: `a` and `b` are the operands in the
+/// custom ops' order (forward: x, w; input gradient: dy, w; kernel gradient: x, dy).
+fn run(
+    op: Op,
+    g: &Geom,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = a.0.device.clone();
+    let dtype = a.0.dtype();
+    let tf32 = TF32.load(Ordering::Relaxed);
+    let out_len = match op {
+        Op::Forward => g.n * g.o * g.oh() * g.ow(),
+        Op::Data => g.n * g.c * g.h * g.w,
+        Op::Filter => g.o * g.c * g.kh * g.kw,
+    };
+    let (pa, pb) = (Packed::new(a.0, a.1)?, Packed::new(b.0, b.1)?);
+    let stream = dev.cuda_stream();
+    CTX.with(|ctx| {
+        let mut ctx = ctx.borrow_mut();
+        let c = match ctx.entry(dev.id()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let handle = dnn::create_handle().map_err(err)?;
+                let c = e.insert(Ctx {
+                    handle,
+                    plans: HashMap::new(),
+                    workspace: None,
+                });
+                // SAFETY: a live handle and the device's live stream.
+                unsafe { dnn::set_stream(c.handle, stream.cu_stream() as _) }.map_err(err)?;
+                c
+            }
+        };
+        let key = (op, *g, dtype, tf32);
+        if !c.plans.contains_key(&key) {
+            let p = make_plan(c.handle, op, g, dtype, tf32)?;
+            c.plans.insert(key, p);
+        }
+        let plan = &c.plans[&key];
+        if c.workspace
+            .as_ref()
+            .is_none_or(|w| w.len() < plan.workspace)
+        {
+            c.workspace = None;
+            // SAFETY: cuDNN writes the workspace before reading it.
+            c.workspace = Some(unsafe { stream.alloc::<u8>(plan.workspace.max(1)) }.map_err(err)?);
+        }
+        let ws = c.workspace.as_mut().expect("allocated above");
+        let ws_len = ws.len();
+        macro_rules! go {
+            ($t:ty) => {{
+                // SAFETY: cuDNN writes every element of the output.
+                let mut out = unsafe { stream.alloc::<$t>(out_len) }.map_err(err)?;
+                let (one, zero): ($t, $t) = (1.0, 0.0);
+                let va = pa.view::<$t>()?;
+                let vb = pb.view::<$t>()?;
+                {
+                    let (pa, _ra) = va.device_ptr(&stream);
+                    let (pb, _rb) = vb.device_ptr(&stream);
+                    let (po, _ro) = out.device_ptr_mut(&stream);
+                    let (pw, _rw) = ws.device_ptr_mut(&stream);
+                    let (one, zero) = (
+                        &one as *const $t as *const c_void,
+                        &zero as *const $t as *const c_void,
+                    );
+                    let (pa, pb, po, pw) = (
+                        pa as *const c_void,
+                        pb as *const c_void,
+                        po as *mut c_void,
+                        pw as *mut c_void,
+                    );
+                    // SAFETY: the descriptors describe the packed operands and the output
+                    // allocated above; the workspace holds at least the plan's size.
+                    unsafe {
+                        match plan.algo {
+                            Algo::Forward(al) => dnn::convolution_forward(
+                                c.handle,
+                                one,
+                                plan.x.0,
+                                pa,
+                                plan.w.0,
+                                pb,
+                                plan.conv.0,
+                                al,
+                                pw,
+                                ws_len,
+                                zero,
+                                plan.y.0,
+                                po,
+                            ),
+                            Algo::Data(al) => dnn::convolution_backward_data(
+                                c.handle,
+                                one,
+                                plan.w.0,
+                                pb,
+                                plan.y.0,
+                                pa,
+                                plan.conv.0,
+                                al,
+                                pw,
+                                ws_len,
+                                zero,
+                                plan.x.0,
+                                po,
+                            ),
+                            Algo::Filter(al) => dnn::convolution_backward_filter(
+                                c.handle,
+                                one,
+                                plan.x.0,
+                                pa,
+                                plan.y.0,
+                                pb,
+                                plan.conv.0,
+                                al,
+                                pw,
+                                ws_len,
+                                zero,
+                                plan.w.0,
+                                po,
+                            ),
+                        }
+                    }
+                    .map_err(err)?;
+                }
+                Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+            }};
+        }
+        match dtype {
+            DType::F32 => go!(f32),
+            DType::F64 => go!(f64),
+            dt => candle_core::bail!("conv2d on CUDA: f32 or f64, not {dt:?}"),
+        }
+    })
+}
+
+/// `conv(x, w)`.
+pub(crate) fn forward(
+    g: &Geom,
+    x: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    run(Op::Forward, g, x, w)
+}
+
+/// The input gradient from `dy` and `w`.
+pub(crate) fn back_data(
+    g: &Geom,
+    dy: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    run(Op::Data, g, dy, w)
+}
+
+/// The kernel gradient from `x` and `dy`.
+pub(crate) fn back_filter(
+    g: &Geom,
+    x: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    run(Op::Filter, g, x, dy)
+}
