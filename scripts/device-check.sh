@@ -19,11 +19,11 @@ echo "== device tests (CPU and CUDA)"
 /tmp/ahtsgd-device-tests --test-threads 1 2>&1 | tee "$OUT/device-tests.txt" | grep -E "^test |test result"
 
 echo "== ahtsgd bench --device cuda"
-timeout 300 "$BIN" bench --device cuda --steps ${STEPS:-50} --reps 3 --warmup 10 2>&1 | tee "$OUT/bench-cuda.txt"
+timeout 300 "$BIN" bench --device cuda --steps ${STEPS:-100} --reps 3 --warmup 10 2>&1 | tee "$OUT/bench-cuda.txt"
 
 if [ -f .device/torch-gpu/torch_gpu_bench.py ]; then
   echo "== PyTorch beside it (same card)"
-  timeout 240 python3 .device/torch-gpu/torch_gpu_bench.py --steps ${STEPS:-50} --warmup 10 > "$OUT/torch-gpu.txt" 2>&1
+  timeout 240 python3 .device/torch-gpu/torch_gpu_bench.py --steps ${STEPS:-100} --warmup 10 > "$OUT/torch-gpu.txt" 2>&1
   tail -25 "$OUT/torch-gpu.txt"
   echo "== PyTorch's ResNet-18 costs of SGD + noise, H·v, power iteration"
   timeout 120 python3 .device/torch-gpu/torch_gpu_ahtsgd.py > "$OUT/torch-gpu-ahtsgd.txt" 2>&1

@@ -49,6 +49,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "CIFAR ResNet-18 (width 64), SGD step (not run on the CPU unless named)",
     ),
     (
+        "resnet18-grads",
+        "CIFAR ResNet-18: the forward and reverse passes alone, no update",
+    ),
+    (
+        "resnet18-ahtsgd-fixed",
+        "CIFAR ResNet-18, AHTSGD step with fixed α = 1.5, σ = 0.01",
+    ),
+    (
         "resnet50-sgd",
         "CIFAR ResNet-50 (width 64), SGD step (not run on the CPU unless named)",
     ),
@@ -263,7 +271,9 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                 data[i].clone()
             };
             let noise = match w {
-                "mlp-ahtsgd-fixed" => NoiseKind::Stable(AlphaSchedule::Fixed(1.5)),
+                "mlp-ahtsgd-fixed" | "resnet18-ahtsgd-fixed" => {
+                    NoiseKind::Stable(AlphaSchedule::Fixed(1.5))
+                }
                 "mlp-ahtsgd-adaptive" => NoiseKind::Stable(AlphaSchedule::Adaptive {
                     ema: 0.05,
                     map: crate::optim::alpha::AlphaMap::Sigmoid {
@@ -286,6 +296,11 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             let vars = m.vars();
             let mut step = 0u64;
             match w {
+                "resnet18-grads" => time(p, dev, || {
+                    let (x, y) = next();
+                    m.loss_grads_deferred(&x, &y)?;
+                    Ok(())
+                })?,
                 "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" => time(p, dev, || {
                     let (x, y) = next();
                     let v: Vec<Tensor> = vars
@@ -320,7 +335,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                         )?;
                         opt.observe_sharpness(r.lambda);
                     }
-                    let (_, grads) = m.loss_grads(&x, &y)?;
+                    let (_, grads) = m.loss_grads_deferred(&x, &y)?;
                     opt.step(&grads, 0.0, 0.0)
                         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                     step += 1;

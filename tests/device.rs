@@ -118,13 +118,22 @@ test_device!(models_agree_with_the_cpu, |dev: Device| {
 // The passes written by hand (training gradients; for the MLP, H·v by the R-operator) on the
 // device against the same passes on the CPU.
 test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
-    for (m, shape, rop) in [
-        ("mlp { hidden = [16, 8] }", vec![12], true),
-        ("resnet18 { width = 4 }", vec![3, 8, 8], false),
+    // the 32x32 batch of 16 splits the channel sums of the first layers over blocks of images
+    for (m, shape, n, rop) in [
+        ("mlp { hidden = [16, 8] }", vec![12], 6, true),
+        // odd planes: pooling drops the last row and column
+        (
+            "cnn { channels = [4, 6], hidden = [8] }",
+            vec![3, 9, 9],
+            5,
+            true,
+        ),
+        ("resnet18 { width = 4 }", vec![3, 8, 8], 6, false),
+        ("resnet18 { width = 4 }", vec![3, 32, 32], 16, false),
     ] {
         let cpu = Model::build(&spec(m), &shape, 3, DType::F32, &Device::Cpu, 1).unwrap();
         let other = Model::build(&spec(m), &shape, 3, DType::F32, &dev, 1).unwrap();
-        let (x, y) = input(&shape, 6);
+        let (x, y) = input(&shape, n);
         let (xd, yd) = (x.to_device(&dev).unwrap(), y.to_device(&dev).unwrap());
         assert!(other.has_fast_grads(&xd), "{m}: the pass written by hand");
         assert_eq!(other.has_rop(&xd), rop, "{m}: the R-operator");
@@ -138,6 +147,40 @@ test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
         for (a, b) in vd.iter().zip(&vc) {
             let (a, b) = (gd.get(a).unwrap(), gc.get(b).unwrap());
             assert!(rel(a, b) < 1e-4, "{m}: gradient {}", rel(a, b));
+        }
+        // batch norm's running statistics took the batch the same way
+        for ((name, a), (_, b)) in other.buffers.iter().zip(&cpu.buffers) {
+            let r = rel(a.as_tensor(), b.as_tensor());
+            assert!(r < 1e-5, "{m}: {name} {r}");
+        }
+        // one optimizer step with noise and momentum from those gradients (the fused update on
+        // the device) lands on the same parameters
+        let params = ahtsgd::optim::ParamsAhtSgd {
+            lr: 0.05,
+            sigma: 0.01,
+            noise: ahtsgd::optim::NoiseKind::Stable(ahtsgd::optim::alpha::AlphaSchedule::Fixed(
+                1.5,
+            )),
+            momentum: 0.9,
+            ..Default::default()
+        };
+        let mut oc = ahtsgd::optim::AhtSgd::new(cpu.params.clone(), params.clone()).unwrap();
+        let mut od = ahtsgd::optim::AhtSgd::new(other.params.clone(), params).unwrap();
+        let tc = oc.step(&gc, 0.0, 0.0).unwrap();
+        let td = od.step(&gd, 0.0, 0.0).unwrap();
+        assert!(
+            (tc.noise_norm - td.noise_norm).abs() < 1e-4 * tc.noise_norm,
+            "{m}: noise"
+        );
+        assert!(
+            (tc.grad_norm - td.grad_norm).abs() < 1e-4 * tc.grad_norm,
+            "{m}: ‖g‖"
+        );
+        for (a, b) in vd.iter().zip(&vc) {
+            assert!(
+                rel(a.as_tensor(), b.as_tensor()) < 1e-4,
+                "{m}: updated parameters"
+            );
         }
         if rop {
             let v: Vec<Tensor> = vc.iter().map(|t| t.ones_like().unwrap()).collect();
@@ -191,22 +234,24 @@ test_device!(convolutions_agree_with_the_cpu_in_f64, |dev: Device| {
     }
 });
 
+// Every form of the update (the device's fused kernel, or its tensor ops for a norm clip)
+// against the CPU's fused pass: the parameters, momentum included, and the figures.
 test_device!(
     the_update_agrees_with_the_fused_cpu_kernel,
     |dev: Device| {
-        let n = 5000;
+        let n = 5001; // odd: the last Philox block gives one draw
         let init: Vec<f32> = (0..n)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
             .collect();
         let grad: Vec<f32> = (0..n)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect();
-        let rule = update::Rule {
+        let base = update::Rule {
             lr: 0.1,
             sigma: 0.05,
             source: update::Source::Stable(1.4),
             levy_scale: None,
-            clip_coord: Some(1.0),
+            clip_coord: Some(0.2),
             clip_norm: None,
             momentum: 0.9,
             nesterov: false,
@@ -214,17 +259,73 @@ test_device!(
             key: [7, 9],
             step: 2,
         };
-        let a = Var::from_slice(&init, n, &Device::Cpu).unwrap();
-        let b = Var::from_slice(&init, n, &dev).unwrap();
-        let ga = Tensor::from_slice(&grad, n, &Device::Cpu).unwrap();
-        let gb = ga.to_device(&dev).unwrap();
-        let (sa, sb) = (RefCell::default(), RefCell::default());
-        for _ in 0..3 {
-            update::apply(&rule, a.as_tensor(), &ga, &sa).unwrap();
-            let m = update::apply_tensors(&rule, b.as_tensor(), &gb, &sb).unwrap();
-            assert!(!update::read(vec![m]).unwrap()[0].bad_value);
+        let rules = [
+            base,
+            update::Rule {
+                levy_scale: Some(0.3),
+                nesterov: true,
+                clip_coord: None,
+                ..base
+            },
+            update::Rule {
+                source: update::Source::Normal,
+                momentum: 0.0,
+                ..base
+            },
+            update::Rule {
+                source: update::Source::None,
+                weight_decay: 0.0,
+                ..base
+            },
+            update::Rule {
+                clip_coord: None,
+                clip_norm: Some(0.5),
+                ..base
+            },
+        ];
+        for rule in rules {
+            let a = Var::from_slice(&init, n, &Device::Cpu).unwrap();
+            let b = Var::from_slice(&init, n, &dev).unwrap();
+            let ga = Tensor::from_slice(&grad, n, &Device::Cpu).unwrap();
+            // the device's gradient starts inside its buffer (as a slice of a stacked result)
+            let gb = Tensor::cat(
+                &[&Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(), &ga],
+                0,
+            )
+            .unwrap()
+            .to_device(&dev)
+            .unwrap()
+            .narrow(0, 3, n)
+            .unwrap();
+            let (sa, sb) = (RefCell::default(), RefCell::default());
+            for step in 0..3 {
+                let r = update::Rule { step, ..rule };
+                let x = update::apply(&r, a.as_tensor(), &ga, &sa).unwrap();
+                let m = update::apply_tensors(&r, b.as_tensor(), &gb, &sb).unwrap();
+                let y = update::read(vec![m]).unwrap()[0];
+                assert!(!y.bad_value && !y.bad_grad, "{rule:?}");
+                assert_eq!(x.clipped, y.clipped, "{rule:?}: clipped");
+                let close = |u: f64, v: f64| (u - v).abs() <= 1e-5 * u.abs().max(1e-12);
+                assert!(close(x.grad_sq, y.grad_sq), "{rule:?}: ‖g‖²");
+                assert!(
+                    close(x.noise_sq, y.noise_sq),
+                    "{rule:?}: ‖n‖² {} {}",
+                    x.noise_sq,
+                    y.noise_sq
+                );
+            }
+            assert!(
+                rel(b.as_tensor(), a.as_tensor()) < 1e-6,
+                "{rule:?}: parameters"
+            );
         }
-        assert!(rel(b.as_tensor(), a.as_tensor()) < 1e-6);
+        // a non-finite gradient is reported, whichever device
+        let mut bad = grad.clone();
+        bad[17] = f32::NAN;
+        let b = Var::from_slice(&init, n, &dev).unwrap();
+        let gb = Tensor::from_slice(&bad, n, &dev).unwrap();
+        let m = update::apply_tensors(&base, b.as_tensor(), &gb, &RefCell::default()).unwrap();
+        assert!(update::read(vec![m]).unwrap()[0].bad_grad);
     }
 );
 
@@ -241,6 +342,41 @@ test_device!(a_recipe_trains_on_the_device, |dev: Device| {
     assert_eq!(s.status, "completed");
     assert_eq!(s.device, name);
     assert!(s.final_.unwrap().test_accuracy > 0.5);
+});
+
+// Every model trains on the device with adaptive noise (power iteration on H·v every few
+// steps, momentum, the fused update), and lands where the same run on the CPU does.
+test_device!(every_model_trains_with_adaptive_noise, |dev: Device| {
+    sharpness::enable_second_order();
+    let run = |model: &str, device: &str| {
+        let src = format!(
+            "dataset d = mnist_mini {{ normalize = true, train_limit = 384, test_limit = 256 }}\nexperiment e {{ data = d, model = {model}, optimizer = ahtsgd {{ lr = 0.05, sigma = 0.01, momentum = 0.9, clip = coordinate(1.0), alpha = adaptive {{ sharpness = power_iteration {{ iters = 3, every = 3 steps }} }} }}, epochs = 1, batch = 64, device = {device} }}\n"
+        );
+        let plan = check_text("t.aht", &src, &Options::default()).plan.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = ahtsgd::train::run_trial(&plan.trials[0], &src, dir.path(), 1, false, &mut |_| {})
+            .unwrap();
+        assert_eq!(s.status, "completed", "{model} on {device}");
+        s.final_.unwrap()
+    };
+    for model in [
+        "mlp { hidden = [32] }",
+        "cnn { channels = [8], hidden = [] }",
+        "resnet18 { width = 4 }",
+    ] {
+        let here = run(model, if dev.is_cpu() { "cpu" } else { "cuda" });
+        assert!(here.test_loss.is_finite(), "{model}");
+        if !dev.is_cpu() {
+            let cpu = run(model, "cpu");
+            let gap = (here.test_accuracy - cpu.test_accuracy).abs();
+            assert!(
+                gap < 0.1,
+                "{model}: accuracy {} on the device, {} on the CPU",
+                here.test_accuracy,
+                cpu.test_accuracy
+            );
+        }
+    }
 });
 
 // The α-stable draws made on the device are the CPU kernel's, to f32 rounding at worst.

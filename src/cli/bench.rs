@@ -171,6 +171,8 @@ fn print_table(results: &[BenchResult]) {
             base("mlp-sgd")
         } else if r.workload.starts_with("cnn-") {
             base("cnn-sgd")
+        } else if r.workload.starts_with("resnet18-") {
+            base("resnet18-sgd")
         } else {
             None
         };

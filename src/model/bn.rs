@@ -377,14 +377,137 @@ pub(crate) fn combine(
     )
 }
 
+/// Batch norm in training mode on CUDA, fused: the batch statistics and the coefficients in
+/// four kernels (the running statistics updated in the last), then `y = z·a + b` (through a
+/// ReLU when `relu`) in one. Returns `y` and the `[4, C]` stats the reverse pass needs (mean,
+/// 1/σ, a = γ/σ, b); `z` itself is kept rather than the normalised x̂.
+#[cfg(feature = "cuda")]
+pub(crate) fn train_forward_device(
+    z: &Tensor,
+    bn: &super::resnet::BatchNorm,
+    relu: bool,
+) -> Result<(Tensor, Tensor)> {
+    let stats = z.apply_op3_no_bwd(
+        &bn.gamma.as_tensor().detach(),
+        &bn.beta.as_tensor().detach(),
+        &device::TrainStats {
+            running_mean: bn.running_mean.as_tensor().clone(),
+            running_var: bn.running_var.as_tensor().clone(),
+        },
+    )?;
+    let y = z.apply_op3_no_bwd(&stats.get(2)?, &stats.get(3)?, &device::Affine(relu))?;
+    Ok((y, stats))
+}
+
+/// The reverse pass of [`train_forward_device`] from `dy`: (dz, dγ, dβ), in three kernels.
+#[cfg(feature = "cuda")]
+pub(crate) fn train_backward_device(
+    dy: &Tensor,
+    z: &Tensor,
+    stats: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let k = dy.apply_op3_no_bwd(z, stats, &device::BackCoefs)?;
+    let dz = dy.apply_op3_no_bwd(z, &k.narrow(0, 2, 3)?, &device::Combine)?;
+    Ok((dz, k.get(0)?, k.get(1)?))
+}
+
 /// The affine map and the input gradient with their coefficients left on the device (on the
-/// CPU they are read into the op; on a GPU that would wait for the device).
+/// CPU they are read into the op; on a GPU that would wait for the device), and the fused
+/// training-mode passes.
 #[cfg(feature = "cuda")]
 mod device {
-    use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape};
+    use crate::model::cuda::channels;
+    use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
     pub(super) struct Affine(pub(super) bool);
     pub(super) struct Combine;
+    /// (z, γ, β) → `[4, C]`, the running statistics updated in place.
+    pub(super) struct TrainStats {
+        pub(super) running_mean: Tensor,
+        pub(super) running_var: Tensor,
+    }
+    /// (dy, z, stats) → `[5, C]`: dγ, dβ, and the input gradient's coefficients.
+    pub(super) struct BackCoefs;
+
+    impl CustomOp3 for TrainStats {
+        fn name(&self) -> &'static str {
+            "ahtsgd-bn-train-stats"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            cuda_only(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+            s3: &CudaStorage,
+            l3: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let (c, _) = super::channels(l1)?;
+            let (gm, lm) = self.running_mean.storage_and_layout();
+            let (gv, lv) = self.running_var.storage_and_layout();
+            let (Storage::Cuda(rm), Storage::Cuda(rv)) = (&*gm, &*gv) else {
+                candle_core::bail!("{}: running statistics off the device", self.name());
+            };
+            let packed = |l: &Layout| l.is_contiguous() && l.start_offset() == 0 && l.dims() == [c];
+            if !packed(lm) || !packed(lv) {
+                candle_core::bail!("{}: running statistics {:?}", self.name(), lm.dims());
+            }
+            let out = channels::bn_train_stats(
+                (s1, l1),
+                (s2, l2),
+                (s3, l3),
+                (rm, rv),
+                crate::model::resnet::MOMENTUM,
+                crate::model::resnet::EPS,
+            )?;
+            Ok((out, Shape::from((4, c))))
+        }
+    }
+
+    impl CustomOp3 for BackCoefs {
+        fn name(&self) -> &'static str {
+            "ahtsgd-bn-back-coefficients"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            cuda_only(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+            s3: &CudaStorage,
+            l3: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let (c, _) = super::channels(l1)?;
+            let out = channels::bn_back_coefs((s1, l1), (s2, l2), (s3, l3))?;
+            Ok((out, Shape::from((5, c))))
+        }
+    }
 
     fn cuda_only(op: &str) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!("{op}: the CPU form takes its coefficients as numbers")
@@ -461,7 +584,7 @@ mod device {
             l3: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
             super::channels2(self.name(), l1, l2)?;
-            let out = crate::model::cuda::channels::combine((s1, l1), (s2, l2), (s3, l3))?;
+            let out = channels::combine((s1, l1), (s2, l2), (s3, l3))?;
             Ok((out, l1.shape().clone()))
         }
     }

@@ -74,6 +74,63 @@ pub fn softmax_cross_entropy(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor
     Ok((loss, grad))
 }
 
+/// [`softmax_cross_entropy`] with the loss as a scalar tensor, left on the logits' device: on
+/// CUDA one kernel makes both, so nothing waits for the device; elsewhere the host computes
+/// them. A label out of range gives a NaN loss on CUDA (an error elsewhere).
+fn softmax_cross_entropy_deferred(logits: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if logits.device().is_cuda() && matches!(logits.dtype(), DType::F32 | DType::F64) {
+        let (n, k) = logits.dims2()?;
+        let y = if y.dtype() == DType::U32 {
+            y.clone()
+        } else {
+            y.to_dtype(DType::U32)?
+        };
+        let out = logits.apply_op2_no_bwd(&y.contiguous()?, &device::SoftmaxXent)?;
+        let grad = out.narrow(0, 0, n * k)?.reshape((n, k))?;
+        let loss = (out.narrow(0, n * k, n)?.to_dtype(DType::F64)?.sum_all()? / n.max(1) as f64)?;
+        return Ok((loss, grad));
+    }
+    let (loss, grad) = softmax_cross_entropy(logits, y)?;
+    Ok((Tensor::new(loss, &candle_core::Device::Cpu)?, grad))
+}
+
+#[cfg(feature = "cuda")]
+mod device {
+    use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape};
+
+    /// `[n·k + n]`: the gradient of the mean softmax cross-entropy, then each row's loss.
+    pub(super) struct SoftmaxXent;
+
+    impl CustomOp2 for SoftmaxXent {
+        fn name(&self) -> &'static str {
+            "ahtsgd-softmax-xent"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            candle_core::bail!("{}: the CPU computes it on the host", self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let (n, k) = l1.shape().dims2()?;
+            let out = crate::model::cuda::channels::softmax_xent((s1, l1), (s2, l2))?;
+            Ok((out, Shape::from(n * k + n)))
+        }
+    }
+}
+
 /// One convolution stage of the CNN as it ran: `z = conv(h, w)`, `p = pool(z)`,
 /// `a = relu(p + b)`.
 struct Stage {
@@ -308,14 +365,14 @@ impl Model {
         (matches!(self.arch, Arch::ResNet(_)) && super::own_ops(x)) || self.has_rop(x)
     }
 
-    /// Whether [`Model::hessian`] takes the R-operator pass written by hand: MLPs on the CPU
-    /// and CUDA, CNNs with max pooling on the CPU (its pooling op is CPU-only), ReLU only.
+    /// Whether [`Model::hessian`] takes the R-operator pass written by hand (on the CPU and
+    /// CUDA): MLPs, and CNNs with max pooling; ReLU only.
     pub fn has_rop(&self, x: &Tensor) -> bool {
         super::own_ops(x)
             && self.act == Activation::Relu
             && match &self.arch {
                 Arch::Mlp { .. } => true,
-                Arch::Cnn { max_pool, .. } => *max_pool && x.device().is_cpu(),
+                Arch::Cnn { max_pool, .. } => *max_pool,
                 Arch::ResNet(_) => false,
             }
     }
@@ -344,16 +401,24 @@ impl Model {
     /// what `cross_entropy(forward(x), y).backward()` gives, by the pass written by hand where
     /// the model allows it (see the module docs) and by candle's graph otherwise.
     pub fn loss_grads(&self, x: &Tensor, y: &Tensor) -> Result<(f64, GradStore)> {
+        let (loss, grads) = self.loss_grads_deferred(x, y)?;
+        Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads))
+    }
+
+    /// [`Model::loss_grads`] with the loss as a scalar tensor, which may still be on the device
+    /// (the ResNets' pass on CUDA): reading it at once would wait for the device between the
+    /// forward and the reverse pass.
+    pub fn loss_grads_deferred(&self, x: &Tensor, y: &Tensor) -> Result<(Tensor, GradStore)> {
         if !self.has_fast_grads(x) {
             let loss = super::cross_entropy(&self.forward(x)?, y)?;
-            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            return Ok((value, loss.backward()?));
+            let grads = loss.backward()?;
+            return Ok((loss.detach(), grads));
         }
         if let Arch::ResNet(net) = &self.arch {
             return self.resnet_loss_grads(net, x, y);
         }
         let t = self.tape(x, y, true)?;
-        Ok((t.loss, t.grads))
+        Ok((Tensor::new(t.loss, &candle_core::Device::Cpu)?, t.grads))
     }
 
     /// Hessian-vector products of the mean cross-entropy of a batch (batch norm in probe
@@ -382,12 +447,19 @@ impl Model {
 
 // ------------------------------------------------------------------------ ResNets
 
-/// A convolution with batch norm as it ran (training mode): the input, the normalised
-/// pre-activation `xhat` and `1/√(var + ε)`.
+/// A convolution with batch norm as it ran (training mode): the input and what batch norm's
+/// reverse pass needs.
 struct ConvBnRun {
     x: Tensor,
-    xhat: Tensor,
-    invstd: Tensor,
+    saved: Saved,
+}
+
+enum Saved {
+    /// The normalised pre-activation x̂ and `1/√(var + ε)` (the CPU's passes).
+    Host { xhat: Tensor, invstd: Tensor },
+    /// The convolution's output and the `[4, C]` stats of `bn::train_forward_device`.
+    #[cfg(feature = "cuda")]
+    Device { z: Tensor, stats: Tensor },
 }
 
 /// The convolution and its batch norm (training mode, running statistics updated), then a
@@ -395,6 +467,18 @@ struct ConvBnRun {
 fn convbn_forward(c: &ConvBn, x: &Tensor, relu: bool) -> Result<(Tensor, ConvBnRun)> {
     let w = c.w.as_tensor().detach();
     let z = conv::conv2d(x, &w, c.padding, c.stride, 1)?;
+    #[cfg(feature = "cuda")]
+    if z.device().is_cuda() {
+        let (y, stats) = bn::train_forward_device(&z, &c.bn, relu)?;
+        let saved = Saved::Device { z, stats };
+        return Ok((
+            y,
+            ConvBnRun {
+                x: x.clone(),
+                saved,
+            },
+        ));
+    }
     let (mean, var) = bn::moments(&z)?;
     c.bn.update_running(&mean, &var, (z.elem_count() / z.dim(1)?) as f64)?;
     let invstd = (var + resnet::EPS)?.sqrt()?.recip()?;
@@ -405,12 +489,12 @@ fn convbn_forward(c: &ConvBn, x: &Tensor, relu: bool) -> Result<(Tensor, ConvBnR
         &c.bn.beta.as_tensor().detach(),
         relu,
     )?;
+    let saved = Saved::Host { xhat, invstd };
     Ok((
         y,
         ConvBnRun {
             x: x.clone(),
-            xhat,
-            invstd,
+            saved,
         },
     ))
 }
@@ -424,17 +508,24 @@ fn convbn_backward(
     want_x: bool,
     grads: &mut GradStore,
 ) -> Result<Option<Tensor>> {
-    let m = (dy.elem_count() / dy.dim(1)?) as f64;
-    let (dbeta, dgamma) = bn::dots(dy, &r.xhat)?;
-    // dz = γ·invstd·(dy − dβ/m − xhat·dγ/m), in one pass
-    let k = (c.bn.gamma.as_tensor().detach() * &r.invstd)?;
-    let dz = bn::combine(
-        dy,
-        &r.xhat,
-        &k,
-        &(&k * (&dgamma / -m)?)?,
-        &(&k * (&dbeta / -m)?)?,
-    )?;
+    let (dz, dgamma, dbeta) = match &r.saved {
+        Saved::Host { xhat, invstd } => {
+            let m = (dy.elem_count() / dy.dim(1)?) as f64;
+            let (dbeta, dgamma) = bn::dots(dy, xhat)?;
+            // dz = γ·invstd·(dy − dβ/m − xhat·dγ/m), in one pass
+            let k = (c.bn.gamma.as_tensor().detach() * invstd)?;
+            let dz = bn::combine(
+                dy,
+                xhat,
+                &k,
+                &(&k * (&dgamma / -m)?)?,
+                &(&k * (&dbeta / -m)?)?,
+            )?;
+            (dz, dgamma, dbeta)
+        }
+        #[cfg(feature = "cuda")]
+        Saved::Device { z, stats } => bn::train_backward_device(dy, z, stats)?,
+    };
     grads.insert(c.bn.gamma.as_tensor(), dgamma);
     grads.insert(c.bn.beta.as_tensor(), dbeta);
     let w = c.w.as_tensor().detach();
@@ -516,7 +607,12 @@ fn block_backward(
 impl Model {
     /// The loss and gradients of a ResNet batch (batch norm in training mode, running
     /// statistics updated) by the reverse pass written by hand.
-    fn resnet_loss_grads(&self, net: &ResNet, x: &Tensor, y: &Tensor) -> Result<(f64, GradStore)> {
+    fn resnet_loss_grads(
+        &self,
+        net: &ResNet,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(Tensor, GradStore)> {
         let x = self.sample_batch(&x.detach())?;
         let mut grads = GradStore::default();
         let (mut h, stem) = convbn_forward(&net.stem, &x, true)?;
@@ -531,7 +627,7 @@ impl Model {
         let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
         let (fw, fb) = (net.fc_w.as_tensor().detach(), net.fc_b.as_tensor().detach());
         let logits = linear::affine(&pooled, &fw, &fb, false)?;
-        let (loss, dlogits) = softmax_cross_entropy(&logits, y)?;
+        let (loss, dlogits) = softmax_cross_entropy_deferred(&logits, y)?;
         grads.insert(net.fc_w.as_tensor(), dlogits.t()?.matmul(&pooled)?);
         grads.insert(net.fc_b.as_tensor(), linear::sum_rows(&dlogits)?);
         let dpooled = (dlogits.matmul(&fw)? / (hh * ww) as f64)?;

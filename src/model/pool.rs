@@ -1,8 +1,8 @@
-//! 2x2 max pooling (stride 2) on the CPU as custom ops: the forward pass, the gradient routed to
-//! each window's first maximum, and its adjoint (gathering at the maxima). Each op's backward is
-//! another of them with the window maxima taken from the pooled input, so second-order gradients
-//! work. One pass each way, where pooling by reshape costs a compare, a cast and a multiply over
-//! the whole input in its backward pass. Other devices pool by reshape.
+//! 2x2 max pooling (stride 2) as custom ops, on the CPU and CUDA: the forward pass, the gradient
+//! routed to each window's first maximum, and its adjoint (gathering at the maxima). Each op's
+//! backward is another of them with the window maxima taken from the pooled input, so
+//! second-order gradients work. One pass each way, where pooling by reshape costs a compare, a
+//! cast and a multiply over the whole input in its backward pass. Other devices pool by reshape.
 
 use super::cpu::view;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
@@ -209,6 +209,19 @@ impl CustomOp1 for MaxPool {
         Ok((out, Shape::from((n, c, h / 2, w / 2))))
     }
 
+    /// On CUDA each op finds a window's first maximum again from `x` (four compares), so
+    /// nothing is cached.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = dims(l)?;
+        let out = super::cuda::channels::pool2((s, l), None, 0)?;
+        Ok((out, Shape::from((n, c, h / 2, w / 2))))
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(g.apply_op2(x, Route(Way::Scatter, self.0.clone()))?))
     }
@@ -267,6 +280,32 @@ impl CustomOp2 for Route {
             }
             _ => candle_core::bail!("{}: f32 or f64 operands of one type", self.name()),
         };
+        Ok((out, Shape::from(to)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = dims(l2)?;
+        let pooled = (n, c, h / 2, w / 2);
+        let (from, to, way) = match self.0 {
+            Way::Scatter => (pooled, (n, c, h, w), 1),
+            Way::Gather => ((n, c, h, w), pooled, 2),
+        };
+        if dims(l1)? != from {
+            candle_core::bail!(
+                "{}: {:?} for an input {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let out = super::cuda::channels::pool2((s2, l2), Some((s1, l1)), way)?;
         Ok((out, Shape::from(to)))
     }
 

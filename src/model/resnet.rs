@@ -15,7 +15,7 @@ pub enum Mode {
     Eval,
 }
 
-const MOMENTUM: f64 = 0.1;
+pub(crate) const MOMENTUM: f64 = 0.1;
 pub(crate) const EPS: f64 = 1e-5;
 
 /// Batch norm over channels of an `[n, c, h, w]` tensor.

@@ -138,7 +138,7 @@ pub(crate) fn fill_f32_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out:
 // ------------------------------------------------------------------------ fast f32 kernel
 
 /// Constants of the fast kernel for one α (also passed to the CUDA kernel).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Consts {
     pub(crate) alpha: f32,
     pub(crate) inv_alpha: f32,

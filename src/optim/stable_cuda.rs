@@ -62,3 +62,97 @@ pub fn fill(
         .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
     Ok(())
 }
+
+/// The coefficients of one fused update (see `update_f32` in stable.cu).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UpdateArgs {
+    pub(crate) key: [u32; 2],
+    pub(crate) step: u64,
+    /// The noise's law and scale, when there is noise.
+    pub(crate) noise: Option<(super::stable::Consts, f32)>,
+    /// Per-coordinate clip bounds (hi, lo).
+    pub(crate) clip: Option<(f32, f32)>,
+    pub(crate) lr: f32,
+    pub(crate) wd: f32,
+    pub(crate) gn: f32,
+    pub(crate) ls: f32,
+    pub(crate) mu: f32,
+    pub(crate) c_dir: f32,
+    pub(crate) c_buf: f32,
+}
+
+/// Threads per block of the fused update, and its most blocks.
+const THREADS: u32 = 256;
+const MAX_BLOCKS: usize = 1024;
+
+/// Blocks of the fused update for `n` values: the length of its statistics buffer is
+/// `4 + 4·blocks + 1`.
+pub(crate) fn update_blocks(n: usize) -> usize {
+    n.div_ceil(2)
+        .div_ceil(THREADS as usize)
+        .clamp(1, MAX_BLOCKS)
+}
+
+/// The fused update of a contiguous f32 parameter `p` (from its first element) from its
+/// gradient `g` and momentum buffer `m` (updated in place too), each contiguous from the
+/// element offset given, and the statistics buffer `stats` (zeroed, `update_blocks` long).
+pub(crate) fn update(
+    p: &mut CudaStorage,
+    g: (&CudaStorage, usize),
+    m: Option<(&CudaStorage, usize)>,
+    stats: &CudaStorage,
+    n: usize,
+    a: &UpdateArgs,
+) -> Result<()> {
+    use cudarc::driver::DevicePtr;
+    let dev = p.device.clone();
+    let stream = dev.cuda_stream();
+    let blocks = update_blocks(n);
+    let func = dev.get_or_load_custom_func("update_f32", "ahtsgd_stable", ptx()?)?;
+    let (gp, _g) = g.0.as_cuda_slice::<f32>()?.device_ptr(&stream);
+    let gp = gp + 4 * g.1 as u64;
+    let mp = m
+        .map(|(m, o)| {
+            m.as_cuda_slice::<f32>()
+                .map(|s| s.device_ptr(&stream))
+                .map(|(p, guard)| (p + 4 * o as u64, guard))
+        })
+        .transpose()?;
+    let (sp, _s) = stats.as_cuda_slice::<f64>()?.device_ptr(&stream);
+    if stats.as_cuda_slice::<f64>()?.len() < 4 + 4 * blocks + 1 {
+        candle_core::bail!("fused update: statistics buffer too short");
+    }
+    let mp0 = mp.as_ref().map_or(0u64, |m| m.0);
+    let (k, scale) = a.noise.unwrap_or((super::stable::Consts::new(2.0), 0.0));
+    let noise = i32::from(a.noise.is_some());
+    let (hi, lo) = a.clip.unwrap_or((0.0, 0.0));
+    let clip = i32::from(a.clip.is_some());
+    let n64 = n as u64;
+    let pslice = p.as_cuda_slice_mut::<f32>()?;
+    let mut b = func.builder();
+    b.arg(pslice).arg(&gp).arg(&mp0).arg(&n64);
+    b.arg(&a.key[0]).arg(&a.key[1]).arg(&a.step);
+    b.arg(&k.alpha)
+        .arg(&k.inv_alpha)
+        .arg(&k.ratio)
+        .arg(&k.a_head);
+    b.arg(&noise).arg(&scale).arg(&clip).arg(&hi).arg(&lo);
+    b.arg(&a.lr)
+        .arg(&a.wd)
+        .arg(&a.gn)
+        .arg(&a.ls)
+        .arg(&a.mu)
+        .arg(&a.c_dir)
+        .arg(&a.c_buf);
+    b.arg(&sp);
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the argument list matches `update_f32` in stable.cu; p, g and m hold n values
+    // (the caller checks), stats holds 4 + 4·blocks + 1. The momentum buffer is written
+    // through a shared reference: it belongs to the optimizer's state alone.
+    unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+    Ok(())
+}

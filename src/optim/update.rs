@@ -428,8 +428,8 @@ pub enum Measured {
     OnDevice {
         /// What the host already knows (the count; the noise's figures when drawn there).
         known: Stats,
-        /// Scalars on the device: ‖g‖², Σ of the updated values, then ‖noise‖² and the
-        /// clipped count when the noise was made on the device.
+        /// Figures on the device, in order: ‖g‖², a value finite exactly when every updated
+        /// value is, then ‖noise‖² and the clipped count when the noise was made there.
         pending: Vec<Tensor>,
     },
 }
@@ -443,7 +443,7 @@ pub fn read(measured: Vec<Measured>) -> Result<Vec<Stats>> {
             Measured::Now(_) => &[][..],
             Measured::OnDevice { pending, .. } => &pending[..],
         })
-        .map(|t| t.reshape(1)?.to_dtype(DType::F64))
+        .map(|t| t.flatten_all()?.to_dtype(DType::F64))
         .collect::<Result<_>>()?;
     let values = if pending.is_empty() {
         Vec::new()
@@ -456,14 +456,16 @@ pub fn read(measured: Vec<Measured>) -> Result<Vec<Stats>> {
         .map(|m| match m {
             Measured::Now(s) => s,
             Measured::OnDevice { mut known, pending } => {
-                known.grad_sq = at.next().unwrap_or(f64::NAN);
-                let value_sum = at.next().unwrap_or(f64::NAN);
-                if pending.len() > 2 {
-                    known.noise_sq = at.next().unwrap_or(f64::NAN);
-                    known.clipped = at.next().unwrap_or(0.0) as usize;
+                let count: usize = pending.iter().map(Tensor::elem_count).sum();
+                let v: Vec<f64> = at.by_ref().take(count).collect();
+                let get = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+                known.grad_sq = get(0);
+                if count > 2 {
+                    known.noise_sq = get(2);
+                    known.clipped = get(3) as usize;
                 }
                 known.bad_grad = !known.grad_sq.is_finite();
-                known.bad_value = !known.bad_grad && !value_sum.is_finite();
+                known.bad_value = !known.bad_grad && !get(1).is_finite();
                 known
             }
         })
@@ -528,13 +530,26 @@ fn device_noise(r: &Rule, param: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     Ok((n, sq, clipped))
 }
 
-/// The same update with tensor ops (any device); its figures stay on the device.
+/// The same update on other devices, its figures left there: on CUDA, one fused kernel for an
+/// f32 parameter (noise drawn in place) unless the noise is clipped by norm; tensor ops
+/// otherwise.
 pub fn apply_tensors(
     rule: &Rule,
     param: &Tensor,
     grad: &Tensor,
     state: &RefCell<State>,
 ) -> Result<Measured> {
+    #[cfg(feature = "cuda")]
+    if param.device().is_cuda()
+        && param.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && rule.clip_norm.is_none()
+        && param.is_contiguous()
+        && param.layout().start_offset() == 0
+        && grad.dims() == param.dims()
+    {
+        return cuda::apply(rule, param, grad, state);
+    }
     let d = param.elem_count();
     let mut known = Stats {
         count: d,
@@ -603,6 +618,134 @@ pub fn apply_tensors(
     pending.extend(noise_figures.into_iter().flatten());
     param.slice_set(&new, 0, 0)?;
     Ok(Measured::OnDevice { known, pending })
+}
+
+/// The fused update on CUDA (`update_f32` in stable.cu).
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::{Measured, Rule, State, Stats, noise_law};
+    use crate::optim::stable::Consts;
+    use crate::optim::stable_cuda::{UpdateArgs, update, update_blocks};
+    use candle_core::{
+        CpuStorage, CudaStorage, DType, InplaceOp3, Layout, Result, Storage, Tensor,
+    };
+    use std::cell::RefCell;
+
+    struct Op<'a> {
+        args: UpdateArgs,
+        n: usize,
+        momentum: bool,
+        /// The statistics buffer (the third operand when there is no momentum).
+        stats: &'a Tensor,
+    }
+
+    impl InplaceOp3 for Op<'_> {
+        fn name(&self) -> &'static str {
+            "ahtsgd-update-cuda"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &mut CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<()> {
+            candle_core::bail!("{}: CUDA only", self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            p: &mut CudaStorage,
+            lp: &Layout,
+            g: &CudaStorage,
+            lg: &Layout,
+            third: &CudaStorage,
+            lt: &Layout,
+        ) -> Result<()> {
+            let fits = |l: &Layout| l.is_contiguous() && l.shape().elem_count() == self.n;
+            if !fits(lp) || lp.start_offset() != 0 || !fits(lg) {
+                candle_core::bail!("{}: operands must be contiguous", self.name());
+            }
+            let g = (g, lg.start_offset());
+            if !self.momentum {
+                return update(p, g, None, third, self.n, &self.args);
+            }
+            if !fits(lt) {
+                candle_core::bail!("{}: the momentum buffer must be contiguous", self.name());
+            }
+            let (guard, _) = self.stats.storage_and_layout();
+            let Storage::Cuda(stats) = &*guard else {
+                candle_core::bail!("{}: statistics off the device", self.name());
+            };
+            update(
+                p,
+                g,
+                Some((third, lt.start_offset())),
+                stats,
+                self.n,
+                &self.args,
+            )
+        }
+    }
+
+    pub(super) fn apply(
+        rule: &Rule,
+        param: &Tensor,
+        grad: &Tensor,
+        state: &RefCell<State>,
+    ) -> Result<Measured> {
+        let n = param.elem_count();
+        let grad = grad.contiguous()?;
+        let stats = Tensor::zeros(4 + 4 * update_blocks(n) + 1, DType::F64, param.device())?;
+        let (gn, ls) = match rule.levy_scale {
+            None => (1.0, 0.0),
+            Some(s) => (0.0, s as f32),
+        };
+        let mu = rule.momentum as f32;
+        let (c_dir, c_buf) = if rule.nesterov { (1.0, mu) } else { (0.0, 1.0) };
+        let noise = noise_law(rule).map(|(alpha, scale)| (Consts::new(alpha), scale as f32));
+        let args = UpdateArgs {
+            key: rule.key,
+            step: rule.step,
+            noise,
+            clip: rule.clip_coord.map(|m| (m as f32, -m as f32)),
+            lr: rule.lr as f32,
+            wd: rule.weight_decay as f32,
+            gn: if noise.is_some() { gn } else { 0.0 },
+            ls: if noise.is_some() { ls } else { 0.0 },
+            mu,
+            c_dir,
+            c_buf,
+        };
+        let momentum = rule.momentum > 0.0;
+        let op = Op {
+            args,
+            n,
+            momentum,
+            stats: &stats,
+        };
+        if momentum {
+            let b = match state.borrow_mut().momentum_tensor.take() {
+                Some(b) => b.contiguous()?,
+                None => param.zeros_like()?,
+            };
+            let done = param.inplace_op3(&grad, &b, &op);
+            state.borrow_mut().momentum_tensor = Some(b);
+            done?;
+        } else {
+            param.inplace_op3(&grad, &stats, &op)?;
+        }
+        Ok(Measured::OnDevice {
+            known: Stats {
+                count: n,
+                ..Default::default()
+            },
+            pending: vec![stats.narrow(0, 0, 4)?],
+        })
+    }
 }
 
 #[cfg(test)]

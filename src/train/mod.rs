@@ -402,17 +402,29 @@ pub fn run_trial(
                     }
                 }
             }
-            let (loss, grads) = model.loss_grads(&x, &y)?;
-            if !loss.is_finite() || loss > diverge_loss {
-                status = Err((
-                    step,
-                    if loss.is_finite() {
-                        format!("training loss {loss:.3e} above diverge_loss {diverge_loss:e}")
-                    } else {
-                        "training loss is not finite".into()
-                    },
-                ));
-                break 'train;
+            let diverged = |loss: f64| {
+                if !loss.is_finite() {
+                    Some("training loss is not finite".to_string())
+                } else if loss > diverge_loss {
+                    Some(format!(
+                        "training loss {loss:.3e} above diverge_loss {diverge_loss:e}"
+                    ))
+                } else {
+                    None
+                }
+            };
+            // the loss is checked before the update where it is already on the host; on a GPU
+            // reading it here would wait for the device between the passes, so it is read
+            // (and checked) once the update is queued
+            let (loss_t, grads) = model.loss_grads_deferred(&x, &y)?;
+            let early = loss_t.device().is_cpu();
+            let mut loss = f64::NAN;
+            if early {
+                loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if let Some(why) = diverged(loss) {
+                    status = Err((step, why));
+                    break 'train;
+                }
             }
             let tel = match &mut opt {
                 Opt::Noisy(o) => {
@@ -436,6 +448,13 @@ pub fn run_trial(
                     }
                 }
             };
+            if !early {
+                loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if let Some(why) = diverged(loss) {
+                    status = Err((step, why));
+                    break 'train;
+                }
+            }
             step += 1;
             if step.is_multiple_of(log_every) || step == 1 {
                 rec.metric(&MetricLine::train(step, epoch_f, loss, &tel))?;

@@ -51,14 +51,20 @@ fn nchw(l: &Layout) -> Result<(u32, u32, u32)> {
     let fit = |v: usize| {
         u32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("CUDA op: dimension {v}")))
     };
-    if n * h * w > u32::MAX as usize {
-        candle_core::bail!("CUDA channel op: {n}x{h}x{w} values per channel");
+    if n * c * h * w > u32::MAX as usize {
+        candle_core::bail!(
+            "CUDA channel op: {n}x{c}x{h}x{w} is more values than 32-bit indices reach"
+        );
     }
     Ok((fit(n)?, fit(c)?, fit(h * w)?))
 }
 
-fn elementwise(total: usize) -> LaunchConfig {
-    LaunchConfig {
+/// A grid-stride launch over `total` values (the kernels index them with 32 bits).
+fn elementwise(total: usize) -> Result<LaunchConfig> {
+    if total > u32::MAX as usize {
+        candle_core::bail!("CUDA op: {total} values are more than 32-bit indices reach");
+    }
+    Ok(LaunchConfig {
         grid_dim: (
             (total.div_ceil(THREADS as usize)).clamp(1, 1 << 16) as u32,
             1,
@@ -66,15 +72,7 @@ fn elementwise(total: usize) -> LaunchConfig {
         ),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
-    }
-}
-
-fn per_channel(c: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (c.max(1), 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    })
 }
 
 fn launch(b: &mut cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
@@ -83,10 +81,75 @@ fn launch(b: &mut cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig) -> Result<(
     unsafe { b.launch(cfg) }.map(|_| ()).map_err(err)
 }
 
+/// How many blocks of images each channel's sum is split into: enough blocks to fill the GPU,
+/// each with a few thousand values.
+fn parts(n: u32, c: u32, plane: u32) -> u32 {
+    let per_channel = n * plane;
+    let by_size = per_channel.div_ceil(4096);
+    let by_fill = 1024u32.div_ceil(c.max(1));
+    by_size.min(by_fill).clamp(1, n.max(1))
+}
+
+/// Stage one of a channel reduction of `a` (centred on the `[C]` values at `centre` when that
+/// is not 0; with `b`, Σa·b as a second row): each channel's partial sums, `parts` of them,
+/// channel by channel.
+fn partials(
+    a: &Packed<'_>,
+    b: Option<&Packed<'_>>,
+    centre: u64,
+    like: &CudaStorage,
+    (n, c, plane): (u32, u32, u32),
+) -> Result<(cudarc::driver::CudaSlice<f64>, u32)> {
+    let stream = like.device.cuda_stream();
+    let s = parts(n, c, plane);
+    let rows = if b.is_some() { 2 * c } else { c };
+    // SAFETY: the kernel writes every partial sum.
+    let part = unsafe { stream.alloc::<f64>((rows * s) as usize) }.map_err(err)?;
+    let (pa, _ga) = a.ptr(&stream)?;
+    let pb = b.map(|b| b.ptr(&stream)).transpose()?;
+    let pb0 = pb.as_ref().map_or(0, |p| p.0);
+    let f = kernel!(like, "channel_partial_sums");
+    let mut bld = f.builder();
+    bld.arg(&pa)
+        .arg(&pb0)
+        .arg(&centre)
+        .arg(&part)
+        .arg(&n)
+        .arg(&c)
+        .arg(&plane);
+    let grid = LaunchConfig {
+        grid_dim: (c.max(1), s, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(&mut bld, grid)?;
+    Ok((part, s))
+}
+
+/// Both stages of a channel reduction (see [`partials`]): the sums in order, times `scale`,
+/// written at `out`.
+fn reduce(
+    a: &Packed<'_>,
+    b: Option<&Packed<'_>>,
+    centre: u64,
+    out: u64,
+    like: &CudaStorage,
+    dims: (u32, u32, u32),
+    scale: f64,
+) -> Result<()> {
+    let (part, s) = partials(a, b, centre, like, dims)?;
+    let rows = if b.is_some() { 2 * dims.1 } else { dims.1 };
+    let f = kernel!(like, "channel_finish_sums");
+    let mut bld = f.builder();
+    bld.arg(&part).arg(&out).arg(&rows).arg(&s).arg(&scale);
+    launch(&mut bld, elementwise(rows as usize)?)
+}
+
 /// `[k, C]` for `k` passes: each channel's Σx (`mean` false) or, with `mean`, its mean and
 /// biased variance (the variance from the deviations, as on the CPU).
 pub(crate) fn sums(s: &CudaStorage, l: &Layout, mean: bool) -> Result<CudaStorage> {
-    let (n, c, plane) = nchw(l)?;
+    let dims = nchw(l)?;
+    let (n, c, plane) = dims;
     let x = Packed::new(s, l)?;
     let rows = if mean { 2 } else { 1 };
     let out = alloc_like(s, s.dtype(), rows * c as usize)?;
@@ -96,31 +159,12 @@ pub(crate) fn sums(s: &CudaStorage, l: &Layout, mean: bool) -> Result<CudaStorag
     } else {
         1.0
     };
-    let f = kernel!(s, "channel_sums");
     {
-        let (px, _gx) = x.ptr(&stream)?;
-        let (po, _go) = address(&out, 0, &stream)?;
-        let null = 0u64;
-        let mut b = f.builder();
-        b.arg(&px)
-            .arg(&null)
-            .arg(&po)
-            .arg(&n)
-            .arg(&c)
-            .arg(&plane)
-            .arg(&scale);
-        launch(&mut b, per_channel(c))?;
+        let (pm, _gm) = address(&out, 0, &stream)?;
+        reduce(&x, None, 0, pm, s, dims, scale)?;
         if mean {
             let (pv, _gv) = address(&out, c as usize, &stream)?;
-            let mut b = f.builder();
-            b.arg(&px)
-                .arg(&po)
-                .arg(&pv)
-                .arg(&n)
-                .arg(&c)
-                .arg(&plane)
-                .arg(&scale);
-            launch(&mut b, per_channel(c))?;
+            reduce(&x, None, pm, pv, s, dims, scale)?;
         }
     }
     Ok(out)
@@ -131,31 +175,17 @@ pub(crate) fn sums_and_dots(
     dy: (&CudaStorage, &Layout),
     x: (&CudaStorage, &Layout),
 ) -> Result<CudaStorage> {
-    let (n, c, plane) = nchw(dy.1)?;
+    let dims = nchw(dy.1)?;
     one_dtype("batch-norm sums", dy.0, &[Some(x.0)])?;
+    if dy.1.dims() != x.1.dims() {
+        candle_core::bail!("batch-norm sums: {:?} and {:?}", dy.1.dims(), x.1.dims());
+    }
     let (g, v) = (Packed::new(dy.0, dy.1)?, Packed::new(x.0, x.1)?);
-    let out = alloc_like(dy.0, dy.0.dtype(), 2 * c as usize)?;
+    let out = alloc_like(dy.0, dy.0.dtype(), 2 * dims.1 as usize)?;
     {
         let stream = dy.0.device.cuda_stream();
-        let (pg, _gg) = g.ptr(&stream)?;
-        let (pv, _gv) = v.ptr(&stream)?;
-        let (ps, _gs) = address(&out, 0, &stream)?;
-        let (pd, _gd) = address(&out, c as usize, &stream)?;
-        let (null, one) = (0u64, 1.0f64);
-        let f = kernel!(dy.0, "channel_sums");
-        let mut b = f.builder();
-        b.arg(&pg)
-            .arg(&null)
-            .arg(&ps)
-            .arg(&n)
-            .arg(&c)
-            .arg(&plane)
-            .arg(&one);
-        launch(&mut b, per_channel(c))?;
-        let f = kernel!(dy.0, "channel_dots");
-        let mut b = f.builder();
-        b.arg(&pg).arg(&pv).arg(&pd).arg(&n).arg(&c).arg(&plane);
-        launch(&mut b, per_channel(c))?;
+        let (po, _go) = address(&out, 0, &stream)?;
+        reduce(&g, Some(&v), 0, po, dy.0, dims, 1.0)?;
     }
     Ok(out)
 }
@@ -195,7 +225,7 @@ pub(crate) fn affine(
             .arg(&c)
             .arg(&plane)
             .arg(&relu);
-        launch(&mut bld, elementwise(total))?;
+        launch(&mut bld, elementwise(total)?)?;
     }
     Ok(out)
 }
@@ -234,7 +264,7 @@ pub(crate) fn combine(
             .arg(&total64)
             .arg(&c)
             .arg(&plane);
-        launch(&mut b, elementwise(total))?;
+        launch(&mut b, elementwise(total)?)?;
     }
     Ok(out)
 }
@@ -252,7 +282,7 @@ pub(crate) fn relu(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
         let f = kernel!(s, "relu");
         let mut b = f.builder();
         b.arg(&px).arg(&po).arg(&total64);
-        launch(&mut b, elementwise(total))?;
+        launch(&mut b, elementwise(total)?)?;
     }
     Ok(out)
 }
@@ -274,7 +304,206 @@ pub(crate) fn relu_back(
         let f = kernel!(g.0, "relu_back");
         let mut b = f.builder();
         b.arg(&pg).arg(&pr).arg(&po).arg(&total64);
-        launch(&mut b, elementwise(total))?;
+        launch(&mut b, elementwise(total)?)?;
+    }
+    Ok(out)
+}
+
+/// Softmax cross-entropy of `z: [n, k]` against labels `y: [n]` (u32): `[n·k + n]` values, the
+/// gradient (softmax − onehot)/n row by row, then each row's loss (NaN for a label out of
+/// range).
+pub(crate) fn softmax_xent(
+    z: (&CudaStorage, &Layout),
+    y: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    use cudarc::driver::DevicePtr;
+    let (n, k) = z.1.shape().dims2()?;
+    if y.1.dims() != [n] || y.0.dtype() != DType::U32 || !y.1.is_contiguous() {
+        candle_core::bail!(
+            "cross-entropy: labels {:?} ({:?}) for {n} rows",
+            y.1.dims(),
+            y.0.dtype()
+        );
+    }
+    let total = n * k + n;
+    let (n32, k32) = (
+        u32::try_from(n).map_err(|_| candle_core::Error::Msg("cross-entropy: rows".into()))?,
+        u32::try_from(k).map_err(|_| candle_core::Error::Msg("cross-entropy: classes".into()))?,
+    );
+    elementwise(total)?;
+    let zs = Packed::new(z.0, z.1)?;
+    let out = alloc_like(z.0, z.0.dtype(), total)?;
+    {
+        let stream = z.0.device.cuda_stream();
+        let (pz, _a) = zs.ptr(&stream)?;
+        let (py, _b) = y.0.as_cuda_slice::<u32>()?.device_ptr(&stream);
+        let py = py + 4 * y.1.start_offset() as u64;
+        let (po, _c) = address(&out, 0, &stream)?;
+        let f = kernel!(z.0, "softmax_xent");
+        let mut b = f.builder();
+        b.arg(&pz).arg(&py).arg(&po).arg(&n32).arg(&k32);
+        let cfg = LaunchConfig {
+            grid_dim: (n32.max(1), 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(&mut b, cfg)?;
+    }
+    Ok(out)
+}
+
+/// Batch norm in training mode: `[4, C]` = the batch mean, 1/√(var + ε), a = γ/√(var + ε) and
+/// b = β − mean·a of `z`, with the batch folded into the running mean and variance in place.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_train_stats(
+    z: (&CudaStorage, &Layout),
+    gamma: (&CudaStorage, &Layout),
+    beta: (&CudaStorage, &Layout),
+    running: (&CudaStorage, &CudaStorage),
+    momentum: f64,
+    eps: f64,
+) -> Result<CudaStorage> {
+    let dims = nchw(z.1)?;
+    let (n, c, plane) = dims;
+    one_dtype(
+        "batch norm",
+        z.0,
+        &[
+            Some(gamma.0),
+            Some(beta.0),
+            Some(running.0),
+            Some(running.1),
+        ],
+    )?;
+    if gamma.1.dims() != [c as usize] || beta.1.dims() != [c as usize] {
+        candle_core::bail!(
+            "batch norm: γ {:?}, β {:?} for {c} channels",
+            gamma.1.dims(),
+            beta.1.dims()
+        );
+    }
+    let m = f64::from(n * plane);
+    let x = Packed::new(z.0, z.1)?;
+    let (g, b) = (Packed::new(gamma.0, gamma.1)?, Packed::new(beta.0, beta.1)?);
+    let out = alloc_like(z.0, z.0.dtype(), 4 * c as usize)?;
+    {
+        let stream = z.0.device.cuda_stream();
+        let (pm, _a) = address(&out, 0, &stream)?;
+        reduce(&x, None, 0, pm, z.0, dims, 1.0 / m.max(1.0))?;
+        let (part, s) = partials(&x, None, pm, z.0, dims)?;
+        let (pg, _b) = g.ptr(&stream)?;
+        let (pb, _c) = b.ptr(&stream)?;
+        let (prm, _d) = address(running.0, 0, &stream)?;
+        let (prv, _e) = address(running.1, 0, &stream)?;
+        let f = kernel!(z.0, "bn_stats_finish");
+        let mut bld = f.builder();
+        bld.arg(&part)
+            .arg(&s)
+            .arg(&pm)
+            .arg(&pg)
+            .arg(&pb)
+            .arg(&prm)
+            .arg(&prv);
+        bld.arg(&c).arg(&m).arg(&momentum).arg(&eps);
+        // SAFETY (of the launch, in `launch`): the running statistics are written through
+        // shared references; they are the batch norm's own buffers, read by nothing else here.
+        launch(&mut bld, elementwise(c as usize)?)?;
+    }
+    Ok(out)
+}
+
+/// Batch norm's reverse pass from `dy`, the forward's input `z` and its stats
+/// ([`bn_train_stats`]): `[5, C]` = dγ, dβ and the coefficients (c0, c1, c2) of the input
+/// gradient dz = c0·dy + c1·z + c2.
+pub(crate) fn bn_back_coefs(
+    dy: (&CudaStorage, &Layout),
+    z: (&CudaStorage, &Layout),
+    stats: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dims = nchw(dy.1)?;
+    let (n, c, plane) = dims;
+    one_dtype("batch-norm reverse pass", dy.0, &[Some(z.0), Some(stats.0)])?;
+    if dy.1.dims() != z.1.dims() || stats.1.dims() != [4, c as usize] {
+        candle_core::bail!(
+            "batch-norm reverse pass: dy {:?}, z {:?}, stats {:?}",
+            dy.1.dims(),
+            z.1.dims(),
+            stats.1.dims()
+        );
+    }
+    let (g, x, st) = (
+        Packed::new(dy.0, dy.1)?,
+        Packed::new(z.0, z.1)?,
+        Packed::new(stats.0, stats.1)?,
+    );
+    let out = alloc_like(dy.0, dy.0.dtype(), 5 * c as usize)?;
+    {
+        let stream = dy.0.device.cuda_stream();
+        let (part, s) = partials(&g, Some(&x), 0, dy.0, dims)?;
+        let (ps, _a) = st.ptr(&stream)?;
+        let (po, _b) = address(&out, 0, &stream)?;
+        let m = f64::from(n * plane);
+        let f = kernel!(dy.0, "bn_back_finish");
+        let mut bld = f.builder();
+        bld.arg(&part).arg(&s).arg(&ps).arg(&po).arg(&c).arg(&m);
+        launch(&mut bld, elementwise(c as usize)?)?;
+    }
+    Ok(out)
+}
+
+/// 2x2 max pooling of `x: [N, C, H, W]` (`way` 0: the maxima), or the routing at its windows'
+/// maxima of `a` (1: pooled values scattered into the input's shape; 2: input-shaped values
+/// gathered into the pooled shape).
+pub(crate) fn pool2(
+    x: (&CudaStorage, &Layout),
+    a: Option<(&CudaStorage, &Layout)>,
+    way: i32,
+) -> Result<CudaStorage> {
+    let (n, c, h, w) = x.1.shape().dims4()?;
+    one_dtype("max pooling", x.0, &[a.map(|a| a.0)])?;
+    let (planes, h32, w32) = (
+        u32::try_from(n * c).map_err(|_| candle_core::Error::Msg("max pooling: planes".into()))?,
+        h as u32,
+        w as u32,
+    );
+    let windows = n * c * (h / 2) * (w / 2);
+    let cfg = elementwise(n * c * h * w)?;
+    let (xs, av) = (
+        Packed::new(x.0, x.1)?,
+        a.map(|(s, l)| Packed::new(s, l)).transpose()?,
+    );
+    let len = if way == 1 { n * c * h * w } else { windows };
+    let out = if way == 1 {
+        let stream = x.0.device.cuda_stream();
+        match x.0.dtype() {
+            DType::F32 => CudaStorage::wrap_cuda_slice(
+                stream.alloc_zeros::<f32>(len.max(1)).map_err(err)?,
+                x.0.device.clone(),
+            ),
+            _ => CudaStorage::wrap_cuda_slice(
+                stream.alloc_zeros::<f64>(len.max(1)).map_err(err)?,
+                x.0.device.clone(),
+            ),
+        }
+    } else {
+        alloc_like(x.0, x.0.dtype(), len)?
+    };
+    {
+        let stream = x.0.device.cuda_stream();
+        let (px, _a) = xs.ptr(&stream)?;
+        let pa = av.as_ref().map(|p| p.ptr(&stream)).transpose()?;
+        let pa0 = pa.as_ref().map_or(0, |p| p.0);
+        let (po, _c) = address(&out, 0, &stream)?;
+        let f = kernel!(x.0, "pool2");
+        let mut b = f.builder();
+        b.arg(&px)
+            .arg(&pa0)
+            .arg(&po)
+            .arg(&planes)
+            .arg(&h32)
+            .arg(&w32)
+            .arg(&way);
+        launch(&mut b, cfg)?;
     }
     Ok(out)
 }
