@@ -21,6 +21,16 @@ echo "== device tests (CPU and CUDA)"
 echo "== ahtsgd bench --device cuda"
 timeout 300 "$BIN" bench --device cuda --steps ${STEPS:-100} --reps 3 --warmup 10 2>&1 | tee "$OUT/bench-cuda.txt"
 
+echo "== ratio series: SGD, fixed-α and adaptive MLP steps, three alternating runs"
+for i in 1 2 3; do
+  timeout 60 "$BIN" bench --device cuda --steps 300 --reps 3 --warmup 20 \
+    mlp-sgd mlp-ahtsgd-fixed mlp-ahtsgd-adaptive 2>&1 | grep -E "^mlp"
+done | tee "$OUT/series.txt"
+
+echo "== ResNet-18 with cuDNN's fastest guesses (AHTSGD_CUDNN_DETERMINISTIC=0)"
+AHTSGD_CUDNN_DETERMINISTIC=0 timeout 60 "$BIN" bench --device cuda --steps ${STEPS:-100} \
+  --reps 3 --warmup 10 resnet18-sgd resnet18-grads 2>&1 | tee "$OUT/bench-cuda-nondeterministic.txt"
+
 if [ -f .device/torch-gpu/torch_gpu_bench.py ]; then
   echo "== PyTorch beside it (same card)"
   timeout 240 python3 .device/torch-gpu/torch_gpu_bench.py --steps ${STEPS:-100} --warmup 10 > "$OUT/torch-gpu.txt" 2>&1

@@ -57,6 +57,10 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "CIFAR ResNet-18, AHTSGD step with fixed α = 1.5, σ = 0.01",
     ),
     (
+        "resnet18-hvp",
+        "CIFAR ResNet-18: one Hessian-vector product (double backward through the graph)",
+    ),
+    (
         "resnet50-sgd",
         "CIFAR ResNet-50 (width 64), SGD step (not run on the CPU unless named)",
     ),
@@ -72,7 +76,12 @@ pub const WORKLOADS: &[(&str, &str)] = &[
 pub fn needs_second_order(workload: &str) -> bool {
     matches!(
         workload,
-        "mlp-ahtsgd-adaptive" | "mlp-hvp" | "mlp-hvp-graph" | "mlp-power-iter" | "cnn-hvp"
+        "mlp-ahtsgd-adaptive"
+            | "mlp-hvp"
+            | "mlp-hvp-graph"
+            | "mlp-power-iter"
+            | "cnn-hvp"
+            | "resnet18-hvp"
     )
 }
 
@@ -301,7 +310,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     m.loss_grads_deferred(&x, &y)?;
                     Ok(())
                 })?,
-                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" => time(p, dev, || {
+                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" => time(p, dev, || {
                     let (x, y) = next();
                     let v: Vec<Tensor> = vars
                         .iter()

@@ -31,5 +31,10 @@ fn main() {
         // mimalloc 2 and 3, and -1 means never purge.
         unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     }
+    // GPU convolutions: AHTSGD_TF32=0 computes f32 convolutions in f32 rather than TF32;
+    // AHTSGD_CUDNN_DETERMINISTIC=0 lets cuDNN pick algorithms whose sums vary run to run
+    let off = |name: &str| std::env::var(name).is_ok_and(|v| v == "0");
+    ahtsgd::model::set_tf32_convolutions(!off("AHTSGD_TF32"));
+    ahtsgd::model::set_deterministic_convolutions(!off("AHTSGD_CUDNN_DETERMINISTIC"));
     std::process::exit(cli::run());
 }

@@ -190,6 +190,27 @@ test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
             for (a, b) in hd.iter().zip(&hc) {
                 assert!(rel(a, b) < 1e-4, "{m}: H·v {}", rel(a, b));
             }
+            // power iteration (its sums read once per iteration on the device)
+            let lc = sharpness::power_iteration_with(
+                cpu.hessian(&x, &y).unwrap().as_mut(),
+                &vc,
+                8,
+                0.0,
+                None,
+                3,
+            )
+            .unwrap();
+            let ld = sharpness::power_iteration_with(
+                other.hessian(&xd, &yd).unwrap().as_mut(),
+                &vd,
+                8,
+                0.0,
+                None,
+                3,
+            )
+            .unwrap();
+            let gap = (lc.lambda - ld.lambda).abs() / lc.lambda.abs();
+            assert!(gap < 1e-4, "{m}: λ {} vs {}", ld.lambda, lc.lambda);
         }
     }
 });

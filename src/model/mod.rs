@@ -30,6 +30,14 @@ pub(crate) fn own_ops(t: &Tensor) -> bool {
         && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
+/// Whether convolutions on a GPU use only deterministic algorithms (on by default: the same
+/// run gives the same numbers; off, cuDNN's fastest guess, as PyTorch does by default).
+pub fn set_deterministic_convolutions(on: bool) {
+    #[cfg(feature = "cuda")]
+    cuda::conv::set_deterministic(on);
+    let _ = on;
+}
+
 /// Whether f32 convolutions on a GPU may use TF32 tensor cores (on by default, as in
 /// PyTorch); off, they are computed in f32.
 pub fn set_tf32_convolutions(on: bool) {

@@ -98,6 +98,34 @@ fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     Ok(s)
 }
 
+/// Σa·b for each pair of parameter lists: on the CPU one number at a time; elsewhere summed on
+/// the device and read in one transfer (each read waits for the device).
+fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
+    let on_cpu = pairs
+        .iter()
+        .all(|(a, _)| a.iter().all(|t| t.device().is_cpu()));
+    if on_cpu {
+        return pairs.iter().map(|(a, b)| dot(a, b)).collect();
+    }
+    let sums = pairs
+        .iter()
+        .map(|(a, b)| {
+            let parts = a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| {
+                    (x * y)?
+                        .sum_all()?
+                        .to_dtype(candle_core::DType::F64)?
+                        .reshape(1)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)?.sum_all()?.reshape(1)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&sums, 0)?.to_vec1::<f64>()
+}
+
 fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
     a.iter().map(|x| x.affine(k, 0.0)).collect()
 }
@@ -167,8 +195,8 @@ pub fn power_iteration_with(
     let mut iterations = 0;
     for i in 0..max_iters.max(1) {
         let hv = h.hvp(&v)?;
-        let new_lambda = dot(&hv, &v)?;
-        let norm = dot(&hv, &hv)?.sqrt();
+        let d = dots(&[(&hv, &v), (&hv, &hv)])?;
+        let (new_lambda, norm) = (d[0], d[1].sqrt());
         iterations = i + 1;
         if !new_lambda.is_finite() || !norm.is_finite() {
             candle_core::bail!("the Hessian-vector product is not finite");

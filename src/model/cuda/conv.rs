@@ -2,7 +2,7 @@
 //! [`Geom`], f32 or f64, NCHW. Each thread keeps a cuDNN handle on the device's stream, one
 //! plan per geometry (descriptors, the algorithm, its workspace size: cuDNN's heuristics run
 //! once per shape, not per call) and one workspace that grows to the largest plan's.
-//! Algorithms are chosen among the deterministic ones, so a run repeats bit for bit.
+//! Algorithms are chosen among the deterministic ones by default, so a run repeats bit for bit.
 
 use super::{Packed, err};
 use crate::model::conv::Geom;
@@ -15,6 +15,13 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(true);
+static DETERMINISTIC: AtomicBool = AtomicBool::new(true);
+
+/// Whether convolutions use only cuDNN's deterministic algorithms (on by default, so a run
+/// repeats bit for bit; off, cuDNN's fastest guess, which may sum in a varying order).
+pub fn set_deterministic(on: bool) {
+    DETERMINISTIC.store(on, Ordering::Relaxed);
+}
 
 /// Whether f32 convolutions may use TF32 tensor cores (on by default, as in PyTorch; off, they
 /// are computed with f32 fused multiply-adds).
@@ -71,7 +78,7 @@ struct Plan {
 
 struct Ctx {
     handle: sys::cudnnHandle_t,
-    plans: HashMap<(Op, Geom, DType, bool), Plan>,
+    plans: HashMap<(Op, Geom, DType, bool, bool), Plan>,
     workspace: Option<CudaSlice<u8>>,
 }
 
@@ -113,16 +120,18 @@ fn tensor(dt: sys::cudnnDataType_t, d: [usize; 4]) -> Result<TensorDesc> {
     Ok(t)
 }
 
-/// Picks the first algorithm cuDNN ranks that succeeds and is deterministic.
+/// Picks the first algorithm cuDNN ranks that succeeds (and is deterministic, unless that is
+/// turned off).
 fn pick<A: Copy>(
     what: &str,
     results: &[(A, sys::cudnnStatus_t, sys::cudnnDeterminism_t)],
 ) -> Result<A> {
+    let deterministic = DETERMINISTIC.load(Ordering::Relaxed);
     results
         .iter()
         .find(|(_, s, d)| {
             *s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
-                && *d == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC
+                && (!deterministic || *d == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC)
         })
         .or_else(|| {
             results
@@ -274,7 +283,7 @@ fn run(
                 c
             }
         };
-        let key = (op, *g, dtype, tf32);
+        let key = (op, *g, dtype, tf32, DETERMINISTIC.load(Ordering::Relaxed));
         if !c.plans.contains_key(&key) {
             let p = make_plan(c.handle, op, g, dtype, tf32)?;
             c.plans.insert(key, p);
