@@ -191,6 +191,9 @@ pub fn power_iteration_with(
     };
     let norm = dot(&v, &v)?.sqrt().max(1e-30);
     v = scale(&v, 1.0 / norm)?;
+    if tol <= 0.0 && !vars.iter().all(|x| x.device().is_cpu()) {
+        return fixed_count_on_device(h, v, max_iters.max(1));
+    }
     let mut lambda = 0.0;
     let mut iterations = 0;
     for i in 0..max_iters.max(1) {
@@ -215,6 +218,52 @@ pub fn power_iteration_with(
     Ok(PowerIteration {
         lambda,
         iterations,
+        vector: v,
+    })
+}
+
+/// Power iteration for a fixed count (no tolerance) with the vectors on a device: the norms
+/// and the Rayleigh quotient stay there, and are read once at the end, so the device never
+/// waits for the host between products. A zero product leaves a zero vector (λ = 0), as the
+/// CPU's loop stops with λ = 0.
+fn fixed_count_on_device(
+    h: &mut dyn Hessian,
+    mut v: Vec<Tensor>,
+    iters: usize,
+) -> Result<PowerIteration> {
+    let sum = |a: &[Tensor], b: &[Tensor]| -> Result<Tensor> {
+        let parts = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| {
+                (x * y)?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .reshape(1)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)?.sum_all()
+    };
+    let mut last = None;
+    for _ in 0..iters {
+        let hv = h.hvp(&v)?;
+        let lambda = sum(&hv, &v)?;
+        let norm = sum(&hv, &hv)?.sqrt()?;
+        let inv = norm.maximum(1e-30)?.recip()?;
+        v = hv
+            .iter()
+            .map(|x| x.broadcast_mul(&inv.to_dtype(x.dtype())?))
+            .collect::<Result<_>>()?;
+        last = Some(Tensor::stack(&[lambda, norm], 0)?);
+    }
+    let read = last.expect("one iteration at least").to_vec1::<f64>()?;
+    let (lambda, norm) = (read[0], read[1]);
+    if !lambda.is_finite() || !norm.is_finite() {
+        candle_core::bail!("the Hessian-vector product is not finite");
+    }
+    Ok(PowerIteration {
+        lambda: if norm < 1e-30 { 0.0 } else { lambda },
+        iterations: iters,
         vector: v,
     })
 }
@@ -341,6 +390,48 @@ mod tests {
         )
         .unwrap();
         assert!(again.iterations <= 3, "{}", again.iterations);
+    }
+
+    /// The device form of a fixed-count power iteration (sums kept as tensors, read once) is
+    /// the host loop's, whatever the device; here on the CPU. A zero Hessian gives λ = 0.
+    #[test]
+    fn fixed_count_iteration_keeps_the_host_loops_numbers() {
+        enable_second_order();
+        let (x, a) = quadratic();
+        let vars = std::slice::from_ref(&x);
+        let loss = quad_loss(&x, &a);
+        let start = Tensor::new(&[0.2f64, 0.9, -0.4], &Device::Cpu).unwrap();
+        let host = power_iteration_with(
+            &mut GraphHessian::new(&loss, vars).unwrap(),
+            vars,
+            12,
+            0.0,
+            Some(vec![start.clone()]),
+            0,
+        )
+        .unwrap();
+        let norm = start.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+        let unit = start.broadcast_div(&norm).unwrap();
+        let device =
+            fixed_count_on_device(&mut GraphHessian::new(&loss, vars).unwrap(), vec![unit], 12)
+                .unwrap();
+        assert_eq!(device.iterations, 12);
+        assert!(
+            (device.lambda - host.lambda).abs() < 1e-12,
+            "{} {}",
+            device.lambda,
+            host.lambda
+        );
+        assert!(device.lambda > 6.9 && device.lambda <= 7.0 + 1e-12);
+        let zero = (a.zeros_like().unwrap(), x);
+        let flat = fixed_count_on_device(
+            &mut GraphHessian::new(&quad_loss(&zero.1, &zero.0), std::slice::from_ref(&zero.1))
+                .unwrap(),
+            vec![Tensor::new(&[1.0f64, 0.0, 0.0], &Device::Cpu).unwrap()],
+            3,
+        )
+        .unwrap();
+        assert_eq!(flat.lambda, 0.0);
     }
 
     #[test]
