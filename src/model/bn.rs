@@ -419,6 +419,24 @@ mod device {
     use crate::model::cuda::channels;
     use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
+    /// The CPU side of an op that exists on CUDA only (the CPU has its own forms, which take
+    /// their coefficients as numbers).
+    macro_rules! cuda_only {
+        () => {
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> Result<(CpuStorage, Shape)> {
+                candle_core::bail!("{}: CUDA only", self.name())
+            }
+        };
+    }
+
     pub(super) struct Affine(pub(super) bool);
     pub(super) struct Combine;
     /// (z, γ, β) → `[4, C]`, the running statistics updated in place.
@@ -434,17 +452,7 @@ mod device {
             "ahtsgd-bn-train-stats"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            cuda_only(self.name())
-        }
+        cuda_only!();
 
         fn cuda_fwd(
             &self,
@@ -482,17 +490,7 @@ mod device {
             "ahtsgd-bn-back-coefficients"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            cuda_only(self.name())
-        }
+        cuda_only!();
 
         fn cuda_fwd(
             &self,
@@ -509,26 +507,12 @@ mod device {
         }
     }
 
-    fn cuda_only(op: &str) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("{op}: the CPU form takes its coefficients as numbers")
-    }
-
     impl CustomOp3 for Affine {
         fn name(&self) -> &'static str {
             "ahtsgd-bn-affine-device"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            cuda_only(self.name())
-        }
+        cuda_only!();
 
         fn cuda_fwd(
             &self,
@@ -562,17 +546,7 @@ mod device {
             "ahtsgd-bn-input-gradient-device"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            cuda_only(self.name())
-        }
+        cuda_only!();
 
         fn cuda_fwd(
             &self,

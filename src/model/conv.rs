@@ -7,6 +7,8 @@
 
 use super::cpu::{f32_or_f64, view};
 #[cfg(feature = "cuda")]
+use super::cuda::conv as cudnn;
+#[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -607,7 +609,10 @@ impl CustomOp2 for Conv {
     ) -> Result<(CudaStorage, Shape)> {
         let (g, shape) = self.geometry(l1, l2)?;
         same_dtype(self.name(), s1, s2)?;
-        Ok((super::cuda::conv::forward(&g, (s1, l1), (s2, l2))?, shape))
+        Ok((
+            cudnn::run(cudnn::Op::Forward, &g, (s1, l1), (s2, l2))?,
+            shape,
+        ))
     }
 
     fn bwd(
@@ -696,7 +701,7 @@ impl CustomOp2 for BackData {
     ) -> Result<(CudaStorage, Shape)> {
         let (g, shape) = self.geometry(l1, l2)?;
         same_dtype(self.name(), s1, s2)?;
-        Ok((super::cuda::conv::back_data(&g, (s1, l1), (s2, l2))?, shape))
+        Ok((cudnn::run(cudnn::Op::Data, &g, (s1, l1), (s2, l2))?, shape))
     }
 
     /// Linear in both operands: the adjoints are the forward and the filter gradient.
@@ -754,7 +759,7 @@ impl CustomOp2 for BackFilter {
         let (g, shape) = self.geometry(l1, l2)?;
         same_dtype(self.name(), s1, s2)?;
         Ok((
-            super::cuda::conv::back_filter(&g, (s1, l1), (s2, l2))?,
+            cudnn::run(cudnn::Op::Filter, &g, (s1, l1), (s2, l2))?,
             shape,
         ))
     }

@@ -98,6 +98,21 @@ fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     Ok(s)
 }
 
+/// Σa·b over parameter lists as an f64 scalar tensor, left where the tensors are.
+fn device_dot(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
+    let parts = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| {
+            (x * y)?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .reshape(1)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)?.sum_all()
+}
+
 /// Σa·b for each pair of parameter lists: on the CPU one number at a time; elsewhere summed on
 /// the device and read in one transfer (each read waits for the device).
 fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
@@ -109,19 +124,7 @@ fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
     }
     let sums = pairs
         .iter()
-        .map(|(a, b)| {
-            let parts = a
-                .iter()
-                .zip(b.iter())
-                .map(|(x, y)| {
-                    (x * y)?
-                        .sum_all()?
-                        .to_dtype(candle_core::DType::F64)?
-                        .reshape(1)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&parts, 0)?.sum_all()?.reshape(1)
-        })
+        .map(|(a, b)| device_dot(a, b)?.reshape(1))
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat(&sums, 0)?.to_vec1::<f64>()
 }
@@ -231,24 +234,11 @@ fn fixed_count_on_device(
     mut v: Vec<Tensor>,
     iters: usize,
 ) -> Result<PowerIteration> {
-    let sum = |a: &[Tensor], b: &[Tensor]| -> Result<Tensor> {
-        let parts = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| {
-                (x * y)?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .reshape(1)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&parts, 0)?.sum_all()
-    };
     let mut last = None;
     for _ in 0..iters {
         let hv = h.hvp(&v)?;
-        let lambda = sum(&hv, &v)?;
-        let norm = sum(&hv, &hv)?.sqrt()?;
+        let lambda = device_dot(&hv, &v)?;
+        let norm = device_dot(&hv, &hv)?.sqrt()?;
         let inv = norm.maximum(1e-30)?.recip()?;
         v = hv
             .iter()

@@ -29,10 +29,14 @@ pub fn set_tf32(on: bool) {
     TF32.store(on, Ordering::Relaxed);
 }
 
+/// The three convolution ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Op {
+pub(crate) enum Op {
+    /// `conv(x, w)` from (x, w).
     Forward,
+    /// The input gradient from (dy, w).
     Data,
+    /// The kernel gradient from (x, dy).
     Filter,
 }
 
@@ -249,9 +253,9 @@ fn make_plan(h: sys::cudnnHandle_t, op: Op, g: &Geom, dtype: DType, tf32: bool) 
     })
 }
 
-/// Runs `op` of geometry `g` on the device of `dev`: `a` and `b` are the operands in the
+/// Runs `op` of geometry `g` on the operands' device: `a` and `b` are the operands in the
 /// custom ops' order (forward: x, w; input gradient: dy, w; kernel gradient: x, dy).
-fn run(
+pub(crate) fn run(
     op: Op,
     g: &Geom,
     a: (&CudaStorage, &Layout),
@@ -383,31 +387,4 @@ fn run(
             dt => candle_core::bail!("conv2d on CUDA: f32 or f64, not {dt:?}"),
         }
     })
-}
-
-/// `conv(x, w)`.
-pub(crate) fn forward(
-    g: &Geom,
-    x: (&CudaStorage, &Layout),
-    w: (&CudaStorage, &Layout),
-) -> Result<CudaStorage> {
-    run(Op::Forward, g, x, w)
-}
-
-/// The input gradient from `dy` and `w`.
-pub(crate) fn back_data(
-    g: &Geom,
-    dy: (&CudaStorage, &Layout),
-    w: (&CudaStorage, &Layout),
-) -> Result<CudaStorage> {
-    run(Op::Data, g, dy, w)
-}
-
-/// The kernel gradient from `x` and `dy`.
-pub(crate) fn back_filter(
-    g: &Geom,
-    x: (&CudaStorage, &Layout),
-    dy: (&CudaStorage, &Layout),
-) -> Result<CudaStorage> {
-    run(Op::Filter, g, x, dy)
 }
