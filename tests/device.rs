@@ -211,6 +211,16 @@ test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
             .unwrap();
             let gap = (lc.lambda - ld.lambda).abs() / lc.lambda.abs();
             assert!(gap < 1e-4, "{m}: λ {} vs {}", ld.lambda, lc.lambda);
+            // Hutchinson's mean eigenvalue (one read per probe on the device)
+            let tc = sharpness::hutchinson_with(cpu.hessian(&x, &y).unwrap().as_mut(), &vc, 2, 5)
+                .unwrap();
+            let td =
+                sharpness::hutchinson_with(other.hessian(&xd, &yd).unwrap().as_mut(), &vd, 2, 5)
+                    .unwrap();
+            assert!(
+                (tc - td).abs() < 1e-4 * tc.abs().max(1e-6),
+                "{m}: trace {td} vs {tc}"
+            );
         }
     }
 });

@@ -275,7 +275,7 @@ pub fn hutchinson_with(
     for draw in 0..samples.max(1) {
         let z = random_like(vars, seed, draw as u64, true)?;
         let hz = h.hvp(&z)?;
-        total += dot(&hz, &z)?;
+        total += dots(&[(&hz, &z)])?[0];
     }
     Ok(total / samples.max(1) as f64 / count.max(1) as f64)
 }
