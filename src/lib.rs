@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod check;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod data;
 pub mod diagnostic;
 pub mod fmt;

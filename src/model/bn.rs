@@ -1,5 +1,5 @@
-//! Batch norm's passes over `[N, C, H, W]` activations for the reverse pass written by hand,
-//! each fused into one sweep (on CUDA, one kernel: `cuda::channels`): the per-channel mean and variance (two reads, nothing
+//! Batch norm's passes over `[N, C, H, W]` activations for the reverse pass written by hand on
+//! the CPU, each fused into one sweep: the per-channel mean and variance (two reads, nothing
 //! written), the normalisation and the affine map (one write each, the ReLU folded in where
 //! one follows), the channel sums of the backward pass (one read of two tensors) and the
 //! input gradient (one write). Built from per-channel ops, the same layer took ten writes
@@ -8,7 +8,9 @@
 //! Sums go plane by plane in parallel (16 partial sums each, so they vectorise), then each
 //! channel's planes are added in image order: the same bits whatever the thread count.
 //! These ops have no backward pass; the graph path (`resnet::BatchNorm::forward`) keeps the
-//! differentiable form.
+//! differentiable form. On CUDA the training pass takes `train_forward_device` and
+//! `train_backward_device` instead: the same layer in eight kernels (`cuda::channels`), with
+//! the coefficients left on the device.
 
 use super::cpu::view;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
@@ -131,19 +133,6 @@ impl CustomOp1 for Moments {
         };
         Ok((out, Shape::from((2, c))))
     }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (c, _) = channels(l)?;
-        Ok((
-            super::cuda::channels::sums(s, l, true)?,
-            Shape::from((2, c)),
-        ))
-    }
 }
 
 /// Each channel's mean and biased variance (`[C]` each).
@@ -187,19 +176,6 @@ impl CustomOp2 for Dots {
             sum.into_iter().chain(per_channel(&dots, c)).collect()
         }
         let out = super::cpu::f32_or_f64!(self.name(), s1, s2, |g, x| go(g, l1, x, l2, c, plane));
-        Ok((out, Shape::from((2, c))))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (c, _) = channels2(self.name(), l1, l2)?;
-        let out = super::cuda::channels::sums_and_dots((s1, l1), (s2, l2))?;
         Ok((out, Shape::from((2, c))))
     }
 }
@@ -344,10 +320,6 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 
 /// `x·a[c] + b[c]` (`a`, `b` of shape `[C]`), through a ReLU when `relu`.
 pub(crate) fn affine(x: &Tensor, a: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
-        return x.apply_op3_no_bwd(a, b, &device::Affine(relu));
-    }
     x.apply_op1_no_bwd(&PlaneMap::Affine {
         a: values(a)?,
         b: values(b)?,
@@ -363,10 +335,6 @@ pub(crate) fn combine(
     b: &Tensor,
     d: &Tensor,
 ) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if g.device().is_cuda() {
-        return g.apply_op3_no_bwd(x, &Tensor::stack(&[a, b, d], 0)?, &device::Combine);
-    }
     g.apply_op2_no_bwd(
         x,
         &PlaneMap::Combine {
@@ -411,9 +379,8 @@ pub(crate) fn train_backward_device(
     Ok((dz, k.get(0)?, k.get(1)?))
 }
 
-/// The affine map and the input gradient with their coefficients left on the device (on the
-/// CPU they are read into the op; on a GPU that would wait for the device), and the fused
-/// training-mode passes.
+/// The fused training-mode passes on CUDA, their coefficients left on the device (the CPU's
+/// ops read theirs into the op; on a GPU that would wait for the device).
 #[cfg(feature = "cuda")]
 mod device {
     use crate::model::cuda::channels;

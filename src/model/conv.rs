@@ -954,7 +954,7 @@ impl candle_core::CustomOp1 for ChannelSum {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let (_, c, _, _) = l.shape().dims4()?;
-        Ok((super::cuda::channels::sums(s, l, false)?, Shape::from(c)))
+        Ok((super::cuda::channels::sums(s, l)?, Shape::from(c)))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {

@@ -192,7 +192,7 @@ pub fn power_iteration_with(
         Some(w) if w.len() == vars.len() => w,
         _ => random_like(vars, seed, 0, false)?,
     };
-    let norm = dot(&v, &v)?.sqrt().max(1e-30);
+    let norm = dots(&[(&v, &v)])?[0].sqrt().max(1e-30);
     v = scale(&v, 1.0 / norm)?;
     if tol <= 0.0 && !vars.iter().all(|x| x.device().is_cpu()) {
         return fixed_count_on_device(h, v, max_iters.max(1));
@@ -239,10 +239,15 @@ fn fixed_count_on_device(
         let hv = h.hvp(&v)?;
         let lambda = device_dot(&hv, &v)?;
         let norm = device_dot(&hv, &hv)?.sqrt()?;
-        let inv = norm.maximum(1e-30)?.recip()?;
+        // 1/‖Hv‖ once, in the parameters' type
+        let dt = hv.first().map_or(candle_core::DType::F64, Tensor::dtype);
+        let inv = norm.maximum(1e-30)?.recip()?.to_dtype(dt)?;
         v = hv
             .iter()
-            .map(|x| x.broadcast_mul(&inv.to_dtype(x.dtype())?))
+            .map(|x| match x.dtype() {
+                d if d == dt => x.broadcast_mul(&inv),
+                d => x.broadcast_mul(&inv.to_dtype(d)?),
+            })
             .collect::<Result<_>>()?;
         last = Some(Tensor::stack(&[lambda, norm], 0)?);
     }

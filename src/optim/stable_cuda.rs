@@ -8,21 +8,15 @@ use std::sync::OnceLock;
 
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        // No contraction: every fused multiply-add is an explicit fmaf, as on the CPU.
-        let opts = cudarc::nvrtc::CompileOptions {
-            fmad: Some(false),
-            prec_div: Some(true),
-            prec_sqrt: Some(true),
-            ftz: Some(false),
-            ..Default::default()
-        };
-        cudarc::nvrtc::compile_ptx_with_opts(include_str!("stable.cu"), opts)
-            .map(|p| p.to_src())
-            .map_err(|e| e.to_string())
-    })
-    .as_deref()
-    .map_err(|e| candle_core::Error::Msg(format!("compiling the α-stable kernel: {e}")))
+    // No contraction: every fused multiply-add is an explicit fmaf, as on the CPU.
+    let opts = cudarc::nvrtc::CompileOptions {
+        fmad: Some(false),
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        ftz: Some(false),
+        ..Default::default()
+    };
+    crate::cuda::ptx_once(&PTX, include_str!("stable.cu"), opts, "the α-stable kernel")
 }
 
 /// Fills a contiguous f32 CUDA buffer with draws `0..n` of stream `(key, step)`.
@@ -58,12 +52,11 @@ pub fn fill(
     b.arg(&k.a_head);
     // SAFETY: the argument list matches `stable_fill_f32` in stable.cu, and the kernel writes
     // only indices below n, the length of `slice`.
-    unsafe { b.launch(LaunchConfig::for_num_elems(blocks)) }
-        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+    unsafe { b.launch(LaunchConfig::for_num_elems(blocks)) }.map_err(crate::cuda::err)?;
     Ok(())
 }
 
-/// The coefficients of one fused update (see `update_f32` in stable.cu).
+/// What one fused update takes (see `update_f32` in stable.cu).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct UpdateArgs {
     pub(crate) key: [u32; 2],
@@ -72,13 +65,8 @@ pub(crate) struct UpdateArgs {
     pub(crate) noise: Option<(super::stable::Consts, f32)>,
     /// Per-coordinate clip bounds (hi, lo).
     pub(crate) clip: Option<(f32, f32)>,
-    pub(crate) lr: f32,
-    pub(crate) wd: f32,
-    pub(crate) gn: f32,
-    pub(crate) ls: f32,
-    pub(crate) mu: f32,
-    pub(crate) c_dir: f32,
-    pub(crate) c_buf: f32,
+    /// The step's scalars, as the CPU's pass takes them.
+    pub(crate) k: super::update::Coef<f32>,
 }
 
 /// Threads per block of the fused update, and its most blocks.
@@ -104,21 +92,14 @@ pub(crate) fn update(
     n: usize,
     a: &UpdateArgs,
 ) -> Result<()> {
-    use cudarc::driver::DevicePtr;
+    use crate::cuda::address;
     let dev = p.device.clone();
     let stream = dev.cuda_stream();
     let blocks = update_blocks(n);
     let func = dev.get_or_load_custom_func("update_f32", "ahtsgd_stable", ptx()?)?;
-    let (gp, _g) = g.0.as_cuda_slice::<f32>()?.device_ptr(&stream);
-    let gp = gp + 4 * g.1 as u64;
-    let mp = m
-        .map(|(m, o)| {
-            m.as_cuda_slice::<f32>()
-                .map(|s| s.device_ptr(&stream))
-                .map(|(p, guard)| (p + 4 * o as u64, guard))
-        })
-        .transpose()?;
-    let (sp, _s) = stats.as_cuda_slice::<f64>()?.device_ptr(&stream);
+    let (gp, _g) = address(g.0, g.1, &stream)?;
+    let mp = m.map(|(m, o)| address(m, o, &stream)).transpose()?;
+    let (sp, _s) = address(stats, 0, &stream)?;
     if stats.as_cuda_slice::<f64>()?.len() < 4 + 4 * blocks + 1 {
         candle_core::bail!("fused update: statistics buffer too short");
     }
@@ -137,13 +118,14 @@ pub(crate) fn update(
         .arg(&k.ratio)
         .arg(&k.a_head);
     b.arg(&noise).arg(&scale).arg(&clip).arg(&hi).arg(&lo);
-    b.arg(&a.lr)
-        .arg(&a.wd)
-        .arg(&a.gn)
-        .arg(&a.ls)
-        .arg(&a.mu)
-        .arg(&a.c_dir)
-        .arg(&a.c_buf);
+    let k = &a.k;
+    b.arg(&k.lr)
+        .arg(&k.wd)
+        .arg(&k.gn)
+        .arg(&k.ls)
+        .arg(&k.mu)
+        .arg(&k.c_dir)
+        .arg(&k.c_buf);
     b.arg(&sp);
     let cfg = LaunchConfig {
         grid_dim: (blocks as u32, 1, 1),
@@ -153,6 +135,6 @@ pub(crate) fn update(
     // SAFETY: the argument list matches `update_f32` in stable.cu; p, g and m hold n values
     // (the caller checks), stats holds 4 + 4·blocks + 1. The momentum buffer is written
     // through a shared reference: it belongs to the optimizer's state alone.
-    unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+    unsafe { b.launch(cfg) }.map_err(crate::cuda::err)?;
     Ok(())
 }

@@ -80,7 +80,7 @@ macro_rules! sum_sq_lanes {
     };
 }
 
-trait Elem: WithDType + num_traits::Float + Send + Sync + Copy {
+pub(crate) trait Elem: WithDType + num_traits::Float + Send + Sync + Copy {
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [Self]);
     /// Draws `first..first + out.len()` on the calling thread (`first` even).
     fn fill_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [Self]);
@@ -193,19 +193,44 @@ fn make_noise<T: Elem>(r: &Rule, noise: &mut Vec<T>, d: usize) -> (f64, usize) {
     (sq, clipped)
 }
 
-/// Scalars of one update, in the parameter's type.
-#[derive(Clone, Copy)]
-struct Coef<T> {
-    lr: T,
-    wd: T,
+/// Scalars of one update, in the parameter's type (the CPU's pass and the CUDA kernel take
+/// the same ones).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Coef<T> {
+    pub(crate) lr: T,
+    pub(crate) wd: T,
     /// 1 when noise joins the gradient, else 0.
-    gn: T,
+    pub(crate) gn: T,
     /// Lévy-step scale of the noise after the step, else 0.
-    ls: T,
-    mu: T,
+    pub(crate) ls: T,
+    pub(crate) mu: T,
     /// The direction after momentum: c_dir·dir + c_buf·b (Nesterov: 1, μ; heavy ball: 0, 1).
-    c_dir: T,
-    c_buf: T,
+    pub(crate) c_dir: T,
+    pub(crate) c_buf: T,
+}
+
+impl<T: Elem> Coef<T> {
+    fn of(r: &Rule) -> Self {
+        let (gn, ls) = match r.levy_scale {
+            None => (T::one(), T::zero()),
+            Some(s) => (T::zero(), T::c(s)),
+        };
+        let mu = T::c(r.momentum);
+        let (c_dir, c_buf) = if r.nesterov {
+            (T::one(), mu)
+        } else {
+            (T::zero(), T::one())
+        };
+        Coef {
+            lr: T::c(r.lr),
+            wd: T::c(r.weight_decay),
+            gn,
+            ls,
+            mu,
+            c_dir,
+            c_buf,
+        }
+    }
 }
 
 /// θ ← θ − lr·dir − ls·n with dir = g + λθ + gn·n, through momentum when `MOM`.
@@ -305,25 +330,7 @@ fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> 
     if with_momentum {
         mom.resize(d, T::zero());
     }
-    let (gn, ls) = match r.levy_scale {
-        None => (T::one(), T::zero()),
-        Some(s) => (T::zero(), T::c(s)),
-    };
-    let mu = T::c(r.momentum);
-    let (c_dir, c_buf) = if r.nesterov {
-        (T::one(), mu)
-    } else {
-        (T::zero(), T::one())
-    };
-    let k = Coef {
-        lr: T::c(r.lr),
-        wd: T::c(r.weight_decay),
-        gn,
-        ls,
-        mu,
-        c_dir,
-        c_buf,
-    };
+    let k = Coef::<T>::of(r);
     let noise: &[T] = if has_noise && fused.is_none() {
         noise
     } else {
@@ -623,7 +630,7 @@ pub fn apply_tensors(
 /// The fused update on CUDA (`update_f32` in stable.cu).
 #[cfg(feature = "cuda")]
 mod cuda {
-    use super::{Measured, Rule, State, Stats, noise_law};
+    use super::{Coef, Measured, Rule, State, Stats, clip_bounds, noise_law};
     use crate::optim::stable::Consts;
     use crate::optim::stable_cuda::{UpdateArgs, update, update_blocks};
     use candle_core::{
@@ -700,25 +707,12 @@ mod cuda {
         let n = param.elem_count();
         let grad = grad.contiguous()?;
         let stats = Tensor::zeros(4 + 4 * update_blocks(n) + 1, DType::F64, param.device())?;
-        let (gn, ls) = match rule.levy_scale {
-            None => (1.0, 0.0),
-            Some(s) => (0.0, s as f32),
-        };
-        let mu = rule.momentum as f32;
-        let (c_dir, c_buf) = if rule.nesterov { (1.0, mu) } else { (0.0, 1.0) };
-        let noise = noise_law(rule).map(|(alpha, scale)| (Consts::new(alpha), scale as f32));
         let args = UpdateArgs {
             key: rule.key,
             step: rule.step,
-            noise,
-            clip: rule.clip_coord.map(|m| (m as f32, -m as f32)),
-            lr: rule.lr as f32,
-            wd: rule.weight_decay as f32,
-            gn: if noise.is_some() { gn } else { 0.0 },
-            ls: if noise.is_some() { ls } else { 0.0 },
-            mu,
-            c_dir,
-            c_buf,
+            noise: noise_law(rule).map(|(alpha, scale)| (Consts::new(alpha), scale as f32)),
+            clip: clip_bounds::<f32>(rule),
+            k: Coef::of(rule),
         };
         let momentum = rule.momentum > 0.0;
         let op = Op {

@@ -1,7 +1,8 @@
-//! Launchers for `channels.cu`: per-channel sums and dot products, per-channel affine maps,
-//! batch norm's input gradient, ReLU and its gradient, on NCHW tensors in f32 or f64.
+//! Launchers for `channels.cu` on NCHW tensors in f32 or f64: channel sums, per-channel affine
+//! maps, batch norm's fused training passes, ReLU and its gradient, max pooling and its
+//! routing, softmax cross-entropy.
 
-use super::{Packed, address, alloc_like, err};
+use crate::cuda::{Packed, address, alloc_like, err, ptx_once, zeros_like};
 use candle_core::{CudaStorage, DType, Layout, Result, backend::BackendStorage};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use std::sync::OnceLock;
@@ -10,13 +11,12 @@ const THREADS: u32 = 256;
 
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        cudarc::nvrtc::compile_ptx(include_str!("channels.cu"))
-            .map(|p| p.to_src())
-            .map_err(|e| e.to_string())
-    })
-    .as_deref()
-    .map_err(|e| candle_core::Error::Msg(format!("compiling the channel kernels: {e}")))
+    ptx_once(
+        &PTX,
+        include_str!("channels.cu"),
+        Default::default(),
+        "the channel kernels",
+    )
 }
 
 /// Loads kernel `name` for the dtype of `s` (`CudaFunc` is not public: a macro, not a function).
@@ -126,66 +126,33 @@ fn partials(
     Ok((part, s))
 }
 
-/// Both stages of a channel reduction (see [`partials`]): the sums in order, times `scale`,
-/// written at `out`.
+/// Both stages of a channel reduction of `a` (see [`partials`]): each channel's sum in order,
+/// times `scale`, written at `out`.
 fn reduce(
     a: &Packed<'_>,
-    b: Option<&Packed<'_>>,
     centre: u64,
     out: u64,
     like: &CudaStorage,
     dims: (u32, u32, u32),
     scale: f64,
 ) -> Result<()> {
-    let (part, s) = partials(a, b, centre, like, dims)?;
-    let rows = if b.is_some() { 2 * dims.1 } else { dims.1 };
+    let (part, s) = partials(a, None, centre, like, dims)?;
+    let rows = dims.1;
     let f = kernel!(like, "channel_finish_sums");
     let mut bld = f.builder();
     bld.arg(&part).arg(&out).arg(&rows).arg(&s).arg(&scale);
     launch(&mut bld, elementwise(rows as usize)?)
 }
 
-/// `[k, C]` for `k` passes: each channel's Σx (`mean` false) or, with `mean`, its mean and
-/// biased variance (the variance from the deviations, as on the CPU).
-pub(crate) fn sums(s: &CudaStorage, l: &Layout, mean: bool) -> Result<CudaStorage> {
+/// `[C]`: each channel's Σx.
+pub(crate) fn sums(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
     let dims = nchw(l)?;
-    let (n, c, plane) = dims;
     let x = Packed::new(s, l)?;
-    let rows = if mean { 2 } else { 1 };
-    let out = alloc_like(s, s.dtype(), rows * c as usize)?;
-    let stream = s.device.cuda_stream();
-    let scale = if mean {
-        1.0 / f64::from((n * plane).max(1))
-    } else {
-        1.0
-    };
+    let out = alloc_like(s, s.dtype(), dims.1 as usize)?;
     {
-        let (pm, _gm) = address(&out, 0, &stream)?;
-        reduce(&x, None, 0, pm, s, dims, scale)?;
-        if mean {
-            let (pv, _gv) = address(&out, c as usize, &stream)?;
-            reduce(&x, None, pm, pv, s, dims, scale)?;
-        }
-    }
-    Ok(out)
-}
-
-/// `[2, C]`: each channel's Σdy and Σdy·x.
-pub(crate) fn sums_and_dots(
-    dy: (&CudaStorage, &Layout),
-    x: (&CudaStorage, &Layout),
-) -> Result<CudaStorage> {
-    let dims = nchw(dy.1)?;
-    one_dtype("batch-norm sums", dy.0, &[Some(x.0)])?;
-    if dy.1.dims() != x.1.dims() {
-        candle_core::bail!("batch-norm sums: {:?} and {:?}", dy.1.dims(), x.1.dims());
-    }
-    let (g, v) = (Packed::new(dy.0, dy.1)?, Packed::new(x.0, x.1)?);
-    let out = alloc_like(dy.0, dy.0.dtype(), 2 * dims.1 as usize)?;
-    {
-        let stream = dy.0.device.cuda_stream();
+        let stream = s.device.cuda_stream();
         let (po, _go) = address(&out, 0, &stream)?;
-        reduce(&g, Some(&v), 0, po, dy.0, dims, 1.0)?;
+        reduce(&x, 0, po, s, dims, 1.0)?;
     }
     Ok(out)
 }
@@ -389,7 +356,7 @@ pub(crate) fn bn_train_stats(
     {
         let stream = z.0.device.cuda_stream();
         let (pm, _a) = address(&out, 0, &stream)?;
-        reduce(&x, None, 0, pm, z.0, dims, 1.0 / m.max(1.0))?;
+        reduce(&x, 0, pm, z.0, dims, 1.0 / m.max(1.0))?;
         let (part, s) = partials(&x, None, pm, z.0, dims)?;
         let (pg, _b) = g.ptr(&stream)?;
         let (pb, _c) = b.ptr(&stream)?;
@@ -473,18 +440,9 @@ pub(crate) fn pool2(
         a.map(|(s, l)| Packed::new(s, l)).transpose()?,
     );
     let len = if way == 1 { n * c * h * w } else { windows };
+    // scattering leaves zeros outside the maxima (and in a dropped odd row or column)
     let out = if way == 1 {
-        let stream = x.0.device.cuda_stream();
-        match x.0.dtype() {
-            DType::F32 => CudaStorage::wrap_cuda_slice(
-                stream.alloc_zeros::<f32>(len.max(1)).map_err(err)?,
-                x.0.device.clone(),
-            ),
-            _ => CudaStorage::wrap_cuda_slice(
-                stream.alloc_zeros::<f64>(len.max(1)).map_err(err)?,
-                x.0.device.clone(),
-            ),
-        }
+        zeros_like(x.0, x.0.dtype(), len)?
     } else {
         alloc_like(x.0, x.0.dtype(), len)?
     };

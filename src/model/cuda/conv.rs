@@ -4,11 +4,11 @@
 //! once per shape, not per call) and one workspace that grows to the largest plan's.
 //! Algorithms are chosen among the deterministic ones by default, so a run repeats bit for bit.
 
-use super::{Packed, err};
+use crate::cuda::{Packed, address, alloc_like, err};
 use crate::model::conv::Geom;
 use candle_core::{CudaStorage, DType, Layout, Result, backend::BackendStorage};
 use cudarc::cudnn::{result as dnn, sys};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtrMut};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
@@ -169,78 +169,48 @@ fn make_plan(h: sys::cudnnHandle_t, op: Op, g: &Geom, dtype: DType, tf32: bool) 
             .map_err(err)?;
         dnn::set_convolution_math_type(conv.0, math).map_err(err)?;
     }
-    let mut count: c_int = 0;
+    // The algorithms cuDNN ranks for the op (each op has its own query and perf-record type,
+    // the descriptors in the order the op takes them), one picked, and its workspace size.
+    macro_rules! choose {
+        ($perf:ty, $variant:ident, $what:expr, $query:path, $size:path, ($($d:expr),*)) => {{
+            let mut count: c_int = 0;
+            let mut r = [std::mem::zeroed::<$perf>(); 8];
+            $query(h, $($d),*, 8, &mut count, r.as_mut_ptr()).map_err(err)?;
+            let found: Vec<_> = r[..count as usize]
+                .iter()
+                .map(|p| (p.algo, p.status, p.determinism))
+                .collect();
+            let a = pick($what, &found)?;
+            (Algo::$variant(a), $size(h, $($d),*, a).map_err(err)?)
+        }};
+    }
+    // SAFETY: live handle and descriptors; `r` holds the 8 records asked for.
     let (algo, workspace) = unsafe {
         match op {
-            Op::Forward => {
-                let mut r = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 8];
-                dnn::get_convolution_forward_algorithm(
-                    h,
-                    x.0,
-                    w.0,
-                    conv.0,
-                    y.0,
-                    8,
-                    &mut count,
-                    r.as_mut_ptr(),
-                )
-                .map_err(err)?;
-                let r: Vec<_> = r[..count as usize]
-                    .iter()
-                    .map(|p| (p.algo, p.status, p.determinism))
-                    .collect();
-                let a = pick("the forward convolution", &r)?;
-                let ws = dnn::get_convolution_forward_workspace_size(h, x.0, w.0, conv.0, y.0, a)
-                    .map_err(err)?;
-                (Algo::Forward(a), ws)
-            }
-            Op::Data => {
-                let mut r = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 8];
-                dnn::get_convolution_backward_data_algorithm(
-                    h,
-                    w.0,
-                    y.0,
-                    conv.0,
-                    x.0,
-                    8,
-                    &mut count,
-                    r.as_mut_ptr(),
-                )
-                .map_err(err)?;
-                let r: Vec<_> = r[..count as usize]
-                    .iter()
-                    .map(|p| (p.algo, p.status, p.determinism))
-                    .collect();
-                let a = pick("the input gradient", &r)?;
-                let ws =
-                    dnn::get_convolution_backward_data_workspace_size(h, w.0, y.0, conv.0, x.0, a)
-                        .map_err(err)?;
-                (Algo::Data(a), ws)
-            }
-            Op::Filter => {
-                let mut r = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 8];
-                dnn::get_convolution_backward_filter_algorithm(
-                    h,
-                    x.0,
-                    y.0,
-                    conv.0,
-                    w.0,
-                    8,
-                    &mut count,
-                    r.as_mut_ptr(),
-                )
-                .map_err(err)?;
-                let r: Vec<_> = r[..count as usize]
-                    .iter()
-                    .map(|p| (p.algo, p.status, p.determinism))
-                    .collect();
-                let a = pick("the kernel gradient", &r)?;
-                let ws = dnn::get_convolution_backward_filter_workspace_size(
-                    h, x.0, y.0, conv.0, w.0, a,
-                )
-                .map_err(err)?;
-                (Algo::Filter(a), ws)
-            }
+            Op::Forward => choose!(
+                sys::cudnnConvolutionFwdAlgoPerf_t,
+                Forward,
+                "the forward convolution",
+                dnn::get_convolution_forward_algorithm,
+                dnn::get_convolution_forward_workspace_size,
+                (x.0, w.0, conv.0, y.0)
+            ),
+            Op::Data => choose!(
+                sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                Data,
+                "the input gradient",
+                dnn::get_convolution_backward_data_algorithm,
+                dnn::get_convolution_backward_data_workspace_size,
+                (w.0, y.0, conv.0, x.0)
+            ),
+            Op::Filter => choose!(
+                sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                Filter,
+                "the kernel gradient",
+                dnn::get_convolution_backward_filter_algorithm,
+                dnn::get_convolution_backward_filter_workspace_size,
+                (x.0, y.0, conv.0, w.0)
+            ),
         }
     };
     Ok(Plan {
@@ -303,88 +273,72 @@ pub(crate) fn run(
         }
         let ws = c.workspace.as_mut().expect("allocated above");
         let ws_len = ws.len();
-        macro_rules! go {
-            ($t:ty) => {{
-                // SAFETY: cuDNN writes every element of the output.
-                let mut out = unsafe { stream.alloc::<$t>(out_len) }.map_err(err)?;
-                let (one, zero): ($t, $t) = (1.0, 0.0);
-                let va = pa.view::<$t>()?;
-                let vb = pb.view::<$t>()?;
-                {
-                    let (pa, _ra) = va.device_ptr(&stream);
-                    let (pb, _rb) = vb.device_ptr(&stream);
-                    let (po, _ro) = out.device_ptr_mut(&stream);
-                    let (pw, _rw) = ws.device_ptr_mut(&stream);
-                    let (one, zero) = (
-                        &one as *const $t as *const c_void,
-                        &zero as *const $t as *const c_void,
-                    );
-                    let (pa, pb, po, pw) = (
-                        pa as *const c_void,
-                        pb as *const c_void,
-                        po as *mut c_void,
-                        pw as *mut c_void,
-                    );
-                    // SAFETY: the descriptors describe the packed operands and the output
-                    // allocated above; the workspace holds at least the plan's size.
-                    unsafe {
-                        match plan.algo {
-                            Algo::Forward(al) => dnn::convolution_forward(
-                                c.handle,
-                                one,
-                                plan.x.0,
-                                pa,
-                                plan.w.0,
-                                pb,
-                                plan.conv.0,
-                                al,
-                                pw,
-                                ws_len,
-                                zero,
-                                plan.y.0,
-                                po,
-                            ),
-                            Algo::Data(al) => dnn::convolution_backward_data(
-                                c.handle,
-                                one,
-                                plan.w.0,
-                                pb,
-                                plan.y.0,
-                                pa,
-                                plan.conv.0,
-                                al,
-                                pw,
-                                ws_len,
-                                zero,
-                                plan.x.0,
-                                po,
-                            ),
-                            Algo::Filter(al) => dnn::convolution_backward_filter(
-                                c.handle,
-                                one,
-                                plan.x.0,
-                                pa,
-                                plan.y.0,
-                                pb,
-                                plan.conv.0,
-                                al,
-                                pw,
-                                ws_len,
-                                zero,
-                                plan.w.0,
-                                po,
-                            ),
-                        }
-                    }
-                    .map_err(err)?;
+        // cuDNN's scaling factors have the data's type for f32 and f64
+        let (one, zero): (*const c_void, *const c_void) = match dtype {
+            DType::F32 => (&1f32 as *const f32 as _, &0f32 as *const f32 as _),
+            _ => (&1f64 as *const f64 as _, &0f64 as *const f64 as _),
+        };
+        let out = alloc_like(a.0, dtype, out_len)?;
+        {
+            let (pa, _ra) = pa.ptr(&stream)?;
+            let (pb, _rb) = pb.ptr(&stream)?;
+            let (po, _ro) = address(&out, 0, &stream)?;
+            let (pw, _rw) = ws.device_ptr_mut(&stream);
+            let (pa, pb) = (pa as *const c_void, pb as *const c_void);
+            let (po, pw) = (po as *mut c_void, pw as *mut c_void);
+            // SAFETY: the descriptors describe the packed operands and the output allocated
+            // above (cuDNN writes all of it); the workspace holds at least the plan's size.
+            unsafe {
+                match plan.algo {
+                    Algo::Forward(al) => dnn::convolution_forward(
+                        c.handle,
+                        one,
+                        plan.x.0,
+                        pa,
+                        plan.w.0,
+                        pb,
+                        plan.conv.0,
+                        al,
+                        pw,
+                        ws_len,
+                        zero,
+                        plan.y.0,
+                        po,
+                    ),
+                    Algo::Data(al) => dnn::convolution_backward_data(
+                        c.handle,
+                        one,
+                        plan.w.0,
+                        pb,
+                        plan.y.0,
+                        pa,
+                        plan.conv.0,
+                        al,
+                        pw,
+                        ws_len,
+                        zero,
+                        plan.x.0,
+                        po,
+                    ),
+                    Algo::Filter(al) => dnn::convolution_backward_filter(
+                        c.handle,
+                        one,
+                        plan.x.0,
+                        pa,
+                        plan.y.0,
+                        pb,
+                        plan.conv.0,
+                        al,
+                        pw,
+                        ws_len,
+                        zero,
+                        plan.w.0,
+                        po,
+                    ),
                 }
-                Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
-            }};
+            }
+            .map_err(err)?;
         }
-        match dtype {
-            DType::F32 => go!(f32),
-            DType::F64 => go!(f64),
-            dt => candle_core::bail!("conv2d on CUDA: f32 or f64, not {dt:?}"),
-        }
+        Ok(out)
     })
 }
