@@ -2,7 +2,11 @@
 //! f32, batch 128, synthetic learnable data, a fixed pool of 16 batches cycled.
 //!
 //! Protocol: `warmup` untimed calls, then `reps` repetitions of `steps` calls each; the
-//! headline is the median rate over repetitions.
+//! headline is the median rate over repetitions. A workload measured against its model's SGD
+//! step (an AHTSGD step, an H·v, power iteration) times that SGD step too, in the same process
+//! and in alternation with its own repetitions (A B, B A, A B, ...), and reports the median of
+//! the per-pair ratios: on a shared machine whose speed drifts, a ratio of two medians taken
+//! minutes apart in different processes is far noisier than the ratio of neighbours.
 
 use crate::check::{Options, check_text};
 use crate::model::{self, Model};
@@ -112,6 +116,9 @@ pub struct BenchResult {
     pub steps_per_s: f64,
     pub ms_per_step: f64,
     pub rates: Vec<f64>,
+    /// Time per call over the SGD step of the same model, paired repetition by repetition
+    /// (the median of the ratios); `None` for the SGD steps themselves and workloads without one.
+    pub vs_sgd: Option<f64>,
 }
 
 fn spec(text: &str) -> Obj {
@@ -149,26 +156,62 @@ fn batches(shape: &[usize], dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
         .collect()
 }
 
-fn time(p: &Protocol, dev: &Device, mut call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    for _ in 0..p.warmup {
+fn time(p: &Protocol, dev: &Device, call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    Ok(time_paired(p, dev, call, None::<fn() -> Result<()>>)?.0)
+}
+
+/// One repetition: calls per second.
+fn rate(p: &Protocol, dev: &Device, call: &mut impl FnMut() -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..p.steps {
         call()?;
     }
+    // device work is asynchronous: wait for it before reading the clock
     dev.synchronize()?;
-    let mut rates = Vec::with_capacity(p.reps);
-    for _ in 0..p.reps {
-        let t = Instant::now();
-        for _ in 0..p.steps {
-            call()?;
+    Ok(p.steps as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Times `call`, and `base` (if any) in alternation with it: the rates of each, repetition by
+/// repetition.
+fn time_paired(
+    p: &Protocol,
+    dev: &Device,
+    mut call: impl FnMut() -> Result<()>,
+    mut base: Option<impl FnMut() -> Result<()>>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    for _ in 0..p.warmup {
+        call()?;
+        if let Some(b) = base.as_mut() {
+            b()?;
         }
-        // device work is asynchronous: wait for it before reading the clock
-        dev.synchronize()?;
-        rates.push(p.steps as f64 / t.elapsed().as_secs_f64());
     }
-    Ok(rates)
+    dev.synchronize()?;
+    let (mut rates, mut base_rates) = (Vec::with_capacity(p.reps), Vec::with_capacity(p.reps));
+    for r in 0..p.reps {
+        match base.as_mut() {
+            // alternate which goes first, so a steady drift favours neither
+            Some(b) if r % 2 == 1 => {
+                base_rates.push(rate(p, dev, b)?);
+                rates.push(rate(p, dev, &mut call)?);
+            }
+            Some(b) => {
+                rates.push(rate(p, dev, &mut call)?);
+                base_rates.push(rate(p, dev, b)?);
+            }
+            None => rates.push(rate(p, dev, &mut call)?),
+        }
+    }
+    Ok((rates, base_rates))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Runs one workload.
 pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result<BenchResult> {
+    let mut base_rates = Vec::new();
     let mut rates = match workload {
         "sampler" => {
             const N: usize = 10_000_000;
@@ -271,13 +314,13 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             } else {
                 ("mlp { hidden = [256, 256], init = default }", &[784])
             };
-            let m = Model::build(&spec(model_text), shape, 10, DType::F32, dev, 0)
+            let m = &Model::build(&spec(model_text), shape, 10, DType::F32, dev, 0)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let data = batches(shape, dev)?;
-            let mut i = 0usize;
-            let mut next = || {
-                i = (i + 1) % data.len();
-                data[i].clone()
+            let i = std::cell::Cell::new(0usize);
+            let next = || {
+                i.set((i.get() + 1) % data.len());
+                data[i.get()].clone()
             };
             let noise = match w {
                 "mlp-ahtsgd-fixed" | "resnet18-ahtsgd-fixed" => {
@@ -304,61 +347,105 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             )?;
             let vars = m.vars();
             let mut step = 0u64;
-            match w {
-                "resnet18-grads" => time(p, dev, || {
+            // the model's SGD step, timed beside every workload but the SGD steps themselves
+            let base = if w.ends_with("-sgd") {
+                None
+            } else {
+                let mut sgd = AhtSgd::new(
+                    m.params.clone(),
+                    ParamsAhtSgd {
+                        lr: 0.1,
+                        sigma: 0.01,
+                        noise: NoiseKind::None,
+                        ..Default::default()
+                    },
+                )?;
+                Some(move || {
                     let (x, y) = next();
-                    m.loss_grads_deferred(&x, &y)?;
-                    Ok(())
-                })?,
-                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" => time(p, dev, || {
-                    let (x, y) = next();
-                    let v: Vec<Tensor> = vars
-                        .iter()
-                        .map(|v| v.as_tensor().ones_like())
-                        .collect::<Result<_>>()?;
-                    if w == "mlp-hvp-graph" {
-                        let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
-                        sharpness::hvp(&loss, &vars, &v)?;
-                    } else {
-                        m.hessian(&x, &y)?.hvp(&v)?;
-                    }
-                    Ok(())
-                })?,
-                "mlp-power-iter" => time(p, dev, || {
-                    let (x, y) = next();
-                    let mut h = m.hessian(&x, &y)?;
-                    sharpness::power_iteration_with(h.as_mut(), &vars, 10, 0.0, None, 0)?;
-                    Ok(())
-                })?,
-                _ => time(p, dev, || {
-                    let (x, y) = next();
-                    if w == "mlp-ahtsgd-adaptive" && step.is_multiple_of(50) {
-                        let mut h = m.hessian(&x, &y)?;
-                        let r = sharpness::power_iteration_with(
-                            h.as_mut(),
-                            &vars,
-                            10,
-                            0.0,
-                            None,
-                            step,
-                        )?;
-                        opt.observe_sharpness(r.lambda);
-                    }
                     let (_, grads) = m.loss_grads_deferred(&x, &y)?;
-                    opt.step(&grads, 0.0, 0.0)
+                    sgd.step(&grads, 0.0, 0.0)
                         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                    step += 1;
                     Ok(())
-                })?,
-            }
+                })
+            };
+            let (rates, paired) = match w {
+                "resnet18-grads" => time_paired(
+                    p,
+                    dev,
+                    || {
+                        let (x, y) = next();
+                        m.loss_grads_deferred(&x, &y)?;
+                        Ok(())
+                    },
+                    base,
+                )?,
+                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" => time_paired(
+                    p,
+                    dev,
+                    || {
+                        let (x, y) = next();
+                        let v: Vec<Tensor> = vars
+                            .iter()
+                            .map(|v| v.as_tensor().ones_like())
+                            .collect::<Result<_>>()?;
+                        if w == "mlp-hvp-graph" {
+                            let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                            sharpness::hvp(&loss, &vars, &v)?;
+                        } else {
+                            m.hessian(&x, &y)?.hvp(&v)?;
+                        }
+                        Ok(())
+                    },
+                    base,
+                )?,
+                "mlp-power-iter" => time_paired(
+                    p,
+                    dev,
+                    || {
+                        let (x, y) = next();
+                        let mut h = m.hessian(&x, &y)?;
+                        sharpness::power_iteration_with(h.as_mut(), &vars, 10, 0.0, None, 0)?;
+                        Ok(())
+                    },
+                    base,
+                )?,
+                _ => time_paired(
+                    p,
+                    dev,
+                    || {
+                        let (x, y) = next();
+                        if w == "mlp-ahtsgd-adaptive" && step.is_multiple_of(50) {
+                            let mut h = m.hessian(&x, &y)?;
+                            let r = sharpness::power_iteration_with(
+                                h.as_mut(),
+                                &vars,
+                                10,
+                                0.0,
+                                None,
+                                step,
+                            )?;
+                            opt.observe_sharpness(r.lambda);
+                        }
+                        let (_, grads) = m.loss_grads_deferred(&x, &y)?;
+                        opt.step(&grads, 0.0, 0.0)
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                        step += 1;
+                        Ok(())
+                    },
+                    base,
+                )?,
+            };
+            base_rates = paired;
+            rates
         }
     };
     rates
         .iter_mut()
         .for_each(|r| *r = if r.is_finite() { *r } else { 0.0 });
-    let mut sorted = rates.clone();
-    sorted.sort_by(f64::total_cmp);
-    let med = sorted[sorted.len() / 2];
+    let med = median(rates.clone());
+    // time per call over the SGD step's, pair by pair
+    let vs_sgd = (!base_rates.is_empty())
+        .then(|| median(rates.iter().zip(&base_rates).map(|(r, b)| b / r).collect()));
     Ok(BenchResult {
         workload: workload.to_string(),
         threads,
@@ -370,6 +457,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
         steps_per_s: med,
         ms_per_step: 1000.0 / med,
         rates,
+        vs_sgd,
     })
 }
 

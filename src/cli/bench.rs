@@ -131,6 +131,7 @@ pub fn run(args: BenchArgs) -> i32 {
                             steps_per_s: v["steps_per_s"].as_f64().unwrap_or(0.0),
                             ms_per_step: v["ms_per_step"].as_f64().unwrap_or(0.0),
                             rates: Vec::new(),
+                            vs_sgd: v["vs_sgd"].as_f64(),
                         });
                     }
                     Err(e) => {
@@ -176,7 +177,12 @@ fn print_table(results: &[BenchResult]) {
         } else {
             None
         };
-        let ratio = reference.map_or(String::from("-"), |b| format!("{:.2}", r.ms_per_step / b));
+        // the paired ratio where the workload timed its SGD step beside itself
+        let ratio = match (r.vs_sgd, reference) {
+            (Some(v), _) => format!("{v:.2}"),
+            (None, Some(b)) => format!("{:.2}", r.ms_per_step / b),
+            (None, None) => String::from("-"),
+        };
         println!(
             "{:<22} {:>8} {:>14.1} {:>12.3} {:>16}",
             r.workload, r.threads, r.steps_per_s, r.ms_per_step, ratio

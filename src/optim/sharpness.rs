@@ -90,12 +90,42 @@ pub fn hvp(loss: &Tensor, vars: &[Var], v: &[Tensor]) -> Result<Vec<Tensor>> {
 fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for (x, y) in a.iter().zip(b) {
-        s += (x * y)?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
+        s += match cpu_dot(x, y) {
+            Some(d) => d,
+            None => (x * y)?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?,
+        };
     }
     Ok(s)
+}
+
+/// Σx·y of two contiguous CPU tensors of one float type, in one pass in f64 with no product
+/// tensor (`None` for anything else).
+fn cpu_dot(x: &Tensor, y: &Tensor) -> Option<f64> {
+    use super::update::dot as d;
+    use candle_core::{CpuStorage as C, Storage as S};
+    let (sx, lx) = x.storage_and_layout();
+    let (a0, a1) = lx.contiguous_offsets()?;
+    if x.id() == y.id() {
+        // one lock for x·x
+        return match &*sx {
+            S::Cpu(C::F32(v)) => Some(d(&v[a0..a1], &v[a0..a1])),
+            S::Cpu(C::F64(v)) => Some(d(&v[a0..a1], &v[a0..a1])),
+            _ => None,
+        };
+    }
+    let (sy, ly) = y.storage_and_layout();
+    let (b0, b1) = ly.contiguous_offsets()?;
+    if a1 - a0 != b1 - b0 {
+        return None;
+    }
+    match (&*sx, &*sy) {
+        (S::Cpu(C::F32(u)), S::Cpu(C::F32(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
+        (S::Cpu(C::F64(u)), S::Cpu(C::F64(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
+        _ => None,
+    }
 }
 
 /// Σa·b over parameter lists as an f64 scalar tensor, left where the tensors are.

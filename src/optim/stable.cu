@@ -5,17 +5,15 @@
 // that draws its noise in place (update_f32).
 
 #define PI_F 3.14159265358979323846f
-#define FRAC_PI_2_F 1.57079632679489661923f
 #define LN_2_F 0.69314718055994530942f
 #define LOG2_E_F 1.44269504088896340736f
 
 __device__ __forceinline__ float sin_q(float x) {
     float x2 = x * x;
-    float p = -2.5052108e-8f;
-    p = fmaf(p, x2, 2.7557319e-6f);
-    p = fmaf(p, x2, -1.984127e-4f);
-    p = fmaf(p, x2, 8.333333e-3f);
-    p = fmaf(p, x2, -1.6666667e-1f);
+    float p = 2.60578e-6f;
+    p = fmaf(p, x2, -1.9809602e-4f);
+    p = fmaf(p, x2, 8.3330665e-3f);
+    p = fmaf(p, x2, -1.666666e-1f);
     return fmaf(x * x2, p, x);
 }
 
@@ -25,52 +23,45 @@ __device__ __forceinline__ float ln_q(float x) {
     float e = (float)(((int)t) >> 23);
     float m = __uint_as_float((t & 0x007fffffu) + 0x3f3504f3u);
     float y = m - 1.0f;
-    float q = 0.087439453f;
-    q = fmaf(q, y, -0.1437733f);
-    q = fmaf(q, y, 0.14949095f);
-    q = fmaf(q, y, -0.16560696f);
-    q = fmaf(q, y, 0.19956978f);
-    q = fmaf(q, y, -0.25002155f);
-    q = fmaf(q, y, 0.33334184f);
-    q = fmaf(q, y, -0.49999988f);
-    q = fmaf(q, y, 0.999999974f);
+    float y2 = y * y;
+    float y4 = y2 * y2;
+    float a0 = fmaf(-0.49999988f, y, 0.999999974f);
+    float a1 = fmaf(-0.25002155f, y, 0.33334184f);
+    float a2 = fmaf(-0.16560696f, y, 0.19956978f);
+    float a3 = fmaf(-0.1437733f, y, 0.14949095f);
+    float b0 = fmaf(a1, y2, a0);
+    float b1 = fmaf(a3, y2, a2);
+    float q = fmaf(fmaf(0.087439453f, y4, b1), y4, b0);
     return fmaf(e, LN_2_F, y * q);
 }
 
 __device__ __forceinline__ float exp_q(float y) {
-    y = fminf(fmaxf(y, -87.0f), 88.0f);
-    float n = roundf(y * LOG2_E_F);
+    float shifted = fmaf(y, LOG2_E_F, 12582912.0f);
+    float n = shifted - 12582912.0f;
     float r = fmaf(-n, 0.69314575f, y);
     r = fmaf(-n, 1.4286068e-6f, r);
-    float p = 1.0f / 720.0f;
-    p = fmaf(p, r, 1.0f / 120.0f);
-    p = fmaf(p, r, 1.0f / 24.0f);
-    p = fmaf(p, r, 1.0f / 6.0f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    unsigned int nb = __float_as_uint(n + 12582912.0f) - 0x4b400000u;
-    return p * __uint_as_float((nb + 127u) << 23);
+    float r2 = r * r;
+    float s01 = fmaf(4.999915e-1f, r, 9.999997e-1f);
+    float s23 = fmaf(4.189793e-2f, r, 1.6667636e-1f);
+    float p = fmaf(fmaf(fmaf(8.290316e-3f, r2, s23), r2, s01), r, 1.0f);
+    return p * __uint_as_float((__float_as_uint(shifted) + (127u - 0x4b400000u)) << 23);
 }
 
-__device__ __forceinline__ float cms(float alpha, float inv_alpha, float ratio, float a_head,
-                                     unsigned int w1, unsigned int w2) {
-    const float scale = 1.0f / 16777216.0f;
+__device__ __forceinline__ float cms(float alpha, float ratio, float a_head, unsigned int w1,
+                                     unsigned int w2) {
+    const float pi_24 = PI_F / 16777216.0f, pi_25 = PI_F / 33554432.0f;
     unsigned int i1 = w1 >> 8, i2 = w2 >> 9;
-    float u2 = ((float)i2 + 0.5f) * (2.0f * scale);
-    float sign = i1 < (1u << 23) ? -1.0f : 1.0f;
-    unsigned int lo = min(i1, (1u << 24) - 1u - i1);
-    float t = PI_F * ((float)lo + 0.5f) * scale;
-    int centred = 2 * (int)i1 + 1 - (1 << 24);
-    float abs_u = PI_F * (float)(centred < 0 ? -centred : centred) * (0.5f * scale);
+    float u2 = fmaf((float)i2, 1.0f / 8388608.0f, 1.0f / 16777216.0f);
+    float lo = (float)min(i1, (1u << 24) - 1u - i1);
+    float t = fmaf(lo, pi_24, pi_25);
+    float abs_u = pi_25 * fmaf(lo, -2.0f, 16777215.0f);
     float cos_u = sin_q(t);
-    float a_small = fminf(alpha * abs_u, a_head + alpha * t);
-    float sin_a = sin_q(fmaxf(a_small, 0.0f));
-    float t2 = a_head + (alpha - 1.0f) * t;
-    float cos_b = sin_q(fminf(t2, FRAC_PI_2_F));
-    float w = -ln_q(u2);
-    float lx = fmaf(-inv_alpha, ln_q(cos_u), ratio * ln_q(cos_b / w));
-    return sign * sin_a * exp_q(lx);
+    float sin_a = sin_q(fminf(alpha * abs_u, fmaf(alpha, t, a_head)));
+    float cos_b = sin_q(fmaf(alpha - 1.0f, t, a_head));
+    float ln_u2 = ln_q(u2);
+    float q = -1.0f / (ln_u2 * cos_u);
+    float minus_abs = (sin_a * ln_u2 * q) * exp_q(ratio * ln_q(cos_b * q));
+    return __uint_as_float(__float_as_uint(minus_abs) ^ (w1 & 0x80000000u));
 }
 
 // Philox4x32-10 block j of stream (key, step): the words of draws 2j and 2j + 1.
@@ -99,14 +90,14 @@ __device__ __forceinline__ void philox(unsigned long long j, unsigned int key0, 
 
 extern "C" __global__ void stable_fill_f32(float *out, unsigned long long n, unsigned int key0,
                                            unsigned int key1, unsigned long long step,
-                                           float alpha, float inv_alpha, float ratio,
+                                           float alpha, float ratio,
                                            float a_head) {
     unsigned long long j = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (2 * j >= n) return;
     unsigned int w[4];
     philox(j, key0, key1, step, w);
-    out[2 * j] = cms(alpha, inv_alpha, ratio, a_head, w[0], w[1]);
-    if (2 * j + 1 < n) out[2 * j + 1] = cms(alpha, inv_alpha, ratio, a_head, w[2], w[3]);
+    out[2 * j] = cms(alpha, ratio, a_head, w[0], w[1]);
+    if (2 * j + 1 < n) out[2 * j + 1] = cms(alpha, ratio, a_head, w[2], w[3]);
 }
 
 #define UPDATE_THREADS 256
@@ -133,8 +124,8 @@ __device__ double update_block_sum(double v) {
 // The final slot counts finished blocks.
 extern "C" __global__ void update_f32(float *p, const float *g, float *m, unsigned long long n,
                                       unsigned int key0, unsigned int key1,
-                                      unsigned long long step, float alpha, float inv_alpha,
-                                      float ratio, float a_head, int noise, float scale,
+                                      unsigned long long step, float alpha, float ratio,
+                                      float a_head, int noise, float scale,
                                       int clip, float hi, float lo, float lr, float wd, float gn,
                                       float ls, float mu, float c_dir, float c_buf,
                                       double *stats) {
@@ -146,8 +137,8 @@ extern "C" __global__ void update_f32(float *p, const float *g, float *m, unsign
         if (noise) {
             unsigned int w[4];
             philox(j, key0, key1, step, w);
-            draw[0] = cms(alpha, inv_alpha, ratio, a_head, w[0], w[1]);
-            draw[1] = cms(alpha, inv_alpha, ratio, a_head, w[2], w[3]);
+            draw[0] = cms(alpha, ratio, a_head, w[0], w[1]);
+            draw[1] = cms(alpha, ratio, a_head, w[2], w[3]);
         }
         for (int k = 0; k < 2; k++) {
             unsigned long long i = 2 * j + k;

@@ -47,7 +47,6 @@ pub fn fill(
     b.arg(&key[1]);
     b.arg(&step);
     b.arg(&k.alpha);
-    b.arg(&k.inv_alpha);
     b.arg(&k.ratio);
     b.arg(&k.a_head);
     // SAFETY: the argument list matches `stable_fill_f32` in stable.cu, and the kernel writes
@@ -113,10 +112,7 @@ pub(crate) fn update(
     let mut b = func.builder();
     b.arg(pslice).arg(&gp).arg(&mp0).arg(&n64);
     b.arg(&a.key[0]).arg(&a.key[1]).arg(&a.step);
-    b.arg(&k.alpha)
-        .arg(&k.inv_alpha)
-        .arg(&k.ratio)
-        .arg(&k.a_head);
+    b.arg(&k.alpha).arg(&k.ratio).arg(&k.a_head);
     b.arg(&noise).arg(&scale).arg(&clip).arg(&hi).arg(&lo);
     let k = &a.k;
     b.arg(&k.lr)

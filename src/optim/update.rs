@@ -62,12 +62,16 @@ pub struct State {
     pub noise_f64: Vec<f64>,
 }
 
+/// Partial sums of the f64 reductions: eight AVX-512 vectors, enough to hide the latency of
+/// their additions (with two, the sums ran at a quarter of the adder's rate).
+const LANES: usize = 64;
+
 macro_rules! sum_sq_lanes {
     ($t:ty) => {
         #[inline(always)]
         fn sum_sq_chunk(c: &[$t]) -> f64 {
-            let mut acc = [0f64; 16];
-            let mut lanes = c.chunks_exact(16);
+            let mut acc = [0f64; LANES];
+            let mut lanes = c.chunks_exact(LANES);
             for l in &mut lanes {
                 for (a, &v) in acc.iter_mut().zip(l) {
                     let v = v as f64;
@@ -80,11 +84,13 @@ macro_rules! sum_sq_lanes {
     };
 }
 
-pub(crate) trait Elem: WithDType + num_traits::Float + Send + Sync + Copy {
+pub(crate) trait Elem:
+    WithDType + num_traits::Float + Into<f64> + Send + Sync + Copy
+{
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [Self]);
     /// Draws `first..first + out.len()` on the calling thread (`first` even).
     fn fill_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [Self]);
-    /// Σx² of a slice in f64, in a fixed order (16 lanes).
+    /// Σx² of a slice in f64, in a fixed order ([`LANES`] lanes).
     fn sum_sq_chunk(c: &[Self]) -> f64;
     fn buffers(state: &mut State) -> (&mut Vec<Self>, &mut Vec<Self>);
     fn c(x: f64) -> Self {
@@ -118,13 +124,48 @@ impl Elem for f64 {
     }
 }
 
-/// Σx² of a slice in f64, in parallel (non-finite entries make it non-finite).
+/// Σx² of a slice in f64, in parallel (non-finite entries make it non-finite); the chunks' sums
+/// are added in chunk order, so any thread count gives the same bits.
 fn sum_sq<T: Elem>(x: &[T]) -> f64 {
-    x.par_chunks(CHUNK).map(chunk_sum_sq_best).sum()
+    in_order(x.par_chunks(CHUNK).map(chunk_sum_sq_best).collect())
 }
 
-/// Σx² of one chunk with 16 independent partial sums in f64 (an in-order float sum would not
-/// vectorise).
+/// Σ of per-chunk figures, in chunk order.
+fn in_order(parts: Vec<f64>) -> f64 {
+    parts.iter().sum()
+}
+
+/// Σa·b of two slices of the same length in f64, in parallel, the same bits on any thread count.
+pub(crate) fn dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    in_order(
+        a.par_chunks(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .map(|(x, y)| chunk_dot_best(x, y))
+            .collect(),
+    )
+}
+
+/// Σa·b of one chunk with [`LANES`] independent partial sums in f64 (products of f32 are exact).
+#[inline(always)]
+fn chunk_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let (la, lb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = (la.remainder().iter().zip(lb.remainder()))
+        .map(|(&x, &y)| x.into() * y.into())
+        .sum();
+    for (x, y) in la.zip(lb) {
+        for ((s, &u), &v) in acc.iter_mut().zip(x).zip(y) {
+            *s += u.into() * v.into();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+crate::simd::multiversion!(fn chunk_dot_best<T: Elem>(a: &[T], b: &[T]) -> f64 = chunk_dot);
+
+/// Σx² of one chunk with [`LANES`] independent partial sums in f64 (an in-order float sum would
+/// not vectorise).
 #[inline(always)]
 fn chunk_sum_sq<T: Elem>(c: &[T]) -> f64 {
     T::sum_sq_chunk(c)
@@ -352,17 +393,20 @@ fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> 
     };
     let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).enumerate();
     let init = || Vec::with_capacity(if fused.is_some() { CHUNK } else { 0 });
-    let join = |a: (bool, f64, usize), b: (bool, f64, usize)| (a.0 | b.0, a.1 + b.1, a.2 + b.2);
-    let (bad, nsq, clipped) = if with_momentum {
+    // the chunks' figures in chunk order, so Σnoise² has the same bits on any thread count
+    let parts: Vec<(bool, f64, usize)> = if with_momentum {
         chunks
             .zip(mom.par_chunks_mut(CHUNK))
             .map_init(init, |buf, ((c, (pc, gc)), mc)| chunk(buf, c, pc, gc, mc))
-            .reduce(|| (false, 0.0, 0), join)
+            .collect()
     } else {
         chunks
             .map_init(init, |buf, (c, (pc, gc))| chunk(buf, c, pc, gc, &mut []))
-            .reduce(|| (false, 0.0, 0), join)
+            .collect()
     };
+    let bad = parts.iter().any(|p| p.0);
+    let nsq = in_order(parts.iter().map(|p| p.1).collect());
+    let clipped = parts.iter().map(|p| p.2).sum();
     if fused.is_some() {
         st.noise_sq = nsq;
         st.clipped = clipped;
