@@ -101,6 +101,45 @@ fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     Ok(s)
 }
 
+/// (Σhv·v, Σhv·hv) over parameter lists: on the CPU in one pass over each pair.
+fn rayleigh(hv: &[Tensor], v: &[Tensor]) -> Result<(f64, f64)> {
+    let mut sums = (0.0, 0.0);
+    for (x, y) in hv.iter().zip(v) {
+        let (a, b) = match cpu_dot_and_sq(x, y) {
+            Some(d) => d,
+            None => {
+                let d = dots(&[
+                    (std::slice::from_ref(x), std::slice::from_ref(y)),
+                    (std::slice::from_ref(x), std::slice::from_ref(x)),
+                ])?;
+                (d[0], d[1])
+            }
+        };
+        sums = (sums.0 + a, sums.1 + b);
+    }
+    Ok(sums)
+}
+
+/// (Σx·y, Σx·x) of two distinct contiguous CPU tensors of one float type, in one pass.
+fn cpu_dot_and_sq(x: &Tensor, y: &Tensor) -> Option<(f64, f64)> {
+    use super::update::dot_and_sq as d;
+    use candle_core::{CpuStorage as C, Storage as S};
+    if x.id() == y.id() {
+        return None;
+    }
+    let (sx, lx) = x.storage_and_layout();
+    let (sy, ly) = y.storage_and_layout();
+    let ((a0, a1), (b0, b1)) = (lx.contiguous_offsets()?, ly.contiguous_offsets()?);
+    if a1 - a0 != b1 - b0 {
+        return None;
+    }
+    match (&*sx, &*sy) {
+        (S::Cpu(C::F32(u)), S::Cpu(C::F32(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
+        (S::Cpu(C::F64(u)), S::Cpu(C::F64(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
+        _ => None,
+    }
+}
+
 /// Σx·y of two contiguous CPU tensors of one float type, in one pass in f64 with no product
 /// tensor (`None` for anything else).
 fn cpu_dot(x: &Tensor, y: &Tensor) -> Option<f64> {
@@ -231,8 +270,8 @@ pub fn power_iteration_with(
     let mut iterations = 0;
     for i in 0..max_iters.max(1) {
         let hv = h.hvp(&v)?;
-        let d = dots(&[(&hv, &v), (&hv, &hv)])?;
-        let (new_lambda, norm) = (d[0], d[1].sqrt());
+        let (new_lambda, sq) = rayleigh(&hv, &v)?;
+        let norm = sq.sqrt();
         iterations = i + 1;
         if !new_lambda.is_finite() || !norm.is_finite() {
             candle_core::bail!("the Hessian-vector product is not finite");

@@ -146,6 +146,27 @@ pub(crate) fn dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
     )
 }
 
+/// (Σa·b, Σa·a) of two slices of the same length in one pass, as [`dot`] computes each.
+pub(crate) fn dot_and_sq<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) {
+    debug_assert_eq!(a.len(), b.len());
+    let parts: Vec<(f64, f64)> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(x, y)| chunk_dot_and_sq_best(x, y))
+        .collect();
+    (
+        in_order(parts.iter().map(|p| p.0).collect()),
+        in_order(parts.iter().map(|p| p.1).collect()),
+    )
+}
+
+#[inline(always)]
+fn chunk_dot_and_sq<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) {
+    (chunk_dot(a, b), T::sum_sq_chunk(a))
+}
+
+crate::simd::multiversion!(fn chunk_dot_and_sq_best<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) = chunk_dot_and_sq);
+
 /// Σa·b of one chunk with [`LANES`] independent partial sums in f64 (products of f32 are exact).
 #[inline(always)]
 fn chunk_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
