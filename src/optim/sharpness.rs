@@ -205,7 +205,7 @@ fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
 /// Random vector with entries ±1 (Rademacher) or normal, shaped like `vars`: draw `draw` of
 /// the run's probe streams, one per variable, from the α = 2 sampler (N(0, 2); the scale does
 /// not matter to a direction, and the signs are fair coins). Filled in parallel, a few
-/// nanoseconds an entry.
+/// nanoseconds an entry, on the variables' device (a GPU draws the CPU's numbers itself).
 fn random_like(vars: &[Var], seed: u64, draw: u64, rademacher: bool) -> Result<Vec<Tensor>> {
     use super::stable;
     vars.iter()
@@ -213,13 +213,14 @@ fn random_like(vars: &[Var], seed: u64, draw: u64, rademacher: bool) -> Result<V
         .map(|(i, v)| {
             let t = v.as_tensor();
             let key = stable::stream_key(seed, &format!("sharpness-probe/{i}"));
-            let mut data = vec![0f32; t.elem_count()];
-            stable::fill_f32(2.0, key, draw, &mut data);
-            if rademacher {
-                data.iter_mut()
-                    .for_each(|x| *x = if *x < 0.0 { -1.0 } else { 1.0 });
-            }
-            Tensor::from_vec(data, t.shape(), t.device())?.to_dtype(t.dtype())
+            let x = stable::draw_tensor(2.0, key, draw, t.shape(), t.device())?;
+            let x = if rademacher {
+                // −1 where the draw is negative, else 1
+                ((x.ge(0f32)?.to_dtype(candle_core::DType::F32)? * 2.0)? - 1.0)?
+            } else {
+                x
+            };
+            x.to_dtype(t.dtype())
         })
         .collect()
 }
