@@ -204,6 +204,13 @@ fn time_paired(
     Ok((rates, base_rates))
 }
 
+/// Time per call over the base's, repetition by repetition (the rates are calls per second):
+/// the median of the pairs' ratios, or `None` without a base.
+fn paired_ratio(rates: &[f64], base_rates: &[f64]) -> Option<f64> {
+    (!base_rates.is_empty())
+        .then(|| median(rates.iter().zip(base_rates).map(|(r, b)| b / r).collect()))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -443,9 +450,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
         .iter_mut()
         .for_each(|r| *r = if r.is_finite() { *r } else { 0.0 });
     let med = median(rates.clone());
-    // time per call over the SGD step's, pair by pair
-    let vs_sgd = (!base_rates.is_empty())
-        .then(|| median(rates.iter().zip(&base_rates).map(|(r, b)| b / r).collect()));
+    let vs_sgd = paired_ratio(&rates, &base_rates);
     Ok(BenchResult {
         workload: workload.to_string(),
         threads,
@@ -481,4 +486,47 @@ pub fn big_recipe(lines: usize) -> String {
         out.push_str("# padding\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// The workload and its base run the same number of calls, alternating which goes first.
+    #[test]
+    fn paired_timing_alternates_its_repetitions() {
+        let log = RefCell::new(String::new());
+        let p = Protocol {
+            steps: 2,
+            reps: 4,
+            warmup: 1,
+        };
+        let (a, b) = time_paired(
+            &p,
+            &Device::Cpu,
+            || {
+                log.borrow_mut().push('a');
+                Ok(())
+            },
+            Some(|| {
+                log.borrow_mut().push('b');
+                Ok(())
+            }),
+        )
+        .unwrap();
+        assert_eq!((a.len(), b.len()), (4, 4));
+        assert_eq!(*log.borrow(), "ab aabb bbaa aabb bbaa".replace(' ', ""));
+        assert!(a.iter().chain(&b).all(|r| *r > 0.0));
+    }
+
+    #[test]
+    fn the_paired_ratio_is_the_median_of_time_ratios() {
+        // time ratios 2, 1.5 and 3: the median is 2
+        assert_eq!(
+            paired_ratio(&[10.0, 20.0, 5.0], &[20.0, 30.0, 15.0]),
+            Some(2.0)
+        );
+        assert_eq!(paired_ratio(&[10.0], &[]), None);
+    }
 }

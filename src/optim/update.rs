@@ -876,6 +876,61 @@ mod tests {
         }
     }
 
+    /// Σx², the dots and an update's figures have the same bits on any thread count, and are
+    /// the sums they claim to be.
+    #[test]
+    fn reductions_are_the_same_on_any_thread_count() {
+        // many chunks whose sums differ by orders of magnitude, so that adding them in another
+        // order changes the last bits
+        let n = 37 * CHUNK + 77;
+        let a: Vec<f32> = (0..n)
+            .map(|i| {
+                let scale = 10f32.powi((i / CHUNK % 7) as i32 * 2 - 6);
+                ((i * 7919 % 1013) as f32 - 506.0) * scale
+            })
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729 % 997) as f32 - 498.0) * 3e-3)
+            .collect();
+        let g = Tensor::from_slice(&b, n, &Device::Cpu).unwrap();
+        let r = Rule {
+            momentum: 0.0,
+            ..rule(Source::Stable(1.5), None, Some(0.5), None)
+        };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let p = Var::from_slice(&a, n, &Device::Cpu).unwrap();
+                let st = apply(&r, p.as_tensor(), &g, &RefCell::default()).unwrap();
+                let (d, sq) = dot_and_sq(&a, &b);
+                [sum_sq(&a), dot(&a, &b), d, sq, st.grad_sq, st.noise_sq].map(f64::to_bits)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 7] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
+        let naive = |x: &[f32], y: &[f32]| -> f64 {
+            x.iter()
+                .zip(y)
+                .map(|(&u, &v)| f64::from(u) * f64::from(v))
+                .sum()
+        };
+        let close = |got: u64, want: f64| {
+            let got = f64::from_bits(got);
+            assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
+        };
+        close(one[0], naive(&a, &a));
+        close(one[1], naive(&a, &b));
+        close(one[2], naive(&a, &b));
+        close(one[3], naive(&a, &a));
+        close(one[4], naive(&b, &b));
+        assert!(f64::from_bits(one[5]) > 0.0);
+    }
+
     #[test]
     fn f32_parameters_use_the_fast_stream() {
         let dev = Device::Cpu;
