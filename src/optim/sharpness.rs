@@ -199,7 +199,33 @@ fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
 }
 
 fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
-    a.iter().map(|x| x.affine(k, 0.0)).collect()
+    a.iter()
+        .map(|x| match cpu_scale(x, k) {
+            Some(t) => t,
+            None => x.affine(k, 0.0),
+        })
+        .collect()
+}
+
+/// k·x for a contiguous f32 or f64 CPU tensor, in parallel (candle's `affine` runs on one
+/// thread); `None` for anything else.
+fn cpu_scale(x: &Tensor, k: f64) -> Option<Result<Tensor>> {
+    use candle_core::{CpuStorage as C, Storage as S};
+    use rayon::prelude::*;
+    let (s, l) = x.storage_and_layout();
+    let (a, b) = l.contiguous_offsets()?;
+    Some(match &*s {
+        S::Cpu(C::F32(v)) => {
+            let k = k as f32;
+            let out: Vec<f32> = v[a..b].par_iter().map(|e| e * k).collect();
+            Tensor::from_vec(out, x.shape(), x.device())
+        }
+        S::Cpu(C::F64(v)) => {
+            let out: Vec<f64> = v[a..b].par_iter().map(|e| e * k).collect();
+            Tensor::from_vec(out, x.shape(), x.device())
+        }
+        _ => return None,
+    })
 }
 
 /// Random vector with entries ±1 (Rademacher) or normal, shaped like `vars`: draw `draw` of
