@@ -120,51 +120,50 @@ fn rayleigh(hv: &[Tensor], v: &[Tensor]) -> Result<(f64, f64)> {
     Ok(sums)
 }
 
-/// (Σx·y, Σx·x) of two distinct contiguous CPU tensors of one float type, in one pass.
-fn cpu_dot_and_sq(x: &Tensor, y: &Tensor) -> Option<(f64, f64)> {
-    use super::update::dot_and_sq as d;
-    use candle_core::{CpuStorage as C, Storage as S};
-    if x.id() == y.id() {
-        return None;
-    }
-    let (sx, lx) = x.storage_and_layout();
-    let (sy, ly) = y.storage_and_layout();
-    let ((a0, a1), (b0, b1)) = (lx.contiguous_offsets()?, ly.contiguous_offsets()?);
-    if a1 - a0 != b1 - b0 {
-        return None;
-    }
-    match (&*sx, &*sy) {
-        (S::Cpu(C::F32(u)), S::Cpu(C::F32(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
-        (S::Cpu(C::F64(u)), S::Cpu(C::F64(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
-        _ => None,
-    }
+/// The elements of two contiguous CPU tensors of one float type and size.
+enum Pair<'a> {
+    F32(&'a [f32], &'a [f32]),
+    F64(&'a [f64], &'a [f64]),
 }
 
-/// Σx·y of two contiguous CPU tensors of one float type, in one pass in f64 with no product
-/// tensor (`None` for anything else).
-fn cpu_dot(x: &Tensor, y: &Tensor) -> Option<f64> {
-    use super::update::dot as d;
+/// `f` over the elements of two contiguous CPU tensors of one float type (f32 or f64) and
+/// size; `None` for anything else. The same tensor twice is locked once.
+fn with_pair<R>(x: &Tensor, y: &Tensor, f: impl FnOnce(Pair) -> R) -> Option<R> {
     use candle_core::{CpuStorage as C, Storage as S};
     let (sx, lx) = x.storage_and_layout();
     let (a0, a1) = lx.contiguous_offsets()?;
+    let pair = |sy: &S, (b0, b1): (usize, usize)| match (&*sx, sy) {
+        (S::Cpu(C::F32(u)), S::Cpu(C::F32(v))) if a1 - a0 == b1 - b0 => {
+            Some(f(Pair::F32(&u[a0..a1], &v[b0..b1])))
+        }
+        (S::Cpu(C::F64(u)), S::Cpu(C::F64(v))) if a1 - a0 == b1 - b0 => {
+            Some(f(Pair::F64(&u[a0..a1], &v[b0..b1])))
+        }
+        _ => None,
+    };
     if x.id() == y.id() {
-        // one lock for x·x
-        return match &*sx {
-            S::Cpu(C::F32(v)) => Some(d(&v[a0..a1], &v[a0..a1])),
-            S::Cpu(C::F64(v)) => Some(d(&v[a0..a1], &v[a0..a1])),
-            _ => None,
-        };
+        return pair(&sx, (a0, a1));
     }
     let (sy, ly) = y.storage_and_layout();
-    let (b0, b1) = ly.contiguous_offsets()?;
-    if a1 - a0 != b1 - b0 {
-        return None;
-    }
-    match (&*sx, &*sy) {
-        (S::Cpu(C::F32(u)), S::Cpu(C::F32(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
-        (S::Cpu(C::F64(u)), S::Cpu(C::F64(v))) => Some(d(&u[a0..a1], &v[b0..b1])),
-        _ => None,
-    }
+    pair(&sy, ly.contiguous_offsets()?)
+}
+
+/// Σx·y of two CPU tensors in one pass in f64, with no product tensor.
+fn cpu_dot(x: &Tensor, y: &Tensor) -> Option<f64> {
+    use super::update::dot;
+    with_pair(x, y, |p| match p {
+        Pair::F32(u, v) => dot(u, v),
+        Pair::F64(u, v) => dot(u, v),
+    })
+}
+
+/// (Σx·y, Σx·x) of two CPU tensors in one pass.
+fn cpu_dot_and_sq(x: &Tensor, y: &Tensor) -> Option<(f64, f64)> {
+    use super::update::dot_and_sq;
+    with_pair(x, y, |p| match p {
+        Pair::F32(u, v) => dot_and_sq(u, v),
+        Pair::F64(u, v) => dot_and_sq(u, v),
+    })
 }
 
 /// Σa·b over parameter lists as an f64 scalar tensor, left where the tensors are.
