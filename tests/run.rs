@@ -345,6 +345,27 @@ fn eval_and_rerun_work_on_a_recorded_trial() {
         "{}",
         String::from_utf8_lossy(&again.stdout)
     );
+    // a record whose noise came from another kernel: the rerun's verdict names both
+    assert!(s["noise_kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    let dir = tmp.path().join("r/e/trial-0000");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&read(dir.join("summary.json"))).unwrap();
+    summary["noise_kernel"] = "cms-f32/0".into();
+    write(&dir, "summary.json", &summary.to_string());
+    let metrics = read(dir.join("metrics.jsonl"));
+    let (_, rest) = metrics.split_once('\n').unwrap();
+    write(&dir, "metrics.jsonl", &format!("{{}}\n{rest}"));
+    let other = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(["rerun", "r/e/trial-0000", "--out", "again2"])
+        .env("RAYON_NUM_THREADS", "1")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        said.contains("differs at line 1") && said.contains("`cms-f32/0`"),
+        "{said}"
+    );
 }
 
 #[test]

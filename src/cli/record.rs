@@ -110,10 +110,21 @@ pub fn rerun(args: RerunArgs) -> i32 {
                     "metrics.jsonl identical to the original".to_string()
                 }
                 None => "metrics.jsonl has a different length than the original".to_string(),
-                Some(i) => format!(
-                    "metrics.jsonl first differs at line {} (another thread count or build?)",
-                    i + 1
-                ),
+                Some(i) => {
+                    let kernel = ahtsgd::train::record::read_summary(&args.trial_dir)
+                        .map(|o| o.noise_kernel)
+                        .unwrap_or_default();
+                    let cause = if kernel == ahtsgd::optim::stable::KERNEL {
+                        "another thread count or build?".to_string()
+                    } else {
+                        format!(
+                            "the original's noise was drawn with kernel `{}`, this build's is `{}`",
+                            if kernel.is_empty() { "older" } else { &kernel },
+                            ahtsgd::optim::stable::KERNEL
+                        )
+                    };
+                    format!("metrics.jsonl first differs at line {} ({cause})", i + 1)
+                }
             };
             println!(
                 "{}: {}, {} steps; {verdict}",

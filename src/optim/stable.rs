@@ -20,6 +20,10 @@ use rayon::prelude::*;
 /// Draws per parallel chunk (a multiple of 16).
 const CHUNK: usize = 1 << 15;
 
+/// The generator and the f32 kernel's arithmetic, named for run records: the name changes
+/// whenever the f32 draws' bits change, so a record says which draws it was made with.
+pub const KERNEL: &str = "philox4x32-10 cms-f32/2";
+
 /// A stream key from a run's seed and a name (a parameter's, say).
 pub fn stream_key(seed: u64, name: &str) -> [u32; 2] {
     // FNV-1a then SplitMix64: stable across platforms and Rust versions

@@ -103,6 +103,10 @@ pub struct Summary {
     pub resolved_hash: String,
     pub ahtsgd_version: String,
     pub candle_version: String,
+    /// The α-stable kernel the noise was drawn with ([`crate::optim::stable::KERNEL`]); empty
+    /// in records from builds before it was kept.
+    #[serde(default)]
+    pub noise_kernel: String,
     pub wall_seconds: f64,
     pub steps_per_s: f64,
     /// The trial's sweep values, (site path, recipe text), as `plan` lists them.
@@ -158,6 +162,7 @@ impl Summary {
             resolved_hash: sha256(resolved),
             ahtsgd_version: env!("CARGO_PKG_VERSION").into(),
             candle_version: "0.11".into(),
+            noise_kernel: crate::optim::stable::KERNEL.into(),
             choices: trial.choices.clone(),
             ..Default::default()
         }
