@@ -227,6 +227,29 @@ impl CustomOp1 for MaxPool {
     }
 }
 
+impl Route {
+    /// The input `x`'s dims (the second operand's) and the output's shape, with the first
+    /// operand checked against the shape this way takes.
+    fn shapes(&self, l1: &Layout, l2: &Layout) -> Result<((usize, usize, usize, usize), Shape)> {
+        use candle_core::CustomOp2;
+        let (n, c, h, w) = dims(l2)?;
+        let pooled = (n, c, h / 2, w / 2);
+        let (from, to) = match self.0 {
+            Way::Scatter => (pooled, (n, c, h, w)),
+            Way::Gather => ((n, c, h, w), pooled),
+        };
+        if dims(l1)? != from {
+            candle_core::bail!(
+                "{}: {:?} for an input {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        Ok(((n, c, h, w), Shape::from(to)))
+    }
+}
+
 impl CustomOp2 for Route {
     fn name(&self) -> &'static str {
         match self.0 {
@@ -242,20 +265,7 @@ impl CustomOp2 for Route {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims(l2)?;
-        let pooled = (n, c, h / 2, w / 2);
-        let (from, to) = match self.0 {
-            Way::Scatter => (pooled, (n, c, h, w)),
-            Way::Gather => ((n, c, h, w), pooled),
-        };
-        if dims(l1)? != from {
-            candle_core::bail!(
-                "{}: {:?} for an input {:?}",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            );
-        }
+        let ((n, c, h, w), to) = self.shapes(l1, l2)?;
         fn go<T: WithDType>(
             r: &Route,
             a: &[T],
@@ -280,7 +290,7 @@ impl CustomOp2 for Route {
             }
             _ => candle_core::bail!("{}: f32 or f64 operands of one type", self.name()),
         };
-        Ok((out, Shape::from(to)))
+        Ok((out, to))
     }
 
     #[cfg(feature = "cuda")]
@@ -291,22 +301,13 @@ impl CustomOp2 for Route {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (n, c, h, w) = dims(l2)?;
-        let pooled = (n, c, h / 2, w / 2);
-        let (from, to, way) = match self.0 {
-            Way::Scatter => (pooled, (n, c, h, w), 1),
-            Way::Gather => ((n, c, h, w), pooled, 2),
+        let (_, to) = self.shapes(l1, l2)?;
+        let way = match self.0 {
+            Way::Scatter => 1,
+            Way::Gather => 2,
         };
-        if dims(l1)? != from {
-            candle_core::bail!(
-                "{}: {:?} for an input {:?}",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            );
-        }
         let out = super::cuda::channels::pool2((s2, l2), Some((s1, l1)), way)?;
-        Ok((out, Shape::from(to)))
+        Ok((out, to))
     }
 
     /// Linear in the routed values, whose adjoint routes the other way at the same maxima;

@@ -238,12 +238,23 @@ fn random_like(vars: &[Var], seed: u64, draw: u64, rademacher: bool) -> Result<V
         .map(|(i, v)| {
             let t = v.as_tensor();
             let key = stable::stream_key(seed, &format!("sharpness-probe/{i}"));
-            let x = stable::draw_tensor(2.0, key, draw, t.shape(), t.device())?;
-            let x = if rademacher {
-                // −1 where the draw is negative, else 1
-                ((x.ge(0f32)?.to_dtype(candle_core::DType::F32)? * 2.0)? - 1.0)?
+            // signs: −1 where the draw is negative, else 1 (on the host in place, elsewhere
+            // by tensor ops on the device's draws)
+            let x = if rademacher && t.device().is_cpu() {
+                let mut data = vec![0f32; t.elem_count()];
+                stable::fill_f32(2.0, key, draw, &mut data);
+                data.iter_mut()
+                    .for_each(|x| *x = if *x < 0.0 { -1.0 } else { 1.0 });
+                Tensor::from_vec(data, t.shape(), t.device())?
             } else {
-                x
+                let x = stable::draw_tensor(2.0, key, draw, t.shape(), t.device())?;
+                if rademacher {
+                    x.ge(0f32)?
+                        .to_dtype(candle_core::DType::F32)?
+                        .affine(2.0, -1.0)?
+                } else {
+                    x
+                }
             };
             x.to_dtype(t.dtype())
         })

@@ -66,32 +66,12 @@ pub struct State {
 /// their additions (with two, the sums ran at a quarter of the adder's rate).
 const LANES: usize = 64;
 
-macro_rules! sum_sq_lanes {
-    ($t:ty) => {
-        #[inline(always)]
-        fn sum_sq_chunk(c: &[$t]) -> f64 {
-            let mut acc = [0f64; LANES];
-            let mut lanes = c.chunks_exact(LANES);
-            for l in &mut lanes {
-                for (a, &v) in acc.iter_mut().zip(l) {
-                    let v = v as f64;
-                    *a += v * v;
-                }
-            }
-            let tail: f64 = lanes.remainder().iter().map(|&v| v as f64 * v as f64).sum();
-            acc.iter().sum::<f64>() + tail
-        }
-    };
-}
-
 pub(crate) trait Elem:
     WithDType + num_traits::Float + Into<f64> + Send + Sync + Copy
 {
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [Self]);
     /// Draws `first..first + out.len()` on the calling thread (`first` even).
     fn fill_at(alpha: f64, key: [u32; 2], step: u64, first: u64, out: &mut [Self]);
-    /// Σx² of a slice in f64, in a fixed order ([`LANES`] lanes).
-    fn sum_sq_chunk(c: &[Self]) -> f64;
     fn buffers(state: &mut State) -> (&mut Vec<Self>, &mut Vec<Self>);
     fn c(x: f64) -> Self {
         <Self as num_traits::NumCast>::from(x).unwrap_or_else(Self::nan)
@@ -99,7 +79,6 @@ pub(crate) trait Elem:
 }
 
 impl Elem for f32 {
-    sum_sq_lanes!(f32);
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [f32]) {
         stable::fill_f32(alpha, key, step, out);
     }
@@ -112,7 +91,6 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
-    sum_sq_lanes!(f64);
     fn fill(alpha: f64, key: [u32; 2], step: u64, out: &mut [f64]) {
         stable::fill_f64(alpha, key, step, out);
     }
@@ -162,12 +140,13 @@ pub(crate) fn dot_and_sq<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) {
 
 #[inline(always)]
 fn chunk_dot_and_sq<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) {
-    (chunk_dot(a, b), T::sum_sq_chunk(a))
+    (chunk_dot(a, b), chunk_dot(a, a))
 }
 
 crate::simd::multiversion!(fn chunk_dot_and_sq_best<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) = chunk_dot_and_sq);
 
-/// Σa·b of one chunk with [`LANES`] independent partial sums in f64 (products of f32 are exact).
+/// Σa·b of one chunk with [`LANES`] independent partial sums in f64 (an in-order float sum would
+/// not vectorise; products of f32 are exact).
 #[inline(always)]
 fn chunk_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
     let mut acc = [0f64; LANES];
@@ -185,11 +164,10 @@ fn chunk_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
 
 crate::simd::multiversion!(fn chunk_dot_best<T: Elem>(a: &[T], b: &[T]) -> f64 = chunk_dot);
 
-/// Σx² of one chunk with [`LANES`] independent partial sums in f64 (an in-order float sum would
-/// not vectorise).
+/// Σx² of one chunk: [`chunk_dot`] of the chunk with itself.
 #[inline(always)]
 fn chunk_sum_sq<T: Elem>(c: &[T]) -> f64 {
-    T::sum_sq_chunk(c)
+    chunk_dot(c, c)
 }
 
 crate::simd::multiversion!(fn chunk_sum_sq_best<T: Elem>(c: &[T]) -> f64 = chunk_sum_sq);
