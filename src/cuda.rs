@@ -22,6 +22,36 @@ pub(crate) fn ptx_once(
     .map_err(|e| candle_core::Error::Msg(format!("compiling {what}: {e}")))
 }
 
+/// The CPU side of a custom op that runs on CUDA only (the CPU computes the same thing in
+/// other ways): `cpu_fwd` for two or three operands, refusing with `why`.
+macro_rules! cuda_only {
+    (2, $why:literal) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            candle_core::bail!("{}: {}", self.name(), $why)
+        }
+    };
+    (3, $why:literal) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            candle_core::bail!("{}: {}", self.name(), $why)
+        }
+    };
+}
+pub(crate) use cuda_only;
+
 pub(crate) fn err(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::Error {
     candle_core::Error::Cuda(Box::new(e))
 }

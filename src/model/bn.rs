@@ -384,25 +384,7 @@ pub(crate) fn train_backward_device(
 #[cfg(feature = "cuda")]
 mod device {
     use crate::model::cuda::channels;
-    use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
-
-    /// The CPU side of an op that exists on CUDA only (the CPU has its own forms, which take
-    /// their coefficients as numbers).
-    macro_rules! cuda_only {
-        () => {
-            fn cpu_fwd(
-                &self,
-                _: &CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-            ) -> Result<(CpuStorage, Shape)> {
-                candle_core::bail!("{}: CUDA only", self.name())
-            }
-        };
-    }
+    use candle_core::{CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
     pub(super) struct Affine(pub(super) bool);
     pub(super) struct Combine;
@@ -419,7 +401,7 @@ mod device {
             "ahtsgd-bn-train-stats"
         }
 
-        cuda_only!();
+        crate::cuda::cuda_only!(3, "CUDA only");
 
         fn cuda_fwd(
             &self,
@@ -457,7 +439,7 @@ mod device {
             "ahtsgd-bn-back-coefficients"
         }
 
-        cuda_only!();
+        crate::cuda::cuda_only!(3, "CUDA only");
 
         fn cuda_fwd(
             &self,
@@ -479,7 +461,7 @@ mod device {
             "ahtsgd-bn-affine-device"
         }
 
-        cuda_only!();
+        crate::cuda::cuda_only!(3, "CUDA only");
 
         fn cuda_fwd(
             &self,
@@ -513,7 +495,7 @@ mod device {
             "ahtsgd-bn-input-gradient-device"
         }
 
-        cuda_only!();
+        crate::cuda::cuda_only!(3, "CUDA only");
 
         fn cuda_fwd(
             &self,

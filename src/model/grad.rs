@@ -97,7 +97,7 @@ fn softmax_cross_entropy_deferred(logits: &Tensor, y: &Tensor) -> Result<(Tensor
 
 #[cfg(feature = "cuda")]
 mod device {
-    use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape};
+    use candle_core::{CudaStorage, CustomOp2, Layout, Result, Shape};
 
     /// `[n·k + n]`: the gradient of the mean softmax cross-entropy, then each row's loss.
     pub(super) struct SoftmaxXent;
@@ -107,15 +107,7 @@ mod device {
             "ahtsgd-softmax-xent"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            candle_core::bail!("{}: the CPU computes it on the host", self.name())
-        }
+        crate::cuda::cuda_only!(2, "the CPU computes it on the host");
 
         fn cuda_fwd(
             &self,
