@@ -445,7 +445,7 @@ impl CustomOp1 for Relu {
     }
 }
 
-/// ReLU with the gradient convention of [`Relu`] on every device.
+/// ReLU with the gradient convention of `Relu` on every device.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if super::own_ops(x) {
         x.apply_op1(Relu)

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod alpha;
+mod lanes;
 pub mod sgd;
 pub mod sharpness;
 pub mod stable;

@@ -11,10 +11,15 @@
 //! Each Philox block gives four 32-bit words: two draws.
 //!
 //! **Kernels.** [`cms`] is the f64 reference. [`fill_f32`] is the fast path: f32 arithmetic with
-//! polynomial sin/log/exp written branch-free so the compiler vectorises them, with the angles
-//! near ±π/2 rewritten as small arguments (π·min(u, 1−u)) so the heavy tails keep their relative
-//! accuracy. It agrees with [`cms`] on the same uniforms to 1e-5 relative (tested; about 5e-7 seen).
+//! polynomial sin/log/exp written branch-free, with the angles near ±π/2 rewritten as small
+//! arguments (π·min(u, 1−u)) so the heavy tails keep their relative accuracy. It agrees with
+//! [`cms`] on the same uniforms to 1e-5 relative (tested; about 5e-7 seen). Its transform,
+//! `cms_lanes`, is written once over `Lanes`: the portable and AVX2 builds vectorise it on
+//! `f32` by themselves, and the AVX-512 kernel runs it on eight vectors at once.
 
+use super::lanes::Lanes;
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{Zmm, ZmmI};
 use rayon::prelude::*;
 
 /// Draws per parallel chunk (a multiple of 16).
@@ -163,13 +168,13 @@ impl Consts {
 /// weighted for relative error (6e-9 before f32 rounding, 8e-8 after, as good as the degree-11
 /// Taylor series with one multiply-add fewer).
 #[inline(always)]
-fn sin_q(x: f32) -> f32 {
-    let x2 = x * x;
-    let p = 2.605_78e-6_f32;
-    let p = p.mul_add(x2, -1.980_960_2e-4);
-    let p = p.mul_add(x2, 8.333_066_5e-3);
-    let p = p.mul_add(x2, -1.666_666e-1);
-    (x * x2).mul_add(p, x)
+fn sin_q<L: Lanes>(x: L) -> L {
+    let c = L::splat;
+    let x2 = x.mul(x);
+    let p = c(2.605_78e-6).fma(x2, c(-1.980_960_2e-4));
+    let p = p.fma(x2, c(8.333_066_5e-3));
+    let p = p.fma(x2, c(-1.666_666e-1));
+    x.mul(x2).fma(p, x)
 }
 
 /// ln(x) for positive normal x: the exponent, plus ln(m) for the mantissa m in [√½, √2) as
@@ -177,90 +182,97 @@ fn sin_q(x: f32) -> f32 {
 /// rounding) evaluated by Estrin's scheme: the kernel is bound by the latency of its chains of
 /// dependent operations more than by their count, and Estrin's chain is half of Horner's.
 #[inline(always)]
-fn ln(x: f32) -> f32 {
-    let bits = x.to_bits();
+fn ln<L: Lanes>(x: L) -> L {
+    let c = L::splat;
     // mantissa in [√½, √2): subtract the bits of √½ before splitting
-    let t = bits.wrapping_sub(0x3f35_04f3);
-    let e = (t as i32 >> 23) as f32;
-    let m = f32::from_bits((t & 0x007f_ffff).wrapping_add(0x3f35_04f3));
-    let y = m - 1.0;
-    let (y2, y4) = (y * y, (y * y) * (y * y));
-    let a0 = (-0.499_999_88_f32).mul_add(y, 0.999_999_974);
-    let a1 = (-0.250_021_55_f32).mul_add(y, 0.333_341_84);
-    let a2 = (-0.165_606_96_f32).mul_add(y, 0.199_569_78);
-    let a3 = (-0.143_773_3_f32).mul_add(y, 0.149_490_95);
-    let b0 = a1.mul_add(y2, a0);
-    let b1 = a3.mul_add(y2, a2);
-    let q = 0.087_439_453_f32.mul_add(y4, b1).mul_add(y4, b0);
-    e.mul_add(std::f32::consts::LN_2, y * q)
-}
-
-/// The smaller of two numbers, neither NaN (one `minps`, where `f32::min` adds a NaN test).
-#[inline(always)]
-fn min(a: f32, b: f32) -> f32 {
-    if a < b { a } else { b }
+    let sqrt_half = L::splat_i(0x3f35_04f3);
+    let t = L::sub_i(x.to_bits(), sqrt_half);
+    let e = L::sra_f::<23>(t);
+    let m = L::from_bits(L::add_i(L::and(t, L::splat_i(0x007f_ffff)), sqrt_half));
+    let y = m.sub(c(1.0));
+    let y2 = y.mul(y);
+    let y4 = y2.mul(y2);
+    let a0 = c(-0.499_999_88).fma(y, c(0.999_999_974));
+    let a1 = c(-0.250_021_55).fma(y, c(0.333_341_84));
+    let a2 = c(-0.165_606_96).fma(y, c(0.199_569_78));
+    let a3 = c(-0.143_773_3).fma(y, c(0.149_490_95));
+    let b0 = a1.fma(y2, a0);
+    let b1 = a3.fma(y2, a2);
+    let q = c(0.087_439_453).fma(y4, b1).fma(y4, b0);
+    e.fma(c(std::f32::consts::LN_2), y.mul(q))
 }
 
 /// exp(y) for |y| < 2²¹ − 127 whose result is a normal number (the kernel's arguments stay
 /// within ±20).
 #[inline(always)]
-fn exp(y: f32) -> f32 {
+fn exp<L: Lanes>(y: L) -> L {
+    let c = L::splat;
     // n = y/ln 2 to the nearest integer (ties to even) by adding 1.5·2²³ in one rounding; the
     // bits of the sum then hold n, ready to become 2ⁿ
-    let shifted = y.mul_add(std::f32::consts::LOG2_E, 12_582_912.0);
-    let n = shifted - 12_582_912.0;
+    let shifted = y.fma(c(std::f32::consts::LOG2_E), c(12_582_912.0));
+    let n = shifted.sub(c(12_582_912.0));
     // r = y − n·ln 2 with ln 2 split in two (Cody–Waite), |r| ≤ ln 2/2
-    let r = (-n).mul_add(0.693_145_75, y);
-    let r = (-n).mul_add(1.428_606_8e-6, r);
+    let r = n.fnma(c(0.693_145_75), y);
+    let r = n.fnma(c(1.428_606_8e-6), r);
     // 1 + r·S(r), S a degree-4 minimax fit of (eʳ − 1)/r for relative error (9e-8), evaluated
     // by Estrin's scheme (a shorter chain of dependent operations than Horner's)
-    let r2 = r * r;
-    let s01 = 4.999_915e-1_f32.mul_add(r, 9.999_997e-1);
-    let s23 = 4.189_793e-2_f32.mul_add(r, 1.666_763_6e-1);
-    let p = 8.290_316e-3_f32
-        .mul_add(r2, s23)
-        .mul_add(r2, s01)
-        .mul_add(r, 1.0);
+    let r2 = r.mul(r);
+    let s01 = c(4.999_915e-1).fma(r, c(9.999_997e-1));
+    let s23 = c(4.189_793e-2).fma(r, c(1.666_763_6e-1));
+    let p = c(8.290_316e-3).fma(r2, s23).fma(r2, s01).fma(r, c(1.0));
     // 2ⁿ: the bits of n + 1.5·2²³ are 0x4b40_0000 + n
-    p * f32::from_bits(
-        shifted
-            .to_bits()
-            .wrapping_add(127u32.wrapping_sub(0x4b40_0000))
-            << 23,
-    )
+    let bias = L::splat_i(127u32.wrapping_sub(0x4b40_0000));
+    p.mul(L::from_bits(L::shl::<23>(L::add_i(
+        shifted.to_bits(),
+        bias,
+    ))))
 }
 
-/// One draw from two 32-bit words, branch-free. The polynomials use `mul_add`, a correctly
-/// rounded fused multiply-add on every CPU (an instruction where FMA is detected, software
-/// otherwise), so every build draws the same bits.
+/// One draw from two 32-bit words (or lanes of them), branch-free. The polynomials use fused
+/// multiply-adds, correctly rounded on every CPU (an instruction where FMA is detected,
+/// software otherwise), so every build draws the same bits.
 #[inline(always)]
-fn cms_fast(k: Consts, w1: u32, w2: u32) -> f32 {
+fn cms_lanes<L: Lanes>(k: Consts, w1: L::I, w2: L::I) -> L {
     use std::f32::consts::PI;
+    let c = L::splat;
     // π/2²⁴ and π/2²⁵ (exact: powers of two)
     const PI_24: f32 = PI / 16_777_216.0;
     const PI_25: f32 = PI / 33_554_432.0;
-    let (i1, i2) = (w1 >> 8, w2 >> 9);
+    let (i1, i2) = (L::shr::<8>(w1), L::shr::<9>(w2));
     // 23 bits for the exponential's uniform: u2 = (i2 + ½)/2²³, exact in f32 even near 1
-    let u2 = (i2 as f32).mul_add(1.0 / 8_388_608.0, 1.0 / 16_777_216.0);
+    let u2 = L::from_u(i2).fma(c(1.0 / 8_388_608.0), c(1.0 / 16_777_216.0));
     // with lo = min(i1, 2²⁴ − 1 − i1): t = π/2 − |U| = π(lo + ½)/2²⁴ > 0 and
     // |U| = π(2²⁴ − 1 − 2·lo)/2²⁵, each one rounding of an exact value, so t keeps its
     // relative accuracy near ±π/2 and |U| near 0
-    let lo = i1.min((1 << 24) - 1 - i1) as f32;
-    let t = lo.mul_add(PI_24, PI_25);
-    let abs_u = PI_25 * lo.mul_add(-2.0, 16_777_215.0);
+    let lo = L::from_u(L::min_i(i1, L::sub_i(L::splat_i((1 << 24) - 1), i1)));
+    let t = lo.fma(c(PI_24), c(PI_25));
+    let abs_u = c(PI_25).mul(lo.fma(c(-2.0), c(16_777_215.0)));
     let cos_u = sin_q(t);
     // sin(α|U|): α|U| lies in [0, π); the upper half reflects to π − α|U| = (2−α)π/2 + αt
-    let sin_a = sin_q(min(k.alpha * abs_u, k.alpha.mul_add(t, k.a_head)));
+    let (alpha, a_head) = (c(k.alpha), c(k.a_head));
+    let sin_a = sin_q(alpha.mul(abs_u).min(alpha.fma(t, a_head)));
     // cos((α−1)|U|) = sin(π/2 − (α−1)|U|) = sin((2−α)π/2 + (α−1)t), an argument in (0, π/2]
-    let cos_b = sin_q((k.alpha - 1.0).mul_add(t, k.a_head));
+    let cos_b = sin_q(c(k.alpha - 1.0).fma(t, a_head));
     // cos U^(−1/α) = cos U^(ratio − 1), so with q = 1/(W·cos U),
     // |X| = sin(α|U|)·W·q · (cos((α−1)U)·q)^ratio: one logarithm and one division fewer than
     // the formula as written. ln U2 = −W is used as it comes, so the product is −|X|.
     let ln_u2 = ln(u2);
-    let q = -1.0 / (ln_u2 * cos_u);
-    let minus_abs = (sin_a * ln_u2 * q) * exp(k.ratio * ln(cos_b * q));
+    let q = c(-1.0).div(ln_u2.mul(cos_u));
+    let minus_abs = sin_a
+        .mul(ln_u2)
+        .mul(q)
+        .mul(exp(c(k.ratio).mul(ln(cos_b.mul(q)))));
     // X < 0 where U < 0, that is where the top bit of w1 is clear
-    f32::from_bits(minus_abs.to_bits() ^ (w1 & 0x8000_0000))
+    L::from_bits(L::xor(
+        minus_abs.to_bits(),
+        L::and(w1, L::splat_i(0x8000_0000)),
+    ))
+}
+
+/// One draw from two 32-bit words.
+#[inline(always)]
+fn cms_fast(k: Consts, w1: u32, w2: u32) -> f32 {
+    cms_lanes::<f32>(k, w1, w2)
 }
 
 /// Philox blocks computed together, lane by lane (so the rounds vectorise).
@@ -339,8 +351,9 @@ fn fill_chunk_avx2(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f
 }
 
 /// The AVX-512 kernel: the Philox rounds written with intrinsics (16 blocks per vector, the
-/// 32×32→64 products from two `vpmuludq` and two masked shuffles), the transform vectorised from the same
-/// scalar code, so it draws the bits of [`fill_chunk`].
+/// 32×32→64 products from two `vpmuludq` and two masked shuffles), then the transform,
+/// [`cms_lanes`] on eight vectors side by side ([`Zmm`]), so it draws the bits of
+/// [`fill_chunk`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
 fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
@@ -367,8 +380,9 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
     let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let mut groups = out.chunks_exact_mut(2 * BLOCKS);
     let mut j = first / 2;
-    let mut w = [[0u32; BLOCKS]; 4];
-    let (mut even, mut odd) = ([0f32; BLOCKS], [0f32; BLOCKS]);
+    // the words of each group's draws: U's (w1) and W's (w2), even draws then odd ones
+    let (mut w1, mut w2) = ([0u32; 2 * BLOCKS], [0u32; 2 * BLOCKS]);
+    let mut draws = [0f32; 2 * BLOCKS];
     for group in &mut groups {
         let mut c: [[__m512i; 4]; V] = [[_mm512_setzero_si512(); 4]; V];
         for (v, cv) in c.iter_mut().enumerate() {
@@ -402,23 +416,29 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
             k1 = k1.wrapping_add(0xBB67_AE85);
         }
         for (v, cv) in c.iter().enumerate() {
-            for (wi, x) in w.iter_mut().zip(cv) {
-                // SAFETY: `wi` holds V vectors of 16 u32; unaligned stores.
-                unsafe { _mm512_storeu_si512(wi.as_mut_ptr().add(v * LANES).cast(), *x) };
+            // block b gives draw 2b words 0 and 1, and draw 2b + 1 words 2 and 3
+            let (p1, p2) = (w1.as_mut_ptr(), w2.as_mut_ptr());
+            for (x, dst) in
+                cv.iter()
+                    .zip([p1, p2, p1.wrapping_add(BLOCKS), p2.wrapping_add(BLOCKS)])
+            {
+                // SAFETY: `dst` points to BLOCKS u32 of `w1` or `w2`, and (v + 1)·16 <= BLOCKS;
+                // unaligned stores.
+                unsafe { _mm512_storeu_si512(dst.add(v * LANES).cast(), *x) };
             }
         }
-        for l in 0..BLOCKS {
-            even[l] = cms_fast(k, w[0][l], w[1][l]);
-        }
-        for l in 0..BLOCKS {
-            odd[l] = cms_fast(k, w[2][l], w[3][l]);
+        // all 128 draws side by side, eight vectors, each step for all of them before the next
+        // SAFETY: AVX-512F is enabled here; `w1`, `w2` and `draws` hold 2·BLOCKS = 8·16 lanes.
+        unsafe {
+            let (a, b) = (ZmmI::<8>::load(w1.as_ptr()), ZmmI::<8>::load(w2.as_ptr()));
+            cms_lanes::<Zmm<8>>(k, a, b).store(draws.as_mut_ptr());
         }
         for v in 0..V {
-            // SAFETY: `even` and `odd` hold V vectors of 16 f32 and `group` 2V; unaligned loads
-            // and stores.
+            // SAFETY: `draws` holds 2V vectors of 16 f32, the even draws then the odd, and
+            // `group` 2V; unaligned loads and stores.
             unsafe {
-                let e = _mm512_loadu_ps(even.as_ptr().add(v * LANES));
-                let o = _mm512_loadu_ps(odd.as_ptr().add(v * LANES));
+                let e = _mm512_loadu_ps(draws.as_ptr().add(v * LANES));
+                let o = _mm512_loadu_ps(draws.as_ptr().add(BLOCKS + v * LANES));
                 let dst = group.as_mut_ptr().add(2 * v * LANES);
                 _mm512_storeu_ps(dst, _mm512_permutex2var_ps(e, lo_idx, o));
                 _mm512_storeu_ps(dst.add(LANES), _mm512_permutex2var_ps(e, hi_idx, o));
