@@ -145,21 +145,50 @@ fn chunk_dot_and_sq<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) {
 
 crate::simd::multiversion!(fn chunk_dot_and_sq_best<T: Elem>(a: &[T], b: &[T]) -> (f64, f64) = chunk_dot_and_sq);
 
-/// Σa·b of one chunk with [`LANES`] independent partial sums in f64 (an in-order float sum would
-/// not vectorise; products of f32 are exact).
-#[inline(always)]
-fn chunk_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
-    let mut acc = [0f64; LANES];
-    let (la, lb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = (la.remainder().iter().zip(lb.remainder()))
-        .map(|(&x, &y)| x.into() * y.into())
-        .sum();
-    for (x, y) in la.zip(lb) {
-        for ((s, &u), &v) in acc.iter_mut().zip(x).zip(y) {
-            *s += u.into() * v.into();
+/// Σa·b over one chunk with [`LANES`] independent partial sums in f64 (an in-order float sum
+/// would not vectorise; products of f32 are exact), fed in pieces: every piece but the last has
+/// a multiple of [`LANES`] elements, so element i of the chunk always lands in partial sum
+/// i mod [`LANES`] and the pieces give the bits of the chunk fed at once.
+struct DotAcc {
+    acc: [f64; LANES],
+    tail: f64,
+}
+
+impl DotAcc {
+    #[inline(always)]
+    fn new() -> Self {
+        DotAcc {
+            acc: [0.0; LANES],
+            tail: 0.0,
         }
     }
-    acc.iter().sum::<f64>() + tail
+
+    #[inline(always)]
+    fn add<T: Elem>(&mut self, a: &[T], b: &[T]) {
+        let (la, lb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        // the remainder, in order (only the chunk's last piece has one)
+        for (&x, &y) in la.remainder().iter().zip(lb.remainder()) {
+            self.tail += x.into() * y.into();
+        }
+        for (x, y) in la.zip(lb) {
+            for ((s, &u), &v) in self.acc.iter_mut().zip(x).zip(y) {
+                *s += u.into() * v.into();
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn sum(&self) -> f64 {
+        self.acc.iter().sum::<f64>() + self.tail
+    }
+}
+
+/// Σa·b of one chunk (see [`DotAcc`]).
+#[inline(always)]
+fn chunk_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = DotAcc::new();
+    acc.add(a, b);
+    acc.sum()
 }
 
 crate::simd::multiversion!(fn chunk_dot_best<T: Elem>(a: &[T], b: &[T]) -> f64 = chunk_dot);
@@ -300,31 +329,32 @@ fn step_loop<T: Elem, const MOM: bool, const NOISE: bool>(
     bad
 }
 
-/// A chunk's noise: none, ready, or raw draws still to be scaled by `.1` and clipped.
-enum NoiseIn<'a, T> {
+/// A piece's noise: none, ready, or raw draws still to be scaled by `.1` and clipped, their
+/// squares added to `.3`.
+enum NoiseIn<'a, 'b, T> {
     None,
     Ready(&'a [T]),
-    Raw(&'a mut [T], T, Option<(T, T)>),
+    Raw(&'a mut [T], T, Option<(T, T)>, &'b mut DotAcc),
 }
 
-/// One chunk of the update: the noise's scaling and clipping, then the step. Returns (some
-/// new θ not finite, Σnoise² of raw noise, clipped count).
+/// One piece of the update: the noise's scaling and clipping, then the step. Returns (some
+/// new θ not finite, clipped count).
 #[inline(always)]
 fn chunk_kernel<T: Elem>(
-    noise: NoiseIn<'_, T>,
+    noise: NoiseIn<'_, '_, T>,
     p: &mut [T],
     g: &[T],
     m: &mut [T],
     k: Coef<T>,
     momentum: bool,
-) -> (bool, f64, usize) {
-    let (n, nsq, clipped): (&[T], f64, usize) = match noise {
-        NoiseIn::None => (&[], 0.0, 0),
-        NoiseIn::Ready(n) => (n, 0.0, 0),
-        NoiseIn::Raw(n, scale, clip) => {
+) -> (bool, usize) {
+    let (n, clipped): (&[T], usize) = match noise {
+        NoiseIn::None => (&[], 0),
+        NoiseIn::Ready(n) => (n, 0),
+        NoiseIn::Raw(n, scale, clip, acc) => {
             let clipped = scale_clip(n, scale, clip);
-            let sq = chunk_sum_sq(n);
-            (n, sq, clipped)
+            acc.add(n, n);
+            (n, clipped)
         }
     };
     let bad = match (momentum, !n.is_empty()) {
@@ -333,17 +363,21 @@ fn chunk_kernel<T: Elem>(
         (false, true) => step_loop::<T, false, true>(p, g, m, n, k),
         (false, false) => step_loop::<T, false, false>(p, g, m, n, k),
     };
-    (bad, nsq, clipped)
+    (bad, clipped)
 }
 
 crate::simd::multiversion!(fn chunk_kernel_best<T: Elem>(
-    noise: NoiseIn<'_, T>,
+    noise: NoiseIn<'_, '_, T>,
     p: &mut [T],
     g: &[T],
     m: &mut [T],
     k: Coef<T>,
     momentum: bool,
-) -> (bool, f64, usize) = chunk_kernel);
+) -> (bool, usize) = chunk_kernel);
+
+/// Elements per piece of a chunk whose noise is drawn as it goes: the draws stay in the L1
+/// cache between the sampler writing them and the step reading them. A multiple of [`LANES`].
+const PIECE: usize = 2048;
 
 fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
     let d = p.len();
@@ -379,19 +413,35 @@ fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> 
     let clip = clip_bounds::<T>(r);
     // one chunk: (some new θ not finite, Σnoise², clipped count)
     let chunk = |buf: &mut Vec<T>, c: usize, pc: &mut [T], gc: &[T], mc: &mut [T]| {
-        if let Some((alpha, _)) = fused {
-            buf.resize(pc.len(), T::zero());
-            T::fill_at(alpha, r.key, r.step, (c * CHUNK) as u64, buf);
-        }
-        let noise_in = match fused {
-            Some((_, scale)) => NoiseIn::Raw(&mut buf[..], T::c(scale), clip),
-            None if has_noise => NoiseIn::Ready(&noise[c * CHUNK..c * CHUNK + pc.len()]),
-            None => NoiseIn::None,
+        let Some((alpha, scale)) = fused else {
+            let noise_in = if has_noise {
+                NoiseIn::Ready(&noise[c * CHUNK..c * CHUNK + pc.len()])
+            } else {
+                NoiseIn::None
+            };
+            let (bad, clipped) = chunk_kernel_best(noise_in, pc, gc, mc, k, with_momentum);
+            return (bad, 0.0, clipped);
         };
-        chunk_kernel_best(noise_in, pc, gc, mc, k, with_momentum)
+        // the noise drawn a piece at a time, each piece stepped while its draws are in cache
+        let (mut acc, mut bad, mut clipped) = (DotAcc::new(), false, 0);
+        buf.resize(PIECE.min(pc.len()), T::zero());
+        for (i, (pp, gp)) in pc.chunks_mut(PIECE).zip(gc.chunks(PIECE)).enumerate() {
+            let n = &mut buf[..pp.len()];
+            T::fill_at(alpha, r.key, r.step, (c * CHUNK + i * PIECE) as u64, n);
+            let mp: &mut [T] = if with_momentum {
+                &mut mc[i * PIECE..i * PIECE + pp.len()]
+            } else {
+                &mut []
+            };
+            let noise_in = NoiseIn::Raw(n, T::c(scale), clip, &mut acc);
+            let (b, cl) = chunk_kernel_best(noise_in, pp, gp, mp, k, with_momentum);
+            bad |= b;
+            clipped += cl;
+        }
+        (bad, acc.sum(), clipped)
     };
     let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).enumerate();
-    let init = || Vec::with_capacity(if fused.is_some() { CHUNK } else { 0 });
+    let init = || Vec::with_capacity(if fused.is_some() { PIECE } else { 0 });
     // the chunks' figures in chunk order, so Σnoise² has the same bits on any thread count
     let parts: Vec<(bool, f64, usize)> = if with_momentum {
         chunks
