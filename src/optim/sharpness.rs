@@ -197,34 +197,54 @@ fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
     Tensor::cat(&sums, 0)?.to_vec1::<f64>()
 }
 
+/// k·x in new tensors.
 fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
-    a.iter()
-        .map(|x| match cpu_scale(x, k) {
-            Some(t) => t,
-            None => x.affine(k, 0.0),
+    scale_fresh(a.iter().map(Tensor::copy).collect::<Result<_>>()?, k)
+}
+
+/// k·x for tensors that nothing else holds (a product just made, a fresh draw): scaled in
+/// place on the CPU, in parallel, with no new buffer (one pass over memory, where a new tensor
+/// reads one and writes another); elsewhere a new tensor.
+fn scale_fresh(a: Vec<Tensor>, k: f64) -> Result<Vec<Tensor>> {
+    a.into_iter()
+        .map(|x| {
+            if x.device().is_cpu() && x.is_contiguous() {
+                x.inplace_op1(&ScaleInPlace(k))?;
+                Ok(x)
+            } else {
+                x.affine(k, 0.0)
+            }
         })
         .collect()
 }
 
-/// k·x for a contiguous f32 or f64 CPU tensor, in parallel (candle's `affine` runs on one
-/// thread); `None` for anything else.
-fn cpu_scale(x: &Tensor, k: f64) -> Option<Result<Tensor>> {
-    use candle_core::{CpuStorage as C, Storage as S};
+/// Multiplies a contiguous f32 or f64 CPU tensor by a constant, in place.
+struct ScaleInPlace(f64);
+
+impl candle_core::InplaceOp1 for ScaleInPlace {
+    fn name(&self) -> &'static str {
+        "ahtsgd-scale"
+    }
+
+    fn cpu_fwd(&self, s: &mut candle_core::CpuStorage, l: &candle_core::Layout) -> Result<()> {
+        use candle_core::CpuStorage as C;
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("scale: a contiguous tensor");
+        };
+        match s {
+            C::F32(v) => scale_slice(&mut v[a..b], self.0 as f32),
+            C::F64(v) => scale_slice(&mut v[a..b], self.0),
+            _ => candle_core::bail!("scale: f32 or f64"),
+        }
+        Ok(())
+    }
+}
+
+/// v ← k·v in parallel chunks (candle's `affine` runs on one thread).
+fn scale_slice<T: num_traits::Float + Send + Sync>(v: &mut [T], k: T) {
     use rayon::prelude::*;
-    let (s, l) = x.storage_and_layout();
-    let (a, b) = l.contiguous_offsets()?;
-    Some(match &*s {
-        S::Cpu(C::F32(v)) => {
-            let k = k as f32;
-            let out: Vec<f32> = v[a..b].par_iter().map(|e| e * k).collect();
-            Tensor::from_vec(out, x.shape(), x.device())
-        }
-        S::Cpu(C::F64(v)) => {
-            let out: Vec<f64> = v[a..b].par_iter().map(|e| e * k).collect();
-            Tensor::from_vec(out, x.shape(), x.device())
-        }
-        _ => return None,
-    })
+    v.par_chunks_mut(1 << 14)
+        .for_each(|c| c.iter_mut().for_each(|e| *e = *e * k));
 }
 
 /// Random vector with entries ±1 (Rademacher) or normal, shaped like `vars`: draw `draw` of
@@ -294,12 +314,17 @@ pub fn power_iteration_with(
     warm: Option<Vec<Tensor>>,
     seed: u64,
 ) -> Result<PowerIteration> {
-    let mut v = match warm {
-        Some(w) if w.len() == vars.len() => w,
-        _ => random_like(vars, seed, 0, false)?,
+    let (mut v, fresh) = match warm {
+        Some(w) if w.len() == vars.len() => (w, false),
+        _ => (random_like(vars, seed, 0, false)?, true),
     };
     let norm = dots(&[(&v, &v)])?[0].sqrt().max(1e-30);
-    v = scale(&v, 1.0 / norm)?;
+    // a warm start may be the caller's own vector, not to be changed
+    v = if fresh {
+        scale_fresh(v, 1.0 / norm)?
+    } else {
+        scale(&v, 1.0 / norm)?
+    };
     if tol <= 0.0 && !vars.iter().all(|x| x.device().is_cpu()) {
         return fixed_count_on_device(h, v, max_iters.max(1));
     }
@@ -317,7 +342,7 @@ pub fn power_iteration_with(
             lambda = 0.0;
             break;
         }
-        v = scale(&hv, 1.0 / norm)?;
+        v = scale_fresh(hv, 1.0 / norm)?;
         let converged = i > 0 && (new_lambda - lambda).abs() <= tol * new_lambda.abs().max(1e-12);
         lambda = new_lambda;
         if converged {
@@ -480,17 +505,21 @@ mod tests {
         )
         .unwrap();
         assert!((r.lambda - 7.0).abs() < 1e-6, "{}", r.lambda);
-        // warm start converges at once
+        // warm start converges at once, and leaves the caller's vector as it was (the products
+        // are scaled in place; a warm start must not be)
+        let warm: Vec<Tensor> = r.vector.iter().map(|t| (t * 3.0).unwrap()).collect();
+        let before = warm[0].to_vec1::<f64>().unwrap();
         let again = power_iteration(
             &quad_loss(&x, &a),
             std::slice::from_ref(&x),
             200,
             1e-10,
-            Some(r.vector),
+            Some(warm.clone()),
             2,
         )
         .unwrap();
         assert!(again.iterations <= 3, "{}", again.iterations);
+        assert_eq!(warm[0].to_vec1::<f64>().unwrap(), before);
     }
 
     /// The device form of a fixed-count power iteration (sums kept as tensors, read once) is
