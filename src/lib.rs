@@ -15,7 +15,7 @@ pub mod model;
 pub mod optim;
 pub mod plan;
 pub mod report;
-mod simd;
+pub mod simd;
 pub mod source;
 pub mod sweep;
 pub mod syntax;

@@ -15,9 +15,29 @@ pub enum Level {
     Baseline,
 }
 
-/// The widest instruction set this CPU has (detected once; later calls are a load).
+/// The widest instruction set this CPU has, or a narrower one named by the environment
+/// variable `AHTSGD_SIMD` (`avx2` or `baseline`), to measure or check the other kernels on one
+/// machine. Decided once; later calls are a load.
 #[inline(always)]
 pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let detected = detect();
+        match std::env::var(ENV).as_deref() {
+            Ok("baseline") => Level::Baseline,
+            Ok("avx2") if detected != Level::Baseline => Level::Avx2,
+            _ => detected,
+        }
+    })
+}
+
+/// The environment variable that caps [`level`].
+pub const ENV: &str = "AHTSGD_SIMD";
+
+/// The values [`ENV`] may take.
+pub const ENV_VALUES: [&str; 3] = ["avx512", "avx2", "baseline"];
+
+fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")

@@ -653,3 +653,52 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
         "{k8s}"
     );
 }
+
+/// The same run on every instruction set this machine has (`AHTSGD_SIMD` caps the one used)
+/// records the same metrics, bit for bit: the sampler's kernels and the fused update agree.
+/// The layers are wide enough for the vector kernels' full groups of draws, not only their
+/// remainders.
+#[test]
+fn every_instruction_set_trains_to_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = "dataset d = blobs { classes = 3, features = 16, samples = 96, test_samples = 32 }
+model m = mlp { hidden = [64] }
+optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = fixed(1.4), clip = coordinate(0.05) }
+experiment e { data = d, model = m, optimizer = aht, epochs = 1, batch = 16, log_every = 1 step }
+";
+    write(tmp.path(), "isa.aht", recipe);
+    let run = |out: &str, isa: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ahtsgd"));
+        cmd.args(["run", "isa.aht", "--out", out, "--threads", "2", "--quiet"]);
+        if let Some(v) = isa {
+            cmd.env("AHTSGD_SIMD", v);
+        }
+        let o = cmd.current_dir(tmp.path()).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{isa:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        read(tmp.path().join(out).join("e/trial-0000/metrics.jsonl"))
+    };
+    let best = run("best", None);
+    assert!(best.contains("\"noise_norm\""), "{best}");
+    assert_eq!(run("avx2", Some("avx2")), best, "AVX2");
+    assert_eq!(run("baseline", Some("baseline")), best, "baseline x86-64");
+    let o = ahtsgd_with_env(&["check", "isa.aht"], tmp.path(), ("AHTSGD_SIMD", "avx3"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use one of avx512, avx2, baseline"));
+}
+
+fn ahtsgd_with_env(
+    args: &[&str],
+    dir: &std::path::Path,
+    env: (&str, &str),
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(args)
+        .env(env.0, env.1)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}

@@ -110,6 +110,16 @@ pub fn run() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    if let Ok(v) = std::env::var(ahtsgd::simd::ENV)
+        && !ahtsgd::simd::ENV_VALUES.contains(&v.as_str())
+    {
+        eprintln!(
+            "error: {}={v:?} names no instruction set\n  help: use one of {}, or unset it",
+            ahtsgd::simd::ENV,
+            ahtsgd::simd::ENV_VALUES.join(", ")
+        );
+        return 2;
+    }
     match cli.command {
         Command::Check { files, args } => check::check(&files, &args),
         Command::Fmt { files, check } => check::fmt(&files, check),
