@@ -1,11 +1,11 @@
 //! The best vector instruction set for a kernel, chosen at run time.
 //!
 //! The crate is compiled for the baseline x86-64 (SSE2), so that the binary runs anywhere; the
-//! GEMMs and the sampler detect AVX2 and AVX-512 themselves. [`best`] gives the element-wise
-//! kernels the same: it runs a closure inside a function compiled with the detected features,
-//! so the closure and everything `#[inline(always)]` it calls are vectorised for them. Rust
-//! never contracts a multiply and an add into an FMA on its own, so the results are the same
-//! bits on every instruction set.
+//! GEMMs and the sampler detect AVX2 and AVX-512 themselves. The crate's `multiversion!` macro
+//! gives the element-wise kernels the same: one copy of a kernel per instruction set, each
+//! compiled with its features, the best one run. Rust never contracts a multiply and an add
+//! into an FMA on its own, so the results are the same bits on every instruction set (a
+//! tested property: `AHTSGD_SIMD` picks a narrower set, see [`level`]).
 
 /// Which vector instruction set to compile a kernel for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
