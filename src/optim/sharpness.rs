@@ -199,23 +199,25 @@ fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
 
 /// k·x in new tensors.
 fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
-    scale_fresh(a.iter().map(Tensor::copy).collect::<Result<_>>()?, k)
+    a.iter().map(|x| scale_one(x, k, false)).collect()
 }
 
 /// k·x for tensors that nothing else holds (a product just made, a fresh draw): scaled in
-/// place on the CPU, in parallel, with no new buffer (one pass over memory, where a new tensor
-/// reads one and writes another); elsewhere a new tensor.
+/// place on the CPU, with no new buffer (one pass over memory, where a new tensor reads one
+/// and writes another).
 fn scale_fresh(a: Vec<Tensor>, k: f64) -> Result<Vec<Tensor>> {
-    a.into_iter()
-        .map(|x| {
-            if x.device().is_cpu() && x.is_contiguous() {
-                x.inplace_op1(&ScaleInPlace(k))?;
-                Ok(x)
-            } else {
-                x.affine(k, 0.0)
-            }
-        })
-        .collect()
+    a.iter().map(|x| scale_one(x, k, true)).collect()
+}
+
+/// k·x: on the CPU in parallel (candle's `affine` runs on one thread), in place when `fresh`,
+/// else in a copy; elsewhere candle's `affine`.
+fn scale_one(x: &Tensor, k: f64, fresh: bool) -> Result<Tensor> {
+    if !(x.device().is_cpu() && x.is_contiguous()) {
+        return x.affine(k, 0.0);
+    }
+    let x = if fresh { x.clone() } else { x.copy()? };
+    x.inplace_op1(&ScaleInPlace(k))?;
+    Ok(x)
 }
 
 /// Multiplies a contiguous f32 or f64 CPU tensor by a constant, in place.
