@@ -310,15 +310,28 @@ impl Hessian for RopHessian<'_> {
             } else {
                 rg.clone()
             };
-            let mut rw = rdelta.t()?.matmul(&t.acts[i])?;
-            if let Some(r) = &ra[i] {
-                rw = (rw + delta.t()?.matmul(r)?)?;
-            }
-            out[self.index[&l.w.as_tensor().id()]] = Some(rw);
-            out[self.index[&l.b.as_tensor().id()]] = Some(linear::sum_rows(&rdelta)?);
-            if i > 0 || !t.stages.is_empty() {
+            // the weight's tangent and the input's, side by side where threads allow
+            let rw = || -> Result<Tensor> {
+                let rw = rdelta.t()?.matmul(&t.acts[i])?;
+                match &ra[i] {
+                    Some(r) => rw + delta.t()?.matmul(r)?,
+                    None => Ok(rw),
+                }
+            };
+            let next = || -> Result<Option<Tensor>> {
+                if i == 0 && t.stages.is_empty() {
+                    return Ok(None);
+                }
                 let (vw, _) = self.dir(v, l);
-                rg = (rdelta.matmul(&l.w.as_tensor().detach())? + delta.matmul(vw)?)?;
+                Ok(Some(
+                    (rdelta.matmul(&l.w.as_tensor().detach())? + delta.matmul(vw)?)?,
+                ))
+            };
+            let (rw, next) = linear::both(&rdelta, rw, next);
+            out[self.index[&l.w.as_tensor().id()]] = Some(rw?);
+            out[self.index[&l.b.as_tensor().id()]] = Some(linear::sum_rows(&rdelta)?);
+            if let Some(n) = next? {
+                rg = n;
             }
         }
         if !t.stages.is_empty() {
