@@ -321,17 +321,55 @@ fn philox_lanes(
     }
 }
 
+/// The transform of one group of 2·[`LANES`] draws: words of U, words of W, the draws to
+/// write. A trait with inlined methods, not a closure: a closure the compiler leaves out of
+/// line is compiled without the caller's instruction set (and its fused multiply-adds become
+/// software calls).
+trait Transform {
+    fn group(k: Consts, w1: &[u32; 2 * LANES], w2: &[u32; 2 * LANES], out: &mut [f32]);
+}
+
+/// The portable transform, which the compiler vectorises.
+struct Portable;
+
+impl Transform for Portable {
+    #[inline(always)]
+    fn group(k: Consts, w1: &[u32; 2 * LANES], w2: &[u32; 2 * LANES], out: &mut [f32]) {
+        for ((x, a), b) in out.iter_mut().zip(w1).zip(w2) {
+            *x = cms_fast(k, *a, *b);
+        }
+    }
+}
+
+/// The transform on four AVX2 vectors side by side ([`Ymm`]); only for code compiled with
+/// AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Transform for Avx2 {
+    #[inline(always)]
+    fn group(k: Consts, w1: &[u32; 2 * LANES], w2: &[u32; 2 * LANES], out: &mut [f32]) {
+        // SAFETY: only `fill_chunk_avx2`, compiled with AVX2 and FMA, uses this; the words
+        // and `out` hold 2·LANES = 4·8 lanes.
+        unsafe {
+            let (a, b) = (YmmI::<4>::load(w1.as_ptr()), YmmI::<4>::load(w2.as_ptr()));
+            cms_lanes::<Ymm<4>>(k, a, b).store(out.as_mut_ptr());
+        }
+    }
+}
+
+/// Draws `first..first + out.len()` group by group: Philox for 2·[`LANES`] draws, then the
+/// transform `T`; the remainder one by one.
 #[inline(always)]
-fn fill_chunk(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
+fn fill_groups<T: Transform>(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
     debug_assert!(first.is_multiple_of(2));
     let mut groups = out.chunks_exact_mut(2 * LANES);
     let mut j = first / 2;
     let (mut w1, mut w2) = ([0u32; 2 * LANES], [0u32; 2 * LANES]);
     for group in &mut groups {
         philox_lanes(key, step, j, &mut w1, &mut w2);
-        for ((x, a), b) in group.iter_mut().zip(&w1).zip(&w2) {
-            *x = cms_fast(k, *a, *b);
-        }
+        T::group(k, &w1, &w2, group);
         j += LANES as u64;
     }
     for (i, x) in groups.into_remainder().iter_mut().enumerate() {
@@ -344,27 +382,19 @@ fn fill_chunk(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) 
     }
 }
 
+/// The portable kernel.
+#[inline(always)]
+fn fill_chunk(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
+    fill_groups::<Portable>(k, key, step, first, out);
+}
+
 /// The AVX2 kernel: Philox as [`fill_chunk`] has it (the compiler vectorises its rounds), the
 /// transform [`cms_lanes`] on four vectors of eight side by side ([`Ymm`]), so it draws the
 /// bits of [`fill_chunk`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn fill_chunk_avx2(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut [f32]) {
-    debug_assert!(first.is_multiple_of(2));
-    let mut groups = out.chunks_exact_mut(2 * LANES);
-    let mut j = first / 2;
-    let (mut w1, mut w2) = ([0u32; 2 * LANES], [0u32; 2 * LANES]);
-    for group in &mut groups {
-        philox_lanes(key, step, j, &mut w1, &mut w2);
-        // SAFETY: AVX2 and FMA are enabled here; the words and `group` hold 2·LANES = 4·8
-        // lanes.
-        unsafe {
-            let (a, b) = (YmmI::<4>::load(w1.as_ptr()), YmmI::<4>::load(w2.as_ptr()));
-            cms_lanes::<Ymm<4>>(k, a, b).store(group.as_mut_ptr());
-        }
-        j += LANES as u64;
-    }
-    fill_chunk(k, key, step, 2 * j, groups.into_remainder());
+    fill_groups::<Avx2>(k, key, step, first, out);
 }
 
 /// The AVX-512 kernel: the Philox rounds written with intrinsics (16 blocks per vector, the
