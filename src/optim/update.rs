@@ -378,6 +378,7 @@ crate::simd::multiversion!(fn chunk_kernel_best<T: Elem>(
 /// Elements per piece of a chunk whose noise is drawn as it goes: the draws stay in the L1
 /// cache between the sampler writing them and the step reading them. A multiple of [`LANES`].
 const PIECE: usize = 2048;
+const _: () = assert!(PIECE.is_multiple_of(LANES));
 
 fn update_slices<T: Elem>(r: &Rule, p: &mut [T], g: &[T], state: &mut State) -> Stats {
     let d = p.len();
@@ -957,6 +958,31 @@ mod tests {
         close(one[3], naive(&a, &a));
         close(one[4], naive(&b, &b));
         assert!(f64::from_bits(one[5]) > 0.0);
+    }
+
+    /// The fused pass draws, scales, clips and squares the noise a piece at a time; its Σn² is
+    /// that of the noise it added, to the bit, as if each chunk were summed at once (pieces
+    /// and chunks that end mid-way through the partial sums included).
+    #[test]
+    fn pieces_sum_the_noise_it_adds() {
+        let dev = Device::Cpu;
+        for n in [3 * CHUNK + 2 * PIECE + 77, PIECE - 5, 2 * CHUNK] {
+            let a = Var::from_slice(&vec![0.0f32; n], n, &dev).unwrap();
+            let g = Tensor::zeros(n, candle_core::DType::F32, &dev).unwrap();
+            let r = Rule {
+                momentum: 0.0,
+                weight_decay: 0.0,
+                lr: 1.0,
+                ..rule(Source::Stable(1.2), None, Some(2.0), None)
+            };
+            let st = apply(&r, a.as_tensor(), &g, &RefCell::default()).unwrap();
+            // θ = −noise
+            let theta = a.as_tensor().to_vec1::<f32>().unwrap();
+            assert_eq!(st.noise_sq.to_bits(), sum_sq(&theta).to_bits(), "n = {n}");
+            let clipped = theta.iter().filter(|x| x.abs() == 2.0).count();
+            assert_eq!(st.clipped, clipped, "n = {n}");
+            assert!(clipped > 0 && clipped < n / 10, "n = {n}: {clipped}");
+        }
     }
 
     #[test]
