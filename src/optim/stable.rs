@@ -326,6 +326,17 @@ fn philox_lanes(
 /// line is compiled without the caller's instruction set (and its fused multiply-adds become
 /// software calls).
 trait Transform {
+    /// The words of draws `2·j0..2·(j0 + LANES)` in draw order: U's in `w1`, W's in `w2`.
+    #[inline(always)]
+    fn philox(
+        key: [u32; 2],
+        step: u64,
+        j0: u64,
+        w1: &mut [u32; 2 * LANES],
+        w2: &mut [u32; 2 * LANES],
+    ) {
+        philox_lanes(key, step, j0, w1, w2);
+    }
     fn group(k: Consts, w1: &[u32; 2 * LANES], w2: &[u32; 2 * LANES], out: &mut [f32]);
 }
 
@@ -348,6 +359,75 @@ struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 impl Transform for Avx2 {
+    /// Philox with AVX2 intrinsics, eight blocks a vector, two vectors: each 32×32→64-bit
+    /// product from two `vpmuludq`, two in-lane shuffles and two blends (the compiler's own
+    /// vectorisation of [`philox_lanes`] took about four times as long).
+    #[inline(always)]
+    fn philox(
+        key: [u32; 2],
+        step: u64,
+        j0: u64,
+        w1: &mut [u32; 2 * LANES],
+        w2: &mut [u32; 2 * LANES],
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: only `fill_chunk_avx2`, compiled with AVX2, uses this; the loads and stores
+        // stay within the arrays (two vectors of 8 u32 each).
+        unsafe {
+            let (mut lo, mut hi) = ([0u32; LANES], [0u32; LANES]);
+            for l in 0..LANES {
+                let j = j0 + l as u64;
+                (lo[l], hi[l]) = (j as u32, (j >> 32) as u32);
+            }
+            let load =
+                |a: &[u32; LANES], h: usize| _mm256_loadu_si256(a.as_ptr().add(8 * h).cast());
+            let m0 = _mm256_set1_epi32(0xD251_1F53_u32 as i32);
+            let m1 = _mm256_set1_epi32(0xCD9E_8D57_u32 as i32);
+            // (hi, lo) of the products a·m lane by lane: even lanes from one vpmuludq, odd
+            // lanes from another on the shifted words
+            let mulhilo = |a: __m256i, m: __m256i| {
+                let even = _mm256_mul_epu32(a, m);
+                let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), m);
+                let hi = _mm256_blend_epi32::<0xAA>(_mm256_shuffle_epi32::<0xF5>(even), odd);
+                let lo = _mm256_blend_epi32::<0xAA>(even, _mm256_shuffle_epi32::<0xA0>(odd));
+                (hi, lo)
+            };
+            let mut c: [[__m256i; 4]; 2] = std::array::from_fn(|h| {
+                [
+                    load(&lo, h),
+                    load(&hi, h),
+                    _mm256_set1_epi32(step as u32 as i32),
+                    _mm256_set1_epi32((step >> 32) as u32 as i32),
+                ]
+            });
+            let (mut k0, mut k1) = (key[0], key[1]);
+            for _ in 0..10 {
+                let (kk0, kk1) = (_mm256_set1_epi32(k0 as i32), _mm256_set1_epi32(k1 as i32));
+                for cv in &mut c {
+                    let (h0, l0) = mulhilo(cv[0], m0);
+                    let (h1, l1) = mulhilo(cv[2], m1);
+                    *cv = [
+                        _mm256_xor_si256(_mm256_xor_si256(h1, cv[1]), kk0),
+                        l1,
+                        _mm256_xor_si256(_mm256_xor_si256(h0, cv[3]), kk1),
+                        l0,
+                    ];
+                }
+                k0 = k0.wrapping_add(0x9E37_79B9);
+                k1 = k1.wrapping_add(0xBB67_AE85);
+            }
+            // draw order: block b gives draw 2b words 0 and 1, and draw 2b + 1 words 2 and 3
+            for (h, cv) in c.iter().enumerate() {
+                for (dst, (e, o)) in [(&mut *w1, (cv[0], cv[2])), (&mut *w2, (cv[1], cv[3]))] {
+                    let (a, b) = (_mm256_unpacklo_epi32(e, o), _mm256_unpackhi_epi32(e, o));
+                    let p = dst.as_mut_ptr().add(16 * h);
+                    _mm256_storeu_si256(p.cast(), _mm256_permute2x128_si256::<0x20>(a, b));
+                    _mm256_storeu_si256(p.add(8).cast(), _mm256_permute2x128_si256::<0x31>(a, b));
+                }
+            }
+        }
+    }
+
     #[inline(always)]
     fn group(k: Consts, w1: &[u32; 2 * LANES], w2: &[u32; 2 * LANES], out: &mut [f32]) {
         // SAFETY: only `fill_chunk_avx2`, compiled with AVX2 and FMA, uses this; the words
@@ -368,7 +448,7 @@ fn fill_groups<T: Transform>(k: Consts, key: [u32; 2], step: u64, first: u64, ou
     let mut j = first / 2;
     let (mut w1, mut w2) = ([0u32; 2 * LANES], [0u32; 2 * LANES]);
     for group in &mut groups {
-        philox_lanes(key, step, j, &mut w1, &mut w2);
+        T::philox(key, step, j, &mut w1, &mut w2);
         T::group(k, &w1, &w2, group);
         j += LANES as u64;
     }
