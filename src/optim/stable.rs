@@ -48,13 +48,21 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Philox4x32 with 10 rounds.
+/// Philox4x32's multipliers and key increments (Salmon et al., SC'11), shared by every kernel.
+const M0: u32 = 0xD251_1F53;
+const M1: u32 = 0xCD9E_8D57;
+const W0: u32 = 0x9E37_79B9;
+const W1: u32 = 0xBB67_AE85;
+/// Rounds: the generator's published default.
+const ROUNDS: usize = 10;
+
+/// Philox4x32-10, one block.
 #[inline(always)]
 pub fn philox(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
-    const M0: u64 = 0xD251_1F53;
-    const M1: u64 = 0xCD9E_8D57;
+    const M0: u64 = self::M0 as u64;
+    const M1: u64 = self::M1 as u64;
     let (mut c, mut k) = (ctr, key);
-    for _ in 0..10 {
+    for _ in 0..ROUNDS {
         let p0 = M0 * u64::from(c[0]);
         let p1 = M1 * u64::from(c[2]);
         c = [
@@ -63,10 +71,7 @@ pub fn philox(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
             (p0 >> 32) as u32 ^ c[3] ^ k[1],
             p0 as u32,
         ];
-        k = [
-            k[0].wrapping_add(0x9E37_79B9),
-            k[1].wrapping_add(0xBB67_AE85),
-        ];
+        k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
     }
     c
 }
@@ -286,8 +291,8 @@ fn philox_lanes(
     w1: &mut [u32; 2 * LANES],
     w2: &mut [u32; 2 * LANES],
 ) {
-    const M0: u64 = 0xD251_1F53;
-    const M1: u64 = 0xCD9E_8D57;
+    const M0: u64 = self::M0 as u64;
+    const M1: u64 = self::M1 as u64;
     let mut c0 = [0u32; LANES];
     let mut c1 = [0u32; LANES];
     let mut c2 = [step as u32; LANES];
@@ -298,7 +303,7 @@ fn philox_lanes(
         c1[l] = (j >> 32) as u32;
     }
     let (mut k0, mut k1) = (key[0], key[1]);
-    for _ in 0..10 {
+    for _ in 0..ROUNDS {
         for l in 0..LANES {
             let p0 = M0 * u64::from(c0[l]);
             let p1 = M1 * u64::from(c2[l]);
@@ -309,8 +314,8 @@ fn philox_lanes(
             c0[l] = n0;
             c2[l] = n2;
         }
-        k0 = k0.wrapping_add(0x9E37_79B9);
-        k1 = k1.wrapping_add(0xBB67_AE85);
+        k0 = k0.wrapping_add(W0);
+        k1 = k1.wrapping_add(W1);
     }
     // block j gives draws 2j (words 0, 1) and 2j + 1 (words 2, 3)
     for l in 0..LANES {
@@ -381,8 +386,8 @@ impl Transform for Avx2 {
             }
             let load =
                 |a: &[u32; LANES], h: usize| _mm256_loadu_si256(a.as_ptr().add(8 * h).cast());
-            let m0 = _mm256_set1_epi32(0xD251_1F53_u32 as i32);
-            let m1 = _mm256_set1_epi32(0xCD9E_8D57_u32 as i32);
+            let m0 = _mm256_set1_epi32(M0 as i32);
+            let m1 = _mm256_set1_epi32(M1 as i32);
             // (hi, lo) of the products a·m lane by lane: even lanes from one vpmuludq, odd
             // lanes from another on the shifted words
             let mulhilo = |a: __m256i, m: __m256i| {
@@ -401,7 +406,7 @@ impl Transform for Avx2 {
                 ]
             });
             let (mut k0, mut k1) = (key[0], key[1]);
-            for _ in 0..10 {
+            for _ in 0..ROUNDS {
                 let (kk0, kk1) = (_mm256_set1_epi32(k0 as i32), _mm256_set1_epi32(k1 as i32));
                 for cv in &mut c {
                     let (h0, l0) = mulhilo(cv[0], m0);
@@ -413,8 +418,8 @@ impl Transform for Avx2 {
                         l0,
                     ];
                 }
-                k0 = k0.wrapping_add(0x9E37_79B9);
-                k1 = k1.wrapping_add(0xBB67_AE85);
+                k0 = k0.wrapping_add(W0);
+                k1 = k1.wrapping_add(W1);
             }
             // draw order: block b gives draw 2b words 0 and 1, and draw 2b + 1 words 2 and 3
             for (h, cv) in c.iter().enumerate() {
@@ -500,8 +505,8 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
     const V: usize = 4;
     const BLOCKS: usize = V * LANES;
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let m0 = _mm512_set1_epi32(0xD251_1F53_u32 as i32);
-    let m1 = _mm512_set1_epi32(0xCD9E_8D57_u32 as i32);
+    let m0 = _mm512_set1_epi32(M0 as i32);
+    let m1 = _mm512_set1_epi32(M1 as i32);
     // even draws take lanes 0..8 and odd draws lanes 0..8 in turn, then 8..16
     let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -527,7 +532,7 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
             ];
         }
         let (mut k0, mut k1) = (key[0], key[1]);
-        for _ in 0..10 {
+        for _ in 0..ROUNDS {
             let (kk0, kk1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
             for cv in &mut c {
                 let (h0, l0) = mulhilo(cv[0], m0);
@@ -539,8 +544,8 @@ fn fill_chunk_avx512(k: Consts, key: [u32; 2], step: u64, first: u64, out: &mut 
                     l0,
                 ];
             }
-            k0 = k0.wrapping_add(0x9E37_79B9);
-            k1 = k1.wrapping_add(0xBB67_AE85);
+            k0 = k0.wrapping_add(W0);
+            k1 = k1.wrapping_add(W1);
         }
         for (v, cv) in c.iter().enumerate() {
             // block b gives draw 2b words 0 and 1, and draw 2b + 1 words 2 and 3
