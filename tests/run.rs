@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ahtsgd, path_with_bin, read, write};
+use common::{ahtsgd, ahtsgd_env, path_with_bin, read, write};
 use std::path::Path;
 use std::process::Command;
 
@@ -241,12 +241,11 @@ fn interrupted_trials_resume_to_identical_results() {
         tmp.path(),
     );
     assert!(whole.status.success());
-    let cut = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
-        .args(["run", "tiny.aht", "--out", "cut", "--threads", "1"])
-        .env("AHTSGD_STOP_AFTER", "8")
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
+    let cut = ahtsgd_env(
+        &["run", "tiny.aht", "--out", "cut", "--threads", "1"],
+        tmp.path(),
+        &[("AHTSGD_STOP_AFTER", "8")],
+    );
     assert_eq!(
         cut.status.code(),
         Some(130),
@@ -329,12 +328,11 @@ fn eval_and_rerun_work_on_a_recorded_trial() {
     );
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("fc0.weight"));
-    let again = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
-        .args(["rerun", "r/e/trial-0000", "--out", "again"])
-        .env("RAYON_NUM_THREADS", "1")
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
+    let again = ahtsgd_env(
+        &["rerun", "r/e/trial-0000", "--out", "again"],
+        tmp.path(),
+        &[("RAYON_NUM_THREADS", "1")],
+    );
     assert!(
         again.status.success(),
         "{}",
@@ -355,12 +353,11 @@ fn eval_and_rerun_work_on_a_recorded_trial() {
     let metrics = read(dir.join("metrics.jsonl"));
     let (_, rest) = metrics.split_once('\n').unwrap();
     write(&dir, "metrics.jsonl", &format!("{{}}\n{rest}"));
-    let other = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
-        .args(["rerun", "r/e/trial-0000", "--out", "again2"])
-        .env("RAYON_NUM_THREADS", "1")
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
+    let other = ahtsgd_env(
+        &["rerun", "r/e/trial-0000", "--out", "again2"],
+        tmp.path(),
+        &[("RAYON_NUM_THREADS", "1")],
+    );
     let said = String::from_utf8_lossy(&other.stdout);
     assert!(
         said.contains("differs at line 1") && said.contains("`cms-f32/0`"),
@@ -667,38 +664,32 @@ optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = fixed(1.4), clip = coor
 experiment e { data = d, model = m, optimizer = aht, epochs = 1, batch = 16, log_every = 1 step }
 ";
     write(tmp.path(), "isa.aht", recipe);
-    let run = |out: &str, isa: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ahtsgd"));
-        cmd.args(["run", "isa.aht", "--out", out, "--threads", "2", "--quiet"]);
-        if let Some(v) = isa {
-            cmd.env("AHTSGD_SIMD", v);
-        }
-        let o = cmd.current_dir(tmp.path()).output().unwrap();
+    let run = |out: &str, env: &[(&str, &str)]| {
+        let o = ahtsgd_env(
+            &["run", "isa.aht", "--out", out, "--threads", "2", "--quiet"],
+            tmp.path(),
+            env,
+        );
         assert!(
             o.status.success(),
-            "{isa:?}: {}",
+            "{env:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
         read(tmp.path().join(out).join("e/trial-0000/metrics.jsonl"))
     };
-    let best = run("best", None);
+    let best = run("best", &[]);
     assert!(best.contains("\"noise_norm\""), "{best}");
-    assert_eq!(run("avx2", Some("avx2")), best, "AVX2");
-    assert_eq!(run("baseline", Some("baseline")), best, "baseline x86-64");
-    let o = ahtsgd_with_env(&["check", "isa.aht"], tmp.path(), ("AHTSGD_SIMD", "avx3"));
+    assert_eq!(run("avx2", &[("AHTSGD_SIMD", "avx2")]), best, "AVX2");
+    assert_eq!(
+        run("baseline", &[("AHTSGD_SIMD", "baseline")]),
+        best,
+        "baseline x86-64"
+    );
+    let o = ahtsgd_env(
+        &["check", "isa.aht"],
+        tmp.path(),
+        &[("AHTSGD_SIMD", "avx3")],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("use one of avx512, avx2, baseline"));
-}
-
-fn ahtsgd_with_env(
-    args: &[&str],
-    dir: &std::path::Path,
-    env: (&str, &str),
-) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
-        .args(args)
-        .env(env.0, env.1)
-        .current_dir(dir)
-        .output()
-        .unwrap()
 }

@@ -6,8 +6,14 @@ use std::process::Command;
 
 /// Runs the built `ahtsgd` binary in `dir`.
 pub fn ahtsgd(args: &[&str], dir: &Path) -> std::process::Output {
+    ahtsgd_env(args, dir, &[])
+}
+
+/// Runs the built `ahtsgd` binary in `dir` with these environment variables set.
+pub fn ahtsgd_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .output()
         .expect("binary runs")
