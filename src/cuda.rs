@@ -23,28 +23,12 @@ pub(crate) fn ptx_once(
 }
 
 /// The CPU side of a custom op that runs on CUDA only (the CPU computes the same thing in
-/// other ways): `cpu_fwd` for two or three operands, refusing with `why`.
+/// other ways): `cpu_fwd` refusing with `why`, one `_` per operand (`cuda_only!(_, _; "…")`).
 macro_rules! cuda_only {
-    (2, $why:literal) => {
+    ($($operand:tt),+; $why:literal) => {
         fn cpu_fwd(
             &self,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            candle_core::bail!("{}: {}", self.name(), $why)
-        }
-    };
-    (3, $why:literal) => {
-        fn cpu_fwd(
-            &self,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
+            $($operand: &candle_core::CpuStorage, _: &candle_core::Layout,)+
         ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
             candle_core::bail!("{}: {}", self.name(), $why)
         }

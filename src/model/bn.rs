@@ -401,7 +401,7 @@ mod device {
             "ahtsgd-bn-train-stats"
         }
 
-        crate::cuda::cuda_only!(3, "CUDA only");
+        crate::cuda::cuda_only!(_, _, _; "CUDA only");
 
         fn cuda_fwd(
             &self,
@@ -439,7 +439,7 @@ mod device {
             "ahtsgd-bn-back-coefficients"
         }
 
-        crate::cuda::cuda_only!(3, "CUDA only");
+        crate::cuda::cuda_only!(_, _, _; "CUDA only");
 
         fn cuda_fwd(
             &self,
@@ -461,7 +461,7 @@ mod device {
             "ahtsgd-bn-affine-device"
         }
 
-        crate::cuda::cuda_only!(3, "CUDA only");
+        crate::cuda::cuda_only!(_, _, _; "CUDA only");
 
         fn cuda_fwd(
             &self,
@@ -495,7 +495,7 @@ mod device {
             "ahtsgd-bn-input-gradient-device"
         }
 
-        crate::cuda::cuda_only!(3, "CUDA only");
+        crate::cuda::cuda_only!(_, _, _; "CUDA only");
 
         fn cuda_fwd(
             &self,

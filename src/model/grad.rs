@@ -107,7 +107,7 @@ mod device {
             "ahtsgd-softmax-xent"
         }
 
-        crate::cuda::cuda_only!(2, "the CPU computes it on the host");
+        crate::cuda::cuda_only!(_, _; "the CPU computes it on the host");
 
         fn cuda_fwd(
             &self,

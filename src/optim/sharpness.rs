@@ -197,27 +197,21 @@ fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
     Tensor::cat(&sums, 0)?.to_vec1::<f64>()
 }
 
-/// k·x in new tensors.
-fn scale(a: &[Tensor], k: f64) -> Result<Vec<Tensor>> {
-    a.iter().map(|x| scale_one(x, k, false)).collect()
-}
-
-/// k·x for tensors that nothing else holds (a product just made, a fresh draw): scaled in
-/// place on the CPU, with no new buffer (one pass over memory, where a new tensor reads one
-/// and writes another).
-fn scale_fresh(a: Vec<Tensor>, k: f64) -> Result<Vec<Tensor>> {
-    a.iter().map(|x| scale_one(x, k, true)).collect()
-}
-
-/// k·x: on the CPU in parallel (candle's `affine` runs on one thread), in place when `fresh`,
-/// else in a copy; elsewhere candle's `affine`.
-fn scale_one(x: &Tensor, k: f64, fresh: bool) -> Result<Tensor> {
-    if !(x.device().is_cpu() && x.is_contiguous()) {
-        return x.affine(k, 0.0);
-    }
-    let x = if fresh { x.clone() } else { x.copy()? };
-    x.inplace_op1(&ScaleInPlace(k))?;
-    Ok(x)
+/// k·x: on the CPU in parallel (candle's `affine` runs on one thread), in place when
+/// `in_place` (for tensors nothing else holds: a product just made, a fresh draw; one pass
+/// over memory where a new tensor reads one and writes another), else in a copy; elsewhere
+/// candle's `affine`.
+fn scaled(a: &[Tensor], k: f64, in_place: bool) -> Result<Vec<Tensor>> {
+    a.iter()
+        .map(|x| {
+            if !(x.device().is_cpu() && x.is_contiguous()) {
+                return x.affine(k, 0.0);
+            }
+            let x = if in_place { x.clone() } else { x.copy()? };
+            x.inplace_op1(&ScaleInPlace(k))?;
+            Ok(x)
+        })
+        .collect()
 }
 
 /// Multiplies a contiguous f32 or f64 CPU tensor by a constant, in place.
@@ -322,11 +316,7 @@ pub fn power_iteration_with(
     };
     let norm = dots(&[(&v, &v)])?[0].sqrt().max(1e-30);
     // a warm start may be the caller's own vector, not to be changed
-    v = if fresh {
-        scale_fresh(v, 1.0 / norm)?
-    } else {
-        scale(&v, 1.0 / norm)?
-    };
+    v = scaled(&v, 1.0 / norm, fresh)?;
     if tol <= 0.0 && !vars.iter().all(|x| x.device().is_cpu()) {
         return fixed_count_on_device(h, v, max_iters.max(1));
     }
@@ -344,7 +334,7 @@ pub fn power_iteration_with(
             lambda = 0.0;
             break;
         }
-        v = scale_fresh(hv, 1.0 / norm)?;
+        v = scaled(&hv, 1.0 / norm, true)?;
         let converged = i > 0 && (new_lambda - lambda).abs() <= tol * new_lambda.abs().max(1e-12);
         lambda = new_lambda;
         if converged {

@@ -59,12 +59,10 @@ const ROUNDS: usize = 10;
 /// Philox4x32-10, one block.
 #[inline(always)]
 pub fn philox(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
-    const M0: u64 = self::M0 as u64;
-    const M1: u64 = self::M1 as u64;
     let (mut c, mut k) = (ctr, key);
     for _ in 0..ROUNDS {
-        let p0 = M0 * u64::from(c[0]);
-        let p1 = M1 * u64::from(c[2]);
+        let p0 = u64::from(M0) * u64::from(c[0]);
+        let p1 = u64::from(M1) * u64::from(c[2]);
         c = [
             (p1 >> 32) as u32 ^ c[1] ^ k[0],
             p1 as u32,
@@ -291,8 +289,6 @@ fn philox_lanes(
     w1: &mut [u32; 2 * LANES],
     w2: &mut [u32; 2 * LANES],
 ) {
-    const M0: u64 = self::M0 as u64;
-    const M1: u64 = self::M1 as u64;
     let mut c0 = [0u32; LANES];
     let mut c1 = [0u32; LANES];
     let mut c2 = [step as u32; LANES];
@@ -305,8 +301,8 @@ fn philox_lanes(
     let (mut k0, mut k1) = (key[0], key[1]);
     for _ in 0..ROUNDS {
         for l in 0..LANES {
-            let p0 = M0 * u64::from(c0[l]);
-            let p1 = M1 * u64::from(c2[l]);
+            let p0 = u64::from(M0) * u64::from(c0[l]);
+            let p1 = u64::from(M1) * u64::from(c2[l]);
             let n0 = (p1 >> 32) as u32 ^ c1[l] ^ k0;
             let n2 = (p0 >> 32) as u32 ^ c3[l] ^ k1;
             c1[l] = p1 as u32;
