@@ -2,6 +2,7 @@
 //! trial per task by its `plan` number) and `ahtsgd collect` (the summaries of a shared run
 //! directory).
 
+use ahtsgd::sweep::launch::{self, Task};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
@@ -49,29 +50,10 @@ fn trial_count(file: &Path, recipe: &super::RecipeArgs) -> Result<usize, i32> {
     Ok(checked.plan.map_or(0, |p| p.trials.len()))
 }
 
-fn task_command(
-    file: &Path,
-    out: &Path,
-    recipe: &super::RecipeArgs,
-    index: &str,
-    threads: usize,
-) -> String {
-    let mut cmd = format!(
-        "ahtsgd run {} --trial {index} --out {} --threads {threads} --quiet",
-        shell(file),
-        shell(out)
-    );
-    for s in &recipe.sets {
-        cmd.push_str(&format!(" --set {}", shell(Path::new(s))));
-    }
-    if recipe.allow_large {
-        cmd.push_str(" --allow-large");
-    }
-    cmd
-}
-
-fn shell(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+fn stem(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn launch(cmd: LaunchCommand) -> i32 {
@@ -96,45 +78,24 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 eprintln!("error: cannot create {}: {e}", out.display());
                 return 2;
             }
-            let mut s = String::from("#!/bin/bash\n");
-            s.push_str(&format!(
-                "#SBATCH --job-name=ahtsgd-{}\n",
-                file.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ));
-            s.push_str(&format!(
-                "#SBATCH --array=0-{}{}\n",
-                n.saturating_sub(1),
-                throttle.map_or(String::new(), |t| format!("%{t}"))
-            ));
-            s.push_str(&format!("#SBATCH --cpus-per-task={cpus_per_task}\n"));
-            for (flag, v) in [("time", time), ("mem", mem), ("partition", partition)] {
-                if let Some(v) = v {
-                    s.push_str(&format!("#SBATCH --{flag}={v}\n"));
-                }
-            }
-            if let Some(g) = gpus {
-                s.push_str(&format!("#SBATCH --gpus={g}\n"));
-            }
-            s.push_str(&format!(
-                "#SBATCH --output={}/slurm-%A_%a.log\n\n",
-                out.display()
-            ));
-            s.push_str(
-                "# one trial per array task, by its `ahtsgd plan` number; rerunning resumes\n",
-            );
-            s.push_str(&format!(
-                "{}\n",
-                task_command(
-                    &file,
-                    &out,
-                    &recipe,
-                    "\"$SLURM_ARRAY_TASK_ID\"",
-                    cpus_per_task
-                )
-            ));
-            print!("{s}");
+            let task = Task {
+                recipe: file.clone(),
+                out,
+                sets: recipe.sets.clone(),
+                allow_large: recipe.allow_large,
+                threads: cpus_per_task,
+            };
+            let job = launch::Slurm {
+                name: stem(&file),
+                trials: n,
+                throttle,
+                cpus_per_task,
+                time,
+                mem,
+                partition,
+                gpus,
+            };
+            print!("{}", launch::slurm(&job, &task));
             0
         }
         LaunchCommand::K8s {
@@ -148,18 +109,20 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 Ok(n) => n,
                 Err(code) => return code,
             };
-            let cmd = task_command(&file, &out, &recipe, "\"$JOB_COMPLETION_INDEX\"", 1);
-            let name = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_lowercase().replace('_', "-"))
-                .unwrap_or_default();
-            print!(
-                "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: ahtsgd-{name}\nspec:\n  completionMode: Indexed\n  completions: {n}\n  parallelism: {}\n  backoffLimit: {}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: trial\n          image: {image}\n          command: [\"/bin/sh\", \"-c\", {:?}]\n          resources:\n            requests:\n              cpu: \"1\"\n          volumeMounts:\n            - name: runs\n              mountPath: {}\n      volumes:\n        - name: runs\n          persistentVolumeClaim:\n            claimName: ahtsgd-runs\n",
-                parallelism.unwrap_or(n.min(16)),
-                n * 2,
-                cmd,
-                out.display()
-            );
+            let task = Task {
+                recipe: file.clone(),
+                out,
+                sets: recipe.sets.clone(),
+                allow_large: recipe.allow_large,
+                threads: 1,
+            };
+            let job = launch::K8s {
+                name: stem(&file),
+                trials: n,
+                image,
+                parallelism,
+            };
+            print!("{}", launch::k8s(&job, &task));
             0
         }
     }

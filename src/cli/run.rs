@@ -2,10 +2,14 @@
 
 use super::RecipeArgs;
 use ahtsgd::check;
+use ahtsgd::sweep::{
+    self,
+    jobs::{JobEvent, Jobs},
+    journal,
+};
 use ahtsgd::train::{self, Event, record};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -186,7 +190,7 @@ pub fn run(args: RunArgs) -> i32 {
             summaries.push(prev);
             continue;
         }
-        journal(&out, t.index, &t.experiment, "started");
+        journal::append(&out, t.index, &t.experiment, "started");
         let bar = if interactive {
             ProgressBar::new(1)
         } else {
@@ -246,7 +250,7 @@ pub fn run(args: RunArgs) -> i32 {
         match train::run_trial(t, &recipe_text, &dir, threads, !args.fresh, &mut on_event) {
             Ok(s) => {
                 bar.finish_and_clear();
-                journal(&out, t.index, &t.experiment, &s.status);
+                journal::append(&out, t.index, &t.experiment, &s.status);
                 if !args.recipe.json {
                     let acc = s
                         .final_
@@ -271,7 +275,7 @@ pub fn run(args: RunArgs) -> i32 {
             }
             Err(e) => {
                 bar.finish_and_clear();
-                journal(&out, t.index, &t.experiment, "failed");
+                journal::append(&out, t.index, &t.experiment, "failed");
                 let node = match &e {
                     train::RunError::Data(_) => "data",
                     train::RunError::Model(_) => "model",
@@ -305,18 +309,6 @@ pub fn run(args: RunArgs) -> i32 {
         eprintln!("records: {}", out.display());
     }
     i32::from(failed)
-}
-
-fn journal(out: &Path, trial: usize, experiment: &str, state: &str) {
-    let line = serde_json::json!({"trial": trial, "experiment": experiment, "state": state});
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out.join("journal.jsonl"))
-    {
-        let _ = writeln!(f, "{line}");
-        let _ = f.sync_all();
-    }
 }
 
 fn differing_fields(dir: &Path, new: &str) -> String {
@@ -382,7 +374,7 @@ fn run_parallel(
     threads: usize,
     plan: &ahtsgd::plan::Plan,
 ) -> i32 {
-    let exe = match std::env::current_exe() {
+    let program = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: cannot find this program to start the jobs: {e}");
@@ -394,87 +386,62 @@ fn run_parallel(
     } else {
         (threads / args.jobs).max(1)
     };
-    let mut queue: std::collections::VecDeque<usize> = selected.iter().map(|t| t.index).collect();
-    let mut running: Vec<(usize, std::process::Child)> = Vec::new();
-    let mut status = 0;
-    let total = queue.len();
-    let mut done = 0;
-    while !queue.is_empty() || !running.is_empty() {
-        while running.len() < args.jobs && !train::STOP.load(std::sync::atomic::Ordering::Relaxed) {
-            let Some(i) = queue.pop_front() else { break };
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.arg("run")
-                .arg(&args.file)
-                .args(["--trial", &i.to_string(), "--out"])
-                .arg(out);
-            cmd.args(["--threads", &per_job.to_string(), "--quiet"]);
-            for set in &args.recipe.sets {
-                cmd.args(["--set", set]);
-            }
-            if args.recipe.allow_large {
-                cmd.arg("--allow-large");
-            }
-            if args.fresh {
-                cmd.arg("--fresh");
-            }
-            if let Some(d) = &args.device {
-                cmd.args(["--device", d]);
-            }
-            if let Some(d) = &args.dtype {
-                cmd.args(["--dtype", d]);
-            }
-            cmd.env("RAYON_NUM_THREADS", per_job.to_string())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped());
-            match cmd.spawn() {
-                Ok(child) => running.push((i, child)),
-                Err(e) => {
-                    eprintln!("error: cannot start trial {i}: {e}");
-                    status = 1;
-                }
-            }
-        }
-        if train::STOP.load(std::sync::atomic::Ordering::Relaxed) {
-            queue.clear();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut k = 0;
-        while k < running.len() {
-            match running[k].1.try_wait() {
-                Ok(Some(code)) => {
-                    let (i, child) = running.swap_remove(k);
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr {
-                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                    }
-                    done += 1;
-                    if !args.recipe.json {
-                        for line in err
-                            .lines()
-                            .filter(|l| l.starts_with("trial ") || l.contains("error"))
-                        {
-                            eprintln!("[{done}/{total}] {line}");
-                        }
-                    }
-                    match code.code() {
-                        Some(0) => {}
-                        Some(130) => status = 130,
-                        _ => {
-                            if status == 0 {
-                                status = 1;
-                            }
-                            if args.recipe.json {
-                                eprint!("{err}");
-                            }
-                            let _ = i;
-                        }
-                    }
-                }
-                Ok(None) => k += 1,
-                Err(_) => k += 1,
-            }
-        }
+    let mut child_args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        args.file.clone().into(),
+        "--out".into(),
+        out.into(),
+    ];
+    child_args.extend([
+        "--threads".into(),
+        per_job.to_string().into(),
+        "--quiet".into(),
+    ]);
+    for set in &args.recipe.sets {
+        child_args.extend(["--set".into(), set.into()]);
     }
+    if args.recipe.allow_large {
+        child_args.push("--allow-large".into());
+    }
+    if args.fresh {
+        child_args.push("--fresh".into());
+    }
+    if let Some(d) = &args.device {
+        child_args.extend(["--device".into(), d.into()]);
+    }
+    if let Some(d) = &args.dtype {
+        child_args.extend(["--dtype".into(), d.into()]);
+    }
+    let jobs = Jobs {
+        program,
+        args: child_args,
+        trial_flag: "--trial".into(),
+        jobs: args.jobs,
+        threads_per_job: per_job,
+    };
+    let indices: Vec<usize> = selected.iter().map(|t| t.index).collect();
+    let total = indices.len();
+    let mut done = 0;
+    let json = args.recipe.json;
+    let status = sweep::jobs::run(&jobs, &indices, &train::STOP, &mut |e| match e {
+        JobEvent::NotStarted { trial, error } => {
+            eprintln!("error: cannot start trial {trial}: {error}");
+        }
+        JobEvent::Ended(end) => {
+            done += 1;
+            if !json {
+                for line in end
+                    .stderr
+                    .lines()
+                    .filter(|l| l.starts_with("trial ") || l.contains("error"))
+                {
+                    eprintln!("[{done}/{total}] {line}");
+                }
+            } else if !matches!(end.code, Some(0) | Some(130)) {
+                eprint!("{}", end.stderr);
+            }
+        }
+    });
     let summaries: Vec<record::Summary> = selected
         .iter()
         .filter_map(|t| {

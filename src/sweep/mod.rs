@@ -1,5 +1,9 @@
-//! Sweeps: comparisons across seeds and the summary files of an experiment.
+//! Sweeps: the trials of a run directory and how they are run (the journal, child processes,
+//! cluster launchers), comparisons across seeds and the summary files of an experiment.
 
+pub mod jobs;
+pub mod journal;
+pub mod launch;
 pub mod stats;
 pub mod summary;
 

@@ -1,0 +1,109 @@
+//! Trials as child processes: `run --jobs N` starts one process per trial, at most N at a
+//! time, each writing the same records a single run would.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How to start the process of one trial.
+#[derive(Clone, Debug)]
+pub struct Jobs {
+    /// The program to run (the running binary).
+    pub program: PathBuf,
+    /// Its arguments before the trial's number (`run FILE --out DIR ...`).
+    pub args: Vec<OsString>,
+    /// The flag that selects one trial, followed by its number (`--trial`).
+    pub trial_flag: String,
+    /// At most this many at once.
+    pub jobs: usize,
+    /// `RAYON_NUM_THREADS` of each child.
+    pub threads_per_job: usize,
+}
+
+/// A trial's process that has ended.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub trial: usize,
+    /// Its exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    /// What it wrote to standard error.
+    pub stderr: String,
+}
+
+/// What happened to one trial's process.
+#[derive(Clone, Debug)]
+pub enum JobEvent {
+    Ended(Ended),
+    /// The process could not be started.
+    NotStarted {
+        trial: usize,
+        error: String,
+    },
+}
+
+/// Runs `trials` through `jobs`, calling `on_event` as each ends. Stops starting new ones once
+/// `stop` is set (and lets the running ones finish their interrupted step). Returns 0 when
+/// every process exited 0, 130 if any was interrupted, 1 otherwise.
+pub fn run(
+    jobs: &Jobs,
+    trials: &[usize],
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(JobEvent),
+) -> i32 {
+    let mut queue: std::collections::VecDeque<usize> = trials.iter().copied().collect();
+    let mut running: Vec<(usize, Child)> = Vec::new();
+    let mut status = 0;
+    while !queue.is_empty() || !running.is_empty() {
+        while running.len() < jobs.jobs.max(1) && !stop.load(Ordering::Relaxed) {
+            let Some(i) = queue.pop_front() else { break };
+            let mut cmd = Command::new(&jobs.program);
+            cmd.args(&jobs.args)
+                .arg(&jobs.trial_flag)
+                .arg(i.to_string())
+                .env("RAYON_NUM_THREADS", jobs.threads_per_job.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            match cmd.spawn() {
+                Ok(child) => running.push((i, child)),
+                Err(e) => {
+                    on_event(JobEvent::NotStarted {
+                        trial: i,
+                        error: e.to_string(),
+                    });
+                    status = 1;
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            queue.clear();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut k = 0;
+        while k < running.len() {
+            match running[k].1.try_wait() {
+                Ok(Some(code)) => {
+                    let (trial, child) = running.swap_remove(k);
+                    let mut stderr = String::new();
+                    if let Some(mut e) = child.stderr {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+                    }
+                    match code.code() {
+                        Some(0) => {}
+                        Some(130) => status = 130,
+                        _ if status == 0 => status = 1,
+                        _ => {}
+                    }
+                    on_event(JobEvent::Ended(Ended {
+                        trial,
+                        code: code.code(),
+                        stderr,
+                    }));
+                }
+                Ok(None) | Err(_) => k += 1,
+            }
+        }
+    }
+    status
+}

@@ -1,0 +1,22 @@
+//! The run directory's journal (`journal.jsonl`): one line each time a trial starts or ends,
+//! appended and synced, so a crash leaves at most a missing last line.
+
+use std::io::Write;
+use std::path::Path;
+
+/// The journal's file name inside a run directory.
+pub const FILE: &str = "journal.jsonl";
+
+/// Appends `{"trial", "experiment", "state"}` to the run directory's journal. A journal that
+/// cannot be written does not stop a trial: the trial's own records are what count.
+pub fn append(run_dir: &Path, trial: usize, experiment: &str, state: &str) {
+    let line = serde_json::json!({"trial": trial, "experiment": experiment, "state": state});
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join(FILE))
+    {
+        let _ = writeln!(f, "{line}");
+        let _ = f.sync_all();
+    }
+}
