@@ -57,6 +57,29 @@ impl Checked {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
+
+    /// The root recipe with its imports inlined: one self-contained recipe text that declares
+    /// what the files declared (names are shared across files, so inlining keeps meaning). An
+    /// imported file's `version` line is left out, the root's kept.
+    pub fn inlined(&self) -> String {
+        let mut out = String::new();
+        for (id, _) in &self.modules {
+            let f = self.sources.get(*id);
+            let root = Some(*id) == self.root;
+            if !root {
+                out.push_str(&format!("# ---- imported from {}\n", f.name));
+            }
+            for line in f.text.lines() {
+                let t = line.trim_start();
+                let version = t.starts_with("version") && t[7..].trim_start().starts_with('=');
+                if !t.starts_with("import ") && (root || !version) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The most trials any recipe may expand to, even with `--allow-large`.

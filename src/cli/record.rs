@@ -19,7 +19,8 @@ pub struct EvalArgs {
 pub struct RerunArgs {
     /// A trial folder: RUN_DIR/<experiment>/trial-NNNN
     pub trial_dir: PathBuf,
-    /// Where to write the new record (default: the trial folder's name with `-rerun`)
+    /// Where to write the new record (default: RUN_DIR/<experiment>/reruns/trial-NNNN-K, where
+    /// summaries never take it for a trial)
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -61,16 +62,21 @@ pub fn eval(args: EvalArgs) -> i32 {
         Err(code) => return code,
     };
     match train::evaluate_recorded(&trial, &args.trial_dir) {
-        Ok((loss, acc, n)) => {
+        Ok(e) => {
+            for w in &e.warnings {
+                eprintln!("warning: {}: {w}", args.trial_dir.display());
+            }
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"test_loss": loss, "test_accuracy": acc, "samples": n})
+                    serde_json::json!({"test_loss": e.test_loss, "test_accuracy": e.test_accuracy, "samples": e.samples, "warnings": e.warnings})
                 );
             } else {
                 println!(
-                    "test loss {loss:.4}, test accuracy {:.2}% on {n} samples",
-                    acc * 100.0
+                    "test loss {:.4}, test accuracy {:.2}% on {} samples",
+                    e.test_loss,
+                    e.test_accuracy * 100.0,
+                    e.samples
                 );
             }
             0
@@ -90,14 +96,22 @@ pub fn rerun(args: RerunArgs) -> i32 {
     if train::needs_second_order(&trial) {
         ahtsgd::optim::enable_second_order();
     }
-    let out = args.out.unwrap_or_else(|| {
-        let name = args
-            .trial_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        args.trial_dir.with_file_name(format!("{name}-rerun"))
-    });
+    let original = train::record::read_summary(&args.trial_dir);
+    // what could make the numbers differ, said before the time is spent
+    match &original {
+        None => eprintln!(
+            "warning: {} has no summary.json (the trial did not finish), so the build it ran on is unknown",
+            args.trial_dir.display()
+        ),
+        Some(o) => {
+            for w in build_differences(o) {
+                eprintln!("warning: {w}; the rerun may not give the recorded numbers");
+            }
+        }
+    }
+    let out = args
+        .out
+        .unwrap_or_else(|| ahtsgd::sweep::rerun_dir(&args.trial_dir));
     let recipe = std::fs::read_to_string(args.trial_dir.join("recipe.aht")).unwrap_or_default();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     match train::run_trial(&trial, &recipe, &out, threads, false, &mut |_| {}) {
@@ -105,25 +119,20 @@ pub fn rerun(args: RerunArgs) -> i32 {
             let a =
                 std::fs::read_to_string(args.trial_dir.join("metrics.jsonl")).unwrap_or_default();
             let b = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-            let verdict = match a.lines().zip(b.lines()).position(|(x, y)| x != y) {
-                None if a.lines().count() == b.lines().count() => {
-                    "metrics.jsonl identical to the original".to_string()
-                }
-                None => "metrics.jsonl has a different length than the original".to_string(),
-                Some(i) => {
-                    let kernel = ahtsgd::train::record::read_summary(&args.trial_dir)
-                        .map(|o| o.noise_kernel)
-                        .unwrap_or_default();
-                    let cause = if kernel == ahtsgd::optim::stable::KERNEL {
-                        "another thread count or build?".to_string()
-                    } else {
+            let verdict = match train::record::first_difference(&a, &b) {
+                None => "metrics.jsonl identical to the original".to_string(),
+                Some(d) => {
+                    let causes = original.as_ref().map(build_differences).unwrap_or_default();
+                    let cause = if causes.is_empty() {
                         format!(
-                            "the original's noise was drawn with kernel `{}`, this build's is `{}`",
-                            if kernel.is_empty() { "older" } else { &kernel },
-                            ahtsgd::optim::stable::KERNEL
+                            "same build and kernel: another thread count ({} then, {} now) or machine?",
+                            original.as_ref().map_or(0, |o| o.threads),
+                            s.threads
                         )
+                    } else {
+                        causes.join("; ")
                     };
-                    format!("metrics.jsonl first differs at line {} ({cause})", i + 1)
+                    format!("metrics.jsonl first differs at {d} ({cause})")
                 }
             };
             println!(
@@ -139,4 +148,28 @@ pub fn rerun(args: RerunArgs) -> i32 {
             1
         }
     }
+}
+
+/// How the build that wrote a record differs from this one, in words (empty when it does not).
+fn build_differences(original: &train::record::Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    let this = env!("CARGO_PKG_VERSION");
+    if original.ahtsgd_version != this {
+        out.push(format!(
+            "the trial was recorded by ahtsgd {}, this is ahtsgd {this}",
+            original.ahtsgd_version
+        ));
+    }
+    let kernel = ahtsgd::optim::stable::KERNEL;
+    if original.noise_kernel != kernel {
+        out.push(format!(
+            "the original's noise was drawn with kernel `{}`, this build's is `{kernel}`",
+            if original.noise_kernel.is_empty() {
+                "older"
+            } else {
+                &original.noise_kernel
+            }
+        ));
+    }
+    out
 }

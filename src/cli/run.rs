@@ -6,6 +6,7 @@ use ahtsgd::sweep::{
     self,
     jobs::{JobEvent, Jobs},
     journal,
+    lock::{self, LockError, TrialLock},
 };
 use ahtsgd::train::{self, Event, record};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -124,7 +125,7 @@ pub fn run(args: RunArgs) -> i32 {
     if plan.trials.iter().any(train::needs_second_order) {
         ahtsgd::optim::enable_second_order();
     }
-    let recipe_text = inline_imports(&checked);
+    let recipe_text = checked.inlined();
     let out = args
         .out
         .clone()
@@ -158,13 +159,29 @@ pub fn run(args: RunArgs) -> i32 {
         !args.quiet && !args.recipe.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut summaries: Vec<record::Summary> = Vec::new();
     let mut failed = false;
+    let mut skipped = 0;
     for t in selected {
-        let dir = out
-            .join(&t.experiment)
-            .join(format!("trial-{:04}", t.index));
+        let dir = sweep::trial_dir(&out, &t.experiment, t.index);
         let resolved = t.resolved_source();
-        if args.fresh && dir.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+        // held until this trial's iteration ends (or this process dies)
+        let _lock = match TrialLock::acquire(&dir) {
+            Ok(l) => l,
+            Err(LockError::Held(holder)) => {
+                eprintln!(
+                    "trial {:04}: running elsewhere ({holder}); skipped",
+                    t.index
+                );
+                skipped += 1;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("error: trial {}: {e}", t.index);
+                failed = true;
+                continue;
+            }
+        };
+        if args.fresh {
+            remove_records(&dir);
         }
         // a record (finished, interrupted or killed) is kept or continued only for this recipe
         if let Ok(old) = std::fs::read_to_string(dir.join("resolved.aht"))
@@ -308,7 +325,32 @@ pub fn run(args: RunArgs) -> i32 {
         print_table(&summaries, plan, &out);
         eprintln!("records: {}", out.display());
     }
+    if skipped > 0 {
+        eprintln!(
+            "error: {skipped} trial{} skipped because another process is training {}; run the same command again once {} finished",
+            if skipped == 1 { " was" } else { "s were" },
+            if skipped == 1 { "it" } else { "them" },
+            if skipped == 1 { "it has" } else { "they have" },
+        );
+        return 1;
+    }
     i32::from(failed)
+}
+
+/// Removes a trial folder's records for `--fresh`, all but the lock this process holds (a
+/// removed lock file would let a second process lock a new one).
+fn remove_records(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name() == lock::FILE {
+            continue;
+        }
+        let p = e.path();
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
 }
 
 fn differing_fields(dir: &Path, new: &str) -> String {
@@ -324,24 +366,6 @@ fn differing_fields(dir: &Path, new: &str) -> String {
     } else {
         diffs.join("; ")
     }
-}
-
-/// The root recipe with its imports inlined (for recipe.aht).
-fn inline_imports(checked: &check::Checked) -> String {
-    let mut out = String::new();
-    for (id, _) in &checked.modules {
-        let f = checked.sources.get(*id);
-        if Some(*id) != checked.root {
-            out.push_str(&format!("# ---- imported from {}\n", f.name));
-        }
-        for line in f.text.lines() {
-            if !line.trim_start().starts_with("import ") {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
 }
 
 /// Prints each experiment's comparison and writes `summary.md` and `summary.csv` beside its trials.
@@ -444,12 +468,7 @@ fn run_parallel(
     });
     let summaries: Vec<record::Summary> = selected
         .iter()
-        .filter_map(|t| {
-            record::read_summary(
-                &out.join(&t.experiment)
-                    .join(format!("trial-{:04}", t.index)),
-            )
-        })
+        .filter_map(|t| record::read_summary(&sweep::trial_dir(out, &t.experiment, t.index)))
         .collect();
     if args.recipe.json {
         for s in &summaries {

@@ -12,6 +12,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod adam;
 pub mod alpha;
 mod lanes;
 pub mod sgd;

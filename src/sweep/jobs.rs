@@ -1,5 +1,7 @@
 //! Trials as child processes: `run --jobs N` starts one process per trial, at most N at a
-//! time, each writing the same records a single run would.
+//! time, each writing the same records a single run would. On Linux a child is killed when
+//! its parent dies (`PR_SET_PDEATHSIG`), so killing the parent alone leaves no orphan
+//! training on, and the trial locks the children held are released with them.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -65,6 +67,7 @@ pub fn run(
                 .env("RAYON_NUM_THREADS", jobs.threads_per_job.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
+            die_with_parent(&mut cmd);
             match cmd.spawn() {
                 Ok(child) => running.push((i, child)),
                 Err(e) => {
@@ -107,3 +110,26 @@ pub fn run(
     }
     status
 }
+
+/// Asks the kernel to SIGKILL the child when this process dies.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid and prctl are async-signal-safe; the closure allocates nothing.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // the parent may have died before prctl: then no signal will come
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the parent process has ended"));
+            }
+            Ok(())
+        })
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}

@@ -7,10 +7,17 @@ use std::path::Path;
 /// The journal's file name inside a run directory.
 pub const FILE: &str = "journal.jsonl";
 
-/// Appends `{"trial", "experiment", "state"}` to the run directory's journal. A journal that
-/// cannot be written does not stop a trial: the trial's own records are what count.
+/// Appends `{"trial", "experiment", "state", "pid", "host"}` to the run directory's journal,
+/// naming the process that wrote it. A journal that cannot be written does not stop a trial:
+/// the trial's own records are what count.
 pub fn append(run_dir: &Path, trial: usize, experiment: &str, state: &str) {
-    let line = serde_json::json!({"trial": trial, "experiment": experiment, "state": state});
+    let line = serde_json::json!({
+        "trial": trial,
+        "experiment": experiment,
+        "state": state,
+        "pid": std::process::id(),
+        "host": super::lock::host(),
+    });
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

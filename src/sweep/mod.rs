@@ -4,6 +4,7 @@
 pub mod jobs;
 pub mod journal;
 pub mod launch;
+pub mod lock;
 pub mod stats;
 pub mod summary;
 
@@ -33,8 +34,10 @@ impl Finished {
     }
 }
 
-/// Every experiment under a run directory with at least one finished trial (a trial folder
-/// holding `summary.json`), in name order. Written by `run`, `--jobs`, shards or array jobs.
+/// Every experiment under a run directory with at least one finished trial (a numbered trial
+/// folder holding `summary.json`), in name order. Written by `run`, `--jobs`, shards or array
+/// jobs. Other folders (`reruns`, a `report`, copies) are not trials of the experiment and are
+/// not counted.
 pub fn finished(dir: &Path) -> std::io::Result<Vec<Finished>> {
     let mut out = Vec::new();
     let mut experiments: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -46,6 +49,7 @@ pub fn finished(dir: &Path) -> std::io::Result<Vec<Finished>> {
     for e in experiments {
         let mut trials: Vec<PathBuf> = std::fs::read_dir(&e)?
             .flatten()
+            .filter(|t| trial_number(&t.file_name().to_string_lossy()).is_some())
             .map(|t| t.path())
             .filter(|p| p.join("summary.json").exists())
             .collect();
@@ -73,4 +77,64 @@ pub fn finished(dir: &Path) -> std::io::Result<Vec<Finished>> {
         });
     }
     Ok(out)
+}
+
+/// The record folder of trial `index` of `experiment`: `RUN_DIR/<experiment>/trial-NNNN`.
+pub fn trial_dir(run_dir: &Path, experiment: &str, index: usize) -> PathBuf {
+    run_dir.join(experiment).join(format!("trial-{index:04}"))
+}
+
+/// The number of a trial folder's name (`trial-0012` -> 12); `None` for any other name.
+pub fn trial_number(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("trial-")?;
+    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Where `ahtsgd rerun` writes a rerun of a trial folder by default:
+/// `RUN_DIR/<experiment>/reruns/trial-NNNN-K`, with the first K not yet taken, so that reruns
+/// are never taken for trials of the experiment.
+pub fn rerun_dir(trial_dir: &Path) -> PathBuf {
+    let name = trial_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trial".into());
+    let parent = trial_dir.parent().unwrap_or(Path::new("."));
+    let reruns = parent.join("reruns");
+    (1..)
+        .map(|k| reruns.join(format!("{name}-{k}")))
+        .find(|p| !p.exists())
+        .expect("an unused name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_numbered_folders_are_trials() {
+        assert_eq!(trial_number("trial-0000"), Some(0));
+        assert_eq!(trial_number("trial-12345"), Some(12345));
+        for other in [
+            "trial-0000-rerun",
+            "trial-12",
+            "reruns",
+            "trial-00a1",
+            "trial-",
+        ] {
+            assert_eq!(trial_number(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn reruns_go_beside_the_trials_under_reruns_and_never_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let trial = tmp.path().join("e/trial-0003");
+        let first = rerun_dir(&trial);
+        assert_eq!(first, tmp.path().join("e/reruns/trial-0003-1"));
+        std::fs::create_dir_all(&first).unwrap();
+        assert_eq!(rerun_dir(&trial), tmp.path().join("e/reruns/trial-0003-2"));
+    }
 }

@@ -1,5 +1,7 @@
 //! Checkpoints: parameters, optimizer state, the α controller and the records so far, written
 //! atomically, so an interrupted trial continues to exactly the numbers of an uninterrupted one.
+//! Tensors are named `param/<name>`, `buffer/<name>` (batch norm's running statistics),
+//! `momentum/<name>`, `adam_m/<name>`, `adam_v/<name>` and `warm/<i>` (power iteration's start).
 //! (Shuffling and noise are keyed by epoch and step, so nothing else needs saving.)
 
 use super::record::EvalPoint;
@@ -17,6 +19,9 @@ pub struct Meta {
     pub evals: Vec<EvalPoint>,
     pub best: Option<EvalPoint>,
     pub wall_seconds: f64,
+    /// The steps earlier runs of this trial resumed from, in order.
+    #[serde(default)]
+    pub resumed_from: Vec<u64>,
 }
 
 fn dir(trial_dir: &Path) -> PathBuf {

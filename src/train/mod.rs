@@ -63,6 +63,8 @@ pub enum RunError {
     Candle(#[from] candle_core::Error),
     #[error("writing the run record: {0}")]
     Io(#[from] std::io::Error),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// Set from a Ctrl-C handler: the trial stops after the current step and records what it has.
@@ -175,7 +177,7 @@ fn evaluate(
 
 enum Opt {
     Noisy(Box<AhtSgd>),
-    Adam(candle_nn::AdamW),
+    Adam(optim::adam::AdamW),
 }
 
 /// Trains one trial into `dir` (its run-record folder), returning its summary.
@@ -224,8 +226,7 @@ pub fn run_trial(
         steps_per_epoch * epochs as u64
     };
     let lowered = lower::optimizer(c.obj("optimizer"), seed, steps_per_epoch);
-    // Adam's moments live inside candle-nn and are not saved: such trials start over
-    let restored = if resume && lowered.adam.is_none() {
+    let restored = if resume {
         checkpoint::load(dir, &dev)?
     } else {
         None
@@ -240,10 +241,7 @@ pub fn run_trial(
         sharpness::enable_second_order();
     }
     let mut opt = match &lowered.adam {
-        Some(p) => Opt::Adam(<candle_nn::AdamW as candle_nn::Optimizer>::new(
-            model.vars(),
-            p.clone(),
-        )?),
+        Some(p) => Opt::Adam(optim::adam::AdamW::new(model.params.clone(), p.clone())?),
         None => Opt::Noisy(Box::new(AhtSgd::new(
             model.params.clone(),
             lowered.params.clone(),
@@ -266,6 +264,12 @@ pub fn run_trial(
     let stop_after: Option<u64> = std::env::var("AHTSGD_STOP_AFTER")
         .ok()
         .and_then(|v| v.parse().ok());
+    // another: die by SIGKILL at this step, as `kill -9` would, in a trial that started afresh
+    // (a resumed one passes the step again)
+    let kill_after: Option<u64> = std::env::var("AHTSGD_KILL_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|_| restored.is_none());
     let diverge_loss = c.f64("diverge_loss");
     // augmentation for 32x32 images: crop with 4 pixels of padding, plus flips except for digits
     let data_spec = c.obj("data");
@@ -289,6 +293,8 @@ pub fn run_trial(
         summary.evals = meta.evals.clone();
         summary.best = meta.best.clone();
         summary.final_ = meta.evals.last().cloned();
+        summary.resumed_from = meta.resumed_from.clone();
+        summary.resumed_from.push(meta.step);
     }
     let order_of = |epoch: usize| {
         let mut order: Vec<usize> = (0..data.train_len()).collect();
@@ -329,6 +335,10 @@ pub fn run_trial(
             }
             if stop_after == Some(step) {
                 STOP.store(true, Ordering::Relaxed);
+            }
+            if kill_after == Some(step) {
+                // SAFETY: raise has no memory effects; the process ends here.
+                unsafe { libc::raise(libc::SIGKILL) };
             }
             if STOP.load(Ordering::Relaxed) {
                 summary.status = "interrupted".into();
@@ -439,8 +449,8 @@ pub fn run_trial(
                     }
                 }
                 Opt::Adam(a) => {
-                    candle_nn::Optimizer::set_learning_rate(a, lr);
-                    candle_nn::Optimizer::step(a, &grads)?;
+                    a.params.lr = lr;
+                    a.step(&grads)?;
                     optim::Telemetry {
                         alpha: 2.0,
                         lr,
@@ -510,9 +520,12 @@ pub fn run_trial(
     summary.wall_seconds = wall_before + started.elapsed().as_secs_f64();
     summary.steps_per_s = step as f64 / summary.wall_seconds.max(1e-9);
     if summary.status == "completed" {
+        // parameters and buffers under their own names (they never share one), as a state
+        // dict holds them
         let params: HashMap<String, Tensor> = model
             .params
             .iter()
+            .chain(&model.buffers)
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         std::fs::create_dir_all(dir.join("checkpoints"))?;
@@ -524,8 +537,8 @@ pub fn run_trial(
     Ok(summary)
 }
 
-/// Saves parameters (`param/<name>`), optimizer state, the power-iteration vector and the
-/// records so far.
+/// Saves parameters (`param/<name>`), buffers such as batch norm's running statistics
+/// (`buffer/<name>`), optimizer state, the power-iteration vector and the records so far.
 #[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     dir: &Path,
@@ -540,11 +553,20 @@ fn save_checkpoint(
         .params
         .iter()
         .map(|(n, v)| (format!("param/{n}"), v.as_tensor().clone()))
+        .chain(
+            model
+                .buffers
+                .iter()
+                .map(|(n, v)| (format!("buffer/{n}"), v.as_tensor().clone())),
+        )
         .collect();
     let mut controller = None;
-    if let Opt::Noisy(o) = opt {
-        tensors.extend(o.export_state()?);
-        controller = o.controller.as_ref().map(|c| c.snapshot());
+    match opt {
+        Opt::Noisy(o) => {
+            tensors.extend(o.export_state()?);
+            controller = o.controller.as_ref().map(|c| c.snapshot());
+        }
+        Opt::Adam(a) => tensors.extend(a.export_state()?),
     }
     for (i, t) in warm.iter().flatten().enumerate() {
         tensors.insert(format!("warm/{i:04}"), t.clone());
@@ -555,6 +577,7 @@ fn save_checkpoint(
         evals: summary.evals.clone(),
         best: summary.best.clone(),
         wall_seconds: wall,
+        resumed_from: summary.resumed_from.clone(),
     };
     checkpoint::save(dir, &tensors, &meta)?;
     Ok(())
@@ -568,10 +591,21 @@ fn restore(
     tensors: &HashMap<String, Tensor>,
     meta: &checkpoint::Meta,
 ) -> Result<(), RunError> {
+    let lacks = |what: &str, name: &str| {
+        RunError::Checkpoint(format!(
+            "the checkpoint lacks {what} `{name}`; start the trial over with --fresh"
+        ))
+    };
     for (name, var) in &model.params {
         let t = tensors
             .get(&format!("param/{name}"))
-            .ok_or_else(|| RunError::Device(format!("checkpoint lacks parameter `{name}`")))?;
+            .ok_or_else(|| lacks("parameter", name))?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    for (name, var) in &model.buffers {
+        let t = tensors
+            .get(&format!("buffer/{name}"))
+            .ok_or_else(|| lacks("buffer", name))?;
         var.set(&t.to_dtype(var.dtype())?)?;
     }
     match opt {
@@ -581,7 +615,9 @@ fn restore(
                 c.restore(s);
             }
         }
-        Opt::Adam(_) => unreachable!("Adam trials are never restored"),
+        Opt::Adam(a) => a
+            .import_state(tensors, meta.step)
+            .map_err(|e| RunError::Checkpoint(format!("{e}; start the trial over with --fresh")))?,
     }
     let mut w: Vec<(&String, &Tensor)> = tensors
         .iter()
@@ -603,9 +639,20 @@ pub fn needs_second_order(trial: &Trial) -> bool {
     }
 }
 
-/// Test loss, accuracy and sample count of a recorded trial's final (or latest) parameters,
-/// on the dataset of `trial` (which may differ from the one it trained on).
-pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<(f64, f64, usize), RunError> {
+/// What `evaluate_recorded` found.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub samples: usize,
+    /// Why the figures may not be those of the trained model (a record from before buffers
+    /// were saved).
+    pub warnings: Vec<String>,
+}
+
+/// Test loss, accuracy and sample count of a recorded trial's final (or latest) parameters and
+/// buffers, on the dataset of `trial` (which may differ from the one it trained on).
+pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunError> {
     let c = &trial.config;
     let dev = device(c.str("device"))?;
     let dtype = if c.str("dtype") == "f64" {
@@ -623,13 +670,13 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<(f64, f64, usize),
         0,
     )?;
     let final_path = checkpoint::final_path(dir);
-    let (tensors, prefix) = if final_path.exists() {
-        (candle_core::safetensors::load(&final_path, &dev)?, "")
+    let (tensors, param_prefix, buffer_prefix) = if final_path.exists() {
+        (candle_core::safetensors::load(&final_path, &dev)?, "", "")
     } else {
         match checkpoint::load(dir, &dev)? {
-            Some((t, _)) => (t, "param/"),
+            Some((t, _)) => (t, "param/", "buffer/"),
             None => {
-                return Err(RunError::Device(format!(
+                return Err(RunError::Checkpoint(format!(
                     "{} has no checkpoint to evaluate",
                     dir.display()
                 )));
@@ -637,13 +684,15 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<(f64, f64, usize),
         }
     };
     for (name, var) in &model.params {
-        let t = tensors.get(&format!("{prefix}{name}")).ok_or_else(|| {
-            RunError::Device(format!(
-                "the checkpoint has no parameter `{name}`: was the model changed?"
-            ))
-        })?;
+        let t = tensors
+            .get(&format!("{param_prefix}{name}"))
+            .ok_or_else(|| {
+                RunError::Checkpoint(format!(
+                    "the checkpoint has no parameter `{name}`: was the model changed?"
+                ))
+            })?;
         if t.shape() != var.shape() {
-            return Err(RunError::Device(format!(
+            return Err(RunError::Checkpoint(format!(
                 "parameter `{name}` is {:?} in the checkpoint but {:?} for this data",
                 t.dims(),
                 var.dims()
@@ -651,7 +700,26 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<(f64, f64, usize),
         }
         var.set(&t.to_dtype(dtype)?)?;
     }
+    let mut missing = Vec::new();
+    for (name, var) in &model.buffers {
+        match tensors.get(&format!("{buffer_prefix}{name}")) {
+            Some(t) => var.set(&t.to_dtype(dtype)?)?,
+            None => missing.push(name.as_str()),
+        }
+    }
+    let mut warnings = Vec::new();
+    if !missing.is_empty() {
+        warnings.push(format!(
+            "the record holds no {} (it was written before buffers were saved): these use their initial values, so the figures are not those of the trained model; rerun the trial to evaluate it",
+            missing.join(", ")
+        ));
+    }
     let mut buf = Vec::new();
-    let (loss, acc) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
-    Ok((loss, acc, data.test_len()))
+    let (test_loss, test_accuracy) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
+    Ok(Evaluation {
+        test_loss,
+        test_accuracy,
+        samples: data.test_len(),
+        warnings,
+    })
 }

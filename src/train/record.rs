@@ -109,6 +109,9 @@ pub struct Summary {
     pub noise_kernel: String,
     pub wall_seconds: f64,
     pub steps_per_s: f64,
+    /// The steps this trial was resumed from, in order (empty for a trial that ran in one go).
+    #[serde(default)]
+    pub resumed_from: Vec<u64>,
     /// The trial's sweep values, (site path, recipe text), as `plan` lists them.
     #[serde(default)]
     pub choices: Vec<(String, String)>,
@@ -268,4 +271,135 @@ impl Recorder {
 /// The summary of a finished trial in `dir`, if there is one.
 pub fn read_summary(dir: &Path) -> Option<Summary> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()
+}
+
+/// Where two `metrics.jsonl` texts first part.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricDifference {
+    /// Line `line` (from 1), at `step`, differs first in `field` (`None` when only the set of
+    /// fields differs or a line is not JSON); the values as written.
+    Value {
+        line: usize,
+        step: Option<u64>,
+        field: Option<String>,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    /// One ends where the other goes on: after `common` equal lines.
+    Length {
+        common: usize,
+        old: usize,
+        new: usize,
+    },
+}
+
+impl std::fmt::Display for MetricDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricDifference::Value {
+                line,
+                step,
+                field,
+                old,
+                new,
+            } => {
+                write!(f, "line {line}")?;
+                if let Some(s) = step {
+                    write!(f, " (step {s})")?;
+                }
+                match field {
+                    Some(name) => write!(
+                        f,
+                        ": `{name}` was {} and is now {}",
+                        old.as_deref().unwrap_or("absent"),
+                        new.as_deref().unwrap_or("absent")
+                    ),
+                    None => write!(f, ": the lines differ"),
+                }
+            }
+            MetricDifference::Length { common, old, new } => write!(
+                f,
+                "the first {common} lines agree, then the original has {old} lines and the rerun {new}"
+            ),
+        }
+    }
+}
+
+/// The first difference between two `metrics.jsonl` texts, `None` when they are identical.
+pub fn first_difference(old: &str, new: &str) -> Option<MetricDifference> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) else {
+        return (a.len() != b.len()).then_some(MetricDifference::Length {
+            common: a.len().min(b.len()),
+            old: a.len(),
+            new: b.len(),
+        });
+    };
+    let parse = |l: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l);
+    let (x, y) = (parse(a[i]).ok(), parse(b[i]).ok());
+    let step = x
+        .as_ref()
+        .or(y.as_ref())
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.as_u64());
+    let mut field = None;
+    if let (Some(x), Some(y)) = (&x, &y) {
+        // in the order the old line wrote them, then fields only the new one has
+        let names = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+        field = names
+            .into_iter()
+            .find(|k| x.get(*k) != y.get(*k))
+            .map(|k| (k.clone(), x.get(k), y.get(k)));
+    }
+    let text = |v: Option<&serde_json::Value>| v.map(|v| v.to_string());
+    Some(MetricDifference::Value {
+        line: i + 1,
+        step,
+        old: field.as_ref().and_then(|f| text(f.1)),
+        new: field.as_ref().and_then(|f| text(f.2)),
+        field: field.map(|f| f.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_differing_metric_is_named_with_both_values() {
+        let a = "{\"step\":1,\"train_loss\":1.0,\"alpha\":1.5}\n{\"step\":2,\"train_loss\":0.9,\"alpha\":1.5}\n";
+        let b = "{\"step\":1,\"train_loss\":1.0,\"alpha\":1.5}\n{\"step\":2,\"train_loss\":0.9,\"alpha\":1.6}\n";
+        assert_eq!(first_difference(a, a), None);
+        let d = first_difference(a, b).unwrap();
+        assert_eq!(
+            d,
+            MetricDifference::Value {
+                line: 2,
+                step: Some(2),
+                field: Some("alpha".into()),
+                old: Some("1.5".into()),
+                new: Some("1.6".into()),
+            }
+        );
+        assert_eq!(
+            d.to_string(),
+            "line 2 (step 2): `alpha` was 1.5 and is now 1.6"
+        );
+        let c = "{\"step\":1,\"train_loss\":1.0,\"alpha\":1.5}\n";
+        assert_eq!(
+            first_difference(a, c),
+            Some(MetricDifference::Length {
+                common: 1,
+                old: 2,
+                new: 1
+            })
+        );
+        let extra = "{\"step\":1,\"train_loss\":1.0,\"alpha\":1.5,\"lr\":0.1}\n";
+        assert!(
+            first_difference(c, extra)
+                .unwrap()
+                .to_string()
+                .contains("`lr` was absent and is now 0.1")
+        );
+    }
 }
