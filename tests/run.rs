@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ahtsgd, ahtsgd_env, path_with_bin, read, write};
+use common::{ahtsgd, ahtsgd_env, read, write};
 use std::path::Path;
 use std::process::Command;
 
@@ -581,17 +581,40 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
         script.contains("#SBATCH --array=0-9%3") && script.contains("#SBATCH --cpus-per-task=1"),
         "{script}"
     );
+    // the task runs this binary by absolute path, on the recipe frozen in the run directory
+    let bin = Path::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .canonicalize()
+        .unwrap();
     let task = script
         .lines()
-        .find(|l| l.starts_with("ahtsgd run"))
-        .unwrap();
-    let path = path_with_bin();
+        .find(|l| l.contains("--trial"))
+        .unwrap()
+        .to_string();
+    assert!(
+        task.starts_with(&format!("'{}' run '", bin.display())),
+        "{task}"
+    );
+    let shared = tmp.path().canonicalize().unwrap().join("shared");
+    assert!(
+        task.contains(&format!("'{}/launch/sweep-", shared.display())),
+        "{task}"
+    );
+    // editing the recipe after launch changes nothing queued
+    write(
+        tmp.path(),
+        "sweep.aht",
+        &SWEEP
+            .replace("epochs = 20", "epochs = 2")
+            .replace("lr = 0.1 }", "lr = 0.3 }"),
+    );
+    // no `ahtsgd` on PATH, and another working folder
+    let elsewhere = tempfile::tempdir().unwrap();
     for i in 0..SWEEP_TRIALS {
         let o = Command::new("bash")
-            .args(["-c", task])
+            .args(["-c", &task])
             .env("SLURM_ARRAY_TASK_ID", i.to_string())
-            .env("PATH", &path)
-            .current_dir(tmp.path())
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(elsewhere.path())
             .output()
             .unwrap();
         assert!(
@@ -600,6 +623,11 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    write(
+        tmp.path(),
+        "sweep.aht",
+        &SWEEP.replace("epochs = 20", "epochs = 2"),
+    );
     let c = ahtsgd(&["collect", "shared"], tmp.path());
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     assert_eq!(
@@ -646,9 +674,99 @@ fn array_job_tasks_and_shards_reproduce_a_local_sweep() {
     assert!(
         k8s.contains("completionMode: Indexed")
             && k8s.contains("completions: 10")
-            && k8s.contains("JOB_COMPLETION_INDEX"),
+            && k8s.contains("JOB_COMPLETION_INDEX")
+            && k8s.contains("'ahtsgd' run '/etc/ahtsgd/sweep-")
+            && !k8s.contains("--device"),
         "{k8s}"
     );
+    // the recipe travels in a ConfigMap, mounted where the command reads it
+    let (config, job) = k8s.split_once("\n---\n").unwrap();
+    assert!(config.contains("kind: ConfigMap") && job.contains("configMap:"));
+    let body: String = config
+        .lines()
+        .skip_while(|l| !l.ends_with(": |"))
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert_eq!(body, read(tmp.path().join("sweep.aht")));
+    assert!(
+        ahtsgd(&["launch", "k8s", "sweep.aht", "--out", "runs"], tmp.path())
+            .status
+            .code()
+            == Some(2),
+        "a relative --out is refused for k8s"
+    );
+}
+
+/// `--gpus` selects the CUDA device in both launchers; `--bin` names the binary the tasks run.
+#[test]
+fn launchers_select_the_gpu_and_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let slurm = ahtsgd(
+        &[
+            "launch",
+            "slurm",
+            "tiny.aht",
+            "--out",
+            "r",
+            "--gpus",
+            "1",
+            "--bin",
+            "/opt/ahtsgd/bin/ahtsgd",
+        ],
+        tmp.path(),
+    );
+    let s = String::from_utf8_lossy(&slurm.stdout);
+    assert!(
+        s.contains("#SBATCH --gpus=1")
+            && s.contains("'/opt/ahtsgd/bin/ahtsgd' run ")
+            && s.contains(" --device cuda"),
+        "{s}"
+    );
+    let k8s = ahtsgd(
+        &["launch", "k8s", "tiny.aht", "--out", "/runs", "--gpus", "2"],
+        tmp.path(),
+    );
+    let k = String::from_utf8_lossy(&k8s.stdout);
+    assert!(
+        k.contains("nvidia.com/gpu: 2") && k.contains(" --device cuda"),
+        "{k}"
+    );
+}
+
+/// A recipe with imports is frozen as one self-contained file that gives the same trials.
+#[test]
+fn a_launched_recipe_with_imports_is_frozen_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lib, main) = TINY.split_at(TINY.find("experiment").unwrap());
+    write(tmp.path(), "lib.aht", &format!("version = 1\n{lib}"));
+    write(
+        tmp.path(),
+        "main.aht",
+        &format!("version = 1\nimport \"lib.aht\"\n{main}"),
+    );
+    let script = ahtsgd(&["launch", "slurm", "main.aht", "--out", "r"], tmp.path());
+    assert!(
+        script.status.success(),
+        "{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let frozen: Vec<_> = std::fs::read_dir(tmp.path().join("r/launch"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(frozen.len(), 1);
+    let text = read(&frozen[0]);
+    assert!(
+        !text.lines().any(|l| l.starts_with("import ")) && text.contains("model m = mlp"),
+        "{text}"
+    );
+    let a = ahtsgd(&["plan", "main.aht", "--json"], tmp.path());
+    let b = ahtsgd(&["plan", frozen[0].to_str().unwrap(), "--json"], tmp.path());
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(a.stdout, b.stdout);
 }
 
 /// The same run on every instruction set this machine has (`AHTSGD_SIMD` caps the one used)

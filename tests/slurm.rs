@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{path_with_bin, read};
+use common::read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -82,7 +82,9 @@ fn array_job_on_a_real_cluster_matches_a_local_run() {
     };
     let work = tmp.path();
     std::fs::write(work.join("sweep.aht"), SWEEP).unwrap();
-    let path = path_with_bin();
+    // the job script runs the binary by absolute path: no `ahtsgd` on the tasks' PATH
+    let path = "/usr/local/bin:/usr/bin:/bin";
+    assert!(!Path::new("/usr/local/bin/ahtsgd").exists() && !Path::new("/usr/bin/ahtsgd").exists());
     let shared = work.join("shared");
     let script = Command::new(bin())
         .args(["launch", "slurm", "sweep.aht", "--out"])
@@ -99,7 +101,7 @@ fn array_job_on_a_real_cluster_matches_a_local_run() {
     let sbatch = Command::new("sbatch")
         .args(["--wait", "job.sh"])
         .env("SLURM_CONF", &cluster.conf)
-        .env("PATH", &path)
+        .env("PATH", path)
         .current_dir(work)
         .output()
         .unwrap();

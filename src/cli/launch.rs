@@ -23,8 +23,12 @@ pub enum LaunchCommand {
         mem: Option<String>,
         #[arg(long)]
         partition: Option<String>,
+        /// GPUs per task; the trials then run with `--device cuda`
         #[arg(long)]
         gpus: Option<usize>,
+        /// The ahtsgd binary the tasks run [default: this one, by absolute path]
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
         #[command(flatten)]
         recipe: super::RecipeArgs,
     },
@@ -37,23 +41,55 @@ pub enum LaunchCommand {
         image: String,
         #[arg(long)]
         parallelism: Option<usize>,
+        /// GPUs per pod (`nvidia.com/gpu`); the trials then run with `--device cuda`
+        #[arg(long)]
+        gpus: Option<usize>,
+        /// The ahtsgd binary inside the image [default: `ahtsgd` on the image's PATH]
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
         #[command(flatten)]
         recipe: super::RecipeArgs,
     },
 }
 
-fn trial_count(file: &Path, recipe: &super::RecipeArgs) -> Result<usize, i32> {
-    let checked = ahtsgd::check::check_file(file, &super::check::options(recipe));
+/// The recipe checked and frozen for a launch, with its trial count.
+fn frozen(file: &Path, recipe: &super::RecipeArgs) -> Result<(usize, launch::Frozen), i32> {
+    let opts = super::check::options(recipe);
+    let checked = ahtsgd::check::check_file(file, &opts);
     if super::check::report(&checked, false) {
         return Err(1);
     }
-    Ok(checked.plan.map_or(0, |p| p.trials.len()))
+    let n = checked.plan.as_ref().map_or(0, |p| p.trials.len());
+    match launch::freeze(&checked, &stem(file), &opts) {
+        Ok(f) => Ok((n, f)),
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            Err(1)
+        }
+    }
 }
 
 fn stem(file: &Path) -> String {
     file.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// The binary the tasks run: `--bin`, else this process's own, by absolute path.
+fn program(bin: Option<PathBuf>) -> Result<String, i32> {
+    let path = match bin {
+        Some(b) => b,
+        None => match std::env::current_exe().and_then(|p| p.canonicalize()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot find the path of this program: {e}\n  help: name the binary the tasks should run with --bin PATH"
+                );
+                return Err(2);
+            }
+        },
+    };
+    Ok(path.display().to_string())
 }
 
 pub fn launch(cmd: LaunchCommand) -> i32 {
@@ -67,23 +103,41 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
             mem,
             partition,
             gpus,
+            bin,
             recipe,
         } => {
-            let n = match trial_count(&file, &recipe) {
-                Ok(n) => n,
+            let (n, frozen) = match frozen(&file, &recipe) {
+                Ok(f) => f,
                 Err(code) => return code,
             };
-            // SLURM opens each task's log in the run directory before the task starts.
-            if let Err(e) = std::fs::create_dir_all(&out) {
-                eprintln!("error: cannot create {}: {e}", out.display());
-                return 2;
-            }
+            let program = match program(bin) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            // SLURM opens each task's log in the run directory before the task starts; the
+            // tasks may start in another folder, so every path is absolute
+            let out = match std::fs::create_dir_all(&out).and_then(|_| out.canonicalize()) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: cannot create {}: {e}", out.display());
+                    return 2;
+                }
+            };
+            let recipe_path = match frozen.write(&out) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 2;
+                }
+            };
             let task = Task {
-                recipe: file.clone(),
+                program,
+                recipe: recipe_path,
                 out,
                 sets: recipe.sets.clone(),
                 allow_large: recipe.allow_large,
                 threads: cpus_per_task,
+                device: gpus.filter(|&g| g > 0).map(|_| "cuda".into()),
             };
             let job = launch::Slurm {
                 name: stem(&file),
@@ -94,6 +148,7 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 mem,
                 partition,
                 gpus,
+                workdir: std::env::current_dir().ok(),
             };
             print!("{}", launch::slurm(&job, &task));
             0
@@ -103,26 +158,38 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
             out,
             image,
             parallelism,
+            gpus,
+            bin,
             recipe,
         } => {
-            let n = match trial_count(&file, &recipe) {
-                Ok(n) => n,
+            if !out.is_absolute() {
+                eprintln!(
+                    "error: --out {} is relative\n  help: for k8s, --out is where the run volume is mounted inside the container: give an absolute path such as /runs",
+                    out.display()
+                );
+                return 2;
+            }
+            let (n, frozen) = match frozen(&file, &recipe) {
+                Ok(f) => f,
                 Err(code) => return code,
             };
             let task = Task {
-                recipe: file.clone(),
+                program: bin.map_or("ahtsgd".into(), |b| b.display().to_string()),
+                recipe: PathBuf::new(),
                 out,
                 sets: recipe.sets.clone(),
                 allow_large: recipe.allow_large,
                 threads: 1,
+                device: gpus.filter(|&g| g > 0).map(|_| "cuda".into()),
             };
             let job = launch::K8s {
                 name: stem(&file),
                 trials: n,
                 image,
                 parallelism,
+                gpus,
             };
-            print!("{}", launch::k8s(&job, &task));
+            print!("{}", launch::k8s(&job, &task, &frozen));
             0
         }
     }

@@ -26,15 +26,3 @@ pub fn write(dir: &Path, name: &str, text: &str) {
 pub fn read(p: impl AsRef<Path>) -> String {
     std::fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
 }
-
-/// `PATH` with the built binary's folder first, as a job script expects to find `ahtsgd`.
-pub fn path_with_bin() -> String {
-    format!(
-        "{}:{}",
-        Path::new(env!("CARGO_BIN_EXE_ahtsgd"))
-            .parent()
-            .expect("a folder")
-            .display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
