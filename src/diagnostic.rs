@@ -249,7 +249,7 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String 
             }
             let file = sources.get(span.file);
             miette::Report::new(md)
-                .with_source_code(NamedSource::new(file.name.clone(), file.text.to_string()))
+                .with_source_code(NamedSource::new(file.name.clone(), file.display_text()))
         } else {
             miette::Report::new(md)
         };

@@ -65,14 +65,39 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// 1-based line and column (in characters) of a byte offset.
+    /// 1-based line and column (in characters) of a byte offset. Lines end at `\n`, `\r\n`
+    /// or a bare `\r`, as the grammar reads them.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = before[line_start..].chars().count() + 1;
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let bytes = self.text.as_bytes();
+        let (mut line, mut line_start) = (1, 0);
+        for (i, &b) in bytes[..offset].iter().enumerate() {
+            let breaks = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+            if breaks {
+                line += 1;
+                line_start = i + 1;
+            }
+        }
+        let col = self.text[line_start..offset].chars().count() + 1;
         (line, col)
+    }
+
+    /// The text as a renderer that knows only `\n` and `\r\n` should see it: every bare `\r`
+    /// becomes `\n` (one byte for one, so spans still point where they did).
+    pub fn display_text(&self) -> String {
+        let bytes = self.text.as_bytes();
+        let mut out = String::with_capacity(bytes.len());
+        for (i, c) in self.text.char_indices() {
+            if c == '\r' && bytes.get(i + 1) != Some(&b'\n') {
+                out.push('\n');
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 

@@ -339,3 +339,70 @@ fn sweeps_inside_swept_declarations_expand_only_when_chosen() {
         );
     }
 }
+
+/// Runs the binary on a file with a deadline: `None` when it had to be killed.
+fn ahtsgd_within(args: &[&str], dir: &Path, secs: u64) -> Option<std::process::Output> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A comment ended by a bare carriage return (old Mac line endings) once held the checker in
+/// an endless loop (found by the `check` fuzz target); `check`, `check --json` and `fmt`
+/// finish, and the comment ends at the `\r`.
+#[test]
+fn a_comment_ended_by_a_bare_carriage_return_is_checked_and_formatted() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("h.aht"), "# a\rmodel m = mlp {}\n").unwrap();
+    for args in [
+        &["check", "h.aht"][..],
+        &["check", "--json", "h.aht"],
+        &["fmt", "--check", "h.aht"],
+    ] {
+        let o = ahtsgd_within(args, tmp.path(), 10)
+            .unwrap_or_else(|| panic!("`ahtsgd {}` did not finish", args.join(" ")));
+        assert_ne!(o.status.code(), Some(101), "{args:?} panicked");
+    }
+    let o = ahtsgd_within(&["fmt", "h.aht"], tmp.path(), 10).unwrap();
+    assert!(o.status.success());
+    let formatted = std::fs::read_to_string(tmp.path().join("h.aht")).unwrap();
+    assert_eq!(formatted, "# a\nmodel m = mlp {}\n");
+}
+
+/// A bare `\r` is a line break wherever lines and columns are given: the JSON location and
+/// the rendered source.
+#[test]
+fn a_bare_carriage_return_is_a_line_break_in_diagnostics() {
+    let checked = check_text("v.aht", "version = 1\rversion = 1\n", &Options::default());
+    let d = &checked.diagnostics[0];
+    let j = d.to_json(&checked.sources);
+    let place = j.place.unwrap();
+    assert_eq!((place.line, place.column), (2, 11));
+    let shown = render(&checked.diagnostics, &checked.sources, false);
+    assert!(
+        shown.contains(" 1 │ version = 1") && shown.contains(" 2 │ version = 1"),
+        "{shown}"
+    );
+    // \r\n stays one break
+    let crlf = check_text(
+        "w.aht",
+        "version = 1\r\nversion = 1\r\n",
+        &Options::default(),
+    );
+    let place = crlf.diagnostics[0].to_json(&crlf.sources).place.unwrap();
+    assert_eq!(place.line, 2);
+}

@@ -131,8 +131,10 @@ impl Cx<'_> {
                 .iter()
                 .find(|(cs, ce)| *cs < trimmed && trimmed <= *ce)
             {
-                Some((cs, _)) => (*cs).max(s.start()),
-                None => {
+                // each step must shorten the span, or a comment reaching back before the
+                // pair would hold the loop forever
+                Some((cs, _)) if (*cs).max(s.start()) < end => (*cs).max(s.start()),
+                _ => {
                     end = trimmed;
                     break;
                 }
@@ -403,9 +405,10 @@ fn scan_comments(file: FileId, text: &str) -> Vec<Spanned<String>> {
         match bytes[i] {
             b'\\' if in_string => i += 1,
             b'"' => in_string = !in_string,
-            b'\n' => in_string = false,
+            b'\n' | b'\r' => in_string = false,
             b'#' if !in_string => {
-                let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
+                // a comment ends at any line break the grammar knows: \n, \r\n or a bare \r
+                let end = text[i..].find(['\n', '\r']).map_or(text.len(), |n| i + n);
                 let end_trim = i + text[i..end].trim_end().len();
                 out.push(Spanned::new(
                     text[i..end_trim].to_string(),
