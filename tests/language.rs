@@ -406,3 +406,88 @@ fn a_bare_carriage_return_is_a_line_break_in_diagnostics() {
     let place = crlf.diagnostics[0].to_json(&crlf.sources).place.unwrap();
     assert_eq!(place.line, 2);
 }
+
+/// Random search draws fields left at their default, fields of a defaulted nested setting and
+/// fields of a swept optimizer: `n` trials for each arm that reads a drawn field, each with its
+/// own values, which `resolved.aht` writes out. (It had given one trial at the default.)
+#[test]
+fn random_search_draws_fields_left_at_their_default() {
+    let text = "schedule adapt = adaptive {}
+optimizer aht = ahtsgd { lr = 0.05, alpha = adapt }
+optimizer plain = sgd { lr = 0.1 }
+experiment e {
+  data = blobs {}
+  epochs = 1
+  model = mlp { hidden = [8] }
+  optimizer = sweep(aht, plain)
+  random(n = 4, seed = 3) {
+    aht.sigma = loguniform(1e-3, 1e-1)
+    aht.weight_decay = uniform(0.0, 0.01)
+    adapt.sharpness.iters = randint(5, 20)
+    plain.momentum = choice(0.5, 0.9)
+  }
+}
+";
+    let checked = check_text("r.aht", text, &Options::default());
+    assert!(
+        !checked.has_errors(),
+        "{}",
+        render(&checked.diagnostics, &checked.sources, false)
+    );
+    let trials = checked.plan.unwrap().trials;
+    let by = |opt: &str| -> Vec<_> {
+        trials
+            .iter()
+            .filter(|t| t.config.obj("optimizer").decl.as_deref() == Some(opt))
+            .collect()
+    };
+    let (aht, plain) = (by("aht"), by("plain"));
+    assert_eq!((aht.len(), plain.len()), (4, 4), "n trials per arm");
+    let choice = |t: &ahtsgd::plan::Trial, path: &str| -> f64 {
+        t.choices
+            .iter()
+            .find(|(p, _)| p == path)
+            .unwrap_or_else(|| panic!("trial {} has no `{path}`: {:?}", t.index, t.choices))
+            .1
+            .parse()
+            .unwrap()
+    };
+    let mut sigmas = Vec::new();
+    for t in &aht {
+        let o = t.config.obj("optimizer");
+        let sigma = choice(t, "aht.sigma");
+        assert_eq!(o.f64("sigma"), sigma, "the drawn value is the one used");
+        assert!((1e-3..=1e-1).contains(&sigma));
+        let wd = choice(t, "aht.weight_decay");
+        assert!((0.0..=0.01).contains(&wd) && o.f64("weight_decay") == wd);
+        let iters = choice(t, "adapt.sharpness.iters");
+        assert!(iters.fract() == 0.0 && (5.0..=20.0).contains(&iters));
+        assert_eq!(o.obj("alpha").obj("sharpness").f64("iters"), iters);
+        let resolved = t.resolved_source();
+        assert!(
+            resolved.contains(&format!("sigma = {sigma}"))
+                && resolved.contains(&format!("iters = {iters}")),
+            "{resolved}"
+        );
+        sigmas.push(sigma.to_bits());
+    }
+    sigmas.sort();
+    sigmas.dedup();
+    assert_eq!(sigmas.len(), 4, "each trial draws its own σ");
+    for t in &plain {
+        let m = choice(t, "plain.momentum");
+        assert!(m == 0.5 || m == 0.9);
+        assert_eq!(t.config.obj("optimizer").f64("momentum"), m);
+    }
+    // and `plan` on the binary lists them with their drawn values
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("r.aht"), text).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args(["plan", "r.aht"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(listed.contains("experiment e — 8 trials"), "{listed}");
+    assert_eq!(listed.matches("aht.sigma=").count(), 4, "{listed}");
+}

@@ -536,9 +536,16 @@ impl<'t, 'm> Resolver<'t, 'm> {
         for spec in order {
             let src = fields.iter().find(|f| f.name.node == spec.name);
             let nested = src.map(|s| s.nested.clone()).unwrap_or_default();
+            let path = format!("{prefix}.{}", spec.name);
             // defaults hold no sweeps: their value depends only on the kind, the learning rate
-            // and where they are reported, so each is converted once
-            let default_key = (src.is_none() && nested.is_empty()).then(|| {
+            // and where they are reported, so each is converted once; but random search may
+            // draw a field left at its default, or one inside a defaulted setting, and such a
+            // value is the trial's own
+            let drawn = self.injected.keys().any(|p| {
+                p.strip_prefix(path.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            });
+            let default_key = (src.is_none() && nested.is_empty() && !drawn).then(|| {
                 (
                     std::ptr::from_ref(spec) as usize,
                     env.lr.map(f64::to_bits),
@@ -549,7 +556,6 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 values.push((spec.name, v.clone()));
                 continue;
             }
-            let path = format!("{prefix}.{}", spec.name);
             let expr = match src.and_then(|s| s.value.clone()) {
                 Some(e) => e,
                 None => match spec.default {
