@@ -811,3 +811,53 @@ experiment e { data = d, model = m, optimizer = aht, epochs = 1, batch = 16, log
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("use one of avx512, avx2, baseline"));
 }
+
+/// Flags that cannot mean what they say: a thread count above the cores is capped with a
+/// warning (it had run for minutes without output), `--jobs 0` and a reversed `--trial`
+/// range are refused with the fix.
+#[test]
+fn impossible_run_flags_are_capped_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let many = ahtsgd(
+        &[
+            "run",
+            "tiny.aht",
+            "--out",
+            "r",
+            "--trial",
+            "1",
+            "--threads",
+            "2000",
+        ],
+        tmp.path(),
+    );
+    let err = String::from_utf8_lossy(&many.stderr);
+    assert!(many.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: --threads 2000 is more than this machine's {cores} cores; using {cores}"
+        )),
+        "{err}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0001/summary.json"))).unwrap();
+    assert_eq!(s["threads"], cores);
+    let o = ahtsgd(
+        &["run", "tiny.aht", "--out", "r", "--jobs", "0"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--jobs 0 runs nothing"));
+    let o = ahtsgd(
+        &["run", "tiny.aht", "--out", "r", "--trial", "5-2"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("reversed") && err.contains("--trial 2-5"),
+        "{err}"
+    );
+}

@@ -147,7 +147,27 @@ pub fn run() -> i32 {
             }
         }
         Command::Rerun(args) => record::rerun(args),
-        Command::Run(args) => {
+        Command::Run(mut args) => {
+            if args.jobs == 0 {
+                eprintln!("error: --jobs 0 runs nothing\n  help: give --jobs 1 or more");
+                return 2;
+            }
+            if args.threads == Some(0) {
+                eprintln!(
+                    "error: --threads 0 cannot train\n  help: give --threads 1 or more, or leave it out to use every core"
+                );
+                return 2;
+            }
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Some(n) = args.threads
+                && n > cores
+                && !args.oversubscribe
+            {
+                eprintln!(
+                    "warning: --threads {n} is more than this machine's {cores} cores; using {cores} (--oversubscribe keeps {n})"
+                );
+                args.threads = Some(cores);
+            }
             if let Some(n) = args.threads {
                 // SAFETY: no other thread exists yet; candle's GEMM and rayon read this at start.
                 unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };

@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// Start over: remove earlier records of the selected trials
     #[arg(long)]
     pub fresh: bool,
+    /// Keep a --threads above the number of cores (otherwise capped at it)
+    #[arg(long)]
+    pub oversubscribe: bool,
 }
 
 fn parse_trials(s: &str) -> Option<(usize, usize)> {
@@ -99,6 +102,12 @@ pub fn run(args: RunArgs) -> i32 {
     }
     let range = match args.trial.as_deref().map(parse_trials) {
         None => (0, usize::MAX),
+        Some(Some((a, b))) if a > b => {
+            eprintln!(
+                "error: --trial {a}-{b} is a reversed range: it selects nothing\n  help: write the smaller number first: --trial {b}-{a}"
+            );
+            return 2;
+        }
         Some(Some(r)) => r,
         Some(None) => {
             eprintln!("error: --trial takes a number or a range like 2-5");
@@ -429,6 +438,9 @@ fn run_parallel(
     }
     if args.fresh {
         child_args.push("--fresh".into());
+    }
+    if args.oversubscribe {
+        child_args.push("--oversubscribe".into());
     }
     if let Some(d) = &args.device {
         child_args.extend(["--device".into(), d.into()]);
