@@ -101,7 +101,14 @@ fn run_err(stage: &str, seen: &mut BTreeSet<String>) {
         }
         let rendered = render(&checked.diagnostics, &checked.sources, false).replace(root, "$ROOT");
         let snap = path.with_extension("stderr");
-        if bless || !snap.exists() {
+        if !bless && !snap.exists() && std::env::var_os("CI").is_some() {
+            // a missing snapshot would otherwise be written and pass: in CI it is a failure
+            panic!(
+                "{}: no snapshot {}; run the tests with BLESS=1 and commit it",
+                path.display(),
+                snap.display()
+            );
+        } else if bless || !snap.exists() {
             std::fs::write(&snap, &rendered).unwrap();
         } else {
             let want = std::fs::read_to_string(&snap).unwrap();
