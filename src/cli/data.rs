@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum DataCommand {
-    /// Find the official datasets in a folder, verify their checksums and load them
+    /// Find the official datasets in a folder and the folders below it, verify their
+    /// checksums and load them
     Check {
         dir: PathBuf,
         #[arg(long)]
@@ -18,7 +19,7 @@ pub fn run(cmd: DataCommand) -> i32 {
         eprintln!("error: {} is not a folder", dir.display());
         return 2;
     }
-    let found = ahtsgd::data::inspect(&dir);
+    let found = ahtsgd::data::inspect_tree(&dir);
     if found.is_empty() {
         eprintln!(
             "{}: no MNIST/Fashion-MNIST IDX files, CIFAR-10 batches or SVHN .mat files found\n  help: the official file names are expected (train-images-idx3-ubyte[.gz], cifar-10-binary.tar.gz or data_batch_1.bin.., train_32x32.mat)",

@@ -556,6 +556,48 @@ pub struct Finding {
     pub result: Result<(usize, usize), String>,
 }
 
+/// How a dataset kind's published files are named in messages.
+fn published_name(kind: &str) -> &'static str {
+    match kind {
+        "mnist" => "MNIST's published SHA-256",
+        "fashion_mnist" => "Fashion-MNIST's published SHA-256",
+        "mnist_mini" => "the bundled MNIST subset's SHA-256",
+        _ => "the published SHA-256",
+    }
+}
+
+/// [`inspect`] on `dir` and every folder below it (hidden ones and those more than four levels
+/// down aside), in path order.
+pub fn inspect_tree(dir: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    let mut folders = Vec::new();
+    while let Some((d, depth)) = stack.pop() {
+        folders.push(d.clone());
+        if depth == 4 {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let hidden = e.file_name().to_string_lossy().starts_with('.');
+            if !hidden && e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    folders.sort();
+    for d in folders {
+        // the batches folder of CIFAR-10 is read with its parent
+        if d.file_name().is_some_and(|n| n == "cifar-10-batches-bin") {
+            continue;
+        }
+        out.extend(inspect(&d));
+    }
+    out
+}
+
 /// Looks for the official datasets in `dir` and checks every file found.
 pub fn inspect(dir: &Path) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -570,20 +612,19 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
                     .unwrap_or_default();
                 let verdict = match std::fs::read(p) {
                     Err(e) => format!("unreadable: {e}"),
-                    Ok(b) => match (verify::check(dataset, &name, &b), dataset) {
-                        (verify::Verdict::Match, _) => "matches the published SHA-256".to_string(),
-                        (verify::Verdict::Mismatch { .. }, "mnist")
-                            if verify::check("fashion_mnist", &name, &b)
-                                == verify::Verdict::Match =>
-                        {
-                            "matches Fashion-MNIST's published SHA-256".to_string()
-                        }
-                        (verify::Verdict::Mismatch { actual, .. }, _) => {
+                    Ok(b) if dataset == "mnist" => match verify::identify(&name, &b) {
+                        Some(kind) => format!("matches {}", published_name(kind)),
+                        None => format!(
+                            "SHA-256 of its content {} differs from MNIST's and Fashion-MNIST's published sums",
+                            verify::sha256_hex(&idx::maybe_gunzip(&name, &b).unwrap_or(b))
+                        ),
+                    },
+                    Ok(b) => match verify::check(dataset, &name, &b) {
+                        verify::Verdict::Match => "matches the published SHA-256".to_string(),
+                        verify::Verdict::Mismatch { actual, .. } => {
                             format!("SHA-256 {actual} differs from the published sum")
                         }
-                        (verify::Verdict::Unknown, _) => {
-                            "no published sum for this name".to_string()
-                        }
+                        verify::Verdict::Unknown => "no published sum for this name".to_string(),
                     },
                 };
                 (p.display().to_string(), verdict)
@@ -606,10 +647,29 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
         .filter(|p| p.exists())
         .collect();
     if !idx.is_empty() {
-        let loaded = counts(mnist_dir("mnist", dir, "off"));
+        // named by what the files are, when their sums say
+        let kinds: Vec<Option<&str>> = idx
+            .iter()
+            .map(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| verify::identify(&name.unwrap_or_default(), &b))
+            })
+            .collect();
+        let label = match kinds[0] {
+            Some(k) if kinds.iter().all(|x| *x == Some(k)) => k.to_string(),
+            _ => "mnist / fashion_mnist (IDX)".to_string(),
+        };
+        let kind = if label == "fashion_mnist" {
+            "fashion_mnist"
+        } else {
+            "mnist"
+        };
+        let loaded = counts(mnist_dir(kind, dir, "off"));
         for (file, checksum) in sums("mnist", &idx) {
             out.push(Finding {
-                dataset: "mnist / fashion_mnist (IDX)".into(),
+                dataset: label.clone(),
                 file,
                 checksum,
                 result: loaded.clone(),

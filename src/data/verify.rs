@@ -2,8 +2,9 @@
 
 use sha2::{Digest, Sha256};
 
-/// (file name, sha256). Sums of the `.gz` downloads and of the uncompressed files are both
-/// listed; a file matches by its own name.
+/// (dataset kind, file name, SHA-256). IDX files are summed by their uncompressed content
+/// (under the name without `.gz`), so a file compressed again, or not at all, still matches;
+/// other files by their bytes. The bundled MNIST subset (`data/mnist-mini`) has its own entries.
 pub const PUBLISHED: &[(&str, &str, &str)] = &[
     (
         "mnist",
@@ -26,26 +27,6 @@ pub const PUBLISHED: &[(&str, &str, &str)] = &[
         "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     ),
     (
-        "mnist",
-        "train-images-idx3-ubyte.gz",
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    ),
-    (
-        "mnist",
-        "train-labels-idx1-ubyte.gz",
-        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    ),
-    (
-        "mnist",
-        "t10k-images-idx3-ubyte.gz",
-        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    ),
-    (
-        "mnist",
-        "t10k-labels-idx1-ubyte.gz",
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    ),
-    (
         "fashion_mnist",
         "train-images-idx3-ubyte",
         "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
@@ -64,6 +45,27 @@ pub const PUBLISHED: &[(&str, &str, &str)] = &[
         "fashion_mnist",
         "t10k-labels-idx1-ubyte",
         "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
+    // the first 5,000 training and 1,000 test images of MNIST (data/mnist-mini/NOTICE)
+    (
+        "mnist_mini",
+        "train-images-idx3-ubyte",
+        "1e3ffdb2f57e22d9e5363dde25c2d057542c2e72baa312f0f3b03948bb3802b7",
+    ),
+    (
+        "mnist_mini",
+        "train-labels-idx1-ubyte",
+        "685aeb7baef68233efa643639a5e9c15bb48be09a628f96fb7f606ca2a1ea7bc",
+    ),
+    (
+        "mnist_mini",
+        "t10k-images-idx3-ubyte",
+        "de7c252b04f05e1f8309634180ccdf286dc6dbac8c579b74e76e02ae0331ca52",
+    ),
+    (
+        "mnist_mini",
+        "t10k-labels-idx1-ubyte",
+        "832c0d20f0dc42e575488c75a83a970787d4c8d4d05831b2ef03701b4a478a90",
     ),
     (
         "cifar10",
@@ -106,30 +108,111 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Checks `bytes` against the published sum for a file of this name in `dataset`.
-pub fn check(dataset: &str, file_name: &str, bytes: &[u8]) -> Verdict {
-    match PUBLISHED
-        .iter()
-        .find(|(d, n, _)| *d == dataset && *n == file_name)
-    {
-        None => Verdict::Unknown,
-        Some((_, _, sum)) => {
-            let actual = sha256_hex(bytes);
-            if actual == *sum {
-                Verdict::Match
-            } else {
-                Verdict::Mismatch {
-                    expected: sum,
-                    actual,
-                }
+/// The IDX kinds whose files are summed by content.
+const IDX_KINDS: &[&str] = &["mnist", "fashion_mnist", "mnist_mini"];
+
+/// What is summed for a file of this name: (name in the table, bytes to sum). A `.gz` IDX
+/// file is summed by its uncompressed content (a stream that does not decompress is summed as
+/// it is, and so fails).
+fn summed(file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    match file_name.strip_suffix(".gz") {
+        Some(stem) if stem.ends_with("-ubyte") => {
+            match super::idx::maybe_gunzip(file_name, bytes) {
+                Ok(content) => (stem.to_string(), content),
+                Err(_) => (stem.to_string(), bytes.to_vec()),
             }
         }
+        _ => (file_name.to_string(), bytes.to_vec()),
     }
+}
+
+/// Checks `bytes` against the published sum for a file of this name in `dataset`. An MNIST
+/// file that is the bundled subset's matches too: it is MNIST, cut, not damaged.
+pub fn check(dataset: &str, file_name: &str, bytes: &[u8]) -> Verdict {
+    let (name, content) = summed(file_name, bytes);
+    let kinds: &[&str] = match dataset {
+        "mnist" => &["mnist", "mnist_mini"],
+        other => std::slice::from_ref(
+            match IDX_KINDS
+                .iter()
+                .chain(&["cifar10", "svhn"])
+                .find(|k| **k == other)
+            {
+                Some(k) => k,
+                None => return Verdict::Unknown,
+            },
+        ),
+    };
+    let sums: Vec<&'static str> = PUBLISHED
+        .iter()
+        .filter(|(d, n, _)| kinds.contains(d) && *n == name)
+        .map(|(_, _, s)| *s)
+        .collect();
+    let Some(first) = sums.first() else {
+        return Verdict::Unknown;
+    };
+    let actual = sha256_hex(&content);
+    if sums.contains(&actual.as_str()) {
+        Verdict::Match
+    } else {
+        Verdict::Mismatch {
+            expected: first,
+            actual,
+        }
+    }
+}
+
+/// Which dataset's published file this is, by its sum (`None` when it is none of them).
+pub fn identify(file_name: &str, bytes: &[u8]) -> Option<&'static str> {
+    let (name, content) = summed(file_name, bytes);
+    let actual = sha256_hex(&content);
+    PUBLISHED
+        .iter()
+        .find(|(_, n, s)| *n == name && *s == actual)
+        .map(|(d, _, _)| *d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each IDX file is the same content raw, gzip-compressed at any level, or under another
+    /// kind's name: the bundled subset is identified as itself, and is a match for `mnist`.
+    #[test]
+    fn idx_files_are_checked_by_content_and_keyed_by_kind() {
+        use std::io::{Read, Write};
+        let root = env!("CARGO_MANIFEST_DIR");
+        let gz =
+            std::fs::read(format!("{root}/data/mnist-mini/t10k-labels-idx1-ubyte.gz")).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        let mut again = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        again.write_all(&raw).unwrap();
+        let again = again.finish().unwrap();
+        assert_ne!(again, gz, "compressed differently");
+        for (name, bytes) in [
+            ("t10k-labels-idx1-ubyte.gz", &gz),
+            ("t10k-labels-idx1-ubyte.gz", &again),
+            ("t10k-labels-idx1-ubyte", &raw),
+        ] {
+            assert_eq!(identify(name, bytes), Some("mnist_mini"), "{name}");
+            assert_eq!(check("mnist_mini", name, bytes), Verdict::Match);
+            assert_eq!(check("mnist", name, bytes), Verdict::Match);
+            assert!(matches!(
+                check("fashion_mnist", name, bytes),
+                Verdict::Mismatch { .. }
+            ));
+        }
+        let mut damaged = raw.clone();
+        damaged[20] ^= 1;
+        assert_eq!(identify("t10k-labels-idx1-ubyte", &damaged), None);
+        assert!(matches!(
+            check("mnist", "t10k-labels-idx1-ubyte", &damaged),
+            Verdict::Mismatch { .. }
+        ));
+    }
 
     #[test]
     fn known_names_are_checked_and_others_are_not() {
