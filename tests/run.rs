@@ -861,3 +861,100 @@ fn impossible_run_flags_are_capped_or_refused() {
         "{err}"
     );
 }
+
+/// Summaries under one rule, on the binary: a partly run sweep counts its missing trials
+/// (`collect` too), an arm whose every trial diverged says so in words and stays in the paired
+/// table, and the time per epoch is training time (sharpness included), split out in
+/// `summary.json` from evaluation.
+#[test]
+fn summaries_count_unfinished_trials_apart_and_time_training_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = "dataset d = blobs { classes = 3, features = 4, samples = 120, test_samples = 60 }
+model m = mlp { hidden = [8], activation = tanh }
+optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = adaptive { sharpness = power_iteration { iters = 3, every = 2 steps } } }
+optimizer hot = sgd { lr = 1e4 }
+optimizer plain = sgd { lr = 0.1 }
+experiment e {
+  data = d
+  model = m
+  optimizer = sweep(aht, hot, plain)
+  seed = sweep(0..2)
+  epochs = 2
+  batch = 16
+  eval_every = 1 step
+  diverge_loss = 50
+  baseline = \"plain\"
+}
+";
+    write(tmp.path(), "s.aht", recipe);
+    // trials 0-3: aht's two seeds, hot's two; plain (4, 5) not run
+    let o = ahtsgd(
+        &[
+            "run",
+            "s.aht",
+            "--out",
+            "r",
+            "--trial",
+            "0-3",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = read(tmp.path().join("r/e/summary.md"));
+    assert!(
+        md.contains("| aht | 2 | 0 | 0 | 0 |")
+            && md.contains("| hot | 0 | 2 | 0 | 0 | no finished trial |")
+            && md.contains("| plain | 0 | 0 | 0 | 2 | no finished trial |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| hot − plain | 0 | no seed finished in both arms |"),
+        "{md}"
+    );
+    // collect says the same of the shared folder
+    std::fs::remove_file(tmp.path().join("r/e/summary.md")).unwrap();
+    let c = ahtsgd(&["collect", "r"], tmp.path());
+    assert!(c.status.success());
+    assert_eq!(read(tmp.path().join("r/e/summary.md")), md);
+    // the rest of the sweep: every pair of aht and plain finished
+    let o = ahtsgd(
+        &["run", "s.aht", "--out", "r", "--threads", "1"],
+        tmp.path(),
+    );
+    assert!(o.status.success());
+    let md = read(tmp.path().join("r/e/summary.md"));
+    assert!(
+        md.contains("| plain | 2 | 0 | 0 | 0 |") && md.contains("| aht − plain | 2 |"),
+        "{md}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0000/summary.json"))).unwrap();
+    let (train, sharp, eval) = (
+        s["train_seconds"].as_f64().unwrap(),
+        s["sharpness_seconds"].as_f64().unwrap(),
+        s["eval_seconds"].as_f64().unwrap(),
+    );
+    assert!(train > 0.0 && sharp > 0.0 && eval > 0.0, "{s}");
+    assert!(train + sharp + eval <= s["wall_seconds"].as_f64().unwrap());
+    let epochs = s["steps"].as_f64().unwrap() / s["steps_per_epoch"].as_f64().unwrap();
+    assert_eq!(epochs, 2.0);
+    let csv = read(tmp.path().join("r/e/summary.csv"));
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = head
+        .iter()
+        .position(|h| *h == "train_seconds_per_epoch_mean")
+        .unwrap();
+    let aht = csv.lines().find(|l| l.starts_with("e,aht,")).unwrap();
+    let per_epoch: f64 = aht.split(',').nth(col).unwrap().parse().unwrap();
+    let s1: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0001/summary.json"))).unwrap();
+    let each = |s: &serde_json::Value| {
+        (s["train_seconds"].as_f64().unwrap() + s["sharpness_seconds"].as_f64().unwrap()) / 2.0
+    };
+    assert!(
+        (per_epoch - (each(&s) + each(&s1)) / 2.0).abs() < 1e-9,
+        "{per_epoch}"
+    );
+}

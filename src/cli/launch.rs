@@ -53,15 +53,17 @@ pub enum LaunchCommand {
 }
 
 /// The recipe checked and frozen for a launch, with its trial count.
-fn frozen(file: &Path, recipe: &super::RecipeArgs) -> Result<(usize, launch::Frozen), i32> {
+fn frozen(
+    file: &Path,
+    recipe: &super::RecipeArgs,
+) -> Result<(ahtsgd::plan::Plan, launch::Frozen), i32> {
     let opts = super::check::options(recipe);
     let checked = ahtsgd::check::check_file(file, &opts);
     if super::check::report(&checked, false) {
         return Err(1);
     }
-    let n = checked.plan.as_ref().map_or(0, |p| p.trials.len());
     match launch::freeze(&checked, &stem(file), &opts) {
-        Ok(f) => Ok((n, f)),
+        Ok(f) => Ok((checked.plan.expect("checked"), f)),
         Err(e) => {
             eprintln!("error: {}: {e}", file.display());
             Err(1)
@@ -106,10 +108,11 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
             bin,
             recipe,
         } => {
-            let (n, frozen) = match frozen(&file, &recipe) {
+            let (plan, frozen) = match frozen(&file, &recipe) {
                 Ok(f) => f,
                 Err(code) => return code,
             };
+            let n = plan.trials.len();
             let program = match program(bin) {
                 Ok(p) => p,
                 Err(code) => return code,
@@ -130,6 +133,11 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                     return 2;
                 }
             };
+            // so that `collect` can count the trials that never wrote a record
+            if let Err(e) = ahtsgd::sweep::write_planned(&out, &plan, |_| true) {
+                eprintln!("error: cannot write the plan into {}: {e}", out.display());
+                return 2;
+            }
             let task = Task {
                 program,
                 recipe: recipe_path,
@@ -169,10 +177,11 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 );
                 return 2;
             }
-            let (n, frozen) = match frozen(&file, &recipe) {
+            let (plan, frozen) = match frozen(&file, &recipe) {
                 Ok(f) => f,
                 Err(code) => return code,
             };
+            let n = plan.trials.len();
             let task = Task {
                 program: bin.map_or("ahtsgd".into(), |b| b.display().to_string()),
                 recipe: PathBuf::new(),

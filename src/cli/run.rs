@@ -10,7 +10,6 @@ use ahtsgd::sweep::{
 };
 use ahtsgd::train::{self, Event, record};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -161,12 +160,18 @@ pub fn run(args: RunArgs) -> i32 {
         eprintln!("error: cannot create {}: {e}", out.display());
         return 2;
     }
+    let experiments: std::collections::BTreeSet<String> =
+        selected.iter().map(|t| t.experiment.clone()).collect();
+    // the whole plan of each experiment run, so summaries can count trials with no record
+    if let Err(e) = sweep::write_planned(&out, plan, |x| experiments.contains(x)) {
+        eprintln!("error: cannot write the plan into {}: {e}", out.display());
+        return 2;
+    }
     if args.jobs > 1 && selected.len() > 1 {
-        return run_parallel(&args, &selected, &out, threads, plan);
+        return run_parallel(&args, &selected, &out, threads);
     }
     let interactive =
         !args.quiet && !args.recipe.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut summaries: Vec<record::Summary> = Vec::new();
     let mut failed = false;
     let mut skipped = 0;
     for t in selected {
@@ -213,7 +218,6 @@ pub fn run(args: RunArgs) -> i32 {
                     t.index, prev.optimizer, prev.status
                 );
             }
-            summaries.push(prev);
             continue;
         }
         journal::append(&out, t.index, &t.experiment, "started");
@@ -290,7 +294,6 @@ pub fn run(args: RunArgs) -> i32 {
                     println!("{}", serde_json::to_string(&s).unwrap_or_default());
                 }
                 let stop = s.status == "interrupted";
-                summaries.push(s);
                 if stop {
                     eprintln!(
                         "interrupted: records so far are in {}; run the same command again to rerun the interrupted trial",
@@ -331,7 +334,7 @@ pub fn run(args: RunArgs) -> i32 {
         }
     }
     if !args.recipe.json {
-        print_table(&summaries, plan, &out);
+        print_table(&experiments, &out);
         eprintln!("records: {}", out.display());
     }
     if skipped > 0 {
@@ -377,23 +380,27 @@ fn differing_fields(dir: &Path, new: &str) -> String {
     }
 }
 
-/// Prints each experiment's comparison and writes `summary.md` and `summary.csv` beside its trials.
-fn print_table(summaries: &[record::Summary], plan: &ahtsgd::plan::Plan, out: &Path) {
-    let mut by_exp: BTreeMap<&str, Vec<&record::Summary>> = BTreeMap::new();
-    for s in summaries {
-        by_exp.entry(&s.experiment).or_default().push(s);
-    }
-    for (exp, runs) in by_exp {
-        let baseline = plan
-            .trials
-            .iter()
-            .find(|t| t.experiment == exp)
-            .map(|t| t.config.str("baseline").to_string())
-            .unwrap_or_default();
-        let c = ahtsgd::sweep::summary::compare(exp, &runs, &baseline);
+/// Prints the comparison of each experiment that ran, over every record in its folder (other
+/// shards' too), and writes `summary.md` and `summary.csv` beside its trials.
+fn print_table(experiments: &std::collections::BTreeSet<String>, out: &Path) {
+    let found = match sweep::finished(out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read {} for the summaries: {e}",
+                out.display()
+            );
+            return;
+        }
+    };
+    for f in found.iter().filter(|f| experiments.contains(&f.experiment)) {
+        let c = f.compare();
         println!("\n{}", c.markdown());
-        if let Err(e) = c.write(&out.join(exp)) {
-            eprintln!("warning: cannot write the summaries of {exp}: {e}");
+        if let Err(e) = c.write(&f.dir) {
+            eprintln!(
+                "warning: cannot write the summaries of {}: {e}",
+                f.experiment
+            );
         }
     }
 }
@@ -405,7 +412,6 @@ fn run_parallel(
     selected: &[&ahtsgd::plan::Trial],
     out: &Path,
     threads: usize,
-    plan: &ahtsgd::plan::Plan,
 ) -> i32 {
     let program = match std::env::current_exe() {
         Ok(e) => e,
@@ -487,7 +493,8 @@ fn run_parallel(
             println!("{}", serde_json::to_string(s).unwrap_or_default());
         }
     } else {
-        print_table(&summaries, plan, out);
+        let experiments = selected.iter().map(|t| t.experiment.clone()).collect();
+        print_table(&experiments, out);
         eprintln!("records: {}", out.display());
         if status == 130 {
             eprintln!("interrupted: run the same command again to continue");

@@ -2,8 +2,7 @@
 //! data URLs so the page needs nothing else (no network, no neighbouring files).
 
 use super::ReportError;
-use crate::sweep::stats::Estimate;
-use crate::sweep::summary::{self, Comparison, pval};
+use crate::sweep::summary::{self, Comparison};
 use base64::Engine as _;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,10 +31,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn ci(e: &Estimate) -> String {
-    summary::ci_with(e, |interval| format!("<span class=ci>{interval}</span>"))
-}
-
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}\
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
 table{border-collapse:collapse;margin:1em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.35em .6em;text-align:right}\
@@ -56,44 +51,34 @@ pub fn page(run_dir: &Path, sections: &[Section]) -> Result<String, ReportError>
     for s in sections {
         let c = &s.comparison;
         let id = escape(&c.experiment);
+        let row = |cells: Vec<String>, tag: &str| -> String {
+            let cells: String = cells
+                .iter()
+                .map(|c| format!("<{tag}>{}</{tag}>", escape(c)))
+                .collect();
+            format!("<tr>{cells}</tr>\n")
+        };
+        let heads = |h: &[&str]| row(h.iter().map(|x| x.to_string()).collect(), "th");
         let _ = write!(
             out,
-            "<section id=\"{id}\">\n<h2>{id}</h2>\n<p class=note>{} finished trials.</p>\n<table class=summary>\n<thead><tr><th>arm</th><th>runs</th><th>final test accuracy</th><th>first evaluation</th><th>final test loss</th><th>diverged</th><th>s/epoch</th></tr></thead>\n<tbody>\n",
-            s.trials
+            "<section id=\"{id}\">\n<h2>{id}</h2>\n<p class=note>{} recorded trials. {}</p>\n<table class=summary>\n<thead>{}</thead>\n<tbody>\n",
+            s.trials,
+            escape(summary::ARM_NOTE),
+            heads(&summary::ARM_HEADS)
         );
         for a in &c.arms {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{:.2}</td></tr>",
-                escape(&a.name),
-                a.runs,
-                ci(&a.final_accuracy),
-                ci(&a.first_accuracy),
-                if a.final_loss.n == 0 {
-                    "–".into()
-                } else {
-                    format!("{:.4}", a.final_loss.mean)
-                },
-                a.diverged,
-                a.runs,
-                a.seconds_per_epoch.mean
-            );
+            out.push_str(&row(a.cells(), "td"));
         }
         out.push_str("</tbody>\n</table>\n");
         if !c.paired.is_empty() {
-            out.push_str("<p class=note>Paired by seed against the baseline (final test accuracy, points): mean ± sd [95% t interval], paired t-test and exact Wilcoxon signed-rank p-values; time: seconds per epoch over the baseline's.</p>\n<table class=paired>\n<thead><tr><th>arm − baseline</th><th>pairs</th><th>difference</th><th>t-test p</th><th>Wilcoxon p</th><th>time</th></tr></thead>\n<tbody>\n");
+            let _ = write!(
+                out,
+                "<p class=note>{}</p>\n<table class=paired>\n<thead>{}</thead>\n<tbody>\n",
+                escape(summary::PAIRED_NOTE),
+                heads(&summary::PAIRED_HEADS)
+            );
             for p in &c.paired {
-                let _ = writeln!(
-                    out,
-                    "<tr><td>{} − {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}x</td></tr>",
-                    escape(&p.arm),
-                    escape(&p.baseline),
-                    p.difference.n,
-                    ci(&p.difference),
-                    pval(p.t_test_p),
-                    pval(p.wilcoxon_p),
-                    p.time_ratio
-                );
+                out.push_str(&row(p.cells(), "td"));
             }
             out.push_str("</tbody>\n</table>\n");
         }

@@ -11,7 +11,7 @@ pub mod summary;
 use crate::train::record::{self, Summary};
 use std::path::{Path, PathBuf};
 
-/// The finished trials of one experiment in a run directory.
+/// The recorded trials of one experiment in a run directory.
 #[derive(Clone, Debug)]
 pub struct Finished {
     pub experiment: String,
@@ -19,8 +19,10 @@ pub struct Finished {
     pub dir: PathBuf,
     /// The experiment's `baseline` arm, read from a trial's `resolved.aht` (empty if none).
     pub baseline: String,
-    /// Trial folders with their summaries, in trial order.
+    /// Trial folders with their summaries (finished, diverged or interrupted), in trial order.
     pub trials: Vec<(PathBuf, Summary)>,
+    /// The trials the plan has (`planned.json`), when the run wrote it.
+    pub planned: Option<Vec<Planned>>,
 }
 
 impl Finished {
@@ -30,12 +32,73 @@ impl Finished {
 
     /// The comparison of `summary.md`.
     pub fn compare(&self) -> summary::Comparison {
-        summary::compare(&self.experiment, &self.summaries(), &self.baseline)
+        summary::compare(
+            &self.experiment,
+            &self.summaries(),
+            &self.baseline,
+            self.planned.as_deref(),
+        )
     }
 }
 
-/// Every experiment under a run directory with at least one finished trial (a numbered trial
-/// folder holding `summary.json`), in name order. Written by `run`, `--jobs`, shards or array
+/// One trial of the plan, as `planned.json` lists it: enough to say which arm lacks a record.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Planned {
+    pub trial: usize,
+    pub arm: String,
+    pub seed: u64,
+}
+
+/// The file, in an experiment's folder, that lists the trials its plan has.
+pub const PLANNED: &str = "planned.json";
+
+/// Writes `DIR/<experiment>/planned.json` for every experiment of `plan` that `keep` selects,
+/// listing all of its trials (also those this process will not run: shards and array tasks
+/// share the folder), so that summaries can count the trials with no record.
+pub fn write_planned(
+    run_dir: &Path,
+    plan: &crate::plan::Plan,
+    keep: impl Fn(&str) -> bool,
+) -> std::io::Result<()> {
+    let mut by_exp: std::collections::BTreeMap<&str, PlannedFile> = Default::default();
+    for t in &plan.trials {
+        if !keep(&t.experiment) {
+            continue;
+        }
+        let opt = t.config.obj("optimizer");
+        let optimizer = opt.decl.clone().unwrap_or_else(|| opt.kind.to_string());
+        let file = by_exp.entry(&t.experiment).or_insert_with(|| PlannedFile {
+            baseline: t.config.str("baseline").to_string(),
+            trials: Vec::new(),
+        });
+        file.trials.push(Planned {
+            trial: t.index,
+            arm: record::arm(&t.experiment, &optimizer, &t.choices),
+            seed: t.config.f64("seed") as u64,
+        });
+    }
+    for (exp, file) in by_exp {
+        let dir = run_dir.join(exp);
+        std::fs::create_dir_all(&dir)?;
+        let json = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&dir.join(PLANNED), &json)?;
+    }
+    Ok(())
+}
+
+/// `planned.json`: the experiment's baseline and trials.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlannedFile {
+    baseline: String,
+    trials: Vec<Planned>,
+}
+
+fn read_planned(exp_dir: &Path) -> Option<PlannedFile> {
+    serde_json::from_slice(&std::fs::read(exp_dir.join(PLANNED)).ok()?).ok()
+}
+
+/// Every experiment under a run directory with a recorded trial (a numbered trial folder
+/// holding `summary.json`) or a `planned.json`, in name order. Written by `run`, `--jobs`, shards or array
 /// jobs. Other folders (`reruns`, a `report`, copies) are not trials of the experiment and are
 /// not counted.
 pub fn finished(dir: &Path) -> std::io::Result<Vec<Finished>> {
@@ -58,14 +121,22 @@ pub fn finished(dir: &Path) -> std::io::Result<Vec<Finished>> {
             .into_iter()
             .filter_map(|t| record::read_summary(&t).map(|s| (t, s)))
             .collect();
-        let Some((first, _)) = trials.first() else {
+        let planned = read_planned(&e);
+        if trials.is_empty() && planned.is_none() {
             continue;
+        }
+        let baseline = match (&planned, trials.first()) {
+            (Some(p), _) => p.baseline.clone(),
+            (None, Some((first, _))) => {
+                let checked =
+                    crate::check::check_file(&first.join("resolved.aht"), &Default::default());
+                checked
+                    .plan
+                    .map(|p| p.trials[0].config.str("baseline").to_string())
+                    .unwrap_or_default()
+            }
+            (None, None) => String::new(),
         };
-        let checked = crate::check::check_file(&first.join("resolved.aht"), &Default::default());
-        let baseline = checked
-            .plan
-            .map(|p| p.trials[0].config.str("baseline").to_string())
-            .unwrap_or_default();
         out.push(Finished {
             experiment: e
                 .file_name()
@@ -74,6 +145,7 @@ pub fn finished(dir: &Path) -> std::io::Result<Vec<Finished>> {
             dir: e,
             baseline,
             trials,
+            planned: planned.map(|p| p.trials),
         });
     }
     Ok(out)

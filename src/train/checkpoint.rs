@@ -22,6 +22,16 @@ pub struct Meta {
     /// The steps earlier runs of this trial resumed from, in order.
     #[serde(default)]
     pub resumed_from: Vec<u64>,
+    /// Seconds spent so far in training steps, sharpness estimation and evaluation.
+    #[serde(default)]
+    pub train_seconds: f64,
+    #[serde(default)]
+    pub sharpness_seconds: f64,
+    #[serde(default)]
+    pub eval_seconds: f64,
+    /// The training loss at the first step.
+    #[serde(default)]
+    pub first_train_loss: Option<f64>,
 }
 
 fn dir(trial_dir: &Path) -> PathBuf {

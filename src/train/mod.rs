@@ -295,7 +295,13 @@ pub fn run_trial(
         summary.final_ = meta.evals.last().cloned();
         summary.resumed_from = meta.resumed_from.clone();
         summary.resumed_from.push(meta.step);
+        summary.train_seconds = meta.train_seconds;
+        summary.sharpness_seconds = meta.sharpness_seconds;
+        summary.eval_seconds = meta.eval_seconds;
+        summary.first_train_loss = meta.first_train_loss;
     }
+    summary.steps_per_epoch = steps_per_epoch;
+    summary.classes = data.classes;
     let order_of = |epoch: usize| {
         let mut order: Vec<usize> = (0..data.train_len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
@@ -354,6 +360,7 @@ pub fn run_trial(
                 )?;
                 break 'train;
             }
+            let batch_started = Instant::now();
             let (x, y) = if let Some(flip) = augment {
                 let mut rng = ChaCha8Rng::seed_from_u64(
                     seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa06,
@@ -374,6 +381,7 @@ pub fn run_trial(
             let progress = step as f64 / total_steps.max(1) as f64;
             let epoch_f = epoch as f64 + (step % steps_per_epoch) as f64 / steps_per_epoch as f64;
             // sharpness, when due, on the current batch or a fixed probe batch
+            let sharpness_started = Instant::now();
             if let (Some(est), Opt::Noisy(o)) = (&lowered.estimator, &mut opt) {
                 let (every, is_probe) = match est {
                     Estimator::PowerIteration { every, probe, .. }
@@ -412,6 +420,9 @@ pub fn run_trial(
                     }
                 }
             }
+            let step_started = Instant::now();
+            summary.sharpness_seconds +=
+                step_started.duration_since(sharpness_started).as_secs_f64();
             let diverged = |loss: f64| {
                 if !loss.is_finite() {
                     Some("training loss is not finite".to_string())
@@ -466,6 +477,13 @@ pub fn run_trial(
                 }
             }
             step += 1;
+            // the batch was built before the sharpness estimate; its time counts as training
+            summary.train_seconds += (Instant::now() - step_started).as_secs_f64()
+                + (sharpness_started - batch_started).as_secs_f64();
+            if summary.first_train_loss.is_none() {
+                summary.first_train_loss = Some(loss);
+            }
+            summary.last_train_loss = Some(loss);
             if step.is_multiple_of(log_every) || step == 1 {
                 rec.metric(&MetricLine::train(step, epoch_f, loss, &tel))?;
                 on_event(Event::Step {
@@ -477,7 +495,9 @@ pub fn run_trial(
                 });
             }
             if step.is_multiple_of(eval_every) || step == total_steps {
+                let eval_started = Instant::now();
                 let (tl, ta) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
+                summary.eval_seconds += eval_started.elapsed().as_secs_f64();
                 let ep = step as f64 / steps_per_epoch as f64;
                 rec.metric(&MetricLine::eval(step, ep, tl, ta))?;
                 summary.observe_eval(ep, tl, ta);
@@ -578,6 +598,10 @@ fn save_checkpoint(
         best: summary.best.clone(),
         wall_seconds: wall,
         resumed_from: summary.resumed_from.clone(),
+        train_seconds: summary.train_seconds,
+        sharpness_seconds: summary.sharpness_seconds,
+        eval_seconds: summary.eval_seconds,
+        first_train_loss: summary.first_train_loss,
     };
     checkpoint::save(dir, &tensors, &meta)?;
     Ok(())

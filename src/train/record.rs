@@ -107,8 +107,29 @@ pub struct Summary {
     /// in records from builds before it was kept.
     #[serde(default)]
     pub noise_kernel: String,
+    /// Wall-clock seconds from start to end, loading and evaluation included.
     pub wall_seconds: f64,
     pub steps_per_s: f64,
+    /// Seconds spent in training steps (batches, passes and updates), sharpness aside.
+    #[serde(default)]
+    pub train_seconds: f64,
+    /// Seconds spent estimating sharpness (power iteration, Hutchinson).
+    #[serde(default)]
+    pub sharpness_seconds: f64,
+    /// Seconds spent evaluating on the test split.
+    #[serde(default)]
+    pub eval_seconds: f64,
+    /// Optimizer steps in an epoch (full batches).
+    #[serde(default)]
+    pub steps_per_epoch: u64,
+    /// Classes of the task (for the "did not learn" rule: chance accuracy is 1/classes).
+    #[serde(default)]
+    pub classes: usize,
+    /// Training loss at the first step and at the last.
+    #[serde(default)]
+    pub first_train_loss: Option<f64>,
+    #[serde(default)]
+    pub last_train_loss: Option<f64>,
     /// The steps this trial was resumed from, in order (empty for a trial that ran in one go).
     #[serde(default)]
     pub resumed_from: Vec<u64>,
@@ -118,33 +139,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The sweep values that make this trial's arm: every choice but the seed and the
-    /// optimizer, keyed by path with a leading optimizer or experiment name dropped
-    /// (`aht.lr` -> `lr`), so arms of different optimizers line up for pairing.
+    /// The sweep values that make this trial's arm (see [`context`]).
     pub fn context(&self) -> Vec<(String, String)> {
-        let seed = format!("{}.seed", self.experiment);
-        let opt = format!("{}.optimizer", self.experiment);
-        self.choices
-            .iter()
-            .filter(|(p, _)| *p != seed && *p != opt)
-            .map(|(p, v)| {
-                let key = [self.optimizer.as_str(), self.experiment.as_str()]
-                    .iter()
-                    .find_map(|d| p.strip_prefix(d).and_then(|r| r.strip_prefix('.')))
-                    .unwrap_or(p);
-                (key.to_string(), v.clone())
-            })
-            .collect()
+        context(&self.experiment, &self.optimizer, &self.choices)
     }
 
-    /// The arm's name: the optimizer, with the rest of its sweep values: `aht (lr=0.1)`.
+    /// The arm's name (see [`arm`]).
     pub fn arm(&self) -> String {
-        let ctx = self.context();
-        if ctx.is_empty() {
-            return self.optimizer.clone();
-        }
-        let parts: Vec<String> = ctx.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{} ({})", self.optimizer, parts.join(", "))
+        arm(&self.experiment, &self.optimizer, &self.choices)
     }
 
     pub fn new(trial: &Trial, resolved: &str, threads: usize, dev: &Device, dtype: DType) -> Self {
@@ -171,6 +173,37 @@ impl Summary {
         }
     }
 
+    /// Seconds of training per epoch, sharpness estimation included and evaluation and loading
+    /// left out; `None` before any step. Records from before the split was kept fall back to
+    /// wall-clock seconds over epochs.
+    pub fn train_seconds_per_epoch(&self) -> Option<f64> {
+        if self.steps == 0 {
+            return None;
+        }
+        if self.steps_per_epoch > 0 && self.train_seconds > 0.0 {
+            let epochs = self.steps as f64 / self.steps_per_epoch as f64;
+            return Some((self.train_seconds + self.sharpness_seconds) / epochs);
+        }
+        let epochs = self.final_.as_ref()?.epoch;
+        (epochs > 0.0).then(|| self.wall_seconds / epochs)
+    }
+
+    /// A finished trial that learnt nothing: its last training loss within 1% of its first and
+    /// its final test accuracy within 2 points of chance (1/classes). A result, not a success.
+    pub fn did_not_learn(&self) -> bool {
+        let (Some(first), Some(last), Some(fin)) = (
+            self.first_train_loss,
+            self.last_train_loss,
+            self.final_.as_ref(),
+        ) else {
+            return false;
+        };
+        self.status == "completed"
+            && self.classes > 0
+            && (last - first).abs() <= 0.01 * first.abs()
+            && (fin.test_accuracy - 1.0 / self.classes as f64).abs() <= 0.02
+    }
+
     pub fn observe_eval(&mut self, epoch: f64, loss: f64, acc: f64) {
         let p = EvalPoint {
             test_accuracy: acc,
@@ -183,6 +216,39 @@ impl Summary {
         self.final_ = Some(p.clone());
         self.evals.push(p);
     }
+}
+
+/// The sweep values that make a trial's arm: every choice but the seed and the optimizer,
+/// keyed by path with a leading optimizer or experiment name dropped (`aht.lr` -> `lr`), so arms
+/// of different optimizers line up for pairing.
+pub fn context(
+    experiment: &str,
+    optimizer: &str,
+    choices: &[(String, String)],
+) -> Vec<(String, String)> {
+    let seed = format!("{experiment}.seed");
+    let opt = format!("{experiment}.optimizer");
+    choices
+        .iter()
+        .filter(|(p, _)| *p != seed && *p != opt)
+        .map(|(p, v)| {
+            let key = [optimizer, experiment]
+                .iter()
+                .find_map(|d| p.strip_prefix(d).and_then(|r| r.strip_prefix('.')))
+                .unwrap_or(p);
+            (key.to_string(), v.clone())
+        })
+        .collect()
+}
+
+/// An arm's name: the optimizer, with the rest of its sweep values: `aht (lr=0.1)`.
+pub fn arm(experiment: &str, optimizer: &str, choices: &[(String, String)]) -> String {
+    let ctx = context(experiment, optimizer, choices);
+    if ctx.is_empty() {
+        return optimizer.to_string();
+    }
+    let parts: Vec<String> = ctx.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{optimizer} ({})", parts.join(", "))
 }
 
 pub fn sha256(text: &str) -> String {
