@@ -33,8 +33,13 @@ codes! {
     Syntax => "aht::parse::syntax",
     /// `lr = 1e999`: a number too large to represent.
     Number => "aht::parse::number",
+    /// `model m = mlp {\u{a0}}`: a character that looks like the language's own but is not
+    /// (a no-break space, an invisible character, a curly quote, a typographic dash).
+    Character => "aht::parse::character",
     /// The recipe file cannot be read.
     Io => "aht::load::io",
+    /// The recipe file is not UTF-8.
+    Encoding => "aht::load::encoding",
     /// `import "missing.aht"`: the imported file does not exist.
     ImportMissing => "aht::load::import_missing",
     /// `a.aht` imports `b.aht`, which imports `a.aht`.

@@ -491,3 +491,59 @@ experiment e {
     assert!(listed.contains("experiment e — 8 trials"), "{listed}");
     assert_eq!(listed.matches("aht.sigma=").count(), 4, "{listed}");
 }
+
+/// Text that is not UTF-8 is located at its first bad byte, with the byte's value; a
+/// byte-order mark at the start is accepted silently, and elsewhere it is named.
+#[test]
+fn encodings_are_diagnosed_at_the_byte_and_a_leading_bom_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = "experiment e { data = blobs {}, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1 }\n";
+    std::fs::write(tmp.path().join("bom.aht"), format!("\u{feff}{good}")).unwrap();
+    let o = ahtsgd_within(&["check", "bom.aht"], tmp.path(), 10).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut latin1 = b"# caf".to_vec();
+    latin1.push(0xE9);
+    latin1.extend(b"\nexperiment e {}\n");
+    let mut bad = good.as_bytes().to_vec();
+    bad.extend(b"model m = mlp { hidden = [8] } # na");
+    bad.push(0xEF);
+    bad.push(b'\n');
+    for (name, bytes, line, col, byte) in [
+        ("latin1.aht", latin1, 1, 6, "0xE9"),
+        ("late.aht", bad, 2, 36, "0xEF"),
+    ] {
+        std::fs::write(tmp.path().join(name), bytes).unwrap();
+        let o = ahtsgd_within(&["check", "--json", name], tmp.path(), 10).unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let d: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap())
+                .unwrap();
+        assert_eq!(d["code"], "aht::load::encoding", "{d}");
+        assert_eq!(
+            (d["line"].as_u64(), d["column"].as_u64()),
+            (Some(line), Some(col)),
+            "{d}"
+        );
+        assert!(d["message"].as_str().unwrap().contains(byte), "{d}");
+        assert!(d["help"].as_str().unwrap().contains("UTF-8"), "{d}");
+    }
+    // an import that is not UTF-8 is named too
+    std::fs::write(tmp.path().join("main.aht"), "import \"latin1.aht\"\n").unwrap();
+    let o = ahtsgd_within(&["check", "main.aht"], tmp.path(), 10).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("aht::load::encoding") && err.contains("latin1.aht"),
+        "{err}"
+    );
+    std::fs::write(
+        tmp.path().join("mid.aht"),
+        format!("{good}\u{feff}model m = mlp {{}}\n"),
+    )
+    .unwrap();
+    let o = ahtsgd_within(&["check", "mid.aht"], tmp.path(), 10).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("U+FEFF ZERO WIDTH NO-BREAK SPACE") && err.contains("mid.aht:2:1"),
+        "{err}"
+    );
+}

@@ -18,14 +18,18 @@ pub struct Loaded {
 /// Loads `path` and its imports.
 pub fn load_file(path: &Path, diags: &mut Diagnostics) -> Loaded {
     let mut loaded = Loaded::default();
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+    match std::fs::read(path) {
+        Ok(bytes) => {
             let canon = canonical(path);
+            let (text, bad) = decode(bytes);
             let id = loaded
                 .sources
                 .add(path.display().to_string(), Some(&canon), text);
             loaded.root = Some(id);
-            visit(&mut loaded, id, &mut vec![id], diags);
+            match bad {
+                Some(at) => diags.push(not_utf8(&loaded.sources, id, at)),
+                None => visit(&mut loaded, id, &mut vec![id], diags),
+            }
         }
         Err(e) => diags.push(
             Diagnostic::error(Code::Io, format!("cannot read `{}`: {e}", path.display()))
@@ -38,11 +42,53 @@ pub fn load_file(path: &Path, diags: &mut Diagnostics) -> Loaded {
 /// Loads recipe text that is not on disk; imports resolve against `base_dir`.
 pub fn load_text(name: &str, text: &str, base_dir: &Path, diags: &mut Diagnostics) -> Loaded {
     let mut loaded = Loaded::default();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let pseudo = base_dir.join(name);
     let id = loaded.sources.add(name, Some(&pseudo), text);
     loaded.root = Some(id);
     visit(&mut loaded, id, &mut vec![id], diags);
     loaded
+}
+
+/// A file's text: a byte-order mark at the start dropped (editors on Windows write one), and
+/// for bytes that are not UTF-8, the text with replacement characters and the offset of the
+/// first bad byte with its value.
+fn decode(bytes: Vec<u8>) -> (String, Option<(usize, u8)>) {
+    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let byte = e.as_bytes()[at];
+            (
+                String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                Some((at, byte)),
+            )
+        }
+    }
+}
+
+/// The diagnostic for a file that is not UTF-8, at its first bad byte (the lossy text keeps
+/// the bytes before it, so the offset holds).
+fn not_utf8(sources: &SourceMap, id: FileId, (at, byte): (usize, u8)) -> Diagnostic {
+    let file = sources.get(id);
+    let (line, col) = file.line_col(at);
+    let end = file.text[at..]
+        .chars()
+        .next()
+        .map_or(at, |c| at + c.len_utf8());
+    Diagnostic::error(
+        Code::Encoding,
+        format!(
+            "`{}` is not UTF-8: byte 0x{byte:02X} at line {line}, column {col}",
+            file.name
+        ),
+    )
+    .at(Span::new(id, at, end), format!("byte 0x{byte:02X}"))
+    .help("save the file as UTF-8 (recipes are UTF-8 text; a Latin-1 `é` is one such byte)")
 }
 
 fn canonical(path: &Path) -> PathBuf {
@@ -88,8 +134,9 @@ fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut D
             }
             continue;
         }
-        match std::fs::read_to_string(&canon) {
-            Ok(text) => {
+        match std::fs::read(&canon) {
+            Ok(bytes) => {
+                let (text, bad) = decode(bytes);
                 // shown relative to how the importing file was named, not as an absolute path
                 let shown = Path::new(&loaded.sources.get(id).name)
                     .parent()
@@ -97,6 +144,10 @@ fn visit(loaded: &mut Loaded, id: FileId, stack: &mut Vec<FileId>, diags: &mut D
                     .unwrap_or_else(|| PathBuf::from(&target.node));
                 let name = shown.display().to_string();
                 let child = loaded.sources.add(name, Some(&canon), text);
+                if let Some(at) = bad {
+                    diags.push(not_utf8(&loaded.sources, child, at));
+                    continue;
+                }
                 stack.push(child);
                 visit(loaded, child, stack, diags);
                 stack.pop();

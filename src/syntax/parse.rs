@@ -15,6 +15,9 @@ struct Grammar;
 /// Parses one recipe file. Syntax errors come back as a diagnostic pointing at the first
 /// place where the text stops following the grammar.
 pub fn parse(file: FileId, text: &str) -> Result<Module, Diagnostic> {
+    if let Some(d) = super::chars::lookalike(file, text) {
+        return Err(d);
+    }
     let mut pairs = parse_rule(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let root = pairs.next().expect("the file rule always produces a pair");
     let comments = scan_comments(file, text);
