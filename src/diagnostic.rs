@@ -120,6 +120,9 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Other places that explain this one (the first declaration of a duplicate, say).
     pub related: Vec<(Span, String)>,
+    /// A consequence of a mistake already reported (a use of an `lr` that is missing): kept
+    /// from the user, who has one thing to fix.
+    pub consequence: bool,
 }
 
 impl Diagnostic {
@@ -132,7 +135,14 @@ impl Diagnostic {
             label: String::new(),
             help: None,
             related: Vec::new(),
+            consequence: false,
         }
+    }
+
+    /// Marks this as the consequence of a mistake already reported.
+    pub fn consequence(mut self) -> Self {
+        self.consequence = true;
+        self
     }
 
     pub fn at(mut self, span: Span, label: impl Into<String>) -> Self {

@@ -472,3 +472,191 @@ fn a_rerun_of_another_builds_record_says_so_and_names_the_first_differing_metric
         "{said}"
     );
 }
+
+fn run_pair(dir: &Path, out: &str, env: &[(&str, &str)]) -> std::process::Output {
+    ahtsgd_env(
+        &["run", "pair.aht", "--out", out, "--threads", "1", "--quiet"],
+        dir,
+        env,
+    )
+}
+
+/// A damaged checkpoint is named, with what is wrong and what to do; the records stay.
+#[test]
+fn a_damaged_checkpoint_is_named_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "pair.aht",
+        &PAIR.replace(
+            "log_every = 1 step",
+            "log_every = 1 step\n  checkpoint_every = 3 steps",
+        ),
+    );
+    let cut = run_pair(tmp.path(), "r", &[("AHTSGD_STOP_AFTER", "8")]);
+    assert_eq!(cut.status.code(), Some(130));
+    let ck = tmp.path().join("r/e/trial-0000/checkpoints");
+    let step: serde_json::Value = serde_json::from_str(&read(ck.join("latest.json"))).unwrap();
+    let tensors = ck.join(format!("step-{}.safetensors", step["step"]));
+    let bytes = std::fs::read(&tensors).unwrap();
+    std::fs::write(&tensors, &bytes[..bytes.len() / 2]).unwrap();
+    let o = run_pair(tmp.path(), "r", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("step-{}.safetensors", step["step"]))
+            && err.contains("truncated or damaged")
+            && err.contains("--fresh"),
+        "{err}"
+    );
+    std::fs::write(ck.join("latest.json"), "garbage").unwrap();
+    let o = run_pair(tmp.path(), "r", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("latest.json") && err.contains("damaged") && err.contains("--fresh"),
+        "{err}"
+    );
+    assert!(
+        tmp.path().join("r/e/trial-0000/metrics.jsonl").exists(),
+        "records kept"
+    );
+    let fresh = ahtsgd(
+        &["run", "pair.aht", "--out", "r", "--quiet", "--fresh"],
+        tmp.path(),
+    );
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+}
+
+/// A full disk (simulated: writes fail with ENOSPC after a budget) names the file and says
+/// to free space and rerun; the rerun resumes to the numbers of an uninterrupted run.
+#[test]
+fn a_full_disk_says_to_free_space_and_the_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "pair.aht",
+        &PAIR.replace(
+            "log_every = 1 step",
+            "log_every = 1 step\n  checkpoint_every = 3 steps",
+        ),
+    );
+    assert!(run_pair(tmp.path(), "whole", &[]).status.success());
+    let o = run_pair(tmp.path(), "r", &[("AHTSGD_FAIL_WRITES_AFTER", "6000")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("No space left on device")
+            && err.contains("cannot write")
+            && err.contains("free some space and run the same command again"),
+        "{err}"
+    );
+    assert!(!err.contains("candle:"), "{err}");
+    let again = run_pair(tmp.path(), "r", &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    for t in ["trial-0000", "trial-0001"] {
+        assert_eq!(
+            read(tmp.path().join("whole/e").join(t).join("metrics.jsonl")),
+            read(tmp.path().join("r/e").join(t).join("metrics.jsonl")),
+            "{t}"
+        );
+    }
+}
+
+/// A truncated `.npy` names the file and says it is truncated, under the data code, at the
+/// dataset's declaration.
+#[test]
+fn a_truncated_npy_file_is_named_at_the_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let arrays = tmp.path().join("arrays");
+    std::fs::create_dir_all(&arrays).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let x = candle_core::Tensor::zeros((20, 4), candle_core::DType::F32, &dev).unwrap();
+    let y = candle_core::Tensor::zeros(20, candle_core::DType::U32, &dev).unwrap();
+    for (n, t) in [
+        ("x_train", &x),
+        ("y_train", &y),
+        ("x_test", &x),
+        ("y_test", &y),
+    ] {
+        t.write_npy(arrays.join(format!("{n}.npy"))).unwrap();
+    }
+    let bytes = std::fs::read(arrays.join("x_train.npy")).unwrap();
+    std::fs::write(arrays.join("x_train.npy"), &bytes[..bytes.len() - 40]).unwrap();
+    write(
+        tmp.path(),
+        "a.aht",
+        "dataset mine = arrays { path = \"arrays\" }\nexperiment e { data = mine, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1 }\n",
+    );
+    let o = ahtsgd(&["run", "a.aht", "--out", "r"], tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("aht::data::format")
+            && err.contains("x_train.npy")
+            && err.contains("truncated")
+            && err.contains("a.aht:1:9"),
+        "{err}"
+    );
+}
+
+/// Small mistakes, each with one clear answer: eval of a path that does not exist, `--set`
+/// shown as typed, `plan --experiment`, an optimizer without `lr` (one diagnostic, not one
+/// per use of `lr` in its schedule's defaults), and nesting past the limit.
+#[test]
+fn small_mistakes_get_one_clear_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "pair.aht", PAIR);
+    let o = ahtsgd(&["eval", "runs/nothing/trial-0000"], tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("runs/nothing/trial-0000 does not exist"),
+        "{err}"
+    );
+    let o = ahtsgd(&["check", "pair.aht", "--set", "aht.lr=-1"], tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--set aht.lr=-1") && !err.contains("#1"),
+        "{err}"
+    );
+    let two =
+        format!("{PAIR}experiment f {{ data = d, model = m, optimizer = plain, epochs = 1 }}\n");
+    write(tmp.path(), "two.aht", &two);
+    let o = ahtsgd(&["plan", "two.aht", "--experiment", "f"], tmp.path());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("experiment f — 1 trial") && !out.contains("experiment e"),
+        "{out}"
+    );
+    let o = ahtsgd(&["plan", "two.aht", "--experiment", "g"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    write(
+        tmp.path(),
+        "nolr.aht",
+        "optimizer o = ahtsgd { alpha = adaptive {} }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1 }\n",
+    );
+    let o = ahtsgd(&["check", "--json", "nolr.aht"], tmp.path());
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("aht::check::missing_field") && lines[0].contains("`lr`"));
+    let deep = format!(
+        "experiment e {{ data = blobs {{}}, model = mlp {{}}, optimizer = sgd {{ lr = {}1{} }}, epochs = 1 }}\n",
+        "(".repeat(100_000),
+        ")".repeat(100_000)
+    );
+    write(tmp.path(), "deep.aht", &deep);
+    let o = ahtsgd(&["check", "deep.aht"], tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nest deeper than 256 levels"), "{err}");
+}

@@ -14,6 +14,9 @@ pub struct Env {
     pub lr: Option<f64>,
     /// Whether training signals (step, lambda_max, ...) may appear.
     pub signals: bool,
+    /// The optimizer being resolved should have a learning rate but its `lr` is missing or
+    /// wrong (already reported): uses of `lr` fail without a diagnostic of their own.
+    pub lr_missing: bool,
 }
 
 /// Evaluates a numeric expression. With `env.signals` the result may depend on signals;
@@ -45,12 +48,13 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                 match env.lr {
                     Some(lr) => SignalExpr::Const(lr),
                     None => {
-                        return Err(Diagnostic::error(
+                        let d = Diagnostic::error(
                             Code::NotConstant,
                             "`lr` is only known inside a schedule or optimizer",
                         )
                         .at(expr.span, "no learning rate here")
-                        .help("use a number, or move this into a schedule used by an optimizer"));
+                        .help("use a number, or move this into a schedule used by an optimizer");
+                        return Err(if env.lr_missing { d.consequence() } else { d });
                     }
                 }
             } else if let Some(sig) = Signal::from_name(name) {

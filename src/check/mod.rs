@@ -178,8 +178,8 @@ fn check_modules(
 
     // --set
     let mut exp_sets: BTreeMap<String, Vec<(Vec<Ident>, Expr)>> = BTreeMap::new();
-    for (i, set) in opts.sets.iter().enumerate() {
-        if let Some((name, path, value)) = parse_set(r.sources, i, set, &table, diags) {
+    for set in &opts.sets {
+        if let Some((name, path, value)) = parse_set(r.sources, set, &table, diags) {
             let is_exp = table
                 .decls
                 .get(&name)
@@ -202,6 +202,7 @@ fn check_modules(
         let env = Env {
             lr: (cat == Category::Schedule).then_some(0.1),
             signals: false,
+            lr_missing: false,
         };
         r.decl(&d.name.node, &env);
     }
@@ -224,12 +225,11 @@ fn check_modules(
 /// `name.path=value` -> declaration name, field path, parsed value.
 fn parse_set(
     sources: &mut SourceMap,
-    i: usize,
     set: &str,
     table: &Table,
     diags: &mut Diagnostics,
 ) -> Option<(String, Vec<Ident>, Expr)> {
-    let file = sources.add(format!("--set #{}", i + 1), None, set);
+    let file = sources.add(format!("--set {set}"), None, set);
     let span_all = crate::source::Span::new(file, 0, set.len());
     let Some(eq) = set.find('=') else {
         diags.push(

@@ -406,7 +406,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
     }
 
     fn report(&mut self, d: Diagnostic) {
-        if !self.quiet {
+        if !self.quiet && !d.consequence {
             self.diags.push(d);
         }
     }
@@ -581,6 +581,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                             .at(span, format!("`{}` missing", spec.name))
                             .help(format!("add `{} = ...`: {}", spec.name, spec.doc)),
                         );
+                        env.lr_missing |= spec.name == "lr";
                         continue;
                     }
                 },
@@ -595,7 +596,10 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     }
                     values.push((spec.name, v));
                 }
-                None => ok = false,
+                None => {
+                    env.lr_missing |= spec.name == "lr";
+                    ok = false;
+                }
             }
         }
         if !ok {
@@ -969,6 +973,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 let env = Env {
                     lr: env.lr.or(Some(0.1)),
                     signals: true,
+                    lr_missing: false,
                 };
                 match eval::eval(expr, &env) {
                     Ok(e) => Some(Val::Expr(e)),

@@ -118,13 +118,31 @@ fn format_file(file: &Path) -> Result<(String, String), i32> {
     }
 }
 
-pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool) -> i32 {
+pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str>) -> i32 {
     let checked = check::check_file(file, &options(args));
     if report(&checked, args.json) {
         return 1;
     }
     let plan = checked.plan.as_ref().expect("no errors means a plan");
-    for exp in &plan.experiments {
+    if let Some(e) = only
+        && !plan.experiments.iter().any(|x| x.name == e)
+    {
+        eprintln!(
+            "error: no experiment `{e}` in {}; it has: {}",
+            file.display(),
+            plan.experiments
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return 2;
+    }
+    for exp in plan
+        .experiments
+        .iter()
+        .filter(|x| only.is_none_or(|e| x.name == e))
+    {
         if !args.json {
             println!(
                 "experiment {} — {} trial{}",

@@ -98,6 +98,9 @@ pub enum Command {
         /// Also list each model's layers: shapes, parameter counts, initialisations
         #[arg(long)]
         layers: bool,
+        /// List only this experiment's trials
+        #[arg(long)]
+        experiment: Option<String>,
     },
 }
 
@@ -123,7 +126,12 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Check { files, args } => check::check(&files, &args),
         Command::Fmt { files, check } => check::fmt(&files, check),
-        Command::Plan { file, args, layers } => check::plan(&file, &args, layers),
+        Command::Plan {
+            file,
+            args,
+            layers,
+            experiment,
+        } => check::plan(&file, &args, layers, experiment.as_deref()),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
         Command::Data(cmd) => data::run(cmd),

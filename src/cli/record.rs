@@ -28,6 +28,13 @@ pub struct RerunArgs {
 /// The single trial of a recorded `resolved.aht`, with extra `--set`s.
 fn recorded_trial(dir: &Path, sets: Vec<String>) -> Result<ahtsgd::plan::Trial, i32> {
     let path = dir.join("resolved.aht");
+    if !dir.exists() {
+        eprintln!(
+            "error: {} does not exist\n  help: pass a trial folder, RUN_DIR/<experiment>/trial-NNNN (`ls RUN_DIR/*/` lists them)",
+            dir.display()
+        );
+        return Err(2);
+    }
     if !path.exists() {
         eprintln!(
             "error: {} is not a trial folder (no resolved.aht)\n  help: pass RUN_DIR/<experiment>/trial-NNNN",

@@ -305,26 +305,7 @@ pub fn run(args: RunArgs) -> i32 {
             Err(e) => {
                 bar.finish_and_clear();
                 journal::append(&out, t.index, &t.experiment, "failed");
-                let node = match &e {
-                    train::RunError::Data(_) => "data",
-                    train::RunError::Model(_) => "model",
-                    _ => "experiment",
-                };
-                let span = match t.config.fields.iter().find(|(n, _)| *n == node) {
-                    Some((_, ahtsgd::plan::Val::Obj(o))) => o.span,
-                    _ => plan
-                        .experiments
-                        .iter()
-                        .find(|x| x.name == t.experiment)
-                        .map(|x| x.span)
-                        .unwrap_or_default(),
-                };
-                let d = ahtsgd::diagnostic::Diagnostic::error(
-                    ahtsgd::diagnostic::Code::Run,
-                    format!("trial {} failed: {e}", t.index),
-                )
-                .at(span, format!("while building this {node}"))
-                .help("fix the recipe or the data; other trials are unaffected");
+                let d = e.diagnostic(t, plan);
                 eprint!(
                     "{}",
                     ahtsgd::diagnostic::render(&[d], &checked.sources, super::color())

@@ -779,8 +779,16 @@ pub fn arrays(path: &Path) -> Result<Dataset, DataError> {
                         "missing (an arrays folder holds x_train.npy, y_train.npy, x_test.npy and y_test.npy)",
                     ));
                 }
-                let t = candle_core::Tensor::read_npy(&p)
-                    .map_err(|e| DataError::format(&p.display().to_string(), e.to_string()))?;
+                let t = candle_core::Tensor::read_npy(&p).map_err(|e| {
+                    let text = e.to_string();
+                    let what = if text.contains("fill whole buffer") || text.contains("end of file")
+                    {
+                        "ends before the data its header declares: the file is truncated; write it again (numpy.save)".to_string()
+                    } else {
+                        format!("cannot be read as .npy: {text}")
+                    };
+                    DataError::format(&p.display().to_string(), what)
+                })?;
                 m.insert(name.to_string(), t);
             }
             m

@@ -65,23 +65,58 @@ pub fn save(
     Ok(())
 }
 
+/// Why a checkpoint could not be read: the file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {what}")]
+pub struct CheckpointError {
+    pub file: String,
+    pub what: String,
+}
+
+/// A checkpoint's tensors, by name, and its metadata.
+pub type Loaded = (HashMap<String, Tensor>, Meta);
+
 /// The latest checkpoint of a trial, if any.
-pub fn load(
-    trial_dir: &Path,
-    device: &Device,
-) -> candle_core::Result<Option<(HashMap<String, Tensor>, Meta)>> {
+pub fn load(trial_dir: &Path, device: &Device) -> Result<Option<Loaded>, CheckpointError> {
     let d = dir(trial_dir);
-    let Ok(json) = std::fs::read(d.join("latest.json")) else {
+    let meta_path = d.join("latest.json");
+    let Ok(json) = std::fs::read(&meta_path) else {
         return Ok(None);
     };
-    let meta: Meta = serde_json::from_slice(&json)
-        .map_err(|e| candle_core::Error::Msg(format!("checkpoint metadata: {e}")))?;
+    let meta: Meta = serde_json::from_slice(&json).map_err(|e| CheckpointError {
+        file: meta_path.display().to_string(),
+        what: format!("not a checkpoint's metadata ({e}); the file is damaged"),
+    })?;
+    let tensors_path = d.join(format!("step-{}.safetensors", meta.step));
     let tensors =
-        candle_core::safetensors::load(d.join(format!("step-{}.safetensors", meta.step)), device)?;
+        candle_core::safetensors::load(&tensors_path, device).map_err(|e| CheckpointError {
+            file: tensors_path.display().to_string(),
+            what: if tensors_path.exists() {
+                format!("cannot be read as safetensors ({e}); it is truncated or damaged")
+            } else {
+                format!("is missing, though latest.json names step {}", meta.step)
+            },
+        })?;
     Ok(Some((tensors, meta)))
 }
 
 /// The final parameters of a completed trial (`checkpoints/final.safetensors`).
 pub fn final_path(trial_dir: &Path) -> PathBuf {
     dir(trial_dir).join("final.safetensors")
+}
+
+/// The bytes the tensors take, about what their file will.
+pub fn bytes(tensors: &HashMap<String, Tensor>) -> usize {
+    tensors
+        .values()
+        .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
+}
+
+/// The I/O error inside a candle error (so a full disk is seen as one), or the error as text.
+pub fn io_error(e: candle_core::Error) -> std::io::Error {
+    match e {
+        candle_core::Error::Io(io) => io,
+        other => std::io::Error::other(other.to_string()),
+    }
 }

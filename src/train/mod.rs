@@ -7,6 +7,8 @@ pub mod lower;
 pub mod record;
 
 use crate::data::{self, Dataset};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::fsutil;
 use crate::model::resnet::Mode;
 use crate::model::{self, Model};
 use crate::optim::{self, AhtSgd, OptimError, sharpness};
@@ -65,6 +67,61 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    #[error("checkpoint {0}")]
+    BadCheckpoint(#[from] checkpoint::CheckpointError),
+    #[error("{0}")]
+    Write(#[from] record::WriteError),
+}
+
+impl RunError {
+    /// The diagnostic of a trial that could not run, at the declaration it concerns (the
+    /// dataset, the model or the experiment), saying what to do.
+    pub fn diagnostic(&self, trial: &Trial, plan: &crate::plan::Plan) -> Diagnostic {
+        let (code, node, help) = match self {
+            RunError::Data(_) => (
+                Code::Data,
+                "data",
+                "fix or replace the file named above (`ahtsgd data check DIR` checks a folder), or the dataset's fields".to_string(),
+            ),
+            RunError::Model(_) => (
+                Code::Run,
+                "model",
+                "fix the model or the data; other trials are unaffected".to_string(),
+            ),
+            RunError::BadCheckpoint(_) | RunError::Checkpoint(_) => (
+                Code::Run,
+                "experiment",
+                "`--fresh` restarts this trial from step 0 (its records are removed: copy the trial folder first to keep them)".to_string(),
+            ),
+            RunError::Write(w) if w.disk_full() => (
+                Code::Run,
+                "experiment",
+                "free some space and run the same command again: the trial resumes from its last checkpoint".to_string(),
+            ),
+            RunError::Write(_) => (
+                Code::Run,
+                "experiment",
+                "make the run directory writable (or give another --out) and run the same command again".to_string(),
+            ),
+            _ => (
+                Code::Run,
+                "experiment",
+                "fix the recipe or the data; other trials are unaffected".to_string(),
+            ),
+        };
+        let span = match trial.config.fields.iter().find(|(n, _)| *n == node) {
+            Some((_, crate::plan::Val::Obj(o))) => o.span,
+            _ => plan
+                .experiments
+                .iter()
+                .find(|x| x.name == trial.experiment)
+                .map(|x| x.span)
+                .unwrap_or_default(),
+        };
+        Diagnostic::error(code, format!("trial {} failed: {self}", trial.index))
+            .at(span, format!("while running this {node}"))
+            .help(help)
+    }
 }
 
 /// Set from a Ctrl-C handler: the trial stops after the current step and records what it has.
@@ -548,10 +605,14 @@ pub fn run_trial(
             .chain(&model.buffers)
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        std::fs::create_dir_all(dir.join("checkpoints"))?;
+        let fin = checkpoint::final_path(dir);
         let tmp = dir.join("checkpoints/.final.tmp");
-        candle_core::safetensors::save(&params, &tmp)?;
-        std::fs::rename(&tmp, checkpoint::final_path(dir))?;
+        std::fs::create_dir_all(dir.join("checkpoints"))
+            .and_then(|_| fsutil::charge(checkpoint::bytes(&params)))
+            .map_err(|e| record::WriteError::new(&fin, e))?;
+        candle_core::safetensors::save(&params, &tmp)
+            .map_err(|e| record::WriteError::new(&fin, checkpoint::io_error(e)))?;
+        std::fs::rename(&tmp, &fin).map_err(|e| record::WriteError::new(&fin, e))?;
     }
     rec.finish(&summary)?;
     Ok(summary)
@@ -603,7 +664,10 @@ fn save_checkpoint(
         eval_seconds: summary.eval_seconds,
         first_train_loss: summary.first_train_loss,
     };
-    checkpoint::save(dir, &tensors, &meta)?;
+    let file = dir.join("checkpoints");
+    fsutil::charge(checkpoint::bytes(&tensors)).map_err(|e| record::WriteError::new(&file, e))?;
+    checkpoint::save(dir, &tensors, &meta)
+        .map_err(|e| record::WriteError::new(&file, checkpoint::io_error(e)))?;
     Ok(())
 }
 

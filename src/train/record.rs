@@ -258,6 +258,36 @@ pub fn sha256(text: &str) -> String {
         .collect()
 }
 
+/// A record file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {file}: {source}")]
+pub struct WriteError {
+    pub file: String,
+    pub source: std::io::Error,
+}
+
+impl WriteError {
+    pub fn new(file: &Path, source: std::io::Error) -> Self {
+        WriteError {
+            file: file.display().to_string(),
+            source,
+        }
+    }
+
+    fn at(file: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+        move |source| WriteError {
+            file: file.display().to_string(),
+            source,
+        }
+    }
+
+    /// Whether the disk (or a quota) is full.
+    pub fn disk_full(&self) -> bool {
+        self.source.raw_os_error() == Some(libc::ENOSPC)
+            || self.source.raw_os_error() == Some(libc::EDQUOT)
+    }
+}
+
 /// Writes one trial's folder.
 pub struct Recorder {
     dir: PathBuf,
@@ -273,11 +303,13 @@ impl Recorder {
         recipe: &str,
         resolved: &str,
         resume_at: Option<u64>,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        crate::fsutil::write_atomic(&dir.join("recipe.aht"), recipe.as_bytes())?;
-        crate::fsutil::write_atomic(&dir.join("resolved.aht"), resolved.as_bytes())?;
-        let open = |n: &str| -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+    ) -> Result<Self, WriteError> {
+        std::fs::create_dir_all(dir).map_err(WriteError::at(dir))?;
+        for (name, text) in [("recipe.aht", recipe), ("resolved.aht", resolved)] {
+            let path = dir.join(name);
+            crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(WriteError::at(&path))?;
+        }
+        let open = |n: &str| -> Result<std::io::BufWriter<std::fs::File>, WriteError> {
             let path = dir.join(n);
             let kept: String = match resume_at {
                 Some(step) => std::fs::read_to_string(&path)
@@ -293,8 +325,11 @@ impl Recorder {
                     .collect(),
                 None => String::new(),
             };
-            crate::fsutil::write_atomic(&path, kept.as_bytes())?;
-            let f = std::fs::OpenOptions::new().append(true).open(&path)?;
+            crate::fsutil::write_atomic(&path, kept.as_bytes()).map_err(WriteError::at(&path))?;
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(WriteError::at(&path))?;
             Ok(std::io::BufWriter::new(f))
         };
         Ok(Recorder {
@@ -304,33 +339,44 @@ impl Recorder {
         })
     }
 
-    pub fn metric(&mut self, m: &MetricLine) -> std::io::Result<()> {
-        writeln!(
-            self.metrics,
-            "{}",
-            serde_json::to_string(m).map_err(std::io::Error::other)?
-        )
+    fn line(
+        out: &mut std::io::BufWriter<std::fs::File>,
+        path: &Path,
+        value: &impl Serialize,
+    ) -> Result<(), WriteError> {
+        let mut text = serde_json::to_string(value)
+            .map_err(std::io::Error::other)
+            .map_err(WriteError::at(path))?;
+        text.push('\n');
+        crate::fsutil::charge(text.len()).map_err(WriteError::at(path))?;
+        out.write_all(text.as_bytes()).map_err(WriteError::at(path))
     }
 
-    pub fn timing(&mut self, t: &TimingLine) -> std::io::Result<()> {
-        writeln!(
-            self.timing,
-            "{}",
-            serde_json::to_string(t).map_err(std::io::Error::other)?
-        )
+    pub fn metric(&mut self, m: &MetricLine) -> Result<(), WriteError> {
+        Self::line(&mut self.metrics, &self.dir.join("metrics.jsonl"), m)
+    }
+
+    pub fn timing(&mut self, t: &TimingLine) -> Result<(), WriteError> {
+        Self::line(&mut self.timing, &self.dir.join("timing.jsonl"), t)
     }
 
     /// Pushes buffered lines to disk (before a checkpoint, so records and checkpoint agree).
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.metrics.flush()?;
-        self.timing.flush()
+    pub fn flush(&mut self) -> Result<(), WriteError> {
+        self.metrics
+            .flush()
+            .map_err(WriteError::at(&self.dir.join("metrics.jsonl")))?;
+        self.timing
+            .flush()
+            .map_err(WriteError::at(&self.dir.join("timing.jsonl")))
     }
 
-    pub fn finish(mut self, s: &Summary) -> std::io::Result<()> {
-        self.metrics.flush()?;
-        self.timing.flush()?;
-        let json = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(&self.dir.join("summary.json"), json.as_bytes())
+    pub fn finish(mut self, s: &Summary) -> Result<(), WriteError> {
+        self.flush()?;
+        let path = self.dir.join("summary.json");
+        let json = serde_json::to_string_pretty(s)
+            .map_err(std::io::Error::other)
+            .map_err(WriteError::at(&path))?;
+        crate::fsutil::write_atomic(&path, json.as_bytes()).map_err(WriteError::at(&path))
     }
 }
 
