@@ -390,6 +390,7 @@ fn expand_experiment(
         limit: None,
         exceeded: false,
         first: true,
+        start: plan.trials.len(),
     };
     let choices = BTreeMap::new();
     dfs(r, d, kind, &fields, choices, &mut state, opts, plan);
@@ -426,6 +427,9 @@ struct Expansion {
     limit: Option<usize>,
     exceeded: bool,
     first: bool,
+    /// The plan's trial count before this experiment's (summing the experiments' counts at
+    /// each trial made the check quadratic in the number of experiments).
+    start: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -470,12 +474,7 @@ fn dfs(
     }
     match r.pending.take() {
         None => {
-            let start = plan
-                .experiments
-                .iter()
-                .map(|e| e.trials.len())
-                .sum::<usize>();
-            let count = plan.trials.len() - start;
+            let count = plan.trials.len() - st.start;
             if count >= st.limit.unwrap_or(HARD_TRIAL_LIMIT) {
                 st.exceeded = true;
                 return;

@@ -112,7 +112,7 @@ struct Cx<'t> {
     /// Added to every span (values parsed out of a longer text).
     offset: usize,
     text: &'t str,
-    /// Comment byte ranges, to keep them out of the spans of what precedes them.
+    /// Comment byte ranges in text order, to keep them out of the spans of what precedes them.
     comments: Vec<(usize, usize)>,
 }
 
@@ -135,10 +135,13 @@ impl Cx<'_> {
         let mut end = s.end();
         loop {
             let trimmed = s.start() + self.text[s.start()..end].trim_end().len();
-            end = match self
-                .comments
-                .iter()
-                .find(|(cs, ce)| *cs < trimmed && trimmed <= *ce)
+            // comments are in text order and never overlap: the one that could hold `trimmed`
+            // is the last to start before it
+            let before = self.comments.partition_point(|(cs, _)| *cs < trimmed);
+            end = match before
+                .checked_sub(1)
+                .map(|i| &self.comments[i])
+                .filter(|(_, ce)| trimmed <= *ce)
             {
                 // each step must shorten the span, or a comment reaching back before the
                 // pair would hold the loop forever
