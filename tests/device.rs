@@ -1,11 +1,15 @@
-//! The same checks on every device this build supports: CPU always, CUDA with `--features cuda`
-//! (run on a GPU machine by `scripts/device-check.sh`). Each compares the device against the
-//! CPU reference computed in the same test.
+//! The same checks on every device this build supports: CUDA with `--features cuda` (run on a
+//! GPU machine by `scripts/device-check.sh`), each against the CPU reference computed in the
+//! same test. A check also runs on the CPU only where it tests something there (another code
+//! path than its reference, or a property of its own); those that would compare the CPU with
+//! itself are `cuda_only`.
 
 use ahtsgd::check::{Options, check_text};
+#[cfg(feature = "cuda")]
 use ahtsgd::model::{self, Model};
 use ahtsgd::optim::{sharpness, update};
 use candle_core::{DType, Device, Tensor, Var};
+#[cfg(feature = "cuda")]
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 
@@ -26,8 +30,20 @@ macro_rules! test_device {
             }
         }
     };
+    (cuda_only $name:ident, $body:expr) => {
+        #[cfg(feature = "cuda")]
+        mod $name {
+            use super::*;
+            #[test]
+            fn cuda() {
+                ahtsgd::model::set_tf32_convolutions(false);
+                ($body)(Device::new_cuda(0).expect("a CUDA device"));
+            }
+        }
+    };
 }
 
+#[cfg(feature = "cuda")]
 fn spec(model: &str) -> ahtsgd::plan::Obj {
     let src = format!(
         "model m = {model}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
@@ -73,6 +89,7 @@ fn rel(a: &Tensor, b: &Tensor) -> f64 {
     num / den
 }
 
+#[cfg(feature = "cuda")]
 fn input(shape: &[usize], n: usize) -> (Tensor, Tensor) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let len: usize = n * shape.iter().product::<usize>();
@@ -86,7 +103,7 @@ fn input(shape: &[usize], n: usize) -> (Tensor, Tensor) {
     )
 }
 
-test_device!(models_agree_with_the_cpu, |dev: Device| {
+test_device!(cuda_only models_agree_with_the_cpu, |dev: Device| {
     sharpness::enable_second_order();
     for (m, shape) in [
         ("mlp { hidden = [16] }", vec![12]),
@@ -117,7 +134,7 @@ test_device!(models_agree_with_the_cpu, |dev: Device| {
 
 // The passes written by hand (training gradients; for the MLP, H·v by the R-operator) on the
 // device against the same passes on the CPU.
-test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
+test_device!(cuda_only hand_written_passes_agree_with_the_cpu, |dev: Device| {
     // the 32x32 batch of 16 splits the channel sums of the first layers over blocks of images
     for (m, shape, n, rop) in [
         ("mlp { hidden = [16, 8] }", vec![12], 6, true),
@@ -227,7 +244,7 @@ test_device!(hand_written_passes_agree_with_the_cpu, |dev: Device| {
 
 // The convolution ops (forward, input and kernel gradients) in f64 against the CPU's, over
 // strides, padding, dilation and kernel shapes.
-test_device!(convolutions_agree_with_the_cpu_in_f64, |dev: Device| {
+test_device!(cuda_only convolutions_agree_with_the_cpu_in_f64, |dev: Device| {
     for (x_shape, w_shape, pad, stride, dil) in [
         ([2, 3, 9, 7], [4, 3, 3, 3], 1, 1, 1),
         ([2, 3, 9, 7], [4, 3, 3, 3], 1, 2, 1),
@@ -266,7 +283,8 @@ test_device!(convolutions_agree_with_the_cpu_in_f64, |dev: Device| {
 });
 
 // Every form of the update (the device's fused kernel, or its tensor ops for a norm clip)
-// against the CPU's fused pass: the parameters, momentum included, and the figures.
+// against the CPU's fused pass: the parameters, momentum included, and the figures. On the
+// CPU this holds the tensor-op form of the update to the fused pass.
 test_device!(
     the_update_agrees_with_the_fused_cpu_kernel,
     |dev: Device| {
@@ -360,6 +378,7 @@ test_device!(
     }
 );
 
+// A recipe trains on the device to better than chance (on the CPU too: the whole trial).
 test_device!(a_recipe_trains_on_the_device, |dev: Device| {
     let name = if dev.is_cpu() { "cpu" } else { "cuda" };
     let src = format!(
@@ -376,7 +395,8 @@ test_device!(a_recipe_trains_on_the_device, |dev: Device| {
 });
 
 // Every model trains on the device with adaptive noise (power iteration on H·v every few
-// steps, momentum, the fused update), and lands where the same run on the CPU does.
+// steps, momentum, the fused update), and lands where the same run on the CPU does (on the
+// CPU: every model trains with adaptive noise to a finite loss).
 test_device!(every_model_trains_with_adaptive_noise, |dev: Device| {
     sharpness::enable_second_order();
     let run = |model: &str, device: &str| {
@@ -411,7 +431,7 @@ test_device!(every_model_trains_with_adaptive_noise, |dev: Device| {
 });
 
 // The α-stable draws made on the device are the CPU kernel's, to f32 rounding at worst.
-test_device!(stable_draws_match_the_cpu_kernel, |dev: Device| {
+test_device!(cuda_only stable_draws_match_the_cpu_kernel, |dev: Device| {
     use ahtsgd::optim::stable;
     let n = 100_003; // odd: the last Philox block gives one draw
     for alpha in [1.0, 1.5, 2.0] {
@@ -433,7 +453,7 @@ test_device!(stable_draws_match_the_cpu_kernel, |dev: Device| {
 });
 
 // Stronger than the above: bit for bit (the kernels do the same operations in the same order).
-test_device!(stable_draws_are_bitwise_the_cpu_kernels, |dev: Device| {
+test_device!(cuda_only stable_draws_are_bitwise_the_cpu_kernels, |dev: Device| {
     use ahtsgd::optim::stable;
     let n = 65_537;
     for alpha in [1.2, 1.7] {
