@@ -1,4 +1,5 @@
-//! Stage folders of recipe cases: `tests/cases/{parse,check}/{ok,err}/*.aht`.
+//! Stage folders of recipe cases: `tests/cases/{parse,check}/{ok,err}/*.aht`, and
+//! `tests/cases/data/err/*.aht`, recipes that check but whose first trial's data cannot load.
 //!
 //! Each file may start with header comments: `# expect: CODE` (err cases: at least one
 //! diagnostic with that code) and `# set: PATH=VALUE` (passed as `--set`). Err cases have a
@@ -61,7 +62,6 @@ fn run_ok(stage: &str) {
 }
 
 fn run_err(stage: &str, seen: &mut BTreeSet<String>) {
-    let bless = std::env::var_os("BLESS").is_some();
     let root = env!("CARGO_MANIFEST_DIR");
     for path in cases(&format!("{stage}/err")) {
         let (expect, opts) = headers(&path);
@@ -100,28 +100,58 @@ fn run_err(stage: &str, seen: &mut BTreeSet<String>) {
             );
         }
         let rendered = render(&checked.diagnostics, &checked.sources, false).replace(root, "$ROOT");
-        let snap = path.with_extension("stderr");
-        if !bless && !snap.exists() && std::env::var_os("CI").is_some() {
-            // a missing snapshot would otherwise be written and pass: in CI it is a failure
-            panic!(
-                "{}: no snapshot {}; run the tests with BLESS=1 and commit it",
-                path.display(),
-                snap.display()
-            );
-        } else if bless || !snap.exists() {
-            std::fs::write(&snap, &rendered).unwrap();
-        } else {
-            let want = std::fs::read_to_string(&snap).unwrap();
-            if want != rendered {
-                panic!(
-                    "{}: rendered diagnostics differ from the snapshot (BLESS=1 to accept)\n{:-^80}\n{want}{:-^80}\n{rendered}{:-^80}",
-                    path.display(),
-                    " expected ",
-                    " actual ",
-                    ""
-                );
-            }
+        snapshot(&path, &rendered);
+    }
+}
+
+/// Whether a snapshot matches, writing it under `BLESS` (or when missing outside CI).
+fn snapshot(path: &Path, rendered: &str) {
+    let bless = std::env::var_os("BLESS").is_some();
+    let snap = path.with_extension("stderr");
+    if !bless && !snap.exists() && std::env::var_os("CI").is_some() {
+        panic!(
+            "{}: no snapshot {}; run the tests with BLESS=1 and commit it",
+            path.display(),
+            snap.display()
+        );
+    } else if bless || !snap.exists() {
+        std::fs::write(&snap, rendered).unwrap();
+    } else {
+        let want = std::fs::read_to_string(&snap).unwrap();
+        assert!(
+            want == rendered,
+            "{}: rendered diagnostics differ from the snapshot (BLESS=1 to accept)\n{want}\n{rendered}",
+            path.display()
+        );
+    }
+}
+
+/// Data cases: the recipe checks, its data does not load, and the diagnostic has the data
+/// code at the dataset's declaration.
+fn run_data_err(seen: &mut BTreeSet<String>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for path in cases("data/err") {
+        let (expect, opts) = headers(&path);
+        let checked = check_case(&path, &opts);
+        assert!(
+            !checked.has_errors(),
+            "{}: data cases must check\n{}",
+            path.display(),
+            render(&checked.diagnostics, &checked.sources, false)
+        );
+        let plan = checked.plan.as_ref().unwrap();
+        let trial = &plan.trials[0];
+        let err = ahtsgd::data::load(trial.config.obj("data"), 0)
+            .err()
+            .unwrap_or_else(|| panic!("{}: the data loaded", path.display()));
+        let d = ahtsgd::train::RunError::Data(err).diagnostic(trial, plan);
+        for e in &expect {
+            assert_eq!(d.code.as_str(), e, "{}", path.display());
+            seen.insert(e.clone());
         }
+        assert!(d.location(&checked.sources).is_some());
+        let rendered = render(&[d], &checked.sources, false).replace(root, "$ROOT");
+        snapshot(&path, &rendered);
     }
 }
 
@@ -140,6 +170,7 @@ fn err_cases_report_their_codes_and_match_snapshots() {
     let mut seen = BTreeSet::new();
     run_err("parse", &mut seen);
     run_err("check", &mut seen);
+    run_data_err(&mut seen);
     let count = cases("parse/err").len() + cases("check/err").len();
     assert!(count >= 60, "only {count} error cases");
     // every recipe-level code has a case (data and run codes are covered by their own tests)
@@ -147,11 +178,9 @@ fn err_cases_report_their_codes_and_match_snapshots() {
         .iter()
         .map(|c| c.as_str())
         .filter(|c| {
-            // files that cannot be read, or are not UTF-8, are tested on the binary
-            !c.starts_with("aht::data")
-                && !c.starts_with("aht::run")
-                && *c != "aht::load::io"
-                && *c != "aht::load::encoding"
+            // files that cannot be read, or are not UTF-8, and failures while training are
+            // tested on the binary
+            !c.starts_with("aht::run") && *c != "aht::load::io" && *c != "aht::load::encoding"
         })
         .filter(|c| !seen.contains(*c))
         .collect();

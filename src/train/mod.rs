@@ -118,8 +118,13 @@ impl RunError {
                 .map(|x| x.span)
                 .unwrap_or_default(),
         };
+        let label = match node {
+            "data" => "while loading this dataset",
+            "model" => "while building this model",
+            _ => "while running this experiment",
+        };
         Diagnostic::error(code, format!("trial {} failed: {self}", trial.index))
-            .at(span, format!("while running this {node}"))
+            .at(span, label)
             .help(help)
     }
 }
