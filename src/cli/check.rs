@@ -4,6 +4,7 @@ use super::RecipeArgs;
 use ahtsgd::check::{self, Checked, Options};
 use ahtsgd::diagnostic;
 use ahtsgd::model::summary;
+use ahtsgd::plan::Plan;
 use std::path::{Path, PathBuf};
 
 pub fn options(args: &RecipeArgs) -> Options {
@@ -118,25 +119,34 @@ fn format_file(file: &Path) -> Result<(String, String), i32> {
     }
 }
 
+/// Whether `--experiment NAME` names one of the plan's experiments (saying which it has if
+/// not); `Err` holds the exit code.
+pub fn known_experiment(file: &Path, plan: &Plan, name: Option<&str>) -> Result<(), i32> {
+    match name {
+        Some(e) if !plan.experiments.iter().any(|x| x.name == e) => {
+            eprintln!(
+                "error: no experiment `{e}` in {}; it has: {}",
+                file.display(),
+                plan.experiments
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Err(2)
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str>) -> i32 {
     let checked = check::check_file(file, &options(args));
     if report(&checked, args.json) {
         return 1;
     }
     let plan = checked.plan.as_ref().expect("no errors means a plan");
-    if let Some(e) = only
-        && !plan.experiments.iter().any(|x| x.name == e)
-    {
-        eprintln!(
-            "error: no experiment `{e}` in {}; it has: {}",
-            file.display(),
-            plan.experiments
-                .iter()
-                .map(|x| x.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return 2;
+    if let Err(code) = known_experiment(file, plan, only) {
+        return code;
     }
     for exp in plan
         .experiments

@@ -85,19 +85,9 @@ pub fn run(args: RunArgs) -> i32 {
         return 1;
     }
     let plan = checked.plan.as_ref().expect("checked");
-    if let Some(e) = &args.experiment
-        && !plan.experiments.iter().any(|x| &x.name == e)
+    if let Err(code) = super::check::known_experiment(&args.file, plan, args.experiment.as_deref())
     {
-        eprintln!(
-            "error: no experiment `{e}` in {}; it has: {}",
-            args.file.display(),
-            plan.experiments
-                .iter()
-                .map(|x| x.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return 2;
+        return code;
     }
     let range = match args.trial.as_deref().map(parse_trials) {
         None => (0, usize::MAX),
