@@ -111,7 +111,9 @@ pub fn run(
     status
 }
 
-/// Asks the kernel to SIGKILL the child when this process dies.
+/// Asks the kernel to SIGKILL the child when this process dies. (Linux sends the signal when
+/// the spawning *thread* ends: [`run`] must be called from a thread that lives as long as the
+/// children should, as the CLI's run does.)
 #[cfg(target_os = "linux")]
 fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
