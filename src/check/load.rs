@@ -53,11 +53,10 @@ pub fn load_text(name: &str, text: &str, base_dir: &Path, diags: &mut Diagnostic
 /// A file's text: a byte-order mark at the start dropped (editors on Windows write one), and
 /// for bytes that are not UTF-8, the text with replacement characters and the offset of the
 /// first bad byte with its value.
-fn decode(bytes: Vec<u8>) -> (String, Option<(usize, u8)>) {
-    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        Some(rest) => rest.to_vec(),
-        None => bytes,
-    };
+fn decode(mut bytes: Vec<u8>) -> (String, Option<(usize, u8)>) {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
     match String::from_utf8(bytes) {
         Ok(text) => (text, None),
         Err(e) => {

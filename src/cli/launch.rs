@@ -94,6 +94,26 @@ fn program(bin: Option<PathBuf>) -> Result<String, i32> {
     Ok(path.display().to_string())
 }
 
+/// The command each task runs; with GPUs the trials run on CUDA.
+fn task(
+    program: String,
+    recipe: PathBuf,
+    out: PathBuf,
+    args: &super::RecipeArgs,
+    threads: usize,
+    gpus: Option<usize>,
+) -> Task {
+    Task {
+        program,
+        recipe,
+        out,
+        sets: args.sets.clone(),
+        allow_large: args.allow_large,
+        threads,
+        device: gpus.filter(|&g| g > 0).map(|_| "cuda".into()),
+    }
+}
+
 pub fn launch(cmd: LaunchCommand) -> i32 {
     match cmd {
         LaunchCommand::Slurm {
@@ -138,15 +158,7 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 eprintln!("error: cannot write the plan into {}: {e}", out.display());
                 return 2;
             }
-            let task = Task {
-                program,
-                recipe: recipe_path,
-                out,
-                sets: recipe.sets.clone(),
-                allow_large: recipe.allow_large,
-                threads: cpus_per_task,
-                device: gpus.filter(|&g| g > 0).map(|_| "cuda".into()),
-            };
+            let task = task(program, recipe_path, out, &recipe, cpus_per_task, gpus);
             let job = launch::Slurm {
                 name: stem(&file),
                 trials: n,
@@ -182,15 +194,9 @@ pub fn launch(cmd: LaunchCommand) -> i32 {
                 Err(code) => return code,
             };
             let n = plan.trials.len();
-            let task = Task {
-                program: bin.map_or("ahtsgd".into(), |b| b.display().to_string()),
-                recipe: PathBuf::new(),
-                out,
-                sets: recipe.sets.clone(),
-                allow_large: recipe.allow_large,
-                threads: 1,
-                device: gpus.filter(|&g| g > 0).map(|_| "cuda".into()),
-            };
+            let program = bin.map_or("ahtsgd".into(), |b| b.display().to_string());
+            // the recipe is the ConfigMap's copy, named by `launch::k8s`
+            let task = task(program, PathBuf::new(), out, &recipe, 1, gpus);
             let job = launch::K8s {
                 name: stem(&file),
                 trials: n,

@@ -612,13 +612,6 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
                     .unwrap_or_default();
                 let verdict = match std::fs::read(p) {
                     Err(e) => format!("unreadable: {e}"),
-                    Ok(b) if dataset == "mnist" => match verify::identify(&name, &b) {
-                        Some(kind) => format!("matches {}", published_name(kind)),
-                        None => format!(
-                            "SHA-256 of its content {} differs from MNIST's and Fashion-MNIST's published sums",
-                            verify::sha256_hex(&idx::maybe_gunzip(&name, &b).unwrap_or(b))
-                        ),
-                    },
                     Ok(b) => match verify::check(dataset, &name, &b) {
                         verify::Verdict::Match => "matches the published SHA-256".to_string(),
                         verify::Verdict::Mismatch { actual, .. } => {
@@ -647,18 +640,29 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
         .filter(|p| p.exists())
         .collect();
     if !idx.is_empty() {
-        // named by what the files are, when their sums say
-        let kinds: Vec<Option<&str>> = idx
+        // each file read and summed once: what its sum says it is names the dataset
+        let judged: Vec<(String, Option<&str>, String)> = idx
             .iter()
             .map(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                std::fs::read(p)
-                    .ok()
-                    .and_then(|b| verify::identify(&name.unwrap_or_default(), &b))
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let (kind, checksum) = match std::fs::read(p) {
+                    Err(e) => (None, format!("unreadable: {e}")),
+                    Ok(b) => match verify::identify(&name, &b) {
+                        Some(kind) => (Some(kind), format!("matches {}", published_name(kind))),
+                        None => (None, format!(
+                            "SHA-256 of its content {} differs from MNIST's and Fashion-MNIST's published sums",
+                            verify::sha256_hex(&idx::maybe_gunzip(&name, &b).unwrap_or(b))
+                        )),
+                    },
+                };
+                (p.display().to_string(), kind, checksum)
             })
             .collect();
-        let label = match kinds[0] {
-            Some(k) if kinds.iter().all(|x| *x == Some(k)) => k.to_string(),
+        let label = match judged[0].1 {
+            Some(k) if judged.iter().all(|(_, x, _)| *x == Some(k)) => k.to_string(),
             _ => "mnist / fashion_mnist (IDX)".to_string(),
         };
         let kind = if label == "fashion_mnist" {
@@ -667,7 +671,7 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
             "mnist"
         };
         let loaded = counts(mnist_dir(kind, dir, "off"));
-        for (file, checksum) in sums("mnist", &idx) {
+        for (file, _, checksum) in judged {
             out.push(Finding {
                 dataset: label.clone(),
                 file,

@@ -408,7 +408,10 @@ mod tests {
             experiment: "e".into(),
             status: "completed".into(),
             wall_seconds: 100.0,
-            train_seconds: if opt == "aht" { 3.0 } else { 2.0 },
+            time: crate::train::record::TimeSplit {
+                train_seconds: if opt == "aht" { 3.0 } else { 2.0 },
+                ..Default::default()
+            },
             steps: 10,
             steps_per_epoch: 10,
             seed,

@@ -1,7 +1,10 @@
-//! Characters that look like the language's own but are not: a no-break space, invisible
-//! characters, curly quotes, typographic dashes. Editors and word processors put them in
-//! silently, and the grammar would only say that it expected something else, so they are
-//! named before parsing, with what to type instead. Inside strings and comments anything goes.
+//! Checks of the raw text before parsing, on the characters outside strings and comments
+//! (inside them anything goes):
+//! - characters that look like the language's own but are not (a no-break space, invisible
+//!   characters, curly quotes, typographic dashes): editors and word processors put them in
+//!   silently, and the grammar would only say that it expected something else, so they are
+//!   named, with what to type instead;
+//! - nesting deeper than [`MAX_NESTING`] brackets.
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{FileId, Span};
@@ -56,15 +59,14 @@ const LOOKALIKES: &[(char, &str, &str)] = &[
     ('\u{2212}', "MINUS SIGN", "type a hyphen-minus `-`"),
 ];
 
-/// The first look-alike character outside strings and comments, as a diagnostic at it.
-pub fn lookalike(file: FileId, text: &str) -> Option<Diagnostic> {
-    let mut in_string = false;
-    let mut in_comment = false;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
+/// The characters of `text` outside strings and comments, with their byte offsets. A string
+/// or a comment also ends at a line break (`\n`, or `\r` alone or before `\n`).
+fn code_chars(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut in_string, mut in_comment, mut escaped) = (false, false, false);
+    text.char_indices().filter(move |&(_, c)| {
         if in_comment {
             in_comment = c != '\n' && c != '\r';
-            continue;
+            return false;
         }
         if in_string {
             match c {
@@ -73,32 +75,65 @@ pub fn lookalike(file: FileId, text: &str) -> Option<Diagnostic> {
                 '"' | '\n' | '\r' => in_string = false,
                 _ => {}
             }
-            continue;
+            return false;
         }
         match c {
             '"' => in_string = true,
             '#' => in_comment = true,
-            _ => {
-                if let Some((_, name, instead)) = LOOKALIKES.iter().find(|(l, _, _)| *l == c) {
-                    let span = Span::new(file, i, i + c.len_utf8());
-                    return Some(
-                        Diagnostic::error(
-                            Code::Character,
-                            format!(
-                                "`U+{:04X} {name}` where the recipe needs plain text",
-                                c as u32
-                            ),
-                        )
-                        .at(span, format!("U+{:04X} {name}", c as u32))
-                        .help(format!(
-                            "{instead} (an editor or word processor put this character here)"
-                        )),
-                    );
-                }
-            }
+            _ => return true,
         }
-    }
-    None
+        false
+    })
+}
+
+/// The first look-alike character outside strings and comments, as a diagnostic at it.
+pub fn lookalike(file: FileId, text: &str) -> Option<Diagnostic> {
+    let (i, c, name, instead) = code_chars(text).find_map(|(i, c)| {
+        LOOKALIKES
+            .iter()
+            .find(|(l, _, _)| *l == c)
+            .map(|(_, name, instead)| (i, c, name, instead))
+    })?;
+    let span = Span::new(file, i, i + c.len_utf8());
+    Some(
+        Diagnostic::error(
+            Code::Character,
+            format!(
+                "`U+{:04X} {name}` where the recipe needs plain text",
+                c as u32
+            ),
+        )
+        .at(span, format!("U+{:04X} {name}", c as u32))
+        .help(format!(
+            "{instead} (an editor or word processor put this character here)"
+        )),
+    )
+}
+
+/// How deep `()`, `[]` and `{}` may nest. The parser, the checker and the formatter walk
+/// nesting by recursion, so a limit keeps a pathological file from exhausting the stack; no
+/// real recipe comes near it.
+pub const MAX_NESTING: usize = 256;
+
+/// The first bracket, outside strings and comments, that opens more than [`MAX_NESTING`] levels.
+pub fn too_deep(file: FileId, text: &str) -> Option<Diagnostic> {
+    let mut depth = 0usize;
+    let (i, depth) = code_chars(text).find_map(|(i, c)| {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        (depth > MAX_NESTING).then_some((i, depth))
+    })?;
+    Some(
+        Diagnostic::error(
+            Code::Syntax,
+            format!("brackets nest deeper than {MAX_NESTING} levels, the limit"),
+        )
+        .at(Span::new(file, i, i + 1), format!("level {depth}"))
+        .help(format!("recipes nest `()`, `[]` and `{{}}` at most {MAX_NESTING} deep: write the value with fewer brackets")),
+    )
 }
 
 #[cfg(test)]

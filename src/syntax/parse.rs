@@ -18,7 +18,7 @@ pub fn parse(file: FileId, text: &str) -> Result<Module, Diagnostic> {
     if let Some(d) = super::chars::lookalike(file, text) {
         return Err(d);
     }
-    if let Some(d) = too_deep(file, text) {
+    if let Some(d) = super::chars::too_deep(file, text) {
         return Err(d);
     }
     let mut pairs = parse_rule(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
@@ -64,7 +64,7 @@ pub fn parse_value_at(file: FileId, text: &str, start: usize) -> Result<Expr, Di
         }
         d
     };
-    if let Some(d) = too_deep(file, sub) {
+    if let Some(d) = super::chars::too_deep(file, sub) {
         return Err(shifted(d));
     }
     let mut pairs =
@@ -405,51 +405,6 @@ impl Cx<'_> {
         }
         out
     }
-}
-
-/// How deep `()`, `[]` and `{}` may nest. The parser, the checker and the formatter walk
-/// nesting by recursion, so a limit keeps a pathological file from exhausting the stack; no
-/// real recipe comes near it.
-pub const MAX_NESTING: usize = 256;
-
-/// The first bracket, outside strings and comments, that opens more than [`MAX_NESTING`] levels.
-fn too_deep(file: FileId, text: &str) -> Option<Diagnostic> {
-    let (mut depth, mut in_string, mut in_comment, mut escaped) = (0usize, false, false, false);
-    for (i, b) in text.bytes().enumerate() {
-        if in_comment {
-            in_comment = b != b'\n' && b != b'\r';
-        } else if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' | b'\n' | b'\r' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'#' => in_comment = true,
-                b'(' | b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Some(
-                            Diagnostic::error(
-                                Code::Syntax,
-                                format!(
-                                    "brackets nest deeper than {MAX_NESTING} levels, the limit"
-                                ),
-                            )
-                            .at(Span::new(file, i, i + 1), format!("level {depth}"))
-                            .help(format!("recipes nest `()`, `[]` and `{{}}` at most {MAX_NESTING} deep: write the value with fewer brackets")),
-                        );
-                    }
-                }
-                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-    None
 }
 
 /// Finds every `#` comment outside strings.

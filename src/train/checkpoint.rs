@@ -23,12 +23,8 @@ pub struct Meta {
     #[serde(default)]
     pub resumed_from: Vec<u64>,
     /// Seconds spent so far in training steps, sharpness estimation and evaluation.
-    #[serde(default)]
-    pub train_seconds: f64,
-    #[serde(default)]
-    pub sharpness_seconds: f64,
-    #[serde(default)]
-    pub eval_seconds: f64,
+    #[serde(flatten)]
+    pub time: super::record::TimeSplit,
     /// The training loss at the first step.
     #[serde(default)]
     pub first_train_loss: Option<f64>,

@@ -357,9 +357,7 @@ pub fn run_trial(
         summary.final_ = meta.evals.last().cloned();
         summary.resumed_from = meta.resumed_from.clone();
         summary.resumed_from.push(meta.step);
-        summary.train_seconds = meta.train_seconds;
-        summary.sharpness_seconds = meta.sharpness_seconds;
-        summary.eval_seconds = meta.eval_seconds;
+        summary.time = meta.time;
         summary.first_train_loss = meta.first_train_loss;
     }
     summary.steps_per_epoch = steps_per_epoch;
@@ -483,7 +481,7 @@ pub fn run_trial(
                 }
             }
             let step_started = Instant::now();
-            summary.sharpness_seconds +=
+            summary.time.sharpness_seconds +=
                 step_started.duration_since(sharpness_started).as_secs_f64();
             let diverged = |loss: f64| {
                 if !loss.is_finite() {
@@ -540,7 +538,7 @@ pub fn run_trial(
             }
             step += 1;
             // the batch was built before the sharpness estimate; its time counts as training
-            summary.train_seconds += (Instant::now() - step_started).as_secs_f64()
+            summary.time.train_seconds += (Instant::now() - step_started).as_secs_f64()
                 + (sharpness_started - batch_started).as_secs_f64();
             if summary.first_train_loss.is_none() {
                 summary.first_train_loss = Some(loss);
@@ -559,7 +557,7 @@ pub fn run_trial(
             if step.is_multiple_of(eval_every) || step == total_steps {
                 let eval_started = Instant::now();
                 let (tl, ta) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
-                summary.eval_seconds += eval_started.elapsed().as_secs_f64();
+                summary.time.eval_seconds += eval_started.elapsed().as_secs_f64();
                 let ep = step as f64 / steps_per_epoch as f64;
                 rec.metric(&MetricLine::eval(step, ep, tl, ta))?;
                 summary.observe_eval(ep, tl, ta);
@@ -664,9 +662,7 @@ fn save_checkpoint(
         best: summary.best.clone(),
         wall_seconds: wall,
         resumed_from: summary.resumed_from.clone(),
-        train_seconds: summary.train_seconds,
-        sharpness_seconds: summary.sharpness_seconds,
-        eval_seconds: summary.eval_seconds,
+        time: summary.time,
         first_train_loss: summary.first_train_loss,
     };
     let file = dir.join("checkpoints");

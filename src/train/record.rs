@@ -79,6 +79,20 @@ pub struct EvalPoint {
     pub epoch: f64,
 }
 
+/// Seconds a trial spent in each part of its work (kept across resumes, in the checkpoint).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct TimeSplit {
+    /// Training steps (batches, passes and updates), sharpness aside.
+    #[serde(default)]
+    pub train_seconds: f64,
+    /// Estimating sharpness (power iteration, Hutchinson).
+    #[serde(default)]
+    pub sharpness_seconds: f64,
+    /// Evaluating on the test split.
+    #[serde(default)]
+    pub eval_seconds: f64,
+}
+
 /// summary.json
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct Summary {
@@ -110,15 +124,9 @@ pub struct Summary {
     /// Wall-clock seconds from start to end, loading and evaluation included.
     pub wall_seconds: f64,
     pub steps_per_s: f64,
-    /// Seconds spent in training steps (batches, passes and updates), sharpness aside.
-    #[serde(default)]
-    pub train_seconds: f64,
-    /// Seconds spent estimating sharpness (power iteration, Hutchinson).
-    #[serde(default)]
-    pub sharpness_seconds: f64,
-    /// Seconds spent evaluating on the test split.
-    #[serde(default)]
-    pub eval_seconds: f64,
+    /// Where the time went: training, sharpness estimation, evaluation.
+    #[serde(flatten)]
+    pub time: TimeSplit,
     /// Optimizer steps in an epoch (full batches).
     #[serde(default)]
     pub steps_per_epoch: u64,
@@ -180,9 +188,10 @@ impl Summary {
         if self.steps == 0 {
             return None;
         }
-        if self.steps_per_epoch > 0 && self.train_seconds > 0.0 {
+        let t = &self.time;
+        if self.steps_per_epoch > 0 && t.train_seconds > 0.0 {
             let epochs = self.steps as f64 / self.steps_per_epoch as f64;
-            return Some((self.train_seconds + self.sharpness_seconds) / epochs);
+            return Some((t.train_seconds + t.sharpness_seconds) / epochs);
         }
         let epochs = self.final_.as_ref()?.epoch;
         (epochs > 0.0).then(|| self.wall_seconds / epochs)
