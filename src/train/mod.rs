@@ -681,9 +681,7 @@ fn restore(
     meta: &checkpoint::Meta,
 ) -> Result<(), RunError> {
     let lacks = |what: &str, name: &str| {
-        RunError::Checkpoint(format!(
-            "the checkpoint lacks {what} `{name}`; start the trial over with --fresh"
-        ))
+        RunError::Checkpoint(format!("the checkpoint lacks {what} `{name}`"))
     };
     for (name, var) in &model.params {
         let t = tensors
@@ -706,7 +704,7 @@ fn restore(
         }
         Opt::Adam(a) => a
             .import_state(tensors, meta.step)
-            .map_err(|e| RunError::Checkpoint(format!("{e}; start the trial over with --fresh")))?,
+            .map_err(|e| RunError::Checkpoint(e.to_string()))?,
     }
     let mut w: Vec<(&String, &Tensor)> = tensors
         .iter()
