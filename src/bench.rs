@@ -123,7 +123,7 @@ pub struct BenchResult {
 
 fn spec(text: &str) -> Obj {
     let src = format!(
-        "model m = {text}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        "model m = {text}\nexperiment e {{ data = arrays {{ path = \"-\" }}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
     );
     check_text("bench.aht", &src, &Options::default())
         .plan
@@ -321,7 +321,9 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             } else {
                 ("mlp { hidden = [256, 256], init = default }", &[784])
             };
-            let m = &Model::build(&spec(model_text), shape, 10, DType::F32, dev, 0)
+            let lowered = crate::check::model::lower(&spec(model_text), shape, 10)
+                .map_err(|d| candle_core::Error::Msg(d.message))?;
+            let m = &Model::build(&lowered, DType::F32, dev, 0)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let data = batches(shape, dev)?;
             let i = std::cell::Cell::new(0usize);

@@ -94,6 +94,12 @@ codes! {
     Path => "aht::check::path",
     /// `--set` without `=`, or naming no declaration.
     Set => "aht::check::set",
+    /// `linear(10)` on an image, a pool larger than its input, a residual whose branches
+    /// differ: a layer stack that does not fit the shapes flowing through it.
+    Shape => "aht::check::shape",
+    /// A stack item that is not a layer (`stack = [3]`), a block call with positional
+    /// arguments, or a parameter named like a layer kind.
+    Layer => "aht::check::layer",
     /// A data file that is missing, truncated or malformed.
     Data => "aht::data::format",
     /// A candle error while building or running a recipe node.

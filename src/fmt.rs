@@ -227,12 +227,61 @@ impl Printer<'_> {
     }
 
     fn expr(&mut self, e: &Expr) {
-        if let ExprKind::Object { kind, block } = &e.node {
-            self.out.push_str(&kind.node);
-            self.out.push(' ');
-            self.block(block);
-        } else {
-            self.out.push_str(&expr_inline(e));
+        let (start, end) = (e.span.start as usize, e.span.end as usize);
+        let inline = expr_inline(e);
+        let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
+        let fits = self.out.len() - line_start + inline.len() <= WIDTH;
+        let keep = fits && !self.has_comments_in(start, end);
+        match &e.node {
+            ExprKind::Object { kind, block } => {
+                self.out.push_str(&kind.node);
+                self.out.push(' ');
+                self.block(block);
+            }
+            // a list too long for its line, or with comments inside: one element per line
+            ExprKind::List(items) if !items.is_empty() && !keep => {
+                self.out.push_str("[\n");
+                self.indent += 1;
+                for (i, item) in items.iter().enumerate() {
+                    self.own_line_comments(item.span.start as usize, i == 0);
+                    self.pad();
+                    self.expr(item);
+                    self.out.push(',');
+                    // a comment after several elements on one source line belongs to the last
+                    let next = items
+                        .get(i + 1)
+                        .map_or(usize::MAX, |n| n.span.start as usize);
+                    if self
+                        .comments
+                        .get(self.next)
+                        .is_some_and(|c| (c.span.start as usize) < next)
+                    {
+                        self.trailing_comment(item.span.end as usize);
+                    }
+                    self.out.push('\n');
+                }
+                self.own_line_comments(end, false);
+                self.indent -= 1;
+                self.pad();
+                self.out.push(']');
+            }
+            // a call too long for its line: its arguments inline, long lists broken up
+            ExprKind::Call { name, args } if !keep => {
+                self.out.push_str(&name.node);
+                self.out.push('(');
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push_str(", ");
+                    }
+                    if let Some(n) = &a.name {
+                        self.out.push_str(&n.node);
+                        self.out.push_str(" = ");
+                    }
+                    self.expr(&a.value);
+                }
+                self.out.push(')');
+            }
+            _ => self.out.push_str(&inline),
         }
     }
 }

@@ -151,6 +151,39 @@ fn fmt_puts_messy_input_into_canonical_form() {
     assert_eq!(format_text(messy), want);
 }
 
+/// A list too long for its line is laid out one element per line, nested lists too, and a
+/// comment written inside a list stays where it was (it used to move after the list).
+#[test]
+fn fmt_breaks_long_lists_and_keeps_comments_inside_them() {
+    let messy = "model net = layers {\n  stack = [conv(16, 3, padding = 1), batch_norm, relu,  # the stem\n    # two blocks\n    repeat(2, [residual([conv(16, 3, padding = 1), batch_norm, relu, conv(16, 3, padding = 1, name = \"second\"), batch_norm]), relu]),\n    global_avg_pool, linear(classes)]\n}\n";
+    let want = "model net = layers {
+  stack = [
+    conv(16, 3, padding = 1),
+    batch_norm,
+    relu,  # the stem
+    # two blocks
+    repeat(2, [
+      residual([
+        conv(16, 3, padding = 1),
+        batch_norm,
+        relu,
+        conv(16, 3, padding = 1, name = \"second\"),
+        batch_norm,
+      ]),
+      relu,
+    ]),
+    global_avg_pool,
+    linear(classes),
+  ]
+}
+";
+    assert_eq!(format_text(messy), want);
+    assert_eq!(format_text(want), want);
+    // short lists stay on their line
+    let short = "model m = layers { stack = [flatten, linear(8), relu, linear(classes)] }\n";
+    assert_eq!(format_text(short), short);
+}
+
 #[test]
 fn sweeps_expand_as_a_cartesian_product_in_source_order() {
     let text = "dataset d = blobs {}\nmodel m = mlp { hidden = [4] }\noptimizer o = sgd { lr = sweep(0.1, 0.2) }\nexperiment e { data = d, model = m, optimizer = o, epochs = 1, seed = sweep(0..3), batch = sweep(8, 16) }\n";

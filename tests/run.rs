@@ -377,7 +377,7 @@ fn a_model_that_does_not_fit_its_data_is_a_diagnostic_at_the_model() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("aht::run::lower") && err.contains("bad.aht:2:7") && err.contains("[5]"),
+        err.contains("aht::check::shape") && err.contains("bad.aht:2:7") && err.contains("[5]"),
         "{err}"
     );
 }

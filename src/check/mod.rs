@@ -13,6 +13,7 @@
 
 pub mod eval;
 mod load;
+pub mod model;
 pub mod resolve;
 pub mod schema;
 pub mod suggest;
@@ -217,9 +218,33 @@ fn check_modules(
             trials: start..plan.trials.len(),
         });
     }
+    if !r.diags.has_errors() {
+        check_shapes(&plan, &mut r.diags);
+    }
     let ok = !r.diags.has_errors();
     diags.0.append(&mut r.diags.0);
     ok.then_some(plan)
+}
+
+/// Lays out each trial's model for its data where the data's shape is known without reading
+/// files, reporting the layers that do not fit. Each (model, data shape) pair once.
+fn check_shapes(plan: &Plan, diags: &mut Diagnostics) {
+    let mut seen = std::collections::HashSet::new();
+    for t in &plan.trials {
+        let (crate::plan::Val::Obj(m), crate::plan::Val::Obj(data)) =
+            (t.config.get("model"), t.config.get("data"))
+        else {
+            continue;
+        };
+        let (Some(shape), Some(k)) = (model::sample_shape(data), model::classes(data)) else {
+            continue;
+        };
+        if seen.insert((std::sync::Arc::as_ptr(m) as usize, shape.clone(), k))
+            && let Err(d) = model::lower(m, &shape, k)
+        {
+            diags.push(d);
+        }
+    }
 }
 
 /// `name.path=value` -> declaration name, field path, parsed value.

@@ -20,6 +20,9 @@ use super::eval::{self, Env, is_whole};
 use super::schema::{self, Category, FieldSpec, KindSpec, SWEEPS, Ty};
 use super::suggest;
 
+mod stack;
+pub use stack::{MAX_LAYERS, layers as stack_layers};
+
 /// A field as written, with deeper overrides (`a.b = ..`) attached.
 #[derive(Clone, Debug)]
 pub struct FieldSrc {
@@ -379,6 +382,10 @@ pub struct Resolver<'t, 'm> {
     alternatives: HashMap<Span, Rc<Vec<Expr>>>,
     /// When set, problems are not reported (used while checking alternatives twice).
     quiet: bool,
+    /// The parameters of the `layers` declarations being resolved, innermost last.
+    scope: Vec<Vec<(String, f64, bool)>>,
+    /// The block calls being resolved, outermost first (to name a cycle).
+    blocks: Vec<String>,
 }
 
 impl<'t, 'm> Resolver<'t, 'm> {
@@ -402,6 +409,8 @@ impl<'t, 'm> Resolver<'t, 'm> {
             default_vals: HashMap::new(),
             alternatives: HashMap::new(),
             quiet: false,
+            scope: Vec::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -496,8 +505,9 @@ impl<'t, 'm> Resolver<'t, 'm> {
         span: Span,
     ) -> Option<Obj> {
         let mut ok = true;
+        let parameters = stack::takes_parameters(kind);
         for f in &fields {
-            if kind.field(&f.name.node).is_none() {
+            if kind.field(&f.name.node).is_none() && !parameters {
                 ok = false;
                 let where_ = if kind.category == Category::Experiment {
                     "experiments".to_string()
@@ -533,6 +543,71 @@ impl<'t, 'm> Resolver<'t, 'm> {
             order.sort_by_key(|f| f.name != "lr");
         }
         let mut values: Vec<(&'static str, Val)> = Vec::with_capacity(order.len());
+        if parameters {
+            // older recipes may name other models `conv`; a `layers` model is used by name
+            // inside stacks, where that name is the layer kind's
+            if let Some(name) = &decl
+                && let Some(why) = stack::reserved(name)
+            {
+                self.report(
+                    Diagnostic::error(
+                        Code::Layer,
+                        format!("a `layers` model cannot be named `{name}`: {why}"),
+                    )
+                    .at(self.table.decls.get(name.as_str()).map_or(span, |d| d.name.span), "reserved name")
+                    .help("blocks are used by name inside stacks, so rename it (`block`, `my_relu`, ...)"),
+                );
+                return None;
+            }
+            match self.parameters(kind, &fields, prefix, &env) {
+                Some(frame) => self.scope.push(frame),
+                None => return None,
+            }
+        }
+        let out = self.object_fields(
+            kind,
+            &fields,
+            order,
+            &decl,
+            prefix,
+            &mut env,
+            span,
+            &mut values,
+            &mut ok,
+        );
+        if parameters {
+            self.scope.pop();
+        }
+        out?;
+        if !ok {
+            return None;
+        }
+        values.sort_by_key(|(n, _)| kind.fields.iter().position(|f| f.name == *n));
+        Some(Obj {
+            category: kind.category,
+            kind: kind.name,
+            decl,
+            fields: values,
+            span,
+        })
+    }
+
+    /// The fields of an object in `order`, into `values`; `ok` cleared on a problem.
+    #[allow(clippy::too_many_arguments)]
+    fn object_fields(
+        &mut self,
+        kind: &'static KindSpec,
+        fields: &[FieldSrc],
+        order: Vec<&'static FieldSpec>,
+        decl: &Option<String>,
+        prefix: &str,
+        env: &mut Env,
+        span: Span,
+        values: &mut Vec<(&'static str, Val)>,
+        ok: &mut bool,
+    ) -> Option<()> {
+        let ok_in = &mut *ok;
+        let mut ok = true;
         for spec in order {
             let src = fields.iter().find(|f| f.name.node == spec.name);
             let nested = src.map(|s| s.nested.clone()).unwrap_or_default();
@@ -553,6 +628,14 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 )
             });
             if let Some(v) = default_key.and_then(|k| self.default_vals.get(&k)) {
+                values.push((spec.name, v.clone()));
+                continue;
+            }
+            // a default that names another field of the kind takes that field's value
+            if src.is_none()
+                && let Some(text) = spec.default
+                && let Some((_, v)) = values.iter().find(|(n, _)| *n == text)
+            {
                 values.push((spec.name, v.clone()));
                 continue;
             }
@@ -586,7 +669,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     }
                 },
             };
-            match self.field(&path, &expr, spec, nested, &env) {
+            match self.field(&path, &expr, spec, nested, env) {
                 Some(v) => {
                     if spec.name == "lr" {
                         env.lr = v.as_f64();
@@ -602,17 +685,8 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 }
             }
         }
-        if !ok {
-            return None;
-        }
-        values.sort_by_key(|(n, _)| kind.fields.iter().position(|f| f.name == *n));
-        Some(Obj {
-            category: kind.category,
-            kind: kind.name,
-            decl,
-            fields: values,
-            span,
-        })
+        *ok_in &= ok;
+        Some(())
     }
 
     /// One field: picks a sweep alternative if the value is a sweep, then converts it.
@@ -738,7 +812,26 @@ impl<'t, 'm> Resolver<'t, 'm> {
             return None;
         }
         let field = path.rsplit('.').next().unwrap_or(path);
+        // inside a stack, a bare name left after the parameters were substituted is unknown
+        let leftover = match &expr.node {
+            ExprKind::Ref(n)
+                if !self.scope.is_empty()
+                    && n != "lr"
+                    && !schema::SIGNALS.contains(&n.as_str()) =>
+            {
+                Some(n.clone())
+            }
+            _ => None,
+        };
         match ty {
+            Ty::Kernel => self.kernel(expr, env, path),
+            Ty::Width => self.width(expr, env, path),
+            Ty::Stack => self.stack(expr, env, path),
+            Ty::Int { .. } | Ty::Float { .. } if leftover.is_some() => {
+                let n = leftover.unwrap_or_default();
+                self.unknown_number(&n, expr.span);
+                None
+            }
             Ty::Int { .. } | Ty::Float { .. } if !is_numeric(expr) => {
                 self.report(type_error(
                     expr,

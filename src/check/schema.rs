@@ -42,6 +42,13 @@ pub enum Ty {
     /// A kind of the category: a name (`linear`), a call (`sigmoid(8)`), an object
     /// (`power_iteration { iters = 20 }`), or, for declaration categories, a declaration name.
     Obj(Category),
+    /// A convolution kernel: a whole number for a square kernel, or `[kh, kw]`.
+    Kernel,
+    /// A layer width: a whole number, or `classes` (the dataset's class count).
+    Width,
+    /// A stack of layers: `[conv(16, 3), batch_norm, relu, ...]`, block calls and `repeat`
+    /// expanded in place.
+    Stack,
     /// α for an optimizer: a schedule (declared or inline), or a number for a fixed α.
     Alpha,
     /// An expression over training signals, evaluated every step (custom α schedules).
@@ -63,6 +70,7 @@ pub enum Category {
     Clip,
     Init,
     LayerInit,
+    Layer,
 }
 
 impl Category {
@@ -80,6 +88,7 @@ impl Category {
             Category::Clip => "noise clipping",
             Category::Init => "initialisation",
             Category::LayerInit => "layer override",
+            Category::Layer => "layer",
         }
     }
 }
@@ -212,6 +221,28 @@ const WARMUP: FieldSpec = f(
     "linear warm-up",
 );
 
+// Fields every layer takes, after its own.
+const LAYER_COMMON: [FieldSpec; 3] = [
+    f(
+        "name",
+        Ty::Str,
+        Some("\"\""),
+        "the layer's name (unnamed layers are `KIND` and their count: `conv0`)",
+    ),
+    f(
+        "init",
+        Ty::Obj(Category::Init),
+        Some("inherit"),
+        "weight initialisation (`inherit`: the enclosing block's or the model's)",
+    ),
+    f(
+        "bias_init",
+        Ty::Obj(Category::Init),
+        Some("inherit"),
+        "bias initialisation (`inherit`: the enclosing block's or the model's)",
+    ),
+];
+
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "silu", "gelu"];
 const VERIFY: &[&str] = &["warn", "strict", "off"];
 
@@ -287,6 +318,23 @@ macro_rules! fields {
             while i < C.len() { out[i] = C[i]; i += 1; }
             let mut j = 0;
             while j < REST.len() { out[C.len() + j] = REST[j]; j += 1; }
+            out
+        };
+        &ALL
+    }};
+}
+
+/// A layer's own fields (positional arguments in this order), then [`LAYER_COMMON`].
+macro_rules! layer_fields {
+    ($($field:expr),* $(,)?) => {{
+        const REST: &[FieldSpec] = &[$($field),*];
+        const N: usize = LAYER_COMMON.len() + REST.len();
+        const ALL: [FieldSpec; N] = {
+            let mut out = [LAYER_COMMON[0]; N];
+            let mut j = 0;
+            while j < REST.len() { out[j] = REST[j]; j += 1; }
+            let mut i = 0;
+            while i < LAYER_COMMON.len() { out[REST.len() + i] = LAYER_COMMON[i]; i += 1; }
             out
         };
         &ALL
@@ -492,6 +540,180 @@ pub static KINDS: &[KindSpec] = &[
                 "per-layer initialisation overrides: `[layer(\"fc2\", normal(0.01))]`",
             ),
         ],
+    },
+    KindSpec {
+        category: Category::Model,
+        name: "layers",
+        doc: "a stack of layers written in the recipe; its other numeric fields are parameters the stack can name",
+        fields: &[
+            f(
+                "stack",
+                Ty::Stack,
+                None,
+                "the layers, in order: `[conv(16, 3, padding = 1), batch_norm, relu, ...]`",
+            ),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("default"),
+                "weight initialisation of every layer that sets none",
+            ),
+            f(
+                "bias_init",
+                Ty::Obj(Category::Init),
+                Some("default"),
+                "bias initialisation of every layer that sets none",
+            ),
+            f(
+                "layers",
+                Ty::ObjList(Category::LayerInit),
+                Some("[]"),
+                "per-layer initialisation overrides by name pattern: `[layer(\"fc\", zeros)]`",
+            ),
+        ],
+    },
+    // ---------------------------------------------------------------- layers
+    KindSpec {
+        category: Category::Layer,
+        name: "linear",
+        doc: "`x·wᵀ + b` over the last axis (flat features; `flatten` an image first)",
+        fields: layer_fields!(
+            f(
+                "out",
+                Ty::Width,
+                None,
+                "output features (`classes` for the dataset's class count)"
+            ),
+            f("bias", Ty::Bool, Some("true"), "whether it adds a bias")
+        ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "conv",
+        doc: "2-D convolution of [channels, height, width] samples",
+        fields: layer_fields!(
+            f("out", Ty::Width, None, "output channels"),
+            f("kernel", Ty::Kernel, None, "kernel size: `3` or `[kh, kw]`"),
+            f("stride", COUNT, Some("1"), "stride"),
+            f(
+                "padding",
+                Ty::Int {
+                    min: 0,
+                    max: 1 << 16
+                },
+                Some("0"),
+                "zero padding on each side"
+            ),
+            f(
+                "bias",
+                Ty::Bool,
+                Some("true"),
+                "whether it adds a bias per channel"
+            )
+        ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "max_pool",
+        doc: "maximum over k x k windows",
+        fields: layer_fields!(
+            f("k", COUNT, None, "window size"),
+            f(
+                "stride",
+                COUNT,
+                Some("k"),
+                "stride (the window size unless given)"
+            )
+        ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "avg_pool",
+        doc: "mean over k x k windows",
+        fields: layer_fields!(
+            f("k", COUNT, None, "window size"),
+            f(
+                "stride",
+                COUNT,
+                Some("k"),
+                "stride (the window size unless given)"
+            )
+        ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "global_avg_pool",
+        doc: "mean over each channel's pixels: [C, H, W] -> [C]",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "flatten",
+        doc: "every axis of a sample into one: [C, H, W] -> [C·H·W]",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "batch_norm",
+        doc: "batch normalisation over channels (or features), with a learned scale and shift",
+        fields: layer_fields!(
+            f(
+                "momentum",
+                UNIT,
+                Some("0.1"),
+                "weight of each batch in the running statistics"
+            ),
+            f("eps", POS, Some("1e-5"), "added to the variance")
+        ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "relu",
+        doc: "max(x, 0)",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "tanh",
+        doc: "tanh(x)",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "sigmoid",
+        doc: "1 / (1 + e^−x)",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "silu",
+        doc: "x·sigmoid(x)",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "gelu",
+        doc: "GELU, tanh approximation",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "residual",
+        doc: "`body(x) + shortcut(x)`; the shortcut is the identity unless given",
+        fields: layer_fields!(
+            f(
+                "body",
+                Ty::Stack,
+                None,
+                "the layers of the residual branch (a list or a `layers` model)"
+            ),
+            f(
+                "shortcut",
+                Ty::Stack,
+                Some("[]"),
+                "the layers of the shortcut (`identity` or `[]`: none)"
+            )
+        ),
     },
     // ---------------------------------------------------------------- α schedules
     KindSpec {

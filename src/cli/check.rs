@@ -1,9 +1,10 @@
 //! `ahtsgd check`, `fmt` and `plan`.
 
 use super::RecipeArgs;
+use ahtsgd::check::model as lowering;
 use ahtsgd::check::{self, Checked, Options};
 use ahtsgd::diagnostic;
-use ahtsgd::model::summary;
+use ahtsgd::model::spec::LayerRow;
 use ahtsgd::plan::Plan;
 use std::path::{Path, PathBuf};
 
@@ -161,7 +162,7 @@ pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str
                 if exp.trials.len() == 1 { "" } else { "s" }
             );
         }
-        let mut tables: Vec<(String, Option<Vec<summary::LayerRow>>)> = Vec::new();
+        let mut tables: Vec<(String, Option<Vec<LayerRow>>)> = Vec::new();
         for t in &plan.trials[exp.trials.clone()] {
             let c = &t.config;
             let name = |f: &str| match c.get(f) {
@@ -170,9 +171,10 @@ pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str
             };
             let data = c.obj("data");
             let model = c.obj("model");
-            let table = summary::sample_shape(data)
-                .zip(summary::classes(data))
-                .and_then(|(shape, k)| summary::layer_table(model, &shape, k));
+            let table = lowering::sample_shape(data)
+                .zip(lowering::classes(data))
+                .and_then(|(shape, k)| lowering::lower(model, &shape, k).ok())
+                .and_then(|spec| spec.table().ok());
             let params = table
                 .as_ref()
                 .map(|rows| rows.iter().map(|r| r.parameters).sum::<usize>());
@@ -225,29 +227,46 @@ pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str
     0
 }
 
-fn print_layers(label: &str, rows: Option<&[summary::LayerRow]>) {
+fn print_layers(label: &str, rows: Option<&[LayerRow]>) {
     let Some(rows) = rows else {
         println!("  {label}: layers known once the data is loaded (`arrays`) or the model fits it");
         return;
     };
     let total: usize = rows.iter().map(|r| r.parameters).sum();
-    println!("  {label}: {} layers, {total} parameters", rows.len());
-    let cells: Vec<[String; 4]> = rows
-        .iter()
-        .map(|r| {
-            let shape = r
-                .shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x");
-            let init = match &r.bias_init {
-                Some(b) => format!("init {}, bias {b}", r.init),
-                None => format!("init {}", r.init),
-            };
-            [r.name.clone(), shape, r.parameters.to_string(), init]
-        })
-        .collect();
+    let trained = rows.iter().filter(|r| r.parameters > 0).count();
+    println!(
+        "  {label}: {} layers ({trained} with parameters), {total} parameters",
+        rows.len()
+    );
+    let dims = |s: &[usize]| {
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    let mut cells: Vec<[String; 6]> = vec![[
+        "layer".into(),
+        "kind".into(),
+        "output".into(),
+        "weight".into(),
+        "params".into(),
+        "init".into(),
+    ]];
+    cells.extend(rows.iter().map(|r| {
+        let init = match (&r.init, &r.bias_init) {
+            (Some(i), Some(b)) => format!("{i}, bias {b}"),
+            (Some(i), None) => i.clone(),
+            _ => String::new(),
+        };
+        [
+            format!("{}{}", "  ".repeat(r.depth), r.name),
+            r.kind.to_string(),
+            dims(&r.output),
+            dims(&r.shape),
+            r.parameters.to_string(),
+            init,
+        ]
+    }));
     let width = |i: usize| {
         cells
             .iter()
@@ -255,9 +274,38 @@ fn print_layers(label: &str, rows: Option<&[summary::LayerRow]>) {
             .max()
             .unwrap_or(0)
     };
-    let (w0, w1, w2) = (width(0), width(1), width(2));
-    for [name, shape, params, init] in &cells {
-        println!("    {name:<w0$}  {shape:<w1$}  {params:>w2$}  {init}");
+    let (w0, w1, w2, w3, w4) = (width(0), width(1), width(2), width(3), width(4));
+    for [name, kind, out, shape, params, init] in &cells {
+        let line = format!(
+            "    {name:<w0$}  {kind:<w1$}  {out:<w2$}  {shape:<w3$}  {params:>w4$}  {init}"
+        );
+        println!("{}", line.trim_end());
+    }
+}
+
+/// `ahtsgd show MODEL`: the model as a `layers` declaration.
+pub fn show(model: &str, name: &str) -> i32 {
+    let text = format!(
+        "model {name} = {model}\nexperiment show {{ data = arrays {{ path = \"-\" }}, model = {name}, optimizer = sgd {{ lr = 1 }}, epochs = 1 }}\n"
+    );
+    let checked = check::check_text("<show>", &text, &Options::default());
+    let Some(plan) = &checked.plan else {
+        eprint!(
+            "{}",
+            diagnostic::render(&checked.diagnostics, &checked.sources, super::color())
+        );
+        return 1;
+    };
+    let obj = plan.trials[0].config.obj("model");
+    match lowering::describe(obj, &[], lowering::SYMBOLIC_CLASSES) {
+        Ok(spec) => {
+            print!("{}", spec.to_recipe(name));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}\n  help: {}", e.message, e.help);
+            1
+        }
     }
 }
 

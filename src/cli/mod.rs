@@ -90,6 +90,14 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print a model as the `layers` recipe it stands for: `show mlp`, `show 'resnet18 { width = 16 }'`
+    Show {
+        /// A model kind with optional fields, as a recipe writes it after `model NAME =`
+        model: String,
+        /// The name to declare it under
+        #[arg(long, default_value = "net")]
+        name: String,
+    },
     /// List the trials a recipe expands to, without running anything
     Plan {
         file: PathBuf,
@@ -132,6 +140,7 @@ pub fn run() -> i32 {
             layers,
             experiment,
         } => check::plan(&file, &args, layers, experiment.as_deref()),
+        Command::Show { model, name } => check::show(&model, &name),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
         Command::Data(cmd) => data::run(cmd),

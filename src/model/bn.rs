@@ -361,6 +361,8 @@ pub(crate) fn train_forward_device(
         &device::TrainStats {
             running_mean: bn.running_mean.as_tensor().clone(),
             running_var: bn.running_var.as_tensor().clone(),
+            momentum: bn.momentum,
+            eps: bn.eps,
         },
     )?;
     let y = z.apply_op3_no_bwd(&stats.get(2)?, &stats.get(3)?, &device::Affine(relu))?;
@@ -392,6 +394,8 @@ mod device {
     pub(super) struct TrainStats {
         pub(super) running_mean: Tensor,
         pub(super) running_var: Tensor,
+        pub(super) momentum: f64,
+        pub(super) eps: f64,
     }
     /// (dy, z, stats) → `[5, C]`: dγ, dβ, and the input gradient's coefficients.
     pub(super) struct BackCoefs;
@@ -427,8 +431,8 @@ mod device {
                 (s2, l2),
                 (s3, l3),
                 (rm, rv),
-                crate::model::resnet::MOMENTUM,
-                crate::model::resnet::EPS,
+                self.momentum,
+                self.eps,
             )?;
             Ok((out, Shape::from((4, c))))
         }

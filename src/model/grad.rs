@@ -17,7 +17,7 @@
 //! Both match the graph path to rounding (tested). Models they do not cover (other
 //! activations, average pooling, batch norm, other devices) take the graph path.
 
-use super::resnet::{self, Block, ConvBn, ResNet};
+use super::resnet::{Block, ConvBn, ResNet};
 use super::{Activation, Arch, Dense, Model, bn, conv, linear, pool};
 use crate::optim::sharpness::{GraphHessian, Hessian};
 use candle_core::backprop::GradStore;
@@ -378,7 +378,7 @@ impl Model {
             && match &self.arch {
                 Arch::Mlp { .. } => true,
                 Arch::Cnn { max_pool, .. } => *max_pool,
-                Arch::ResNet(_) => false,
+                Arch::ResNet(_) | Arch::Stack(_) => false,
             }
     }
 
@@ -387,7 +387,7 @@ impl Model {
         match &self.arch {
             Arch::Mlp { layers } => (&[], layers),
             Arch::Cnn { convs, head, .. } => (convs, head),
-            Arch::ResNet(_) => (&[], &[]),
+            Arch::ResNet(_) | Arch::Stack(_) => (&[], &[]),
         }
     }
 
@@ -486,7 +486,7 @@ fn convbn_forward(c: &ConvBn, x: &Tensor, relu: bool) -> Result<(Tensor, ConvBnR
     }
     let (mean, var) = bn::moments(&z)?;
     c.bn.update_running(&mean, &var, (z.elem_count() / z.dim(1)?) as f64)?;
-    let invstd = (var + resnet::EPS)?.sqrt()?.recip()?;
+    let invstd = (var + c.bn.eps)?.sqrt()?.recip()?;
     let xhat = bn::affine(&z, &invstd, &(mean.neg()? * &invstd)?, false)?;
     let y = bn::affine(
         &xhat,

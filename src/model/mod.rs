@@ -3,22 +3,23 @@
 //! differentiable ops, so first- and second-order gradients are right. No fused softmax and no
 //! candle `max_pool2d` (its gradient is wrong in candle 0.11).
 
-use crate::plan::Obj;
 use candle_core::{D, DType, Device, Result, Tensor, Var};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 
 mod bn;
 pub mod conv;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod exec;
 mod grad;
 pub mod linear;
 pub mod pool;
 pub mod resnet;
-pub mod summary;
+pub mod spec;
+
+pub use spec::{Activation, Builtin, Init, LayerInit, ModelSpec, glob_match, layer_init};
 
 pub use grad::softmax_cross_entropy;
 
@@ -46,74 +47,7 @@ pub fn set_tf32_convolutions(on: bool) {
     let _ = on;
 }
 
-/// A weight initialisation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// candle-nn's default for weights: Kaiming-normal with fan-in.
-    Default,
-    Zeros,
-    Constant(f64),
-    Normal(f64),
-    Uniform(f64),
-    Xavier,
-    Kaiming,
-}
-
-impl Init {
-    pub fn from_obj(o: &Obj) -> Init {
-        match o.kind {
-            "zeros" => Init::Zeros,
-            "constant" => Init::Constant(o.f64("value")),
-            "normal" => Init::Normal(o.f64("std")),
-            "uniform" => Init::Uniform(o.f64("bound")),
-            "xavier" => Init::Xavier,
-            "kaiming" => Init::Kaiming,
-            _ => Init::Default,
-        }
-    }
-
-    fn sample(self, n: usize, fan_in: usize, fan_out: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-        let normal = |sd: f64, rng: &mut ChaCha8Rng| {
-            let d = Normal::new(0.0, sd.max(0.0)).expect("sd ≥ 0");
-            (0..n).map(|_| d.sample(rng)).collect::<Vec<f64>>()
-        };
-        let uniform = |b: f64, rng: &mut ChaCha8Rng| {
-            (0..n)
-                .map(|_| (rng.random::<f64>() * 2.0 - 1.0) * b)
-                .collect::<Vec<f64>>()
-        };
-        match self {
-            Init::Zeros => vec![0.0; n],
-            Init::Constant(c) => vec![c; n],
-            Init::Normal(sd) => normal(sd, rng),
-            Init::Uniform(b) => uniform(b, rng),
-            Init::Xavier => uniform((6.0 / (fan_in + fan_out) as f64).sqrt(), rng),
-            Init::Default | Init::Kaiming => normal((2.0 / fan_in.max(1) as f64).sqrt(), rng),
-        }
-    }
-}
-
-/// Activation functions (all from primitive ops).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    Tanh,
-    Sigmoid,
-    Silu,
-    Gelu,
-}
-
 impl Activation {
-    pub fn from_name(s: &str) -> Self {
-        match s {
-            "tanh" => Activation::Tanh,
-            "sigmoid" => Activation::Sigmoid,
-            "silu" => Activation::Silu,
-            "gelu" => Activation::Gelu,
-            _ => Activation::Relu,
-        }
-    }
-
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Relu => linear::relu(x),
@@ -175,6 +109,8 @@ enum Arch {
         max_pool: bool,
     },
     ResNet(resnet::ResNet),
+    /// Any stack, run layer by layer.
+    Stack(Vec<exec::Node>),
 }
 
 /// A built model: its parameters (sorted by name) and its forward pass.
@@ -198,60 +134,10 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A per-layer initialisation override from a model's `layers` list: `T` is [`Init`] when
-/// building, recipe text when listing (`plan --layers`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerInit<T = Init> {
-    /// Layer name or pattern (`*` matches any text).
-    pub pattern: String,
-    /// `None`: `inherit`.
-    pub init: Option<T>,
-    pub bias_init: Option<T>,
-}
-
-impl<T> LayerInit<T> {
-    /// The `layers` list of a checked model, each setting read by `read`.
-    pub fn list(spec: &Obj, read: impl Fn(&Obj) -> T) -> Vec<LayerInit<T>> {
-        if !spec.fields.iter().any(|(n, _)| *n == "layers") {
-            return Vec::new();
-        }
-        let setting = |o: &Obj| (o.kind != "inherit").then(|| read(o));
-        spec.obj_list("layers")
-            .into_iter()
-            .map(|o| LayerInit {
-                pattern: o.str("name").to_string(),
-                init: setting(o.obj("init")),
-                bias_init: setting(o.obj("bias_init")),
-            })
-            .collect()
-    }
-}
-
-/// The (weight, bias) initialisation of layer `name`: the model-wide pair, changed by every
-/// matching override in order. Marks the overrides that matched in `used`.
-pub fn layer_init<T: Clone>(
-    name: &str,
-    base: (T, T),
-    overrides: &[LayerInit<T>],
-    used: &mut [bool],
-) -> (T, T) {
-    let (mut w, mut b) = base;
-    for (o, used) in overrides.iter().zip(used) {
-        if summary::glob_match(&o.pattern, name) {
-            *used = true;
-            w = o.init.clone().unwrap_or(w);
-            b = o.bias_init.clone().unwrap_or(b);
-        }
-    }
-    (w, b)
-}
-
-/// Creates named, initialised parameters from one seeded stream.
+/// Creates named, initialised parameters from one seeded stream, layer by layer in the
+/// stack's order (a residual's body before its shortcut).
 struct Builder<'a> {
-    init: Init,
-    bias_init: Init,
-    overrides: Vec<LayerInit>,
-    used: Vec<bool>,
+    overrides: &'a [LayerInit],
     dtype: DType,
     dev: &'a Device,
     rng: ChaCha8Rng,
@@ -267,43 +153,6 @@ impl Builder<'_> {
         Ok(v)
     }
 
-    /// A layer `fan_in -> fan_out`; `kernel` gives the spatial dims of a convolution.
-    fn dense(
-        &mut self,
-        name: &str,
-        fan_in: usize,
-        fan_out: usize,
-        kernel: &[usize],
-    ) -> Result<Dense> {
-        let receptive: usize = kernel.iter().product();
-        let mut shape = vec![fan_out, fan_in];
-        shape.extend_from_slice(kernel);
-        let (init, bias_init) = self.inits(name);
-        let w = init.sample(
-            fan_out * fan_in * receptive,
-            fan_in * receptive,
-            fan_out * receptive,
-            &mut self.rng,
-        );
-        let b = match bias_init {
-            Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
-            other => other,
-        }
-        .sample(fan_out, fan_in * receptive, fan_out, &mut self.rng);
-        let w = self.var(format!("{name}.weight"), w, shape)?;
-        let b = self.var(format!("{name}.bias"), b, vec![fan_out])?;
-        Ok(Dense { w, b })
-    }
-
-    fn inits(&mut self, name: &str) -> (Init, Init) {
-        layer_init(
-            name,
-            (self.init, self.bias_init),
-            &self.overrides,
-            &mut self.used,
-        )
-    }
-
     fn constant(&mut self, name: String, value: f64, n: usize, trained: bool) -> Result<Var> {
         let v = Var::from_tensor(&Tensor::full(value, n, self.dev)?.to_dtype(self.dtype)?)?;
         if trained {
@@ -314,88 +163,210 @@ impl Builder<'_> {
         Ok(v)
     }
 
-    fn conv_bn(
+    /// A weight `[out, in, ...kernel]` and its bias, if any.
+    fn weight(
+        &mut self,
+        layer: &spec::Layer,
+        fan_in: usize,
+        fan_out: usize,
+        kernel: &[usize],
+        bias: bool,
+    ) -> Result<(Var, Option<Var>)> {
+        let receptive: usize = kernel.iter().product();
+        let mut shape = vec![fan_out, fan_in];
+        shape.extend_from_slice(kernel);
+        let mut used = vec![false; self.overrides.len()];
+        let (init, bias_init) = layer_init(
+            &layer.name,
+            (layer.init, layer.bias_init),
+            self.overrides,
+            &mut used,
+        );
+        let w = init.sample(
+            fan_out * fan_in * receptive,
+            fan_in * receptive,
+            fan_out * receptive,
+            &mut self.rng,
+        );
+        let w = self.var(format!("{}.weight", layer.name), w, shape)?;
+        if !bias {
+            return Ok((w, None));
+        }
+        let b = match bias_init {
+            Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
+            other => other,
+        }
+        .sample(fan_out, fan_in * receptive, fan_out, &mut self.rng);
+        let b = self.var(format!("{}.bias", layer.name), b, vec![fan_out])?;
+        Ok((w, Some(b)))
+    }
+
+    fn batch_norm(
         &mut self,
         name: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-    ) -> Result<resnet::ConvBn> {
-        let fan_in = cin * k * k;
-        let (init, _) = self.inits(name);
-        let w = init.sample(cout * fan_in, fan_in, cout * k * k, &mut self.rng);
-        let w = self.var(format!("{name}.weight"), w, vec![cout, cin, k, k])?;
-        let bn = resnet::BatchNorm {
-            gamma: self.constant(format!("{name}.bn.weight"), 1.0, cout, true)?,
-            beta: self.constant(format!("{name}.bn.bias"), 0.0, cout, true)?,
-            running_mean: self.constant(format!("{name}.bn.running_mean"), 0.0, cout, false)?,
-            running_var: self.constant(format!("{name}.bn.running_var"), 1.0, cout, false)?,
-        };
-        Ok(resnet::ConvBn {
+        c: usize,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<resnet::BatchNorm> {
+        Ok(resnet::BatchNorm {
+            gamma: self.constant(format!("{name}.weight"), 1.0, c, true)?,
+            beta: self.constant(format!("{name}.bias"), 0.0, c, true)?,
+            running_mean: self.constant(format!("{name}.running_mean"), 0.0, c, false)?,
+            running_var: self.constant(format!("{name}.running_var"), 1.0, c, false)?,
+            momentum,
+            eps,
+        })
+    }
+
+    /// The nodes of a stack whose samples enter as `input`.
+    fn stack(
+        &mut self,
+        layers: &[spec::Layer],
+        input: &[usize],
+    ) -> std::result::Result<Vec<exec::Node>, ModelError> {
+        use spec::LayerKind as K;
+        let mut shape = input.to_vec();
+        let mut out = Vec::with_capacity(layers.len());
+        for l in layers {
+            let node = match &l.kind {
+                K::Linear { out, bias } => {
+                    let (w, b) = self.weight(l, shape[0], *out, &[], *bias)?;
+                    exec::Node::Linear { w, b }
+                }
+                K::Conv {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                    bias,
+                } => {
+                    let (w, b) = self.weight(l, shape[0], *out, kernel, *bias)?;
+                    exec::Node::Conv {
+                        w,
+                        b,
+                        stride: *stride,
+                        padding: *padding,
+                    }
+                }
+                K::MaxPool { k, stride } => exec::Node::Pool {
+                    max: true,
+                    k: *k,
+                    stride: *stride,
+                },
+                K::AvgPool { k, stride } => exec::Node::Pool {
+                    max: false,
+                    k: *k,
+                    stride: *stride,
+                },
+                K::GlobalAvgPool => exec::Node::GlobalAvgPool,
+                K::Flatten => exec::Node::Flatten,
+                K::BatchNorm { momentum, eps } => {
+                    exec::Node::BatchNorm(self.batch_norm(&l.name, shape[0], *momentum, *eps)?)
+                }
+                K::Act(a) => exec::Node::Act(*a),
+                K::Residual { body, shortcut } => exec::Node::Residual {
+                    body: self.stack(body, &shape)?,
+                    shortcut: self.stack(shortcut, &shape)?,
+                },
+            };
+            out.push(node);
+            shape = l.output(&shape).map_err(|e| ModelError::Shape(e.message))?;
+        }
+        Ok(out)
+    }
+}
+
+/// The built-in architectures' own structures over the parameters a stack built, for their
+/// hand-written passes.
+fn legacy(builtin: &Builtin, nodes: Vec<exec::Node>) -> Option<(Arch, Activation)> {
+    use exec::Node;
+    let dense = |n: Node| match n {
+        Node::Linear { w, b: Some(b) } | Node::Conv { w, b: Some(b), .. } => Some(Dense { w, b }),
+        _ => None,
+    };
+    let conv_bn = |c: Node, bn: Node| match (c, bn) {
+        (
+            Node::Conv {
+                w,
+                b: None,
+                stride,
+                padding,
+            },
+            Node::BatchNorm(bn),
+        ) => Some(resnet::ConvBn {
             w,
             stride,
-            padding: k / 2,
+            padding,
             bn,
-        })
-    }
-
-    fn resnet(
-        &mut self,
-        cin: usize,
-        width: usize,
-        stages: [usize; 4],
-        bottleneck: bool,
-        classes: usize,
-    ) -> Result<resnet::ResNet> {
-        let stem = self.conv_bn("stem", cin, width, 3, 1)?;
-        let expansion = if bottleneck { 4 } else { 1 };
-        let mut blocks = Vec::new();
-        let mut c = width;
-        for (s, &n) in stages.iter().enumerate() {
-            let planes = width << s;
-            for i in 0..n {
-                let stride = if s > 0 && i == 0 { 2 } else { 1 };
-                let name = format!("layer{}.{i}", s + 1);
-                let out = planes * expansion;
-                let convs = if bottleneck {
-                    vec![
-                        self.conv_bn(&format!("{name}.conv1"), c, planes, 1, 1)?,
-                        self.conv_bn(&format!("{name}.conv2"), planes, planes, 3, stride)?,
-                        self.conv_bn(&format!("{name}.conv3"), planes, out, 1, 1)?,
-                    ]
-                } else {
-                    vec![
-                        self.conv_bn(&format!("{name}.conv1"), c, planes, 3, stride)?,
-                        self.conv_bn(&format!("{name}.conv2"), planes, planes, 3, 1)?,
-                    ]
-                };
-                let shortcut = if stride != 1 || c != out {
-                    Some(self.conv_bn(&format!("{name}.shortcut"), c, out, 1, stride)?)
-                } else {
-                    None
-                };
-                blocks.push(resnet::Block { convs, shortcut });
-                c = out;
-            }
+        }),
+        _ => None,
+    };
+    Some(match builtin {
+        Builtin::Mlp { act, .. } => (
+            Arch::Mlp {
+                layers: nodes.into_iter().filter_map(dense).collect(),
+            },
+            *act,
+        ),
+        Builtin::Cnn {
+            channels,
+            max_pool,
+            act,
+            ..
+        } => {
+            let mut all: Vec<Dense> = nodes.into_iter().filter_map(dense).collect();
+            let head = all.split_off(channels.len());
+            (
+                Arch::Cnn {
+                    convs: all,
+                    head,
+                    max_pool: *max_pool,
+                },
+                *act,
+            )
         }
-        let fc = self.dense("fc", c, classes, &[])?;
-        Ok(resnet::ResNet {
-            stem,
-            blocks,
-            fc_w: fc.w,
-            fc_b: fc.b,
-        })
-    }
+        Builtin::ResNet { .. } => {
+            let mut it = nodes.into_iter();
+            let stem = conv_bn(it.next()?, it.next()?)?;
+            let mut blocks = Vec::new();
+            let mut fc = None;
+            for n in it {
+                match n {
+                    Node::Residual { body, shortcut } => {
+                        let mut convs = Vec::new();
+                        let mut b = body.into_iter().filter(|n| !matches!(n, Node::Act(_)));
+                        while let (Some(c), Some(bn)) = (b.next(), b.next()) {
+                            convs.push(conv_bn(c, bn)?);
+                        }
+                        let mut s = shortcut.into_iter();
+                        let shortcut = match (s.next(), s.next()) {
+                            (Some(c), Some(bn)) => Some(conv_bn(c, bn)?),
+                            _ => None,
+                        };
+                        blocks.push(resnet::Block { convs, shortcut });
+                    }
+                    Node::Linear { w, b: Some(b) } => fc = Some((w, b)),
+                    _ => {}
+                }
+            }
+            let (fc_w, fc_b) = fc?;
+            (
+                Arch::ResNet(resnet::ResNet {
+                    stem,
+                    blocks,
+                    fc_w,
+                    fc_b,
+                }),
+                Activation::Relu,
+            )
+        }
+    })
+}
 
-    /// Fully connected layers `fc0, fc1, ...` through the given widths.
-    fn stack(&mut self, sizes: &[usize]) -> Result<Vec<Dense>> {
-        sizes
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| self.dense(&format!("fc{i}"), w[0], w[1], &[]))
-            .collect()
-    }
+/// Whether built-in models run through the layer executor instead of their hand-written
+/// passes (`AHTSGD_EXECUTOR=1`; the comparison the benchmarks record).
+pub fn executor_for_builtins() -> bool {
+    std::env::var("AHTSGD_EXECUTOR").is_ok_and(|v| v == "1")
 }
 
 /// Runs fully connected layers with the activation between them (not after the last).
@@ -407,107 +378,31 @@ fn run_stack(layers: &[Dense], act: Activation, mut h: Tensor) -> Result<Tensor>
 }
 
 impl Model {
-    /// Builds the model a checked recipe describes, for samples of `sample_shape`.
+    /// Builds the model a checked recipe describes (see [`crate::check::model::lower`]).
     pub fn build(
-        spec: &Obj,
-        sample_shape: &[usize],
-        classes: usize,
+        spec: &ModelSpec,
         dtype: DType,
         dev: &Device,
         seed: u64,
     ) -> std::result::Result<Model, ModelError> {
-        let has = |f: &str| spec.fields.iter().any(|(n, _)| *n == f);
+        spec.table().map_err(|e| ModelError::Shape(e.message))?;
         let mut b = Builder {
-            init: Init::from_obj(spec.obj("init")),
-            bias_init: if has("bias_init") {
-                Init::from_obj(spec.obj("bias_init"))
-            } else {
-                Init::Default
-            },
-            overrides: LayerInit::list(spec, Init::from_obj),
-            used: Vec::new(),
+            overrides: &spec.overrides,
             dtype,
             dev,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417),
             params: Vec::new(),
             buffers: Vec::new(),
         };
-        b.used = vec![false; b.overrides.len()];
-        let act = if has("activation") {
-            Activation::from_name(spec.str("activation"))
-        } else {
-            Activation::Relu
-        };
-        let hidden = |first: usize| {
-            let mut sizes = vec![first];
-            sizes.extend(spec.usize_list("hidden"));
-            sizes.push(classes);
-            sizes
-        };
-        let arch = match spec.kind {
-            "mlp" => Arch::Mlp {
-                layers: b.stack(&hidden(sample_shape.iter().product()))?,
-            },
-            "cnn" => {
-                let [c, mut h, mut w] = sample_shape[..] else {
-                    return Err(ModelError::Shape(format!(
-                        "a cnn needs image samples [channels, height, width], the data gives {sample_shape:?}"
-                    )));
-                };
-                let mut convs = Vec::new();
-                let mut cin = c;
-                for (i, &cout) in spec.usize_list("channels").iter().enumerate() {
-                    convs.push(b.dense(&format!("conv{i}"), cin, cout, &[3, 3])?);
-                    cin = cout;
-                    h /= 2;
-                    w /= 2;
-                    if h == 0 || w == 0 {
-                        return Err(ModelError::Shape(format!(
-                            "{} pooling stages shrink {sample_shape:?} to nothing",
-                            i + 1
-                        )));
-                    }
-                }
-                Arch::Cnn {
-                    convs,
-                    head: b.stack(&hidden(cin * h * w))?,
-                    max_pool: spec.str("pool") == "max",
-                }
+        let nodes = b.stack(&spec.stack, &spec.input)?;
+        let (arch, act) = match &spec.builtin {
+            Some(builtin) if !executor_for_builtins() => {
+                legacy(builtin, nodes).ok_or_else(|| {
+                    ModelError::Unsupported(format!("the built-in {} did not lay out", spec.kind))
+                })?
             }
-            kind => {
-                let Some((stages, bottleneck)) = resnet::layout(kind) else {
-                    return Err(ModelError::Unsupported(format!(
-                        "`{kind}` is not a model kind"
-                    )));
-                };
-                let [c, h, w] = sample_shape[..] else {
-                    return Err(ModelError::Shape(format!(
-                        "a {kind} needs image samples [channels, height, width], the data gives {sample_shape:?}"
-                    )));
-                };
-                if h < 8 || w < 8 {
-                    return Err(ModelError::Shape(format!(
-                        "a {kind} halves the image three times: {h}x{w} is too small (8x8 at least)"
-                    )));
-                }
-                Arch::ResNet(b.resnet(c, spec.usize("width"), stages, bottleneck, classes)?)
-            }
+            _ => (Arch::Stack(nodes), Activation::Relu),
         };
-        if let Some(i) = b.used.iter().position(|u| !u) {
-            let mut names: Vec<&str> = b
-                .params
-                .iter()
-                .filter_map(|(n, _)| n.strip_suffix(".weight"))
-                .filter(|n| !n.ends_with(".bn"))
-                .collect();
-            names.dedup();
-            return Err(ModelError::Shape(format!(
-                "the layer override `{}` matches no layer of this {}; its layers are {}",
-                b.overrides[i].pattern,
-                spec.kind,
-                names.join(", ")
-            )));
-        }
         let mut params = b.params;
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let mut buffers = b.buffers;
@@ -517,7 +412,7 @@ impl Model {
             buffers,
             arch,
             act,
-            input_shape: sample_shape.to_vec(),
+            input_shape: spec.input.clone(),
         })
     }
 
@@ -552,6 +447,7 @@ impl Model {
     /// Logits with batch norm in the given mode (models without batch norm ignore it).
     pub fn forward_mode(&self, x: &Tensor, mode: resnet::Mode) -> Result<Tensor> {
         match &self.arch {
+            Arch::Stack(nodes) => exec::forward(nodes, &self.sample_batch(x)?, mode),
             Arch::ResNet(r) => r.forward(&self.sample_batch(x)?, mode),
             Arch::Mlp { layers } => run_stack(layers, self.act, x.flatten_from(1)?),
             Arch::Cnn {
@@ -602,10 +498,26 @@ mod tests {
     use super::*;
     use crate::check::{Options, check_text};
     use crate::optim::sharpness;
+    use crate::plan::Obj;
+    use rand::Rng;
+
+    /// Lowers a checked model for the sample shape and builds it.
+    fn build_from(
+        model: &Obj,
+        shape: &[usize],
+        classes: usize,
+        dtype: DType,
+        dev: &Device,
+        seed: u64,
+    ) -> std::result::Result<Model, ModelError> {
+        let spec = crate::check::model::lower(model, shape, classes)
+            .map_err(|d| ModelError::Shape(d.message))?;
+        Model::build(&spec, dtype, dev, seed)
+    }
 
     fn spec(text: &str) -> Obj {
         let src = format!(
-            "model m = {text}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 1 }}, epochs = 1 }}\n"
+            "model m = {text}\nexperiment e {{ data = arrays {{ path = \"-\" }}, model = m, optimizer = sgd {{ lr = 1 }}, epochs = 1 }}\n"
         );
         check_text("m.aht", &src, &Options::default())
             .plan
@@ -620,7 +532,7 @@ mod tests {
     fn check_model(text: &str, shape: &[usize]) {
         sharpness::enable_second_order();
         let dev = Device::Cpu;
-        let m = Model::build(&spec(text), shape, 3, DType::F64, &dev, 1).unwrap();
+        let m = build_from(&spec(text), shape, 3, DType::F64, &dev, 1).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let n = 4;
         let numel: usize = shape.iter().product();
@@ -704,6 +616,123 @@ mod tests {
         );
     }
 
+    /// Every layer kind, alone in a small stack and in residual blocks, against central
+    /// finite differences in f64 (gradient and H·v).
+    #[test]
+    fn every_layer_kind_matches_finite_differences() {
+        for (stack, shape) in [
+            ("[linear(classes)]", &[5][..]),
+            ("[linear(4, bias = false), tanh, linear(classes)]", &[5]),
+            ("[linear(4), sigmoid, linear(classes)]", &[5]),
+            ("[linear(4), silu, linear(classes)]", &[5]),
+            ("[linear(4), gelu, linear(classes)]", &[5]),
+            ("[linear(4), relu, linear(classes)]", &[5]),
+            ("[linear(4), batch_norm, tanh, linear(classes)]", &[5]),
+            ("[flatten, linear(classes)]", &[2, 3, 3]),
+            ("[conv(2, 3), tanh, flatten, linear(classes)]", &[2, 6, 5]),
+            (
+                "[conv(3, [3, 2], stride = 2, padding = 1, bias = false), tanh, flatten, linear(classes)]",
+                &[2, 7, 6],
+            ),
+            (
+                "[conv(2, 1), max_pool(3, stride = 2), flatten, linear(classes)]",
+                &[1, 7, 7],
+            ),
+            (
+                "[conv(2, 1), max_pool(2), flatten, linear(classes)]",
+                &[1, 5, 6],
+            ),
+            (
+                "[conv(2, 3, padding = 1), avg_pool(3, stride = 1), flatten, linear(classes)]",
+                &[1, 6, 6],
+            ),
+            (
+                "[conv(2, 3, padding = 1), avg_pool(2), flatten, linear(classes)]",
+                &[1, 6, 6],
+            ),
+            ("[conv(3, 3), global_avg_pool, linear(classes)]", &[2, 5, 5]),
+            (
+                "[conv(3, 3), batch_norm, tanh, global_avg_pool, linear(classes)]",
+                &[2, 5, 5],
+            ),
+            (
+                "[conv(3, 3, padding = 1), residual([conv(3, 3, padding = 1), batch_norm, tanh]), global_avg_pool, linear(classes)]",
+                &[2, 6, 6],
+            ),
+            (
+                "[residual([conv(4, 3, stride = 2, padding = 1), batch_norm, silu, conv(4, 3, padding = 1)], shortcut = [conv(4, 1, stride = 2), batch_norm]), relu, global_avg_pool, linear(classes)]",
+                &[2, 6, 6],
+            ),
+        ] {
+            check_model(&format!("layers {{ stack = {stack} }}"), shape);
+        }
+    }
+
+    /// A built-in kind and the `layers` recipe `ahtsgd show` prints for it are one model: the
+    /// same layers and names, the same parameters from the same seed, and the same logits.
+    #[test]
+    fn built_in_kinds_and_their_layers_recipes_are_the_same_model() {
+        for (text, shape) in [
+            ("mlp { hidden = [7, 5], activation = tanh }", &[1, 4, 4][..]),
+            (
+                "mlp { hidden = [6], layers = [layer(\"fc1\", normal(0.1))] }",
+                &[5],
+            ),
+            ("cnn { channels = [3, 4], hidden = [5] }", &[2, 9, 7]),
+            (
+                "cnn { channels = [2], pool = avg, activation = silu }",
+                &[1, 8, 8],
+            ),
+            ("resnet18 { width = 2 }", &[3, 8, 8]),
+            (
+                "resnet50 { width = 2, layers = [layer(\"*.shortcut\", xavier)] }",
+                &[2, 8, 8],
+            ),
+        ] {
+            let builtin = spec(text);
+            let shown =
+                crate::check::model::describe(&builtin, &[], crate::check::model::SYMBOLIC_CLASSES)
+                    .unwrap()
+                    .to_recipe("net");
+            let body = shown.strip_prefix("model net = ").unwrap();
+            let layers = spec(body.trim_end());
+            assert_eq!(layers.kind, "layers", "{shown}");
+            let a = crate::check::model::lower(&builtin, shape, 3).unwrap();
+            let b = crate::check::model::lower(&layers, shape, 3).unwrap();
+            assert_eq!(a.table().unwrap(), b.table().unwrap(), "{text}:\n{shown}");
+            let (ma, mb) = (
+                Model::build(&a, DType::F64, &Device::Cpu, 5).unwrap(),
+                Model::build(&b, DType::F64, &Device::Cpu, 5).unwrap(),
+            );
+            let values = |m: &Model| -> Vec<(String, Vec<f64>)> {
+                m.params
+                    .iter()
+                    .chain(&m.buffers)
+                    .map(|(n, v)| {
+                        (
+                            n.clone(),
+                            v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(values(&ma), values(&mb), "{text}");
+            let numel: usize = shape.iter().product();
+            let x = Tensor::randn(0f64, 1.0, (4, numel), &Device::Cpu).unwrap();
+            let (la, lb) = (ma.forward(&x).unwrap(), mb.forward(&x).unwrap());
+            let err = sharpness::max_abs(&(&la - &lb).unwrap()).unwrap();
+            // the ResNets' heads differ in the order of one sum (candle's matmul then a
+            // broadcast add, against the fused affine op)
+            assert!(
+                err <= 1e-12 * sharpness::max_abs(&la).unwrap().max(1.0),
+                "{text}: logits differ by {err}"
+            );
+            if !text.starts_with("resnet") {
+                assert_eq!(err, 0.0, "{text}: the same ops in the same order");
+            }
+        }
+    }
+
     #[test]
     fn relu_cnn_with_max_pooling_matches_finite_differences() {
         // pooling before the bias and ReLU (the order this model runs in), odd sizes
@@ -735,7 +764,7 @@ mod tests {
         ];
         for (text, shape, tol64, tol32) in cases {
             for (dtype, tol) in [(DType::F64, tol64), (DType::F32, tol32)] {
-                let m = Model::build(&spec(text), shape, 3, dtype, &dev, 4).unwrap();
+                let m = build_from(&spec(text), shape, 3, dtype, &dev, 4).unwrap();
                 let mut rng = ChaCha8Rng::seed_from_u64(3);
                 let n = 5;
                 let numel: usize = shape.iter().product();
@@ -804,7 +833,7 @@ mod tests {
             ("mlp { hidden = [4], activation = tanh }", &[6][..]),
             ("cnn { channels = [2], pool = avg }", &[1, 6, 6]),
         ] {
-            let m = Model::build(&spec(text), shape, 3, DType::F64, &dev, 1).unwrap();
+            let m = build_from(&spec(text), shape, 3, DType::F64, &dev, 1).unwrap();
             let numel: usize = shape.iter().product();
             let x = Tensor::ones((2, numel), DType::F64, &dev).unwrap();
             assert!(!m.has_fast_grads(&x), "{text}");
@@ -828,7 +857,7 @@ mod tests {
 
     #[test]
     fn batch_norm_tracks_running_statistics_outside_the_trained_parameters() {
-        let m = Model::build(
+        let m = build_from(
             &spec("resnet18 { width = 2 }"),
             &[3, 8, 8],
             10,
@@ -900,7 +929,7 @@ mod tests {
 
     #[test]
     fn zero_init_gives_zero_weights_and_counts_parameters() {
-        let m = Model::build(
+        let m = build_from(
             &spec("mlp { hidden = [7], init = zeros }"),
             &[1, 2, 2],
             3,
@@ -944,7 +973,7 @@ mod tests {
     #[test]
     fn layer_overrides_change_only_the_layers_they_match() {
         let build =
-            |text: &str| Model::build(&spec(text), &[3, 8, 8], 4, DType::F32, &Device::Cpu, 3);
+            |text: &str| build_from(&spec(text), &[3, 8, 8], 4, DType::F32, &Device::Cpu, 3);
         let m = build(
             "cnn { channels = [2, 3], hidden = [5], init = zeros, layers = [layer(\"conv*\", constant(0.5)), layer(\"conv1\", bias_init = constant(-1)), layer(\"fc1\", normal(0.1))] }",
         )
@@ -968,7 +997,7 @@ mod tests {
         );
 
         // ResNet layers by pattern; batch norm is untouched.
-        let r = Model::build(
+        let r = build_from(
             &spec("resnet18 { width = 2, layers = [layer(\"*.shortcut\", zeros), layer(\"fc\", zeros, bias_init = constant(0.25))] }"),
             &[3, 8, 8],
             4,

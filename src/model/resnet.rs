@@ -15,22 +15,21 @@ pub enum Mode {
     Eval,
 }
 
-pub(crate) const MOMENTUM: f64 = 0.1;
-pub(crate) const EPS: f64 = 1e-5;
-
 /// Batch norm over channels of an `[n, c, h, w]` tensor.
 pub struct BatchNorm {
     pub gamma: Var,
     pub beta: Var,
     pub running_mean: Var,
     pub running_var: Var,
+    pub momentum: f64,
+    pub eps: f64,
 }
 
 impl BatchNorm {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (mean, var) = self.stats(x, mode)?;
         // y = (x − mean)·(γ/√(var + ε)) + β
-        let scale = (self.gamma.as_tensor() * (var + EPS)?.sqrt()?.recip()?)?;
+        let scale = (self.gamma.as_tensor() * (var + self.eps)?.sqrt()?.recip()?)?;
         let shift = (self.beta.as_tensor() - (&mean * &scale)?)?;
         super::conv::add_channel_bias(&super::conv::scale_channels(x, &scale)?, &shift)
     }
@@ -63,9 +62,9 @@ impl BatchNorm {
     /// (the variance made unbiased first).
     pub fn update_running(&self, mean: &Tensor, var: &Tensor, m: f64) -> Result<()> {
         let unbiased = (var.detach() * (m / (m - 1.0).max(1.0)))?;
-        let rm =
-            ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean.detach() * MOMENTUM)?)?;
-        let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
+        let m = self.momentum;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)
     }
@@ -127,14 +126,5 @@ impl ResNet {
         pooled
             .matmul(&self.fc_w.as_tensor().t()?)?
             .broadcast_add(self.fc_b.as_tensor())
-    }
-}
-
-/// Stage layout: (blocks per stage, bottleneck?).
-pub fn layout(kind: &str) -> Option<([usize; 4], bool)> {
-    match kind {
-        "resnet18" => Some(([2, 2, 2, 2], false)),
-        "resnet50" => Some(([3, 4, 6, 3], true)),
-        _ => None,
     }
 }

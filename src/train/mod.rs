@@ -24,6 +24,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// The typed model for the loaded data: its stack, names and shapes.
+fn model_spec(c: &crate::plan::Obj, data: &Dataset) -> Result<model::ModelSpec, model::ModelError> {
+    crate::check::model::lower(c.obj("model"), &data.sample_shape, data.classes).map_err(|d| {
+        model::ModelError::Shape(match d.help {
+            Some(h) => format!("{} ({h})", d.message),
+            None => d.message,
+        })
+    })
+}
+
 /// What the caller hears while a trial runs.
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -268,14 +278,7 @@ pub fn run_trial(
             message: w.clone(),
         });
     }
-    let model = Model::build(
-        c.obj("model"),
-        &data.sample_shape,
-        data.classes,
-        dtype,
-        &dev,
-        seed,
-    )?;
+    let model = Model::build(&model_spec(c, &data)?, dtype, &dev, seed)?;
     let batch = c.usize("batch").min(data.train_len().max(1));
     // a last, partial batch is dropped: a handful of samples at full learning rate gives a
     // noisy step at every epoch boundary (visible as a dip in test accuracy)
@@ -748,14 +751,7 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunErr
         DType::F32
     };
     let data = data::load(c.obj("data"), c.f64("seed") as u64)?;
-    let model = Model::build(
-        c.obj("model"),
-        &data.sample_shape,
-        data.classes,
-        dtype,
-        &dev,
-        0,
-    )?;
+    let model = Model::build(&model_spec(c, &data)?, dtype, &dev, 0)?;
     let final_path = checkpoint::final_path(dir);
     let (tensors, param_prefix, buffer_prefix) = if final_path.exists() {
         (candle_core::safetensors::load(&final_path, &dev)?, "", "")

@@ -1,0 +1,123 @@
+//! Running a stack of layers: each [`Node`] owns its parameters and buffers and computes its
+//! forward pass from differentiable ops (candle's graph gives its gradient and, by double
+//! backward, H·v).
+
+use super::resnet::{BatchNorm, Mode};
+use super::spec::Activation;
+use super::{conv, linear, pool2};
+use candle_core::{D, Result, Tensor, Var};
+
+/// One built layer.
+pub enum Node {
+    Linear {
+        w: Var,
+        b: Option<Var>,
+    },
+    Conv {
+        w: Var,
+        b: Option<Var>,
+        stride: usize,
+        padding: usize,
+    },
+    Pool {
+        max: bool,
+        k: usize,
+        stride: usize,
+    },
+    GlobalAvgPool,
+    Flatten,
+    BatchNorm(BatchNorm),
+    Act(Activation),
+    Residual {
+        body: Vec<Node>,
+        shortcut: Vec<Node>,
+    },
+}
+
+/// Runs `nodes` in order.
+pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode) -> Result<Tensor> {
+    let mut h = x.clone();
+    let mut i = 0;
+    while i < nodes.len() {
+        // a linear layer and the ReLU after it are one graph node (as in the built-in MLP)
+        if let (Node::Linear { w, b: Some(b) }, Some(Node::Act(Activation::Relu))) =
+            (&nodes[i], nodes.get(i + 1))
+        {
+            h = linear::affine(&h, w.as_tensor(), b.as_tensor(), true)?;
+            i += 2;
+            continue;
+        }
+        h = nodes[i].forward(&h, mode)?;
+        i += 1;
+    }
+    Ok(h)
+}
+
+impl Node {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match self {
+            Node::Linear { w, b } => match b {
+                Some(b) => linear::affine(x, w.as_tensor(), b.as_tensor(), false),
+                None => linear::xwt(x, w.as_tensor()),
+            },
+            Node::Conv {
+                w,
+                b,
+                stride,
+                padding,
+            } => {
+                let z = conv::conv2d(x, w.as_tensor(), *padding, *stride, 1)?;
+                match b {
+                    Some(b) => conv::add_channel_bias(&z, b.as_tensor()),
+                    None => Ok(z),
+                }
+            }
+            Node::Pool { max, k, stride } => pool(x, *max, *k, *stride),
+            Node::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
+            Node::Flatten => x.flatten_from(1),
+            Node::BatchNorm(bn) => {
+                if x.rank() == 2 {
+                    let (n, f) = x.dims2()?;
+                    bn.forward(&x.reshape((n, f, 1, 1))?, mode)?.reshape((n, f))
+                } else {
+                    bn.forward(x, mode)
+                }
+            }
+            Node::Act(a) => a.apply(x),
+            Node::Residual { body, shortcut } => {
+                let b = forward(body, x, mode)?;
+                let s = forward(shortcut, x, mode)?;
+                b + s
+            }
+        }
+    }
+}
+
+/// k x k pooling with a stride: the 2x2 case by the pooling op, others as the maximum (or
+/// mean) of k² strided views, each gathered by index (differentiable at every order).
+fn pool(x: &Tensor, max: bool, k: usize, stride: usize) -> Result<Tensor> {
+    if k == 2 && stride == 2 {
+        return pool2(x, max);
+    }
+    let (_, _, h, w) = x.dims4()?;
+    let (oh, ow) = ((h - k) / stride + 1, (w - k) / stride + 1);
+    let dev = x.device();
+    let mut acc: Option<Tensor> = None;
+    for di in 0..k {
+        let rows: Vec<u32> = (0..oh).map(|i| (i * stride + di) as u32).collect();
+        let rows = Tensor::new(rows.as_slice(), dev)?;
+        let xr = x.index_select(&rows, 2)?;
+        for dj in 0..k {
+            let cols: Vec<u32> = (0..ow).map(|j| (j * stride + dj) as u32).collect();
+            let cols = Tensor::new(cols.as_slice(), dev)?;
+            let v = xr.index_select(&cols, 3)?;
+            acc = Some(match acc {
+                None => v,
+                Some(a) if max => a.maximum(&v)?,
+                Some(a) => (a + v)?,
+            });
+        }
+    }
+    let acc = acc.expect("k ≥ 1");
+    if max { Ok(acc) } else { acc / (k * k) as f64 }
+}

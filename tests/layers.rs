@@ -1,0 +1,209 @@
+//! Models written in the recipe, through the real binary: `recipes/layers.aht` checks, plans
+//! with shapes and trains; `ahtsgd show` prints each built-in kind as a `layers` recipe that
+//! lays out the same model; a killed `layers` trial resumes to the bits of an uninterrupted one.
+
+mod common;
+
+use common::{ahtsgd, ahtsgd_env, read, write};
+use std::path::Path;
+
+fn recipe(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("recipes")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The parameter count `plan` prints for trial 0 of a recipe.
+fn parameters(plan: &str) -> usize {
+    let at = plan.find(" parameters)").expect("a parameter count");
+    let start = plan[..at].rfind('(').expect("an opening parenthesis") + 1;
+    plan[start..at].parse().unwrap()
+}
+
+#[test]
+fn layers_recipe_plans_with_shapes_and_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = ok(&ahtsgd(
+        &["plan", "--layers", &recipe("layers.aht")],
+        tmp.path(),
+    ));
+    // the small ResNet on 28x28 MNIST: shapes through the residual blocks, down to the head
+    for row in [
+        "residual2.shortcut.conv0",
+        "32x14x14",
+        "global_avg_pool0                  global_avg_pool  32",
+        "fc                                linear           10",
+    ] {
+        assert!(plan.contains(row), "no `{row}` in\n{plan}");
+    }
+    let json = ok(&ahtsgd(
+        &["plan", "--layers", "--json", &recipe("layers.aht")],
+        tmp.path(),
+    ));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    let layers = first["layers"].as_array().unwrap();
+    assert_eq!(layers.last().unwrap()["output"], serde_json::json!([10]));
+    let total: u64 = layers
+        .iter()
+        .map(|l| l["parameters"].as_u64().unwrap())
+        .sum();
+    assert_eq!(first["parameters"].as_u64(), Some(total));
+
+    ok(&ahtsgd(
+        &[
+            "run",
+            &recipe("layers.aht"),
+            "--out",
+            "r",
+            "--quiet",
+            "--set",
+            "small.max_steps=3",
+            "--set",
+            "resnet18.max_steps=2",
+        ],
+        tmp.path(),
+    ));
+    for (i, exp) in ["small", "resnet18"].into_iter().enumerate() {
+        let s: serde_json::Value = serde_json::from_str(&read(
+            tmp.path()
+                .join(format!("r/{exp}/trial-{i:04}/summary.json")),
+        ))
+        .unwrap();
+        assert!(
+            s["final"]["test_loss"].as_f64().is_some_and(f64::is_finite),
+            "{exp}: {s}"
+        );
+    }
+}
+
+#[test]
+fn resnet18_written_as_layers_has_the_built_in_parameter_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = read(recipe("layers.aht"));
+    let decls: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("model conv_bn"))
+        .take_while(|l| !l.starts_with("optimizer"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        decls.lines().count() < 40,
+        "the ResNet-18 recipe is {} lines",
+        decls.lines().count()
+    );
+    let exp = |model: &str| {
+        format!(
+            "{decls}\nexperiment e {{ data = cifar10 {{ path = \"x\" }}, model = {model}, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        )
+    };
+    write(tmp.path(), "a.aht", &exp("resnet18_layers"));
+    write(tmp.path(), "b.aht", &exp("resnet18 {}"));
+    let a = parameters(&ok(&ahtsgd(&["plan", "a.aht"], tmp.path())));
+    let b = parameters(&ok(&ahtsgd(&["plan", "b.aht"], tmp.path())));
+    assert_eq!(a, b);
+    assert_eq!(b, 11_173_962, "torchvision-style CIFAR ResNet-18");
+}
+
+#[test]
+fn show_prints_each_built_in_as_a_layers_recipe_with_its_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (model, names) in [
+        ("mlp", &["\"fc0\"", "\"fc1\"", "linear(classes"][..]),
+        (
+            "cnn { channels = [4, 8], hidden = [16] }",
+            &["\"conv1\"", "max_pool(2", "\"fc1\""],
+        ),
+        (
+            "resnet18 { width = 16 }",
+            &[
+                "\"stem\"",
+                "\"stem.bn\"",
+                "\"layer2.0\"",
+                "\"shortcut.bn\"",
+                "\"fc\"",
+            ],
+        ),
+        ("resnet50 { width = 4 }", &["\"conv3\"", "\"layer4.2\""]),
+    ] {
+        let shown = ok(&ahtsgd(&["show", model, "--name", "net"], tmp.path()));
+        for n in names {
+            assert!(shown.contains(n), "{model}: no {n} in\n{shown}");
+        }
+        // the printed recipe checks and has the built-in's parameters, layer by layer
+        let exp = |m: &str| {
+            format!(
+                "experiment e {{ data = cifar10 {{ path = \"x\" }}, model = {m}, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+            )
+        };
+        write(tmp.path(), "shown.aht", &format!("{shown}{}", exp("net")));
+        write(tmp.path(), "builtin.aht", &exp(model));
+        let table = |f: &str| -> Vec<serde_json::Value> {
+            let out = ok(&ahtsgd(&["plan", "--layers", "--json", f], tmp.path()));
+            let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+            v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["parameters"].as_u64() > Some(0))
+                .map(|l| serde_json::json!([l["name"], l["shape"], l["init"], l["bias_init"]]))
+                .collect()
+        };
+        assert_eq!(table("shown.aht"), table("builtin.aht"), "{model}");
+    }
+    let bad = ahtsgd(&["show", "mlpp"], tmp.path());
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("did you mean `mlp`"), "{err}");
+}
+
+/// A `layers` model with batch norm, killed after a checkpoint and run again, continues to
+/// the same bits as a run that was never interrupted.
+#[test]
+fn killed_layers_trial_resumes_bitwise() {
+    let recipe = "dataset d = mnist_mini { train_limit = 64, test_limit = 32 }
+model block = layers { width = 4, stack = [conv(width, 3, padding = 1), batch_norm, relu] }
+model net = layers { stack = [block(width = 3), residual(block(width = 3)), max_pool(2), flatten, linear(classes)] }
+experiment e {
+  data = d
+  model = net
+  optimizer = sgd { lr = 0.05, momentum = 0.9 }
+  epochs = 2
+  batch = 8
+  log_every = 1 step
+  checkpoint_every = 5 steps
+}
+";
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "r.aht", recipe);
+    ok(&ahtsgd(
+        &["run", "r.aht", "--out", "whole", "--quiet"],
+        tmp.path(),
+    ));
+    let killed = ahtsgd_env(
+        &["run", "r.aht", "--out", "cut", "--quiet"],
+        tmp.path(),
+        &[("AHTSGD_KILL_AFTER", "7")],
+    );
+    assert!(!killed.status.success(), "the kill hook stops the run");
+    ok(&ahtsgd(
+        &["run", "r.aht", "--out", "cut", "--quiet"],
+        tmp.path(),
+    ));
+    let metrics = |d: &str| read(tmp.path().join(format!("{d}/e/trial-0000/metrics.jsonl")));
+    assert_eq!(metrics("whole"), metrics("cut"));
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("cut/e/trial-0000/summary.json"))).unwrap();
+    assert_eq!(s["resumed_from"], serde_json::json!([5]));
+}
