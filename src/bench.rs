@@ -72,6 +72,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "sampler",
         "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
     ),
+    (
+        "mlp-sgd-executor",
+        "mlp-sgd through the layer executor, timed beside the hand-written passes",
+    ),
+    (
+        "mlp-hvp-executor",
+        "mlp-hvp through the layer executor's R-operator, beside the hand-written one",
+    ),
     ("check-1000", "check a 1,000-line recipe"),
     ("expand-100k", "check and expand a 100,000-trial sweep"),
 ];
@@ -86,6 +94,7 @@ pub fn needs_second_order(workload: &str) -> bool {
             | "mlp-power-iter"
             | "cnn-hvp"
             | "resnet18-hvp"
+            | "mlp-hvp-executor"
     )
 }
 
@@ -119,6 +128,9 @@ pub struct BenchResult {
     /// Time per call over the SGD step of the same model, paired repetition by repetition
     /// (the median of the ratios); `None` for the SGD steps themselves and workloads without one.
     pub vs_sgd: Option<f64>,
+    /// For `*-executor` workloads: time per call over the hand-written passes' on the same
+    /// model, paired repetition by repetition (the median of the ratios).
+    pub vs_hand_written: Option<f64>,
 }
 
 fn spec(text: &str) -> Obj {
@@ -218,6 +230,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs one workload.
 pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result<BenchResult> {
+    if let Some(inner) = workload.strip_suffix("-executor") {
+        return executor_vs_hand_written(workload, inner, p, dev, threads);
+    }
     let mut base_rates = Vec::new();
     let mut rates = match workload {
         "sampler" => {
@@ -465,6 +480,94 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
         ms_per_step: 1000.0 / med,
         rates,
         vs_sgd,
+        vs_hand_written: None,
+    })
+}
+
+/// One call on a model, over the batches in turn: an SGD step, or one H·v along ones.
+fn one_call<'a>(
+    m: &'a Model,
+    data: &'a [(Tensor, Tensor)],
+    hvp: bool,
+) -> Result<impl FnMut() -> Result<()> + 'a> {
+    let mut sgd = AhtSgd::new(
+        m.params.clone(),
+        ParamsAhtSgd {
+            lr: 0.1,
+            sigma: 0.01,
+            noise: NoiseKind::None,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let vars = m.vars();
+    let mut i = 0usize;
+    Ok(move || -> Result<()> {
+        i = (i + 1) % data.len();
+        let (x, y) = &data[i];
+        if hvp {
+            let v: Vec<Tensor> = vars
+                .iter()
+                .map(|v| v.as_tensor().ones_like())
+                .collect::<Result<_>>()?;
+            m.hessian(x, y)?.hvp(&v)?;
+        } else {
+            let (_, grads) = m.loss_grads_deferred(x, y)?;
+            sgd.step(&grads, 0.0, 0.0)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        }
+        Ok(())
+    })
+}
+
+/// A workload (`mlp-sgd`, `mlp-hvp`) through the layer executor, each repetition paired with
+/// the same call through the model's hand-written passes (same parameters, same batches).
+fn executor_vs_hand_written(
+    workload: &str,
+    inner: &str,
+    p: &Protocol,
+    dev: &Device,
+    threads: usize,
+) -> Result<BenchResult> {
+    let (text, shape): (&str, &[usize]) = match inner {
+        "mlp-sgd" | "mlp-hvp" => ("mlp { hidden = [256, 256], init = default }", &[784]),
+        other => candle_core::bail!("no executor comparison for `{other}`"),
+    };
+    let lowered = crate::check::model::lower(&spec(text), shape, 10)
+        .map_err(|d| candle_core::Error::Msg(d.message))?;
+    let build = |passes| {
+        Model::build_with(&lowered, DType::F32, dev, 0, passes)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let (exec, hand) = (
+        build(model::Passes::Executor)?,
+        build(model::Passes::HandWritten)?,
+    );
+    let data = batches(shape, dev)?;
+    let hvp = inner.ends_with("-hvp");
+    let (mut rates, hand_rates) = time_paired(
+        p,
+        dev,
+        one_call(&exec, &data, hvp)?,
+        Some(one_call(&hand, &data, hvp)?),
+    )?;
+    rates
+        .iter_mut()
+        .for_each(|r| *r = if r.is_finite() { *r } else { 0.0 });
+    let med = median(rates.clone());
+    Ok(BenchResult {
+        workload: workload.to_string(),
+        threads,
+        device: if dev.is_cpu() {
+            "cpu".into()
+        } else {
+            "cuda".into()
+        },
+        steps_per_s: med,
+        ms_per_step: 1000.0 / med,
+        vs_hand_written: paired_ratio(&rates, &hand_rates),
+        rates,
+        vs_sgd: None,
     })
 }
 

@@ -30,7 +30,7 @@ const SAME: conv::Settings = (1, 1, 1);
 /// Mean softmax cross-entropy of `logits: [n, k]` against class indices `y: [n]`, its
 /// gradient with respect to the logits, `(softmax − onehot)/n`, and the softmax, in one pass
 /// (f64 inside).
-fn softmax_xent(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor, Tensor)> {
+pub(super) fn softmax_xent(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor, Tensor)> {
     let (n, k) = logits.dims2()?;
     let labels = y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
     if labels.len() != n {
@@ -370,9 +370,28 @@ impl Model {
         (matches!(self.arch, Arch::ResNet(_)) && super::own_ops(x)) || self.has_rop(x)
     }
 
+    /// The executor's passes over a stack the passes cover, on a batch.
+    fn stack_tape(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        with_grads: bool,
+    ) -> Result<Option<super::tape::Tape>> {
+        match &self.arch {
+            Arch::Stack(nodes) if super::own_ops(x) && super::tape::supports(nodes) => {
+                let x = self.sample_batch(&x.detach())?;
+                Ok(Some(super::tape::Tape::run(nodes, x, y, with_grads)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Whether [`Model::hessian`] takes the R-operator pass written by hand (on the CPU and
     /// CUDA): MLPs, and CNNs with max pooling; ReLU only.
     pub fn has_rop(&self, x: &Tensor) -> bool {
+        if let Arch::Stack(nodes) = &self.arch {
+            return super::own_ops(x) && super::tape::supports(nodes);
+        }
         super::own_ops(x)
             && self.act == Activation::Relu
             && match &self.arch {
@@ -422,6 +441,9 @@ impl Model {
         if let Arch::ResNet(net) = &self.arch {
             return self.resnet_loss_grads(net, x, y);
         }
+        if let Some(t) = self.stack_tape(x, y, true)? {
+            return Ok((Tensor::new(t.loss, &candle_core::Device::Cpu)?, t.grads));
+        }
         let t = self.tape(x, y, true)?;
         Ok((Tensor::new(t.loss, &candle_core::Device::Cpu)?, t.grads))
     }
@@ -436,12 +458,19 @@ impl Model {
             let loss = super::cross_entropy(&logits, y)?;
             return Ok(Box::new(GraphHessian::new(&loss, &self.vars())?));
         }
-        let index = self
+        let index: HashMap<TensorId, usize> = self
             .params
             .iter()
             .enumerate()
             .map(|(i, (_, v))| (v.as_tensor().id(), i))
             .collect();
+        if let Some(tape) = self.stack_tape(x, y, false)? {
+            return Ok(Box::new(super::tape::RopHessian {
+                tape,
+                index,
+                count: self.params.len(),
+            }));
+        }
         Ok(Box::new(RopHessian {
             tape: self.tape(x, y, false)?,
             index,

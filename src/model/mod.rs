@@ -18,6 +18,7 @@ pub mod linear;
 pub mod pool;
 pub mod resnet;
 pub mod spec;
+mod tape;
 
 pub use spec::{Activation, Builtin, Init, LayerInit, ModelSpec, glob_match, layer_init};
 
@@ -363,10 +364,23 @@ fn legacy(builtin: &Builtin, nodes: Vec<exec::Node>) -> Option<(Arch, Activation
     })
 }
 
-/// Whether built-in models run through the layer executor instead of their hand-written
-/// passes (`AHTSGD_EXECUTOR=1`; the comparison the benchmarks record).
-pub fn executor_for_builtins() -> bool {
-    std::env::var("AHTSGD_EXECUTOR").is_ok_and(|v| v == "1")
+/// Which passes a built-in kind runs: its own hand-written ones, or the layer executor's that
+/// every stack runs. Kept side by side until the executor's figures are recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passes {
+    HandWritten,
+    Executor,
+}
+
+impl Passes {
+    /// `AHTSGD_EXECUTOR=1` selects the executor for built-in kinds.
+    pub fn from_env() -> Passes {
+        if std::env::var("AHTSGD_EXECUTOR").is_ok_and(|v| v == "1") {
+            Passes::Executor
+        } else {
+            Passes::HandWritten
+        }
+    }
 }
 
 /// Runs fully connected layers with the activation between them (not after the last).
@@ -385,6 +399,17 @@ impl Model {
         dev: &Device,
         seed: u64,
     ) -> std::result::Result<Model, ModelError> {
+        Model::build_with(spec, dtype, dev, seed, Passes::from_env())
+    }
+
+    /// [`Model::build`] with the passes for a built-in kind chosen (stacks take the executor's).
+    pub fn build_with(
+        spec: &ModelSpec,
+        dtype: DType,
+        dev: &Device,
+        seed: u64,
+        passes: Passes,
+    ) -> std::result::Result<Model, ModelError> {
         spec.table().map_err(|e| ModelError::Shape(e.message))?;
         let mut b = Builder {
             overrides: &spec.overrides,
@@ -396,7 +421,7 @@ impl Model {
         };
         let nodes = b.stack(&spec.stack, &spec.input)?;
         let (arch, act) = match &spec.builtin {
-            Some(builtin) if !executor_for_builtins() => {
+            Some(builtin) if passes == Passes::HandWritten => {
                 legacy(builtin, nodes).ok_or_else(|| {
                     ModelError::Unsupported(format!("the built-in {} did not lay out", spec.kind))
                 })?
@@ -530,9 +555,19 @@ mod tests {
 
     /// Gradient and HVP of a model against central finite differences, in f64.
     fn check_model(text: &str, shape: &[usize]) {
+        for passes in [Passes::HandWritten, Passes::Executor] {
+            check_model_with(text, shape, passes);
+        }
+    }
+
+    /// [`check_model`] for one choice of passes: candle's graph against finite differences,
+    /// then the model's own `loss_grads` and `hessian` (hand-written, the executor's, or the
+    /// graph's where neither covers the model) against both.
+    fn check_model_with(text: &str, shape: &[usize], passes: Passes) {
         sharpness::enable_second_order();
         let dev = Device::Cpu;
-        let m = build_from(&spec(text), shape, 3, DType::F64, &dev, 1).unwrap();
+        let lowered = crate::check::model::lower(&spec(text), shape, 3).unwrap();
+        let m = Model::build_with(&lowered, DType::F64, &dev, 1, passes).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let n = 4;
         let numel: usize = shape.iter().product();
@@ -587,14 +622,81 @@ mod tests {
             "{text}: gradient: finite differences {} vs {gv}",
             (lp - lm) / (2.0 * eps)
         );
+        let (own_loss, own) = m.loss_grads(&x, &y).unwrap();
+        let graph_loss = loss().to_scalar::<f64>().unwrap();
+        assert!(
+            (own_loss - graph_loss).abs() <= 1e-12 * graph_loss.abs().max(1.0),
+            "{text} {passes:?}: loss {own_loss} vs {graph_loss}"
+        );
+        let own_hv = m.hessian(&x, &y).unwrap().hvp(&v).unwrap();
         for i in 0..vars.len() {
             let fd = ((&gp[i] - &gm[i]).unwrap() / (2.0 * eps)).unwrap();
-            let err = sharpness::max_abs(&(&hv[i] - &fd).unwrap()).unwrap();
             let scale = sharpness::max_abs(&fd).unwrap().max(1.0);
+            for (what, h) in [("graph", &hv[i]), ("own", &own_hv[i])] {
+                let err = sharpness::max_abs(&(h - &fd).unwrap()).unwrap();
+                assert!(
+                    err < 1e-5 * scale,
+                    "{text} {passes:?}: {what} H·v of param {i} off by {err} (scale {scale})"
+                );
+            }
+            let g = own.get(vars[i].as_tensor()).expect("a gradient");
+            let err = sharpness::max_abs(&(g - &grads[i]).unwrap()).unwrap();
+            let scale = sharpness::max_abs(&grads[i]).unwrap().max(1e-300);
             assert!(
-                err < 1e-5 * scale,
-                "{text}: HVP of param {i} off by {err} (scale {scale})"
+                err <= 1e-10 * scale.max(1.0),
+                "{text} {passes:?}: gradient of param {i} off by {err} (scale {scale})"
             );
+        }
+    }
+
+    /// The built-in MLP through the executor's passes gives the bits of its hand-written ones:
+    /// loss, every gradient and H·v, in f32 and f64.
+    #[test]
+    fn executor_passes_are_the_hand_written_mlp_bit_for_bit() {
+        for dtype in [DType::F32, DType::F64] {
+            for text in ["mlp { hidden = [16, 8] }", "mlp { hidden = [7] }"] {
+                let lowered = crate::check::model::lower(&spec(text), &[1, 4, 5], 10).unwrap();
+                let build = |p| Model::build_with(&lowered, dtype, &Device::Cpu, 3, p).unwrap();
+                let (a, b) = (build(Passes::HandWritten), build(Passes::Executor));
+                assert!(matches!(a.arch, Arch::Mlp { .. }) && matches!(b.arch, Arch::Stack(_)));
+                let x = Tensor::randn(0f64, 1.0, (9, 20), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let y = Tensor::new(&[0u32, 1, 2, 3, 4, 5, 6, 7, 9], &Device::Cpu).unwrap();
+                assert!(b.has_fast_grads(&x) && b.has_rop(&x));
+                let bits = |t: &Tensor| -> Vec<u64> {
+                    t.flatten_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect()
+                };
+                let (la, ga) = a.loss_grads(&x, &y).unwrap();
+                let (lb, gb) = b.loss_grads(&x, &y).unwrap();
+                assert_eq!(la.to_bits(), lb.to_bits(), "{text}");
+                for ((name, va), (_, vb)) in a.params.iter().zip(&b.params) {
+                    let (g1, g2) = (
+                        ga.get(va.as_tensor()).unwrap(),
+                        gb.get(vb.as_tensor()).unwrap(),
+                    );
+                    assert_eq!(bits(g1), bits(g2), "{text} {dtype:?}: gradient of {name}");
+                }
+                let v: Vec<Tensor> = a
+                    .params
+                    .iter()
+                    .map(|(_, p)| p.as_tensor().ones_like().unwrap().affine(0.5, 0.1).unwrap())
+                    .collect();
+                let ha = a.hessian(&x, &y).unwrap().hvp(&v).unwrap();
+                let hb = b.hessian(&x, &y).unwrap().hvp(&v).unwrap();
+                for (((name, _), h1), h2) in a.params.iter().zip(&ha).zip(&hb) {
+                    assert_eq!(bits(h1), bits(h2), "{text} {dtype:?}: H·v of {name}");
+                }
+            }
         }
     }
 
