@@ -131,6 +131,16 @@ pub struct BenchResult {
     /// For `*-executor` workloads: time per call over the hand-written passes' on the same
     /// model, paired repetition by repetition (the median of the ratios).
     pub vs_hand_written: Option<f64>,
+    /// The process's peak resident memory (the workload runs in a process of its own).
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// This process's peak resident set in MB (`VmHWM`; `None` where /proc does not say).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn spec(text: &str) -> Obj {
@@ -481,6 +491,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
         rates,
         vs_sgd,
         vs_hand_written: None,
+        peak_rss_mb: peak_rss_mb(),
     })
 }
 
@@ -568,6 +579,7 @@ fn executor_vs_hand_written(
         vs_hand_written: paired_ratio(&rates, &hand_rates),
         rates,
         vs_sgd: None,
+        peak_rss_mb: peak_rss_mb(),
     })
 }
 

@@ -958,3 +958,37 @@ experiment e {
         "{per_epoch}"
     );
 }
+
+/// `bench --json` gives each workload's peak memory; a workload whose process is killed is
+/// reported as failed with its cause, the others still run, and the exit is non-zero.
+#[test]
+fn bench_reports_peak_memory_and_a_killed_workload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = ahtsgd_env(
+        &[
+            "bench", "mlp-sgd", "sampler", "--json", "--steps", "2", "--reps", "1", "--warmup", "0",
+        ],
+        tmp.path(),
+        &[("AHTSGD_BENCH_KILL", "sampler")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["workload"], "mlp-sgd");
+    assert!(
+        lines[0]["peak_rss_mb"].as_f64().is_some_and(|m| m > 1.0),
+        "{out}"
+    );
+    assert_eq!(lines[1]["workload"], "sampler");
+    let cause = lines[1]["failed"].as_str().unwrap();
+    assert!(
+        cause.contains("SIGKILL") && cause.contains("out of memory"),
+        "{cause}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sampler failed"), "{err}");
+}

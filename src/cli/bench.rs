@@ -53,6 +53,12 @@ pub fn run(args: BenchArgs) -> i32 {
                 return 2;
             }
         };
+        // a test hook: this workload's process dies by SIGKILL, as the out-of-memory killer
+        // would end it
+        if std::env::var("AHTSGD_BENCH_KILL").is_ok_and(|k| k == *w) {
+            // SAFETY: raise has no memory effects; the process ends here.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
         let result = super::on_pool(Some(args.threads), || {
             bench::run(w, &protocol, &dev, args.threads)
         });
@@ -91,6 +97,7 @@ pub fn run(args: BenchArgs) -> i32 {
         }
     };
     let mut results: Vec<BenchResult> = Vec::new();
+    let mut failures: Vec<(String, String)> = Vec::new();
     let mut failed = false;
     for w in selected {
         let mut cmd = std::process::Command::new(&exe);
@@ -133,6 +140,7 @@ pub fn run(args: BenchArgs) -> i32 {
                             rates: Vec::new(),
                             vs_sgd: v["vs_sgd"].as_f64(),
                             vs_hand_written: v["vs_hand_written"].as_f64(),
+                            peak_rss_mb: v["peak_rss_mb"].as_f64(),
                         });
                     }
                     Err(e) => {
@@ -143,6 +151,12 @@ pub fn run(args: BenchArgs) -> i32 {
             }
             Ok(o) => {
                 eprint!("{}", String::from_utf8_lossy(&o.stderr));
+                let cause = death(&o.status);
+                eprintln!("error: {w} failed: {cause}");
+                if args.json {
+                    println!("{}", serde_json::json!({ "workload": w, "failed": cause }));
+                }
+                failures.push((w.to_string(), cause));
                 failed = true;
             }
             Err(e) => {
@@ -153,8 +167,23 @@ pub fn run(args: BenchArgs) -> i32 {
     }
     if !args.json {
         print_table(&results);
+        for (w, cause) in &failures {
+            println!("{w:<22} failed: {cause}");
+        }
     }
     i32::from(failed)
+}
+
+/// Why a workload's process ended badly: its exit code, or the signal that killed it (SIGKILL
+/// is most often the kernel's out-of-memory killer).
+fn death(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(9)) => "killed by SIGKILL (most likely out of memory)".into(),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        (None, None) => "ended without a status".into(),
+    }
 }
 
 fn print_table(results: &[BenchResult]) {
@@ -165,8 +194,8 @@ fn print_table(results: &[BenchResult]) {
             .map(|r| r.ms_per_step)
     };
     println!(
-        "{:<22} {:>8} {:>14} {:>12} {:>16}",
-        "workload", "threads", "per second", "ms per call", "x its SGD step"
+        "{:<22} {:>8} {:>14} {:>12} {:>16} {:>9}",
+        "workload", "threads", "per second", "ms per call", "x its SGD step", "peak MB"
     );
     for r in results {
         let reference = if r.workload.starts_with("mlp-") {
@@ -187,9 +216,10 @@ fn print_table(results: &[BenchResult]) {
             (None, Some(b)) => format!("{:.2}", r.ms_per_step / b),
             (None, None) => String::from("-"),
         };
+        let peak = r.peak_rss_mb.map_or("-".to_string(), |m| format!("{m:.0}"));
         println!(
-            "{:<22} {:>8} {:>14.1} {:>12.3} {:>16}",
-            r.workload, r.threads, r.steps_per_s, r.ms_per_step, ratio
+            "{:<22} {:>8} {:>14.1} {:>12.3} {:>16} {:>9}",
+            r.workload, r.threads, r.steps_per_s, r.ms_per_step, ratio, peak
         );
     }
 }
