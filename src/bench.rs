@@ -80,6 +80,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "mlp-hvp-executor",
         "mlp-hvp through the layer executor's R-operator, beside the hand-written one",
     ),
+    (
+        "cnn-sgd-executor",
+        "cnn-sgd through the layer executor, timed beside the hand-written passes",
+    ),
+    (
+        "cnn-hvp-executor",
+        "cnn-hvp through the layer executor's R-operator, beside the hand-written one",
+    ),
     ("check-1000", "check a 1,000-line recipe"),
     ("expand-100k", "check and expand a 100,000-trial sweep"),
 ];
@@ -95,6 +103,7 @@ pub fn needs_second_order(workload: &str) -> bool {
             | "cnn-hvp"
             | "resnet18-hvp"
             | "mlp-hvp-executor"
+            | "cnn-hvp-executor"
     )
 }
 
@@ -542,6 +551,10 @@ fn executor_vs_hand_written(
 ) -> Result<BenchResult> {
     let (text, shape): (&str, &[usize]) = match inner {
         "mlp-sgd" | "mlp-hvp" => ("mlp { hidden = [256, 256], init = default }", &[784]),
+        "cnn-sgd" | "cnn-hvp" => (
+            "cnn { channels = [32, 64], hidden = [], init = default }",
+            &[3, 32, 32],
+        ),
         other => candle_core::bail!("no executor comparison for `{other}`"),
     };
     let lowered = crate::check::model::lower(&spec(text), shape, 10)

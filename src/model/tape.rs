@@ -2,13 +2,17 @@
 //! pass needs, the reverse pass, and Pearlmutter's R-operator (each layer's tangent forward and
 //! second-order reverse), so gradients and H·v need no graph and no double backward.
 //!
-//! A dense layer followed by ReLU runs as one fused layer, with the same ops in the same order
-//! as the MLP's hand-written passes had (so its results are the same bits). Layers these
-//! passes do not cover yet send the whole model to candle's graph ([`supports`]).
+//! A dense layer followed by ReLU runs as one fused layer, and a convolution with a bias
+//! followed by ReLU and 2x2 max pooling as one stage that pools first (max pooling commutes
+//! with a per-channel bias and with ReLU, so the values are the same on a quarter of the
+//! pixels): the ops in the order the built-in MLP's and CNN's hand-written passes had, so their
+//! results are the same bits. Layers these passes do not cover yet send the whole model to
+//! candle's graph ([`supports`]).
 
 use super::exec::Node;
-use super::linear;
+use super::pool::{self, Maxima};
 use super::spec::Activation;
+use super::{conv, linear};
 use crate::optim::sharpness::Hessian;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, TensorId, Var};
@@ -16,9 +20,36 @@ use std::collections::HashMap;
 
 /// Whether every node of `nodes` has its passes here.
 pub fn supports(nodes: &[Node]) -> bool {
-    nodes
-        .iter()
-        .all(|n| matches!(n, Node::Linear { .. } | Node::Act(_) | Node::Flatten))
+    nodes.iter().all(|n| {
+        matches!(
+            n,
+            Node::Linear { .. }
+                | Node::Act(_)
+                | Node::Flatten
+                | Node::Conv { .. }
+                | Node::Pool {
+                    max: true,
+                    k: 2,
+                    stride: 2
+                }
+        )
+    })
+}
+
+/// Whether `nodes[i..]` starts with a convolution with a bias, ReLU and 2x2 max pooling.
+fn stage_at(nodes: &[Node], i: usize) -> bool {
+    matches!(
+        (&nodes[i], nodes.get(i + 1), nodes.get(i + 2)),
+        (
+            Node::Conv { b: Some(_), .. },
+            Some(Node::Act(Activation::Relu)),
+            Some(Node::Pool {
+                max: true,
+                k: 2,
+                stride: 2
+            })
+        )
+    )
 }
 
 /// One layer as it ran.
@@ -41,6 +72,37 @@ enum Run {
     },
     /// Every axis but the batch's into one; `dims`: the input's shape.
     Flatten { dims: Vec<usize> },
+    /// `z = conv(x, w) (+ b)`; `dz`: the gradient of `z`.
+    Conv {
+        w: Var,
+        b: Option<Var>,
+        x: Tensor,
+        settings: conv::Settings,
+        dz: Option<Tensor>,
+    },
+    /// `z = conv(h, w)`, `p = maxpool(z)`, `a = relu(p + b)`; `dp`, `dz`: the gradients of
+    /// `p + b` and of `z`.
+    Stage {
+        w: Var,
+        b: Var,
+        h: Tensor,
+        z: Tensor,
+        maxima: Maxima,
+        a: Tensor,
+        settings: conv::Settings,
+        dz: Option<Tensor>,
+    },
+    /// 2x2 max pooling of `x`.
+    MaxPool { x: Tensor, maxima: Maxima },
+}
+
+fn kernel(w: &Var) -> Result<(usize, usize)> {
+    let w = w.as_tensor();
+    Ok((w.dim(2)?, w.dim(3)?))
+}
+
+fn spatial(x: &Tensor) -> Result<(usize, usize)> {
+    Ok((x.dim(2)?, x.dim(3)?))
 }
 
 /// A forward and reverse pass over a batch.
@@ -53,7 +115,9 @@ pub struct Tape {
 
 /// Whether run `i` has a parameter before it (so the gradient of its input is needed).
 fn params_before(runs: &[Run], i: usize) -> bool {
-    runs[..i].iter().any(|r| matches!(r, Run::Dense { .. }))
+    runs[..i]
+        .iter()
+        .any(|r| matches!(r, Run::Dense { .. } | Run::Conv { .. } | Run::Stage { .. }))
 }
 
 impl Tape {
@@ -98,6 +162,55 @@ impl Tape {
                     h = h.flatten_from(1)?;
                     runs.push(Run::Flatten { dims });
                 }
+                Node::Conv {
+                    w,
+                    b,
+                    stride,
+                    padding,
+                } => {
+                    let settings = (*padding, *stride, 1);
+                    let wt = w.as_tensor().detach();
+                    let z = conv::conv2d(&h, &wt, settings.0, settings.1, settings.2)?;
+                    if let (true, Some(b)) = (stage_at(nodes, i), b) {
+                        let (p, maxima) = pool::max_pool2_keep(&z)?;
+                        let a =
+                            linear::relu(&conv::add_channel_bias(&p, &b.as_tensor().detach())?)?;
+                        runs.push(Run::Stage {
+                            w: w.clone(),
+                            b: b.clone(),
+                            h: std::mem::replace(&mut h, a.clone()),
+                            z,
+                            maxima,
+                            a,
+                            settings,
+                            dz: None,
+                        });
+                        i += 3;
+                        continue;
+                    }
+                    let z = match b {
+                        Some(b) => conv::add_channel_bias(&z, &b.as_tensor().detach())?,
+                        None => z,
+                    };
+                    runs.push(Run::Conv {
+                        w: w.clone(),
+                        b: b.clone(),
+                        x: std::mem::replace(&mut h, z),
+                        settings,
+                        dz: None,
+                    });
+                }
+                Node::Pool {
+                    max: true,
+                    k: 2,
+                    stride: 2,
+                } => {
+                    let (p, maxima) = pool::max_pool2_keep(&h)?;
+                    runs.push(Run::MaxPool {
+                        x: std::mem::replace(&mut h, p),
+                        maxima,
+                    });
+                }
                 _ => candle_core::bail!("the executor's passes do not cover this layer yet"),
             }
             i += 1;
@@ -138,6 +251,61 @@ impl Tape {
                 Run::Flatten { dims } => {
                     if want_x {
                         g = g.reshape(dims.clone())?;
+                    }
+                }
+                Run::Conv {
+                    w,
+                    b,
+                    x,
+                    settings,
+                    dz,
+                } => {
+                    let wt = w.as_tensor().detach();
+                    if with_grads {
+                        if let Some(b) = b {
+                            grads.insert(b.as_tensor(), conv::channel_sum(&g)?);
+                        }
+                        grads.insert(
+                            w.as_tensor(),
+                            conv::conv2d_back_filter(x, &g, kernel(w)?, *settings)?,
+                        );
+                    }
+                    let d = if want_x {
+                        let dx = conv::conv2d_back_data(&g, &wt, spatial(x)?, *settings)?;
+                        std::mem::replace(&mut g, dx)
+                    } else {
+                        g.clone()
+                    };
+                    *dz = Some(d);
+                }
+                Run::Stage {
+                    w,
+                    b,
+                    h,
+                    z,
+                    maxima,
+                    a,
+                    settings,
+                    dz,
+                } => {
+                    let dp = linear::relu_back(&g, a)?;
+                    let d = maxima.back(&dp, z)?;
+                    if with_grads {
+                        grads.insert(b.as_tensor(), conv::channel_sum(&dp)?);
+                        grads.insert(
+                            w.as_tensor(),
+                            conv::conv2d_back_filter(h, &d, kernel(w)?, *settings)?,
+                        );
+                    }
+                    if want_x {
+                        let wt = w.as_tensor().detach();
+                        g = conv::conv2d_back_data(&d, &wt, spatial(h)?, *settings)?;
+                    }
+                    *dz = Some(d);
+                }
+                Run::MaxPool { x, maxima } => {
+                    if want_x {
+                        g = maxima.back(&g, x)?;
                     }
                 }
             }
@@ -222,6 +390,45 @@ fn second_derivative(act: Activation, z: &Tensor, a: &Tensor) -> Result<Option<T
     }))
 }
 
+impl RopHessian {
+    /// A convolution's second-order reverse: from `rdz` (the tangent of its output's
+    /// gradient), the tangents of its kernel's and bias's gradients into `out`, and of its
+    /// input's gradient when `want_x`. `dz` is its output's gradient, `rx` its input's tangent.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_tangents(
+        &self,
+        w: &Var,
+        b: Option<&Var>,
+        x: &Tensor,
+        settings: &conv::Settings,
+        dz: &Tensor,
+        rdz: &Tensor,
+        rx: &Option<Tensor>,
+        vw: &Tensor,
+        want_x: bool,
+        out: &mut [Option<Tensor>],
+    ) -> Result<Option<Tensor>> {
+        let k = kernel(w)?;
+        if let Some(b) = b {
+            out[self.index[&b.as_tensor().id()]] = Some(conv::channel_sum(rdz)?);
+        }
+        let mut rw = conv::conv2d_back_filter(x, rdz, k, *settings)?;
+        if let Some(r) = rx {
+            rw = (rw + conv::conv2d_back_filter(r, dz, k, *settings)?)?;
+        }
+        out[self.index[&w.as_tensor().id()]] = Some(rw);
+        if !want_x {
+            return Ok(None);
+        }
+        let hw = spatial(x)?;
+        let wt = w.as_tensor().detach();
+        Ok(Some(
+            (conv::conv2d_back_data(rdz, &wt, hw, *settings)?
+                + conv::conv2d_back_data(dz, vw, hw, *settings)?)?,
+        ))
+    }
+}
+
 /// H·v by the R-operator over a [`Tape`].
 pub struct RopHessian {
     pub tape: Tape,
@@ -263,6 +470,40 @@ impl Hessian for RopHessian {
                     rh.as_ref().map(|r| back(*act, r, z, a)).transpose()?
                 }
                 Run::Flatten { .. } => rh.as_ref().map(|r| r.flatten_from(1)).transpose()?,
+                Run::Conv {
+                    w, b, x, settings, ..
+                } => {
+                    let (p, st, d) = *settings;
+                    let mut rz = conv::conv2d(x, dir(w), p, st, d)?;
+                    if let Some(b) = b {
+                        rz = conv::add_channel_bias(&rz, dir(b))?;
+                    }
+                    if let Some(r) = &rh {
+                        rz = (rz + conv::conv2d(r, &w.as_tensor().detach(), p, st, d)?)?;
+                    }
+                    Some(rz)
+                }
+                Run::Stage {
+                    w,
+                    b,
+                    h,
+                    z,
+                    maxima,
+                    a,
+                    settings,
+                    ..
+                } => {
+                    let (p, st, d) = *settings;
+                    let mut rz = conv::conv2d(h, dir(w), p, st, d)?;
+                    if let Some(r) = &rh {
+                        rz = (rz + conv::conv2d(r, &w.as_tensor().detach(), p, st, d)?)?;
+                    }
+                    let rp = maxima.select(&rz, z)?;
+                    Some(linear::relu_back(&conv::add_channel_bias(&rp, dir(b))?, a)?)
+                }
+                Run::MaxPool { x, maxima } => {
+                    rh.as_ref().map(|r| maxima.select(r, x)).transpose()?
+                }
             };
             r_in.push(std::mem::replace(&mut rh, next));
         }
@@ -331,6 +572,63 @@ impl Hessian for RopHessian {
                 Run::Flatten { dims } => {
                     if want_x {
                         rg = rg.reshape(dims.clone())?;
+                    }
+                }
+                Run::Conv {
+                    w,
+                    b,
+                    x,
+                    settings,
+                    dz,
+                } => {
+                    let dz = dz.as_ref().expect("the reverse pass ran");
+                    if let Some(n) = self.conv_tangents(
+                        w,
+                        b.as_ref(),
+                        x,
+                        settings,
+                        dz,
+                        &rg,
+                        &r_in[i],
+                        dir(w),
+                        want_x,
+                        &mut out,
+                    )? {
+                        rg = n;
+                    }
+                }
+                Run::Stage {
+                    w,
+                    b,
+                    h,
+                    z,
+                    maxima,
+                    a,
+                    settings,
+                    dz,
+                } => {
+                    let dz = dz.as_ref().expect("the reverse pass ran");
+                    let rdp = linear::relu_back(&rg, a)?;
+                    out[self.index[&b.as_tensor().id()]] = Some(conv::channel_sum(&rdp)?);
+                    let rdz = maxima.back(&rdp, z)?;
+                    if let Some(n) = self.conv_tangents(
+                        w,
+                        None,
+                        h,
+                        settings,
+                        dz,
+                        &rdz,
+                        &r_in[i],
+                        dir(w),
+                        want_x,
+                        &mut out,
+                    )? {
+                        rg = n;
+                    }
+                }
+                Run::MaxPool { x, maxima } => {
+                    if want_x {
+                        rg = maxima.back(&rg, x)?;
                     }
                 }
             }
