@@ -264,7 +264,17 @@ fn lower_stack(
                     )?,
                 }
             }
-            act => LayerKind::Act(Activation::named(act).unwrap_or(Activation::Relu)),
+            other => match Activation::named(other) {
+                Some(a) => LayerKind::Act(a),
+                None => {
+                    return Err(ShapeError {
+                        layer: name,
+                        span: o.span,
+                        message: format!("`{other}` is not a layer kind this build lays out"),
+                        help: "`ahtsgd check` lists the layer kinds".into(),
+                    });
+                }
+            },
         };
         out.push(Layer {
             name,
