@@ -44,17 +44,12 @@ macro_rules! test_device {
 }
 
 #[cfg(feature = "cuda")]
-fn spec(model: &str) -> ahtsgd::plan::Obj {
+fn spec(model: &str, shape: &[usize], classes: usize) -> ahtsgd::model::ModelSpec {
     let src = format!(
-        "model m = {model}\nexperiment e {{ data = blobs {{}}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        "model m = {model}\nexperiment e {{ data = arrays {{ path = \"-\" }}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
     );
-    check_text("d.aht", &src, &Options::default())
-        .plan
-        .unwrap()
-        .trials[0]
-        .config
-        .obj("model")
-        .clone()
+    let plan = check_text("d.aht", &src, &Options::default()).plan.unwrap();
+    ahtsgd::check::model::lower(plan.trials[0].config.obj("model"), shape, classes).unwrap()
 }
 
 fn rel(a: &Tensor, b: &Tensor) -> f64 {
@@ -109,9 +104,18 @@ test_device!(cuda_only models_agree_with_the_cpu, |dev: Device| {
         ("mlp { hidden = [16] }", vec![12]),
         ("cnn { channels = [4], hidden = [8] }", vec![3, 8, 8]),
         ("resnet18 { width = 4 }", vec![3, 8, 8]),
+        // a stack through the executor's passes, and one through candle's graph
+        (
+            "layers { stack = [conv(4, 3, padding = 1), relu, max_pool(2), conv(6, [3, 2], stride = 2), tanh, flatten, linear(classes)] }",
+            vec![3, 8, 8],
+        ),
+        (
+            "layers { stack = [conv(4, 3, padding = 1), batch_norm, relu, residual([conv(4, 3, padding = 1), batch_norm]), global_avg_pool, linear(classes)] }",
+            vec![3, 8, 8],
+        ),
     ] {
-        let cpu = Model::build(&spec(m), &shape, 3, DType::F32, &Device::Cpu, 1).unwrap();
-        let other = Model::build(&spec(m), &shape, 3, DType::F32, &dev, 1).unwrap();
+        let cpu = Model::build(&spec(m, &shape, 3), DType::F32, &Device::Cpu, 1).unwrap();
+        let other = Model::build(&spec(m, &shape, 3), DType::F32, &dev, 1).unwrap();
         let (x, y) = input(&shape, 6);
         let loss_c = model::cross_entropy(&cpu.forward(&x).unwrap(), &y).unwrap();
         let (xd, yd) = (x.to_device(&dev).unwrap(), y.to_device(&dev).unwrap());
@@ -147,9 +151,16 @@ test_device!(cuda_only hand_written_passes_agree_with_the_cpu, |dev: Device| {
         ),
         ("resnet18 { width = 4 }", vec![3, 8, 8], 6, false),
         ("resnet18 { width = 4 }", vec![3, 32, 32], 16, false),
+        // the layer executor's passes: a convolution without pooling, a strided non-square one
+        (
+            "layers { stack = [conv(4, 3, padding = 1), relu, max_pool(2), conv(6, [3, 2], stride = 2, bias = false), gelu, flatten, linear(8), sigmoid, linear(classes)] }",
+            vec![3, 9, 9],
+            5,
+            true,
+        ),
     ] {
-        let cpu = Model::build(&spec(m), &shape, 3, DType::F32, &Device::Cpu, 1).unwrap();
-        let other = Model::build(&spec(m), &shape, 3, DType::F32, &dev, 1).unwrap();
+        let cpu = Model::build(&spec(m, &shape, 3), DType::F32, &Device::Cpu, 1).unwrap();
+        let other = Model::build(&spec(m, &shape, 3), DType::F32, &dev, 1).unwrap();
         let (x, y) = input(&shape, n);
         let (xd, yd) = (x.to_device(&dev).unwrap(), y.to_device(&dev).unwrap());
         assert!(other.has_fast_grads(&xd), "{m}: the pass written by hand");
