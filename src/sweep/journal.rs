@@ -1,5 +1,6 @@
 //! The run directory's journal (`journal.jsonl`): one line each time a trial starts or ends,
-//! appended and synced, so a crash leaves at most a missing last line.
+//! appended in one write and synced, so concurrent writers do not interleave and a crash
+//! leaves at most a missing last line.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,7 +24,9 @@ pub fn append(run_dir: &Path, trial: usize, experiment: &str, state: &str) {
         .append(true)
         .open(run_dir.join(FILE))
     {
-        let _ = writeln!(f, "{line}");
+        // one write call per line: `writeln!` formats in pieces, one write each, and pieces
+        // from processes appending at once interleave into lines that are not JSON
+        let _ = f.write_all(format!("{line}\n").as_bytes());
         let _ = f.sync_all();
     }
 }
