@@ -253,7 +253,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
         return executor_vs_hand_written(workload, inner, p, dev, threads);
     }
     let mut base_rates = Vec::new();
-    let mut rates = match workload {
+    let rates = match workload {
         "sampler" => {
             const N: usize = 10_000_000;
             let mut out = vec![0.0f32; if dev.is_cpu() { N } else { 0 }];
@@ -482,26 +482,49 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             rates
         }
     };
+    let rates = finite(rates);
+    let vs_sgd = paired_ratio(&rates, &base_rates);
+    Ok(BenchResult::new(
+        workload, threads, dev, rates, vs_sgd, None,
+    ))
+}
+
+/// Rates with any that is not finite counted as 0.
+fn finite(mut rates: Vec<f64>) -> Vec<f64> {
     rates
         .iter_mut()
         .for_each(|r| *r = if r.is_finite() { *r } else { 0.0 });
-    let med = median(rates.clone());
-    let vs_sgd = paired_ratio(&rates, &base_rates);
-    Ok(BenchResult {
-        workload: workload.to_string(),
-        threads,
-        device: if dev.is_cpu() {
-            "cpu".into()
-        } else {
-            "cuda".into()
-        },
-        steps_per_s: med,
-        ms_per_step: 1000.0 / med,
-        rates,
-        vs_sgd,
-        vs_hand_written: None,
-        peak_rss_mb: peak_rss_mb(),
-    })
+    rates
+}
+
+impl BenchResult {
+    /// A workload's figures from its rates (calls per second) and its paired ratios, with
+    /// this process's peak memory.
+    fn new(
+        workload: &str,
+        threads: usize,
+        dev: &Device,
+        rates: Vec<f64>,
+        vs_sgd: Option<f64>,
+        vs_hand_written: Option<f64>,
+    ) -> BenchResult {
+        let med = median(rates.clone());
+        BenchResult {
+            workload: workload.to_string(),
+            threads,
+            device: if dev.is_cpu() {
+                "cpu".into()
+            } else {
+                "cuda".into()
+            },
+            steps_per_s: med,
+            ms_per_step: 1000.0 / med,
+            rates,
+            vs_sgd,
+            vs_hand_written,
+            peak_rss_mb: peak_rss_mb(),
+        }
+    }
 }
 
 /// One call on a model, over the batches in turn: an SGD step, or one H·v along ones.
@@ -569,31 +592,17 @@ fn executor_vs_hand_written(
     );
     let data = batches(shape, dev)?;
     let hvp = inner.ends_with("-hvp");
-    let (mut rates, hand_rates) = time_paired(
+    let (rates, hand_rates) = time_paired(
         p,
         dev,
         one_call(&exec, &data, hvp)?,
         Some(one_call(&hand, &data, hvp)?),
     )?;
-    rates
-        .iter_mut()
-        .for_each(|r| *r = if r.is_finite() { *r } else { 0.0 });
-    let med = median(rates.clone());
-    Ok(BenchResult {
-        workload: workload.to_string(),
-        threads,
-        device: if dev.is_cpu() {
-            "cpu".into()
-        } else {
-            "cuda".into()
-        },
-        steps_per_s: med,
-        ms_per_step: 1000.0 / med,
-        vs_hand_written: paired_ratio(&rates, &hand_rates),
-        rates,
-        vs_sgd: None,
-        peak_rss_mb: peak_rss_mb(),
-    })
+    let rates = finite(rates);
+    let vs_hand = paired_ratio(&rates, &hand_rates);
+    Ok(BenchResult::new(
+        workload, threads, dev, rates, None, vs_hand,
+    ))
 }
 
 /// A recipe of `lines` lines in the canonical layout (one field per line, as `ahtsgd fmt`

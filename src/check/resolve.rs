@@ -564,7 +564,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 None => return None,
             }
         }
-        let out = self.object_fields(
+        ok &= self.object_fields(
             kind,
             &fields,
             order,
@@ -573,12 +573,10 @@ impl<'t, 'm> Resolver<'t, 'm> {
             &mut env,
             span,
             &mut values,
-            &mut ok,
         );
         if parameters {
             self.scope.pop();
         }
-        out?;
         if !ok {
             return None;
         }
@@ -592,7 +590,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
         })
     }
 
-    /// The fields of an object in `order`, into `values`; `ok` cleared on a problem.
+    /// The fields of an object in `order`, into `values`; false when one had a problem.
     #[allow(clippy::too_many_arguments)]
     fn object_fields(
         &mut self,
@@ -604,9 +602,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
         env: &mut Env,
         span: Span,
         values: &mut Vec<(&'static str, Val)>,
-        ok: &mut bool,
-    ) -> Option<()> {
-        let ok_in = &mut *ok;
+    ) -> bool {
         let mut ok = true;
         for spec in order {
             let src = fields.iter().find(|f| f.name.node == spec.name);
@@ -685,8 +681,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 }
             }
         }
-        *ok_in &= ok;
-        Some(())
+        ok
     }
 
     /// One field: picks a sweep alternative if the value is a sweep, then converts it.

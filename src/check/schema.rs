@@ -341,6 +341,17 @@ macro_rules! layer_fields {
     }};
 }
 
+/// The fields of `max_pool` and `avg_pool`.
+const POOL_FIELDS: &[FieldSpec] = layer_fields!(
+    f("k", COUNT, None, "window size"),
+    f(
+        "stride",
+        COUNT,
+        Some("k"),
+        "stride (the window size unless given)"
+    ),
+);
+
 /// Every kind the language knows.
 pub static KINDS: &[KindSpec] = &[
     // ---------------------------------------------------------------- datasets
@@ -616,29 +627,13 @@ pub static KINDS: &[KindSpec] = &[
         category: Category::Layer,
         name: "max_pool",
         doc: "maximum over k x k windows",
-        fields: layer_fields!(
-            f("k", COUNT, None, "window size"),
-            f(
-                "stride",
-                COUNT,
-                Some("k"),
-                "stride (the window size unless given)"
-            )
-        ),
+        fields: POOL_FIELDS,
     },
     KindSpec {
         category: Category::Layer,
         name: "avg_pool",
         doc: "mean over k x k windows",
-        fields: layer_fields!(
-            f("k", COUNT, None, "window size"),
-            f(
-                "stride",
-                COUNT,
-                Some("k"),
-                "stride (the window size unless given)"
-            )
-        ),
+        fields: POOL_FIELDS,
     },
     KindSpec {
         category: Category::Layer,

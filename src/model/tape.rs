@@ -113,11 +113,11 @@ pub struct Tape {
     pub grads: GradStore,
 }
 
-/// Whether run `i` has a parameter before it (so the gradient of its input is needed).
-fn params_before(runs: &[Run], i: usize) -> bool {
-    runs[..i]
-        .iter()
-        .any(|r| matches!(r, Run::Dense { .. } | Run::Conv { .. } | Run::Stage { .. }))
+/// The index of the first run with parameters: the runs after it need their input's gradient.
+fn first_with_params(runs: &[Run]) -> usize {
+    runs.iter()
+        .position(|r| matches!(r, Run::Dense { .. } | Run::Conv { .. } | Run::Stage { .. }))
+        .unwrap_or(runs.len())
 }
 
 impl Tape {
@@ -217,8 +217,9 @@ impl Tape {
         }
         let (loss, mut g, prob) = super::grad::softmax_xent(&h, y)?;
         let mut grads = GradStore::default();
+        let first = first_with_params(&runs);
         for i in (0..runs.len()).rev() {
-            let want_x = params_before(&runs, i);
+            let want_x = i > first;
             match &mut runs[i] {
                 Run::Dense {
                     w,
@@ -515,8 +516,9 @@ impl Hessian for RopHessian {
         let sr = (prob * &rz)?;
         let mut rg = ((&sr - prob.broadcast_mul(&sr.sum_keepdim(1)?)?)? / n)?;
         // reverse tangents
+        let first = first_with_params(runs);
         for i in (0..runs.len()).rev() {
-            let want_x = params_before(runs, i);
+            let want_x = i > first;
             match &runs[i] {
                 Run::Dense {
                     w,
