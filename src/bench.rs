@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Every workload, in the order `ahtsgd bench` runs them.
@@ -62,7 +63,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ),
     (
         "resnet18-hvp",
-        "CIFAR ResNet-18: one Hessian-vector product (double backward through the graph)",
+        "CIFAR ResNet-18: one Hessian-vector product (forward and reverse pass, then the R-operator pass)",
+    ),
+    (
+        "resnet18-power-iter",
+        "CIFAR ResNet-18: power iteration, 10 HVPs on one batch",
     ),
     (
         "resnet50-sgd",
@@ -87,6 +92,10 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     (
         "cnn-hvp-executor",
         "cnn-hvp through the layer executor's R-operator, beside the hand-written one",
+    ),
+    (
+        "resnet18-sgd-executor",
+        "resnet18-sgd through the layer executor, beside the hand-written passes (CPU: named only)",
     ),
     ("check-1000", "check a 1,000-line recipe"),
     ("expand-100k", "check and expand a 100,000-trial sweep"),
@@ -142,6 +151,26 @@ pub struct BenchResult {
     pub vs_hand_written: Option<f64>,
     /// The process's peak resident memory (the workload runs in a process of its own).
     pub peak_rss_mb: Option<f64>,
+    /// The peak resident memory over the workload's own timed repetitions (the peak reset
+    /// before each), leaving out the SGD step timed beside it; `None` where /proc cannot
+    /// reset it.
+    pub call_peak_rss_mb: Option<f64>,
+}
+
+/// The highest peak resident memory over the workload's own repetitions, as f64 bits (0:
+/// none measured); each workload runs in a process of its own.
+static CALL_PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// `f()`, with the process's peak resident memory reset before and read after into
+/// [`CALL_PEAK`] (Linux: writing 5 to `clear_refs` resets `VmHWM`).
+fn peak_measured<T>(f: impl FnOnce() -> T) -> T {
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let out = f();
+    if let (true, Some(mb)) = (reset, peak_rss_mb()) {
+        // positive floats order as their bits do
+        CALL_PEAK.fetch_max(mb.to_bits(), Ordering::Relaxed);
+    }
+    out
 }
 
 /// This process's peak resident set in MB (`VmHWM`; `None` where /proc does not say).
@@ -223,13 +252,13 @@ fn time_paired(
             // alternate which goes first, so a steady drift favours neither
             Some(b) if r % 2 == 1 => {
                 base_rates.push(rate(p, dev, b)?);
-                rates.push(rate(p, dev, &mut call)?);
+                rates.push(peak_measured(|| rate(p, dev, &mut call))?);
             }
             Some(b) => {
-                rates.push(rate(p, dev, &mut call)?);
+                rates.push(peak_measured(|| rate(p, dev, &mut call))?);
                 base_rates.push(rate(p, dev, b)?);
             }
-            None => rates.push(rate(p, dev, &mut call)?),
+            None => rates.push(peak_measured(|| rate(p, dev, &mut call))?),
         }
     }
     Ok((rates, base_rates))
@@ -441,7 +470,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     },
                     base,
                 )?,
-                "mlp-power-iter" => time_paired(
+                "mlp-power-iter" | "resnet18-power-iter" => time_paired(
                     p,
                     dev,
                     || {
@@ -523,6 +552,10 @@ impl BenchResult {
             vs_sgd,
             vs_hand_written,
             peak_rss_mb: peak_rss_mb(),
+            call_peak_rss_mb: match CALL_PEAK.load(Ordering::Relaxed) {
+                0 => None,
+                bits => Some(f64::from_bits(bits)),
+            },
         }
     }
 }
@@ -578,6 +611,7 @@ fn executor_vs_hand_written(
             "cnn { channels = [32, 64], hidden = [], init = default }",
             &[3, 32, 32],
         ),
+        "resnet18-sgd" => ("resnet18 { width = 64 }", &[3, 32, 32]),
         other => candle_core::bail!("no executor comparison for `{other}`"),
     };
     let lowered = crate::check::model::lower(&spec(text), shape, 10)

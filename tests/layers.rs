@@ -207,3 +207,39 @@ experiment e {
         serde_json::from_str(&read(tmp.path().join("cut/e/trial-0000/summary.json"))).unwrap();
     assert_eq!(s["resumed_from"], serde_json::json!([5]));
 }
+
+/// The built-in MLP, CNN and ResNet give the numbers they gave when each had passes written
+/// by hand for its architecture: `tests/golden/passes.metrics.jsonl` is what
+/// `tests/golden/passes.aht` logged through those passes (at the commit that retired them),
+/// and every model now runs through the layer executor. The MLP and CNN take H·v by the
+/// R-operator for adaptive α, as they did; the ResNet trains under a fixed α, since its H·v
+/// was then a double backward through candle's graph (the same product by other ops).
+#[test]
+fn built_in_kinds_keep_the_numbers_of_their_hand_written_passes() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&ahtsgd(
+        &[
+            "run",
+            &golden.join("passes.aht").display().to_string(),
+            "--out",
+            "r",
+            "--quiet",
+        ],
+        tmp.path(),
+    ));
+    let mut logged = String::new();
+    for (i, exp) in ["mlp", "cnn", "resnet"].into_iter().enumerate() {
+        let m = read(
+            tmp.path()
+                .join(format!("r/{exp}/trial-{i:04}/metrics.jsonl")),
+        );
+        assert!(m.lines().count() >= 3, "{exp}: {m}");
+        logged.push_str(&m);
+    }
+    let expected = read(golden.join("passes.metrics.jsonl"));
+    for (n, (a, b)) in logged.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(a, b, "line {} of the metrics", n + 1);
+    }
+    assert_eq!(logged.lines().count(), expected.lines().count());
+}

@@ -141,6 +141,7 @@ pub fn run(args: BenchArgs) -> i32 {
                             vs_sgd: v["vs_sgd"].as_f64(),
                             vs_hand_written: v["vs_hand_written"].as_f64(),
                             peak_rss_mb: v["peak_rss_mb"].as_f64(),
+                            call_peak_rss_mb: v["call_peak_rss_mb"].as_f64(),
                         });
                     }
                     Err(e) => {
@@ -216,7 +217,11 @@ fn print_table(results: &[BenchResult]) {
             (None, Some(b)) => format!("{:.2}", r.ms_per_step / b),
             (None, None) => String::from("-"),
         };
-        let peak = r.peak_rss_mb.map_or("-".to_string(), |m| format!("{m:.0}"));
+        // the workload's own calls where measured, else the whole process's
+        let peak = r
+            .call_peak_rss_mb
+            .or(r.peak_rss_mb)
+            .map_or("-".to_string(), |m| format!("{m:.0}"));
         println!(
             "{:<22} {:>8} {:>14.1} {:>12.3} {:>16} {:>9}",
             r.workload, r.threads, r.steps_per_s, r.ms_per_step, ratio, peak

@@ -77,7 +77,10 @@ pub fn softmax_cross_entropy(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor
 /// [`softmax_cross_entropy`] with the loss as a scalar tensor, left on the logits' device: on
 /// CUDA one kernel makes both, so nothing waits for the device; elsewhere the host computes
 /// them. A label out of range gives a NaN loss on CUDA (an error elsewhere).
-fn softmax_cross_entropy_deferred(logits: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
+pub(super) fn softmax_cross_entropy_deferred(
+    logits: &Tensor,
+    y: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     #[cfg(feature = "cuda")]
     if logits.device().is_cuda() && matches!(logits.dtype(), DType::F32 | DType::F64) {
         let (n, k) = logits.dims2()?;
@@ -370,7 +373,9 @@ impl Model {
         (matches!(self.arch, Arch::ResNet(_)) && super::own_ops(x)) || self.has_rop(x)
     }
 
-    /// The executor's passes over a stack the passes cover, on a batch.
+    /// The executor's passes over a stack on a batch, where its ops run (see [`own_ops`]).
+    ///
+    /// [`own_ops`]: super::own_ops
     fn stack_tape(
         &self,
         x: &Tensor,
@@ -378,9 +383,14 @@ impl Model {
         with_grads: bool,
     ) -> Result<Option<super::tape::Tape>> {
         match &self.arch {
-            Arch::Stack(nodes) if super::own_ops(x) && super::tape::supports(nodes) => {
+            Arch::Stack(nodes) if super::own_ops(x) => {
                 let x = self.sample_batch(&x.detach())?;
-                Ok(Some(super::tape::Tape::run(nodes, x, y, with_grads)?))
+                let mode = if with_grads {
+                    super::resnet::Mode::Train
+                } else {
+                    super::resnet::Mode::Probe
+                };
+                Ok(Some(super::tape::Tape::run(nodes, x, y, with_grads, mode)?))
             }
             _ => Ok(None),
         }
@@ -389,8 +399,8 @@ impl Model {
     /// Whether [`Model::hessian`] takes the R-operator pass written by hand (on the CPU and
     /// CUDA): MLPs, and CNNs with max pooling; ReLU only.
     pub fn has_rop(&self, x: &Tensor) -> bool {
-        if let Arch::Stack(nodes) = &self.arch {
-            return super::own_ops(x) && super::tape::supports(nodes);
+        if let Arch::Stack(_) = &self.arch {
+            return super::own_ops(x);
         }
         super::own_ops(x)
             && self.act == Activation::Relu
@@ -442,7 +452,7 @@ impl Model {
             return self.resnet_loss_grads(net, x, y);
         }
         if let Some(t) = self.stack_tape(x, y, true)? {
-            return Ok((Tensor::new(t.loss, &candle_core::Device::Cpu)?, t.grads));
+            return Ok((t.loss, t.grads));
         }
         let t = self.tape(x, y, true)?;
         Ok((Tensor::new(t.loss, &candle_core::Device::Cpu)?, t.grads))

@@ -1,0 +1,832 @@
+//! The executor's own passes over a stack: a forward pass that keeps what each layer's reverse
+//! pass needs, the reverse pass, and Pearlmutter's R-operator (each layer's tangent forward and
+//! second-order reverse), so gradients and H·v need no graph and no double backward.
+//!
+//! A dense layer followed by ReLU runs as one fused layer, batch norm followed by ReLU as one
+//! sweep, and a convolution with a bias followed by ReLU and 2x2 max pooling as one stage that
+//! pools first (max pooling commutes with a per-channel bias and with ReLU, so the values are
+//! the same on a quarter of the pixels): the ops in the order the built-in MLP's, CNN's and
+//! ResNets' hand-written passes had, so their results are the same bits. A residual runs its
+//! body and its shortcut as stacks of their own.
+//!
+//! [`Run`] is the one place a layer kind's passes live: its forward ([`forward`]), reverse
+//! ([`backward`]), tangent ([`tangents`]) and second-order reverse ([`tangents_back`]).
+
+mod act;
+mod norm;
+mod window;
+
+use super::exec::Node;
+use super::pool::{self, Maxima};
+use super::resnet::Mode;
+use super::spec::Activation;
+use super::{conv, linear};
+use crate::optim::sharpness::Hessian;
+use candle_core::backprop::GradStore;
+use candle_core::{D, Result, Tensor, TensorId, Var};
+use std::collections::HashMap;
+
+/// Whether `nodes[i..]` starts with a convolution with a bias, ReLU and 2x2 max pooling.
+fn stage_at(nodes: &[Node], i: usize) -> bool {
+    matches!(
+        (&nodes[i], nodes.get(i + 1), nodes.get(i + 2)),
+        (
+            Node::Conv { b: Some(_), .. },
+            Some(Node::Act(Activation::Relu)),
+            Some(Node::Pool {
+                max: true,
+                k: 2,
+                stride: 2
+            })
+        )
+    )
+}
+
+/// One layer as it ran.
+enum Run {
+    /// `y = x·wᵀ (+ b)`, then ReLU when `relu`; `delta`: the gradient of the pre-activation.
+    Dense {
+        w: Var,
+        b: Option<Var>,
+        x: Tensor,
+        y: Tensor,
+        relu: bool,
+        delta: Option<Tensor>,
+    },
+    /// `a = f(z)`; `da`: the gradient of `a`, kept where f'' is not zero. ReLU's `z` is its
+    /// output (its passes read that alone).
+    Act {
+        act: Activation,
+        z: Tensor,
+        a: Tensor,
+        da: Option<Tensor>,
+    },
+    /// Every axis but the batch's into one; `dims`: the input's shape.
+    Flatten { dims: Vec<usize> },
+    /// `z = conv(x, w) (+ b)`; `dz`: the gradient of `z` (recomputed by the batch norm that
+    /// follows, where one does, rather than kept twice).
+    Conv {
+        w: Var,
+        b: Option<Var>,
+        x: Tensor,
+        settings: conv::Settings,
+        dz: Option<Tensor>,
+    },
+    /// `z = conv(h, w)`, `p = maxpool(z)`, `a = relu(p + b)`; `dz`: the gradient of `z`.
+    Stage {
+        w: Var,
+        b: Var,
+        h: Tensor,
+        z: Tensor,
+        maxima: Maxima,
+        a: Tensor,
+        settings: conv::Settings,
+        dz: Option<Tensor>,
+    },
+    /// 2x2 max pooling of `x`.
+    MaxPool { x: Tensor, maxima: Maxima },
+    /// Any other pooling.
+    Window(window::Window),
+    /// The mean of each channel's pixels; `dims`: the input's `[N, C, H, W]`.
+    GlobalAvgPool { dims: (usize, usize, usize, usize) },
+    /// Batch norm (then ReLU when it fused one).
+    Norm(norm::NormRun),
+    /// The body's output plus the shortcut's (an empty shortcut: the input).
+    Residual { body: Vec<Run>, shortcut: Vec<Run> },
+}
+
+impl Run {
+    fn has_params(&self) -> bool {
+        match self {
+            Run::Dense { .. } | Run::Conv { .. } | Run::Stage { .. } | Run::Norm(_) => true,
+            Run::Residual { body, shortcut } => body.iter().chain(shortcut).any(Run::has_params),
+            Run::Act { .. }
+            | Run::Flatten { .. }
+            | Run::MaxPool { .. }
+            | Run::Window(_)
+            | Run::GlobalAvgPool { .. } => false,
+        }
+    }
+}
+
+fn kernel(w: &Var) -> Result<(usize, usize)> {
+    let w = w.as_tensor();
+    Ok((w.dim(2)?, w.dim(3)?))
+}
+
+fn spatial(x: &Tensor) -> Result<(usize, usize)> {
+    Ok((x.dim(2)?, x.dim(3)?))
+}
+
+/// The index of the first run with parameters: the runs after it need their input's gradient.
+fn first_with_params(runs: &[Run]) -> usize {
+    runs.iter().position(Run::has_params).unwrap_or(runs.len())
+}
+
+/// Whether a stack holds batch norm (directly or in a residual).
+fn has_norm(nodes: &[Node]) -> bool {
+    nodes.iter().any(|n| match n {
+        Node::BatchNorm(_) => true,
+        Node::Residual { body, shortcut } => has_norm(body) || has_norm(shortcut),
+        _ => false,
+    })
+}
+
+/// Runs `nodes` on `h`, keeping what the reverse pass needs; returns the runs and the output.
+fn forward(nodes: &[Node], mut h: Tensor, mode: Mode) -> Result<(Vec<Run>, Tensor)> {
+    let mut runs = Vec::with_capacity(nodes.len());
+    let mut i = 0;
+    while i < nodes.len() {
+        let relu_next = matches!(nodes.get(i + 1), Some(Node::Act(Activation::Relu)));
+        let mut used = 1;
+        let run = match &nodes[i] {
+            Node::Linear { w, b } => {
+                let relu = b.is_some() && relu_next;
+                let wt = w.as_tensor().detach();
+                let out = match b {
+                    Some(b) => linear::affine(&h, &wt, &b.as_tensor().detach(), relu)?,
+                    None => linear::xwt(&h, &wt)?,
+                };
+                if relu {
+                    used = 2;
+                }
+                Run::Dense {
+                    w: w.clone(),
+                    b: b.clone(),
+                    x: std::mem::replace(&mut h, out.clone()),
+                    y: out,
+                    relu,
+                    delta: None,
+                }
+            }
+            Node::Act(act) => {
+                let a = act.apply(&h)?;
+                let z = std::mem::replace(&mut h, a.clone());
+                // ReLU's passes read its output alone: its input is not kept
+                let z = if *act == Activation::Relu {
+                    a.clone()
+                } else {
+                    z
+                };
+                Run::Act {
+                    act: *act,
+                    z,
+                    a,
+                    da: None,
+                }
+            }
+            Node::Flatten => {
+                let dims = h.dims().to_vec();
+                h = h.flatten_from(1)?;
+                Run::Flatten { dims }
+            }
+            Node::Conv {
+                w,
+                b,
+                stride,
+                padding,
+            } => {
+                let settings = (*padding, *stride, 1);
+                let wt = w.as_tensor().detach();
+                let z = conv::conv2d(&h, &wt, settings.0, settings.1, settings.2)?;
+                match b {
+                    Some(b) if stage_at(nodes, i) => {
+                        let (p, maxima) = pool::max_pool2_keep(&z)?;
+                        let a =
+                            linear::relu(&conv::add_channel_bias(&p, &b.as_tensor().detach())?)?;
+                        used = 3;
+                        Run::Stage {
+                            w: w.clone(),
+                            b: b.clone(),
+                            h: std::mem::replace(&mut h, a.clone()),
+                            z,
+                            maxima,
+                            a,
+                            settings,
+                            dz: None,
+                        }
+                    }
+                    _ => {
+                        let z = match b {
+                            Some(b) => conv::add_channel_bias(&z, &b.as_tensor().detach())?,
+                            None => z,
+                        };
+                        Run::Conv {
+                            w: w.clone(),
+                            b: b.clone(),
+                            x: std::mem::replace(&mut h, z),
+                            settings,
+                            dz: None,
+                        }
+                    }
+                }
+            }
+            Node::Pool {
+                max: true,
+                k: 2,
+                stride: 2,
+            } => {
+                let (p, maxima) = pool::max_pool2_keep(&h)?;
+                Run::MaxPool {
+                    x: std::mem::replace(&mut h, p),
+                    maxima,
+                }
+            }
+            Node::Pool { max, k, stride } => {
+                let (pool, out) = window::forward(&h, *max, *k, *stride)?;
+                h = out;
+                Run::Window(pool)
+            }
+            Node::GlobalAvgPool => {
+                let dims = h.dims4()?;
+                h = h.mean(D::Minus1)?.mean(D::Minus1)?;
+                Run::GlobalAvgPool { dims }
+            }
+            Node::BatchNorm(bn) => {
+                let (run, out) = norm::forward(bn, &h, relu_next, mode)?;
+                if relu_next {
+                    used = 2;
+                }
+                h = out;
+                Run::Norm(run)
+            }
+            Node::Residual { body, shortcut } => {
+                let (body, hb) = forward(body, h.clone(), mode)?;
+                let (shortcut, hs) = forward(shortcut, h, mode)?;
+                h = (hb + hs)?;
+                Run::Residual { body, shortcut }
+            }
+        };
+        runs.push(run);
+        i += used;
+    }
+    Ok((runs, h))
+}
+
+/// What the reverse pass does besides the input's gradient.
+#[derive(Clone, Copy)]
+struct Want {
+    /// The parameters' gradients (H·v needs the layers' deltas alone).
+    grads: bool,
+    /// Each layer's deltas, for the R-operator.
+    keep: bool,
+}
+
+/// The reverse pass over `runs` from `g`, the gradient of their output; the gradient of their
+/// input when `need_input`.
+fn backward(
+    runs: &mut [Run],
+    mut g: Tensor,
+    need_input: bool,
+    want: Want,
+    grads: &mut GradStore,
+) -> Result<Option<Tensor>> {
+    let first = first_with_params(runs);
+    for i in (0..runs.len()).rev() {
+        if i < first && !need_input {
+            break;
+        }
+        let want_x = need_input || i > first;
+        let keep = |t: Tensor| want.keep.then_some(t);
+        // batch norm right after a convolution keeps what gives the convolution's delta
+        let norm_next = matches!(runs.get(i + 1), Some(Run::Norm(_)));
+        match &mut runs[i] {
+            Run::Dense {
+                w,
+                b,
+                x,
+                y,
+                relu,
+                delta,
+            } => {
+                let wt = w.as_tensor().detach();
+                let asked = [want_x, want.grads, want.grads && b.is_some()];
+                let d = linear::affine_back(x, &wt, y, &g, *relu, asked)?;
+                if let Some(gw) = d.w {
+                    grads.insert(w.as_tensor(), gw);
+                }
+                if let (Some(b), Some(gb)) = (b, d.b) {
+                    grads.insert(b.as_tensor(), gb);
+                }
+                if let Some(gx) = d.x {
+                    g = gx;
+                }
+                *delta = keep(d.delta);
+            }
+            Run::Act { act, z, a, da } => {
+                let dz = act::back(*act, &g, z, a)?;
+                let d = std::mem::replace(&mut g, dz);
+                // the second-order reverse reads it where f'' is not zero
+                if *act != Activation::Relu {
+                    *da = keep(d);
+                }
+            }
+            Run::Flatten { dims } => g = g.reshape(dims.clone())?,
+            Run::Conv {
+                w,
+                b,
+                x,
+                settings,
+                dz,
+            } => {
+                let wt = w.as_tensor().detach();
+                if want.grads {
+                    if let Some(b) = b {
+                        grads.insert(b.as_tensor(), conv::channel_sum(&g)?);
+                    }
+                    grads.insert(
+                        w.as_tensor(),
+                        conv::conv2d_back_filter(x, &g, kernel(w)?, *settings)?,
+                    );
+                }
+                let d = if want_x {
+                    let dx = conv::conv2d_back_data(&g, &wt, spatial(x)?, *settings)?;
+                    std::mem::replace(&mut g, dx)
+                } else {
+                    g.clone()
+                };
+                *dz = if norm_next { None } else { keep(d) };
+            }
+            Run::Stage {
+                w,
+                b,
+                h,
+                z,
+                maxima,
+                a,
+                settings,
+                dz,
+            } => {
+                let dp = linear::relu_back(&g, a)?;
+                let d = maxima.back(&dp, z)?;
+                if want.grads {
+                    grads.insert(b.as_tensor(), conv::channel_sum(&dp)?);
+                    grads.insert(
+                        w.as_tensor(),
+                        conv::conv2d_back_filter(h, &d, kernel(w)?, *settings)?,
+                    );
+                }
+                if want_x {
+                    let wt = w.as_tensor().detach();
+                    g = conv::conv2d_back_data(&d, &wt, spatial(h)?, *settings)?;
+                }
+                *dz = keep(d);
+            }
+            Run::MaxPool { x, maxima } => g = maxima.back(&g, x)?,
+            Run::Window(pool) => g = pool.back(&g)?,
+            Run::GlobalAvgPool { dims } => g = spread(&g, *dims)?,
+            Run::Norm(run) => {
+                if let Some(dx) = run.backward(&g, want_x, want.grads, want.keep, grads)? {
+                    g = dx;
+                }
+            }
+            Run::Residual { body, shortcut } => {
+                let gb = backward(body, g.clone(), want_x, want, grads)?;
+                let gs = backward(shortcut, g.clone(), want_x, want, grads)?;
+                if let (Some(gb), Some(gs)) = (gb, gs) {
+                    g = (gb + gs)?;
+                }
+            }
+        }
+    }
+    Ok(need_input.then_some(g))
+}
+
+/// The adjoint of a global average pool: `g: [N, C]` spread evenly over each channel's pixels.
+fn spread(g: &Tensor, (n, c, h, w): (usize, usize, usize, usize)) -> Result<Tensor> {
+    (g / (h * w) as f64)?
+        .reshape((n, c, 1, 1))?
+        .broadcast_as((n, c, h, w))?
+        .contiguous()
+}
+
+/// A forward and reverse pass over a batch.
+pub struct Tape {
+    runs: Vec<Run>,
+    /// The softmax of the logits (kept for H·v).
+    prob: Option<Tensor>,
+    /// The mean loss, a scalar that may still be on the device.
+    pub loss: Tensor,
+    pub grads: GradStore,
+}
+
+impl Tape {
+    /// The passes over a batch `x` (samples already in the model's input shape) with batch
+    /// norm in `mode` (training or probe); the parameters' gradients only when `with_grads`,
+    /// and what the R-operator needs only when not (H·v needs the layers' deltas alone).
+    ///
+    /// The loss and its gradient are computed on the host in f64, or on the device (CUDA)
+    /// for stacks with batch norm: the built-in MLP and CNN and the built-in ResNets did so,
+    /// and each keeps its numbers.
+    pub fn run(
+        nodes: &[Node],
+        x: Tensor,
+        y: &Tensor,
+        with_grads: bool,
+        mode: Mode,
+    ) -> Result<Tape> {
+        let (mut runs, logits) = forward(nodes, x, mode)?;
+        let (loss, g, prob) = if with_grads && has_norm(nodes) {
+            let (loss, g) = super::grad::softmax_cross_entropy_deferred(&logits, y)?;
+            (loss, g, None)
+        } else {
+            let (loss, g, prob) = super::grad::softmax_xent(&logits, y)?;
+            let loss = Tensor::new(loss, &candle_core::Device::Cpu)?;
+            (loss, g, Some(prob))
+        };
+        let mut grads = GradStore::default();
+        let want = Want {
+            grads: with_grads,
+            keep: !with_grads,
+        };
+        backward(&mut runs, g, false, want, &mut grads)?;
+        Ok(Tape {
+            runs,
+            prob,
+            loss,
+            grads,
+        })
+    }
+}
+
+/// H·v's directions, looked up by parameter, and where each result goes.
+struct Directions<'a> {
+    v: &'a [Tensor],
+    index: &'a HashMap<TensorId, usize>,
+}
+
+impl Directions<'_> {
+    fn slot(&self, p: &Var) -> usize {
+        self.index[&p.as_tensor().id()]
+    }
+
+    fn of(&self, p: &Var) -> &Tensor {
+        &self.v[self.slot(p)]
+    }
+}
+
+/// What the R-operator's forward pass leaves for one run's second-order reverse.
+enum Tangent {
+    /// The run's input tangent (None: zero).
+    Input(Option<Tensor>),
+    /// Batch norm's R(x̂) and R(s) (None when its input's tangent is zero).
+    Norm(Option<(Tensor, Tensor)>),
+    Residual {
+        body: Vec<Tangent>,
+        shortcut: Vec<Tangent>,
+    },
+}
+
+impl Tangent {
+    fn input(&self) -> Option<&Tensor> {
+        match self {
+            Tangent::Input(r) => r.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+fn add(a: Option<Tensor>, b: Option<Tensor>) -> Result<Option<Tensor>> {
+    Ok(match (a, b) {
+        (Some(a), Some(b)) => Some((a + b)?),
+        (a, None) => a,
+        (None, b) => b,
+    })
+}
+
+/// The R-operator's forward pass over `runs` from their input's tangent `rh` (None: zero):
+/// what each run's second-order reverse needs, and the output's tangent.
+fn tangents(
+    runs: &[Run],
+    mut rh: Option<Tensor>,
+    dir: &Directions,
+) -> Result<(Vec<Tangent>, Option<Tensor>)> {
+    let mut kept = Vec::with_capacity(runs.len());
+    for r in runs {
+        let (tangent, next) = match r {
+            Run::Dense {
+                w, b, x, y, relu, ..
+            } => {
+                let mut rz = match b {
+                    Some(b) => linear::affine(x, dir.of(w), dir.of(b), false)?,
+                    None => linear::xwt(x, dir.of(w))?,
+                };
+                if let Some(r) = &rh {
+                    rz = (rz + linear::xwt(r, &w.as_tensor().detach())?)?;
+                }
+                let out = if *relu {
+                    linear::relu_back(&rz, y)?
+                } else {
+                    rz
+                };
+                (Tangent::Input(rh.take()), Some(out))
+            }
+            Run::Act { act, z, a, .. } => {
+                let out = rh.as_ref().map(|r| act::back(*act, r, z, a)).transpose()?;
+                let r_in = rh.take().filter(|_| *act != Activation::Relu);
+                (Tangent::Input(r_in), out)
+            }
+            Run::Flatten { .. } => {
+                let out = rh.as_ref().map(|r| r.flatten_from(1)).transpose()?;
+                (Tangent::Input(None), out)
+            }
+            Run::Conv {
+                w, b, x, settings, ..
+            } => {
+                let (p, st, d) = *settings;
+                let mut rz = conv::conv2d(x, dir.of(w), p, st, d)?;
+                if let Some(b) = b {
+                    rz = conv::add_channel_bias(&rz, dir.of(b))?;
+                }
+                if let Some(r) = &rh {
+                    rz = (rz + conv::conv2d(r, &w.as_tensor().detach(), p, st, d)?)?;
+                }
+                (Tangent::Input(rh.take()), Some(rz))
+            }
+            Run::Stage {
+                w,
+                b,
+                h,
+                z,
+                maxima,
+                a,
+                settings,
+                ..
+            } => {
+                let (p, st, d) = *settings;
+                let mut rz = conv::conv2d(h, dir.of(w), p, st, d)?;
+                if let Some(r) = &rh {
+                    rz = (rz + conv::conv2d(r, &w.as_tensor().detach(), p, st, d)?)?;
+                }
+                let rp = maxima.select(&rz, z)?;
+                let out = linear::relu_back(&conv::add_channel_bias(&rp, dir.of(b))?, a)?;
+                (Tangent::Input(rh.take()), Some(out))
+            }
+            Run::MaxPool { x, maxima } => {
+                let out = rh.as_ref().map(|r| maxima.select(r, x)).transpose()?;
+                (Tangent::Input(None), out)
+            }
+            Run::Window(pool) => {
+                let out = rh.as_ref().map(|r| pool.tangent(r)).transpose()?;
+                (Tangent::Input(None), out)
+            }
+            Run::GlobalAvgPool { .. } => {
+                let out = rh
+                    .as_ref()
+                    .map(|r| r.mean(D::Minus1)?.mean(D::Minus1))
+                    .transpose()?;
+                (Tangent::Input(None), out)
+            }
+            Run::Norm(run) => {
+                let (out, kept) =
+                    run.tangent(rh.as_ref(), dir.of(run.gamma()), dir.of(run.beta()))?;
+                (Tangent::Norm(kept), Some(out))
+            }
+            Run::Residual { body, shortcut } => {
+                let (tb, rb) = tangents(body, rh.clone(), dir)?;
+                let (ts, rs) = tangents(shortcut, rh.take(), dir)?;
+                let t = Tangent::Residual {
+                    body: tb,
+                    shortcut: ts,
+                };
+                (t, add(rb, rs)?)
+            }
+        };
+        kept.push(tangent);
+        rh = next;
+    }
+    Ok((kept, rh))
+}
+
+/// The R-operator's second-order reverse over `runs` from `rg`, the tangent of their output's
+/// gradient: each parameter's H·v entry into `out`, and the tangent of the input's gradient
+/// when `need_input`.
+fn tangents_back(
+    runs: &[Run],
+    kept: &[Tangent],
+    mut rg: Tensor,
+    need_input: bool,
+    dir: &Directions,
+    out: &mut [Option<Tensor>],
+) -> Result<Option<Tensor>> {
+    let first = first_with_params(runs);
+    for i in (0..runs.len()).rev() {
+        if i < first && !need_input {
+            break;
+        }
+        let want_x = need_input || i > first;
+        let r_in = kept[i].input();
+        match &runs[i] {
+            Run::Dense {
+                w,
+                b,
+                x,
+                y,
+                relu,
+                delta,
+            } => {
+                let delta = saved(delta)?;
+                let rdelta = if *relu {
+                    linear::relu_back(&rg, y)?
+                } else {
+                    rg.clone()
+                };
+                // the weight's tangent and the input's, side by side where threads allow
+                let rw = || -> Result<Tensor> {
+                    let rw = rdelta.t()?.matmul(x)?;
+                    match r_in {
+                        Some(r) => rw + delta.t()?.matmul(r)?,
+                        None => Ok(rw),
+                    }
+                };
+                let next = || -> Result<Option<Tensor>> {
+                    if !want_x {
+                        return Ok(None);
+                    }
+                    let wt = w.as_tensor().detach();
+                    Ok(Some((rdelta.matmul(&wt)? + delta.matmul(dir.of(w))?)?))
+                };
+                let (rw, next) = linear::both(&rdelta, rw, next);
+                out[dir.slot(w)] = Some(rw?);
+                if let Some(b) = b {
+                    out[dir.slot(b)] = Some(linear::sum_rows(&rdelta)?);
+                }
+                if let Some(n) = next? {
+                    rg = n;
+                }
+            }
+            Run::Act { act, z, a, da } => {
+                // R(dz) = f'(z)·R(da) + f''(z)·R(z)·da
+                let mut r = act::back(*act, &rg, z, a)?;
+                if let (Some(rz), Some(f2)) = (r_in, act::second_derivative(*act, z, a)?) {
+                    r = (r + (f2 * (rz * saved(da)?)?)?)?;
+                }
+                rg = r;
+            }
+            Run::Flatten { dims } => rg = rg.reshape(dims.clone())?,
+            Run::Conv {
+                w,
+                b,
+                x,
+                settings,
+                dz,
+            } => {
+                let dz = match (dz, runs.get(i + 1)) {
+                    (Some(dz), _) => dz.clone(),
+                    (None, Some(Run::Norm(norm))) => norm.input_grad()?,
+                    (None, _) => saved(dz)?.clone(),
+                };
+                let dz = &dz;
+                if let Some(b) = b {
+                    out[dir.slot(b)] = Some(conv::channel_sum(&rg)?);
+                }
+                let parts = ConvParts {
+                    w,
+                    x,
+                    settings,
+                    dz,
+                    rx: r_in,
+                };
+                if let Some(n) = parts.tangent_back(&rg, dir, want_x, out)? {
+                    rg = n;
+                }
+            }
+            Run::Stage {
+                w,
+                b,
+                h,
+                z,
+                maxima,
+                a,
+                settings,
+                dz,
+            } => {
+                let dz = saved(dz)?;
+                let rdp = linear::relu_back(&rg, a)?;
+                out[dir.slot(b)] = Some(conv::channel_sum(&rdp)?);
+                let rdz = maxima.back(&rdp, z)?;
+                let parts = ConvParts {
+                    w,
+                    x: h,
+                    settings,
+                    dz,
+                    rx: r_in,
+                };
+                if let Some(n) = parts.tangent_back(&rdz, dir, want_x, out)? {
+                    rg = n;
+                }
+            }
+            Run::MaxPool { x, maxima } => rg = maxima.back(&rg, x)?,
+            Run::Window(pool) => rg = pool.back(&rg)?,
+            Run::GlobalAvgPool { dims } => rg = spread(&rg, *dims)?,
+            Run::Norm(run) => {
+                let Tangent::Norm(k) = &kept[i] else {
+                    candle_core::bail!("H·v: batch norm without its tangents");
+                };
+                let (vg, gamma, beta) = (dir.of(run.gamma()), run.gamma(), run.beta());
+                let (rdgamma, rdbeta, next) = run.tangent_back(&rg, k.as_ref(), vg, want_x)?;
+                out[dir.slot(gamma)] = Some(rdgamma);
+                out[dir.slot(beta)] = Some(rdbeta);
+                if let Some(n) = next {
+                    rg = n;
+                }
+            }
+            Run::Residual { body, shortcut } => {
+                let Tangent::Residual {
+                    body: tb,
+                    shortcut: ts,
+                } = &kept[i]
+                else {
+                    candle_core::bail!("H·v: a residual without its tangents");
+                };
+                let rb = tangents_back(body, tb, rg.clone(), want_x, dir, out)?;
+                let rs = tangents_back(shortcut, ts, rg.clone(), want_x, dir, out)?;
+                if let (Some(rb), Some(rs)) = (rb, rs) {
+                    rg = (rb + rs)?;
+                }
+            }
+        }
+    }
+    Ok(need_input.then_some(rg))
+}
+
+fn saved(t: &Option<Tensor>) -> Result<&Tensor> {
+    t.as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("H·v: the reverse pass kept no deltas".into()))
+}
+
+/// A convolution's operands for its second-order reverse.
+struct ConvParts<'a> {
+    w: &'a Var,
+    x: &'a Tensor,
+    settings: &'a conv::Settings,
+    /// The gradient of its output.
+    dz: &'a Tensor,
+    /// Its input's tangent (None: zero).
+    rx: Option<&'a Tensor>,
+}
+
+impl ConvParts<'_> {
+    /// From `rdz` (the tangent of the output's gradient), the kernel's H·v entry into `out`,
+    /// and the tangent of the input's gradient when `want_x`.
+    fn tangent_back(
+        &self,
+        rdz: &Tensor,
+        dir: &Directions,
+        want_x: bool,
+        out: &mut [Option<Tensor>],
+    ) -> Result<Option<Tensor>> {
+        let k = kernel(self.w)?;
+        let mut rw = conv::conv2d_back_filter(self.x, rdz, k, *self.settings)?;
+        if let Some(r) = self.rx {
+            rw = (rw + conv::conv2d_back_filter(r, self.dz, k, *self.settings)?)?;
+        }
+        out[dir.slot(self.w)] = Some(rw);
+        if !want_x {
+            return Ok(None);
+        }
+        let hw = spatial(self.x)?;
+        let wt = self.w.as_tensor().detach();
+        Ok(Some(
+            (conv::conv2d_back_data(rdz, &wt, hw, *self.settings)?
+                + conv::conv2d_back_data(self.dz, dir.of(self.w), hw, *self.settings)?)?,
+        ))
+    }
+}
+
+/// H·v by the R-operator over a [`Tape`] (run with batch norm in probe mode).
+pub struct RopHessian {
+    pub tape: Tape,
+    /// Each parameter's position in the model's parameter order.
+    pub index: HashMap<TensorId, usize>,
+    pub count: usize,
+}
+
+impl Hessian for RopHessian {
+    fn hvp(&mut self, v: &[Tensor]) -> Result<Vec<Tensor>> {
+        if v.len() != self.count {
+            candle_core::bail!("H·v: {} directions for {} parameters", v.len(), self.count);
+        }
+        let dir = Directions {
+            v,
+            index: &self.index,
+        };
+        let runs = &self.tape.runs;
+        let mut out: Vec<Option<Tensor>> = vec![None; self.count];
+        let (kept, rz) = tangents(runs, None, &dir)?;
+        // R of the logits' gradient: (diag(s) − s sᵀ)·R(z) / n, row by row
+        let rz =
+            rz.ok_or_else(|| candle_core::Error::Msg("H·v: a model without parameters".into()))?;
+        let Some(prob) = &self.tape.prob else {
+            candle_core::bail!("H·v: the tape did not keep the softmax");
+        };
+        let n = rz.dim(0)? as f64;
+        let sr = (prob * &rz)?;
+        let rg = ((&sr - prob.broadcast_mul(&sr.sum_keepdim(1)?)?)? / n)?;
+        tangents_back(runs, &kept, rg, false, &dir, &mut out)?;
+        out.into_iter()
+            .enumerate()
+            .map(|(i, t)| t.ok_or_else(|| candle_core::Error::Msg(format!("H·v: no entry {i}"))))
+            .collect()
+    }
+}
