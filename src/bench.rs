@@ -77,26 +77,6 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "sampler",
         "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
     ),
-    (
-        "mlp-sgd-executor",
-        "mlp-sgd through the layer executor, timed beside the hand-written passes",
-    ),
-    (
-        "mlp-hvp-executor",
-        "mlp-hvp through the layer executor's R-operator, beside the hand-written one",
-    ),
-    (
-        "cnn-sgd-executor",
-        "cnn-sgd through the layer executor, timed beside the hand-written passes",
-    ),
-    (
-        "cnn-hvp-executor",
-        "cnn-hvp through the layer executor's R-operator, beside the hand-written one",
-    ),
-    (
-        "resnet18-sgd-executor",
-        "resnet18-sgd through the layer executor, beside the hand-written passes (CPU: named only)",
-    ),
     ("check-1000", "check a 1,000-line recipe"),
     ("expand-100k", "check and expand a 100,000-trial sweep"),
 ];
@@ -111,8 +91,6 @@ pub fn needs_second_order(workload: &str) -> bool {
             | "mlp-power-iter"
             | "cnn-hvp"
             | "resnet18-hvp"
-            | "mlp-hvp-executor"
-            | "cnn-hvp-executor"
     )
 }
 
@@ -146,9 +124,6 @@ pub struct BenchResult {
     /// Time per call over the SGD step of the same model, paired repetition by repetition
     /// (the median of the ratios); `None` for the SGD steps themselves and workloads without one.
     pub vs_sgd: Option<f64>,
-    /// For `*-executor` workloads: time per call over the hand-written passes' on the same
-    /// model, paired repetition by repetition (the median of the ratios).
-    pub vs_hand_written: Option<f64>,
     /// The process's peak resident memory (the workload runs in a process of its own).
     pub peak_rss_mb: Option<f64>,
     /// The peak resident memory over the workload's own timed repetitions (the peak reset
@@ -278,9 +253,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs one workload.
 pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result<BenchResult> {
-    if let Some(inner) = workload.strip_suffix("-executor") {
-        return executor_vs_hand_written(workload, inner, p, dev, threads);
-    }
     let mut base_rates = Vec::new();
     let rates = match workload {
         "sampler" => {
@@ -513,9 +485,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
     };
     let rates = finite(rates);
     let vs_sgd = paired_ratio(&rates, &base_rates);
-    Ok(BenchResult::new(
-        workload, threads, dev, rates, vs_sgd, None,
-    ))
+    Ok(BenchResult::new(workload, threads, dev, rates, vs_sgd))
 }
 
 /// Rates with any that is not finite counted as 0.
@@ -535,7 +505,6 @@ impl BenchResult {
         dev: &Device,
         rates: Vec<f64>,
         vs_sgd: Option<f64>,
-        vs_hand_written: Option<f64>,
     ) -> BenchResult {
         let med = median(rates.clone());
         BenchResult {
@@ -550,7 +519,6 @@ impl BenchResult {
             ms_per_step: 1000.0 / med,
             rates,
             vs_sgd,
-            vs_hand_written,
             peak_rss_mb: peak_rss_mb(),
             call_peak_rss_mb: match CALL_PEAK.load(Ordering::Relaxed) {
                 0 => None,
@@ -558,85 +526,6 @@ impl BenchResult {
             },
         }
     }
-}
-
-/// One call on a model, over the batches in turn: an SGD step, or one H·v along ones.
-fn one_call<'a>(
-    m: &'a Model,
-    data: &'a [(Tensor, Tensor)],
-    hvp: bool,
-) -> Result<impl FnMut() -> Result<()> + 'a> {
-    let mut sgd = AhtSgd::new(
-        m.params.clone(),
-        ParamsAhtSgd {
-            lr: 0.1,
-            sigma: 0.01,
-            noise: NoiseKind::None,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let vars = m.vars();
-    let mut i = 0usize;
-    Ok(move || -> Result<()> {
-        i = (i + 1) % data.len();
-        let (x, y) = &data[i];
-        if hvp {
-            let v: Vec<Tensor> = vars
-                .iter()
-                .map(|v| v.as_tensor().ones_like())
-                .collect::<Result<_>>()?;
-            m.hessian(x, y)?.hvp(&v)?;
-        } else {
-            let (_, grads) = m.loss_grads_deferred(x, y)?;
-            sgd.step(&grads, 0.0, 0.0)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        }
-        Ok(())
-    })
-}
-
-/// A workload (`mlp-sgd`, `mlp-hvp`) through the layer executor, each repetition paired with
-/// the same call through the model's hand-written passes (same parameters, same batches).
-fn executor_vs_hand_written(
-    workload: &str,
-    inner: &str,
-    p: &Protocol,
-    dev: &Device,
-    threads: usize,
-) -> Result<BenchResult> {
-    let (text, shape): (&str, &[usize]) = match inner {
-        "mlp-sgd" | "mlp-hvp" => ("mlp { hidden = [256, 256], init = default }", &[784]),
-        "cnn-sgd" | "cnn-hvp" => (
-            "cnn { channels = [32, 64], hidden = [], init = default }",
-            &[3, 32, 32],
-        ),
-        "resnet18-sgd" => ("resnet18 { width = 64 }", &[3, 32, 32]),
-        other => candle_core::bail!("no executor comparison for `{other}`"),
-    };
-    let lowered = crate::check::model::lower(&spec(text), shape, 10)
-        .map_err(|d| candle_core::Error::Msg(d.message))?;
-    let build = |passes| {
-        Model::build_with(&lowered, DType::F32, dev, 0, passes)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-    };
-    let (exec, hand) = (
-        build(model::Passes::Executor)?,
-        build(model::Passes::HandWritten)?,
-    );
-    let data = batches(shape, dev)?;
-    let hvp = inner.ends_with("-hvp");
-    let (rates, hand_rates) = time_paired(
-        p,
-        dev,
-        one_call(&exec, &data, hvp)?,
-        Some(one_call(&hand, &data, hvp)?),
-    )?;
-    let rates = finite(rates);
-    let vs_hand = paired_ratio(&rates, &hand_rates);
-    Ok(BenchResult::new(
-        workload, threads, dev, rates, None, vs_hand,
-    ))
 }
 
 /// A recipe of `lines` lines in the canonical layout (one field per line, as `ahtsgd fmt`

@@ -136,35 +136,42 @@ test_device!(cuda_only models_agree_with_the_cpu, |dev: Device| {
     }
 });
 
-// The passes written by hand (training gradients; for the MLP, H·v by the R-operator) on the
-// device against the same passes on the CPU.
-test_device!(cuda_only hand_written_passes_agree_with_the_cpu, |dev: Device| {
+// The layer executor's passes (training gradients, H·v by the R-operator) on the device
+// against the same passes on the CPU. `hvp_tol`: batch norm over the few values of these tiny
+// nets' last stages magnifies f32 rounding in H·v.
+test_device!(cuda_only own_passes_agree_with_the_cpu, |dev: Device| {
     // the 32x32 batch of 16 splits the channel sums of the first layers over blocks of images
-    for (m, shape, n, rop) in [
-        ("mlp { hidden = [16, 8] }", vec![12], 6, true),
+    for (m, shape, n, hvp_tol) in [
+        ("mlp { hidden = [16, 8] }", vec![12], 6, 1e-4),
         // odd planes: pooling drops the last row and column
         (
             "cnn { channels = [4, 6], hidden = [8] }",
             vec![3, 9, 9],
             5,
-            true,
+            1e-4,
         ),
-        ("resnet18 { width = 4 }", vec![3, 8, 8], 6, false),
-        ("resnet18 { width = 4 }", vec![3, 32, 32], 16, false),
-        // the layer executor's passes: a convolution without pooling, a strided non-square one
+        ("resnet18 { width = 4 }", vec![3, 8, 8], 6, 1e-2),
+        ("resnet18 { width = 4 }", vec![3, 32, 32], 16, 1e-3),
+        // a convolution without pooling, a strided non-square one, other activations
         (
             "layers { stack = [conv(4, 3, padding = 1), relu, max_pool(2), conv(6, [3, 2], stride = 2, bias = false), gelu, flatten, linear(8), sigmoid, linear(classes)] }",
             vec![3, 9, 9],
             5,
-            true,
+            1e-4,
+        ),
+        // windowed pooling, batch norm after a dense layer
+        (
+            "layers { stack = [conv(4, 3), avg_pool(3, stride = 2), max_pool(2, stride = 1), flatten, linear(8), batch_norm, tanh, linear(classes)] }",
+            vec![3, 12, 12],
+            6,
+            1e-3,
         ),
     ] {
         let cpu = Model::build(&spec(m, &shape, 3), DType::F32, &Device::Cpu, 1).unwrap();
         let other = Model::build(&spec(m, &shape, 3), DType::F32, &dev, 1).unwrap();
         let (x, y) = input(&shape, n);
         let (xd, yd) = (x.to_device(&dev).unwrap(), y.to_device(&dev).unwrap());
-        assert!(other.has_fast_grads(&xd), "{m}: the pass written by hand");
-        assert_eq!(other.has_rop(&xd), rop, "{m}: the R-operator");
+        assert!(other.has_own_passes(&xd), "{m}: the executor's passes");
         let (lc, gc) = cpu.loss_grads(&x, &y).unwrap();
         let (ld, gd) = other.loss_grads(&xd, &yd).unwrap();
         assert!(
@@ -210,46 +217,44 @@ test_device!(cuda_only hand_written_passes_agree_with_the_cpu, |dev: Device| {
                 "{m}: updated parameters"
             );
         }
-        if rop {
-            let v: Vec<Tensor> = vc.iter().map(|t| t.ones_like().unwrap()).collect();
-            let vdev: Vec<Tensor> = v.iter().map(|t| t.to_device(&dev).unwrap()).collect();
-            let hc = cpu.hessian(&x, &y).unwrap().hvp(&v).unwrap();
-            let hd = other.hessian(&xd, &yd).unwrap().hvp(&vdev).unwrap();
-            for (a, b) in hd.iter().zip(&hc) {
-                assert!(rel(a, b) < 1e-4, "{m}: H·v {}", rel(a, b));
-            }
-            // power iteration (its sums read once per iteration on the device)
-            let lc = sharpness::power_iteration_with(
-                cpu.hessian(&x, &y).unwrap().as_mut(),
-                &vc,
-                8,
-                0.0,
-                None,
-                3,
-            )
-            .unwrap();
-            let ld = sharpness::power_iteration_with(
-                other.hessian(&xd, &yd).unwrap().as_mut(),
-                &vd,
-                8,
-                0.0,
-                None,
-                3,
-            )
-            .unwrap();
-            let gap = (lc.lambda - ld.lambda).abs() / lc.lambda.abs();
-            assert!(gap < 1e-4, "{m}: λ {} vs {}", ld.lambda, lc.lambda);
-            // Hutchinson's mean eigenvalue (one read per probe on the device)
-            let tc = sharpness::hutchinson_with(cpu.hessian(&x, &y).unwrap().as_mut(), &vc, 2, 5)
-                .unwrap();
-            let td =
-                sharpness::hutchinson_with(other.hessian(&xd, &yd).unwrap().as_mut(), &vd, 2, 5)
-                    .unwrap();
-            assert!(
-                (tc - td).abs() < 1e-4 * tc.abs().max(1e-6),
-                "{m}: trace {td} vs {tc}"
-            );
+        let v: Vec<Tensor> = vc.iter().map(|t| t.ones_like().unwrap()).collect();
+        let vdev: Vec<Tensor> = v.iter().map(|t| t.to_device(&dev).unwrap()).collect();
+        let hc = cpu.hessian(&x, &y).unwrap().hvp(&v).unwrap();
+        let hd = other.hessian(&xd, &yd).unwrap().hvp(&vdev).unwrap();
+        for (a, b) in hd.iter().zip(&hc) {
+            assert!(rel(a, b) < hvp_tol, "{m}: H·v {}", rel(a, b));
         }
+        // power iteration (its sums read once per iteration on the device)
+        let lc = sharpness::power_iteration_with(
+            cpu.hessian(&x, &y).unwrap().as_mut(),
+            &vc,
+            8,
+            0.0,
+            None,
+            3,
+        )
+        .unwrap();
+        let ld = sharpness::power_iteration_with(
+            other.hessian(&xd, &yd).unwrap().as_mut(),
+            &vd,
+            8,
+            0.0,
+            None,
+            3,
+        )
+        .unwrap();
+        let gap = (lc.lambda - ld.lambda).abs() / lc.lambda.abs();
+        assert!(gap < hvp_tol, "{m}: λ {} vs {}", ld.lambda, lc.lambda);
+        // Hutchinson's mean eigenvalue (one read per probe on the device)
+        let tc = sharpness::hutchinson_with(cpu.hessian(&x, &y).unwrap().as_mut(), &vc, 2, 5)
+            .unwrap();
+        let td =
+            sharpness::hutchinson_with(other.hessian(&xd, &yd).unwrap().as_mut(), &vd, 2, 5)
+                .unwrap();
+        assert!(
+            (tc - td).abs() < hvp_tol * tc.abs().max(1e-6),
+            "{m}: trace {td} vs {tc}"
+        );
     }
 });
 

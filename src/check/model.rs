@@ -3,9 +3,7 @@
 //! layer names its checkpoints use), shapes inferred from the sample shape and class count.
 
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::spec::{
-    Activation, Builtin, Init, Layer, LayerInit, LayerKind, ModelSpec, ShapeError,
-};
+use crate::model::spec::{Activation, Init, Layer, LayerInit, LayerKind, ModelSpec, ShapeError};
 use crate::plan::{Obj, Val};
 use crate::source::Span;
 
@@ -105,34 +103,21 @@ pub fn describe(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpe
     } else {
         Vec::new()
     };
-    let (stack, builtin) = match model.kind {
+    let stack = match model.kind {
         "layers" => {
             let mut names = Vec::new();
-            let stack = lower_stack(model.get("stack"), "", "", base, classes, &mut names)?;
-            (stack, None)
+            lower_stack(model.get("stack"), "", "", base, classes, &mut names)?
         }
         "mlp" => {
-            let act = activation(model);
             let hidden = model.usize_list("hidden");
-            (
-                mlp(&hidden, act, classes, model.span, base),
-                Some(Builtin::Mlp { hidden, act }),
-            )
+            mlp(&hidden, activation(model), classes, model.span, base)
         }
         "cnn" => {
-            let act = activation(model);
             let channels = model.usize_list("channels");
             let hidden = model.usize_list("hidden");
             let max_pool = model.str("pool") == "max";
-            (
-                cnn(&channels, &hidden, max_pool, act, classes, model.span, base),
-                Some(Builtin::Cnn {
-                    channels,
-                    hidden,
-                    max_pool,
-                    act,
-                }),
-            )
+            let act = activation(model);
+            cnn(&channels, &hidden, max_pool, act, classes, model.span, base)
         }
         kind => {
             let (stages, bottleneck) = match kind {
@@ -140,14 +125,7 @@ pub fn describe(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpe
                 _ => ([2, 2, 2, 2], false),
             };
             let width = model.usize("width");
-            (
-                resnet(width, stages, bottleneck, classes, model.span, base),
-                Some(Builtin::ResNet {
-                    width,
-                    stages,
-                    bottleneck,
-                }),
-            )
+            resnet(width, stages, bottleneck, classes, model.span, base)
         }
     };
     Ok(ModelSpec {
@@ -156,7 +134,6 @@ pub fn describe(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpe
         overrides,
         input: input.to_vec(),
         classes,
-        builtin,
     })
 }
 

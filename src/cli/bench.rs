@@ -139,7 +139,6 @@ pub fn run(args: BenchArgs) -> i32 {
                             ms_per_step: v["ms_per_step"].as_f64().unwrap_or(0.0),
                             rates: Vec::new(),
                             vs_sgd: v["vs_sgd"].as_f64(),
-                            vs_hand_written: v["vs_hand_written"].as_f64(),
                             peak_rss_mb: v["peak_rss_mb"].as_f64(),
                             call_peak_rss_mb: v["call_peak_rss_mb"].as_f64(),
                         });
@@ -210,9 +209,6 @@ fn print_table(results: &[BenchResult]) {
         };
         // the paired ratio where the workload timed its SGD step beside itself
         let ratio = match (r.vs_sgd, reference) {
-            _ if r.vs_hand_written.is_some() => {
-                format!("{:.3} x hand", r.vs_hand_written.unwrap_or(f64::NAN))
-            }
             (Some(v), _) => format!("{v:.2}"),
             (None, Some(b)) => format!("{:.2}", r.ms_per_step / b),
             (None, None) => String::from("-"),

@@ -1,5 +1,5 @@
-//! Batch norm's passes over `[N, C, H, W]` activations for the reverse pass written by hand on
-//! the CPU, each fused into one sweep: the per-channel mean and variance (two reads, nothing
+//! Batch norm's passes over `[N, C, H, W]` activations for the layer executor's passes on the
+//! CPU, each fused into one sweep: the per-channel mean and variance (two reads, nothing
 //! written), the normalisation and the affine map (one write each, the ReLU folded in where
 //! one follows), the channel sums of the backward pass (one read of two tensors) and the
 //! input gradient (one write). Built from per-channel ops, the same layer took ten writes
@@ -7,7 +7,7 @@
 //!
 //! Sums go plane by plane in parallel (16 partial sums each, so they vectorise), then each
 //! channel's planes are added in image order: the same bits whatever the thread count.
-//! These ops have no backward pass; the graph path (`resnet::BatchNorm::forward`) keeps the
+//! These ops have no backward pass; the graph path (`norm::BatchNorm::forward`) keeps the
 //! differentiable form. On CUDA the training pass takes `train_forward_device` and
 //! `train_backward_device` instead: the same layer in eight kernels (`cuda::channels`), with
 //! the coefficients left on the device.
@@ -352,7 +352,7 @@ pub(crate) fn combine(
 #[cfg(feature = "cuda")]
 pub(crate) fn train_forward_device(
     z: &Tensor,
-    bn: &super::resnet::BatchNorm,
+    bn: &super::norm::BatchNorm,
     relu: bool,
 ) -> Result<(Tensor, Tensor)> {
     let stats = z.apply_op3_no_bwd(

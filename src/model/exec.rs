@@ -2,7 +2,7 @@
 //! forward pass from differentiable ops (candle's graph gives its gradient and, by double
 //! backward, H·v).
 
-use super::resnet::{BatchNorm, Mode};
+use super::norm::{BatchNorm, Mode};
 use super::spec::Activation;
 use super::{conv, linear, pool2};
 use candle_core::{D, Result, Tensor, Var};

@@ -333,7 +333,7 @@ pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
     x.apply_op1(MaxPool(Shared::default()))
 }
 
-/// The maxima a pooling found, for a backward pass written by hand.
+/// The maxima a pooling found, for the layer executor's reverse pass and tangent map.
 pub(crate) struct Maxima(Shared);
 
 impl Maxima {

@@ -178,28 +178,6 @@ impl LayerKind {
     }
 }
 
-/// A built-in model kind, as its fields describe it: today's hand-written passes run these
-/// (selectable until the executor's figures are recorded); [`ModelSpec::stack`] holds the same
-/// model as layers.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Builtin {
-    Mlp {
-        hidden: Vec<usize>,
-        act: Activation,
-    },
-    Cnn {
-        channels: Vec<usize>,
-        hidden: Vec<usize>,
-        max_pool: bool,
-        act: Activation,
-    },
-    ResNet {
-        width: usize,
-        stages: [usize; 4],
-        bottleneck: bool,
-    },
-}
-
 /// A model: its layers, initialisation and the sample shape it was laid out for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
@@ -211,7 +189,6 @@ pub struct ModelSpec {
     /// One sample's shape (`[features]` or `[channels, height, width]`).
     pub input: Vec<usize>,
     pub classes: usize,
-    pub builtin: Option<Builtin>,
 }
 
 /// A tensor shape for one sample (no batch axis).

@@ -9,7 +9,7 @@ pub mod record;
 use crate::data::{self, Dataset};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::fsutil;
-use crate::model::resnet::Mode;
+use crate::model::norm::Mode;
 use crate::model::{self, Model};
 use crate::optim::{self, AhtSgd, OptimError, sharpness};
 use crate::plan::Trial;

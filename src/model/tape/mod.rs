@@ -5,9 +5,9 @@
 //! A dense layer followed by ReLU runs as one fused layer, batch norm followed by ReLU as one
 //! sweep, and a convolution with a bias followed by ReLU and 2x2 max pooling as one stage that
 //! pools first (max pooling commutes with a per-channel bias and with ReLU, so the values are
-//! the same on a quarter of the pixels): the ops in the order the built-in MLP's, CNN's and
-//! ResNets' hand-written passes had, so their results are the same bits. A residual runs its
-//! body and its shortcut as stacks of their own.
+//! the same on a quarter of the pixels): the ops in the order the built-in MLP, CNN and ResNets
+//! ran them when each had passes of its own, so their numbers stayed the same bits
+//! (`tests/golden`). A residual runs its body and its shortcut as stacks of their own.
 //!
 //! [`Run`] is the one place a layer kind's passes live: its forward ([`forward`]), reverse
 //! ([`backward`]), tangent ([`tangents`]) and second-order reverse ([`tangents_back`]).
@@ -17,8 +17,8 @@ mod norm;
 mod window;
 
 use super::exec::Node;
+use super::norm::Mode;
 use super::pool::{self, Maxima};
-use super::resnet::Mode;
 use super::spec::Activation;
 use super::{conv, linear};
 use crate::optim::sharpness::Hessian;

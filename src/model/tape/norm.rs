@@ -14,7 +14,7 @@
 //! built-in ResNets' passes); on CUDA training takes the fused device kernels, and probe mode
 //! (H·v) the per-channel ops, which run everywhere.
 
-use crate::model::resnet::{BatchNorm, Mode};
+use crate::model::norm::{BatchNorm, Mode};
 use crate::model::{bn, conv, linear};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};

@@ -1,8 +1,8 @@
-//! CIFAR ResNets (3x3 stem, no max-pool): ResNet-18 from basic blocks, ResNet-50 from
-//! bottlenecks, with batch norm written from primitive ops so it has first- and second-order
-//! gradients.
+//! Batch norm's state (scale, shift and running statistics) and its forward pass from
+//! differentiable per-channel ops, so candle's graph has its first- and second-order
+//! gradients; the executor's own passes are in `tape::norm`, the CPU's fused sweeps in `bn`.
 
-use candle_core::{D, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 
 /// How batch norm behaves in a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,64 +67,5 @@ impl BatchNorm {
         let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)
-    }
-}
-
-/// A convolution without bias, with its batch norm.
-pub struct ConvBn {
-    pub w: Var,
-    pub stride: usize,
-    pub padding: usize,
-    pub bn: BatchNorm,
-}
-
-impl ConvBn {
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let h = super::conv::conv2d(x, self.w.as_tensor(), self.padding, self.stride, 1)?;
-        self.bn.forward(&h, mode)
-    }
-}
-
-/// A residual block: basic (two 3x3) or bottleneck (1x1, 3x3, 1x1).
-pub struct Block {
-    pub convs: Vec<ConvBn>,
-    pub shortcut: Option<ConvBn>,
-}
-
-impl Block {
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut h = x.clone();
-        for (i, c) in self.convs.iter().enumerate() {
-            h = c.forward(&h, mode)?;
-            if i + 1 < self.convs.len() {
-                h = super::linear::relu(&h)?;
-            }
-        }
-        let skip = match &self.shortcut {
-            Some(s) => s.forward(x, mode)?,
-            None => x.clone(),
-        };
-        super::linear::relu(&(h + skip)?)
-    }
-}
-
-/// The network: stem, blocks, global average pool, linear head.
-pub struct ResNet {
-    pub stem: ConvBn,
-    pub blocks: Vec<Block>,
-    pub fc_w: Var,
-    pub fc_b: Var,
-}
-
-impl ResNet {
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut h = super::linear::relu(&self.stem.forward(x, mode)?)?;
-        for b in &self.blocks {
-            h = b.forward(&h, mode)?;
-        }
-        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
-        pooled
-            .matmul(&self.fc_w.as_tensor().t()?)?
-            .broadcast_add(self.fc_b.as_tensor())
     }
 }
