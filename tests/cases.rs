@@ -141,7 +141,8 @@ fn run_data_err(seen: &mut BTreeSet<String>) {
         );
         let plan = checked.plan.as_ref().unwrap();
         let trial = &plan.trials[0];
-        let err = ahtsgd::data::load(trial.config.obj("data"), 0)
+        let spec = ahtsgd::check::data::lower(trial.config.obj("data")).expect("a reader");
+        let err = ahtsgd::data::load(&spec, 0)
             .err()
             .unwrap_or_else(|| panic!("{}: the data loaded", path.display()));
         let d = ahtsgd::train::RunError::Data(err).diagnostic(trial, plan);

@@ -283,6 +283,79 @@ fn interrupted_trials_resume_to_identical_results() {
     assert_eq!(s["status"], "completed");
 }
 
+/// A record written by an earlier build, whose `resolved.aht` lacks a field added since (its
+/// default keeps the old meaning), is the same trial: the run resumes it to the numbers of an
+/// uninterrupted run. A record whose written values differ is refused, naming them.
+#[test]
+fn a_record_from_before_a_new_default_resumes_and_a_changed_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = TINY.replace(
+        "log_every = 1 step",
+        "log_every = 1 step\n  checkpoint_every = 3 steps",
+    );
+    write(tmp.path(), "tiny.aht", &recipe);
+    let run = |out: &str, env: &[(&str, &str)]| {
+        ahtsgd_env(
+            &[
+                "run",
+                "tiny.aht",
+                "--out",
+                out,
+                "--threads",
+                "1",
+                "--trial",
+                "0",
+            ],
+            tmp.path(),
+            env,
+        )
+    };
+    assert!(run("whole", &[]).status.success());
+    assert_eq!(
+        run("cut", &[("AHTSGD_STOP_AFTER", "8")]).status.code(),
+        Some(130)
+    );
+    let resolved = tmp.path().join("cut/e/trial-0000/resolved.aht");
+    let text = read(&resolved);
+    let older: String = text
+        .lines()
+        .filter(|l| l.trim() != "label_noise = 0")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        older.len() < text.len(),
+        "a defaulted field to leave out:\n{text}"
+    );
+    write(tmp.path(), "cut/e/trial-0000/resolved.aht", &older);
+    let resumed = run("cut", &[]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        read(tmp.path().join("whole/e/trial-0000/metrics.jsonl")),
+        read(tmp.path().join("cut/e/trial-0000/metrics.jsonl"))
+    );
+    // the same record with another learning rate is another trial
+    assert!(run("other", &[("AHTSGD_STOP_AFTER", "8")]).status.code() == Some(130));
+    let other = read(tmp.path().join("other/e/trial-0000/resolved.aht"));
+    assert!(other.contains("lr = 0.1\n"), "{other}");
+    write(
+        tmp.path(),
+        "other/e/trial-0000/resolved.aht",
+        &other.replacen("lr = 0.1\n", "lr = 0.2\n", 1),
+    );
+    let refused = run("other", &[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("holds a different recipe")
+            && err.contains("lr = 0.1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn eval_and_rerun_work_on_a_recorded_trial() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,6 +11,7 @@
 //! assert_eq!(checked.plan.unwrap().trials.len(), 3);
 //! ```
 
+pub mod data;
 pub mod eval;
 mod load;
 pub mod model;

@@ -18,6 +18,7 @@ pub fn sample_shape(data: &Obj) -> Option<Vec<usize>> {
         "cifar10" | "svhn" => Some(vec![3, 32, 32]),
         "blobs" => Some(vec![data.usize("features")]),
         "spirals" => Some(vec![2]),
+        "arrays" => Some(data.usize_list("shape")).filter(|s| !s.is_empty()),
         _ => None,
     }
 }
@@ -26,7 +27,7 @@ pub fn sample_shape(data: &Obj) -> Option<Vec<usize>> {
 pub fn classes(data: &Obj) -> Option<usize> {
     match data.kind {
         "blobs" | "spirals" => Some(data.usize("classes")),
-        "arrays" => None,
+        "arrays" => Some(data.usize("classes")).filter(|&k| k > 0),
         _ => Some(10),
     }
 }

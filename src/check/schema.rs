@@ -423,7 +423,9 @@ pub static KINDS: &[KindSpec] = &[
         name: "arrays",
         doc: "your own arrays x_train, y_train, x_test, y_test: a .npz or .safetensors file, or a folder of .npy files",
         fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "the .npz or .safetensors file, or the folder of x_train.npy, y_train.npy, x_test.npy, y_test.npy")),
+        f("path", Ty::Str, None, "the .npz or .safetensors file, or the folder of x_train.npy, y_train.npy, x_test.npy, y_test.npy"),
+        f("shape", Ty::IntList { min: 1 }, Some("[]"), "one sample's shape, [features] or [channels, height, width], checked against the files; with `classes`, lets `check` infer the model's shapes ([]: read from the files)"),
+        f("classes", Ty::Int { min: 0, max: 1_000_000 }, Some("0"), "the number of classes, checked against the labels (0: one more than the largest label)")),
     },
     // ---------------------------------------------------------------- models
     KindSpec {

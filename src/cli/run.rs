@@ -189,7 +189,7 @@ pub fn run(args: RunArgs) -> i32 {
         }
         // a record (finished, interrupted or killed) is kept or continued only for this recipe
         if let Ok(old) = std::fs::read_to_string(dir.join("resolved.aht"))
-            && old != resolved
+            && !sweep::record_describes(&old, t)
         {
             eprintln!(
                 "error: {} holds a different recipe for trial {} (resolved.aht differs: {})\n  help: use another --out, or --fresh to start this trial over",

@@ -3,10 +3,12 @@
 pub mod cifar;
 pub mod idx;
 pub mod mat;
+pub mod spec;
 pub mod synthetic;
 pub mod verify;
 
-use crate::plan::Obj;
+pub use spec::{Augment, DataSpec, Normalization, Source, Verify};
+
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -121,7 +123,7 @@ pub fn mnist_mini() -> Result<Dataset, DataError> {
 }
 
 /// MNIST-layout IDX files from a folder (raw or `.gz`), checked against the published sums.
-pub fn mnist_dir(name: &str, dir: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
+pub fn mnist_dir(name: &str, dir: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
     let stems = [
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
@@ -162,7 +164,7 @@ fn read_file(p: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Turns checksum verdicts into warnings, or an error with `verify = strict`.
-fn judge(verdicts: Vec<(String, verify::Verdict)>, mode: &str) -> Result<Vec<String>, DataError> {
+fn judge(verdicts: Vec<(String, verify::Verdict)>, mode: Verify) -> Result<Vec<String>, DataError> {
     let mut out = Vec::new();
     for (file, v) in verdicts {
         if let verify::Verdict::Mismatch { expected, actual } = v {
@@ -170,11 +172,11 @@ fn judge(verdicts: Vec<(String, verify::Verdict)>, mode: &str) -> Result<Vec<Str
                 "SHA-256 {actual} differs from the published {expected}: not the official file, or damaged"
             );
             match mode {
-                "strict" => {
+                Verify::Strict => {
                     return Err(DataError::format(&file, format!("{msg} (verify = strict)")));
                 }
-                "off" => {}
-                _ => out.push(format!("{file}: {msg}")),
+                Verify::Off => {}
+                Verify::Warn => out.push(format!("{file}: {msg}")),
             }
         }
     }
@@ -182,7 +184,7 @@ fn judge(verdicts: Vec<(String, verify::Verdict)>, mode: &str) -> Result<Vec<Str
 }
 
 /// CIFAR-10 from a folder or the official `.tar.gz`.
-pub fn cifar10(path: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
+pub fn cifar10(path: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
     let mut verdicts = Vec::new();
     if path.is_file() {
         let bytes = read_file(path)?;
@@ -220,7 +222,7 @@ pub fn cifar10(path: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
 }
 
 /// SVHN cropped digits from `train_32x32.mat` and `test_32x32.mat` in a folder.
-pub fn svhn(dir: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
+pub fn svhn(dir: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
     let mut verdicts = Vec::new();
     let mut read = |name: &str| -> Result<(Vec<f32>, Vec<u32>), DataError> {
         let p = dir.join(name);
@@ -243,51 +245,47 @@ pub fn svhn(dir: &Path, verify_mode: &str) -> Result<Dataset, DataError> {
     })
 }
 
-/// Loads the dataset a checked recipe describes, then applies limits, label noise,
-/// the validation split and normalisation (all seeded by `seed`).
-pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
-    let mut d = match spec.kind {
-        "mnist_mini" => mnist_mini()?,
-        "mnist" | "fashion_mnist" => {
-            mnist_dir(spec.kind, Path::new(spec.str("path")), spec.str("verify"))?
+/// Loads a dataset as described, then applies its limits, label noise, validation split and
+/// normalisation; `seed` keys the label noise and the split.
+pub fn load(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
+    let mut d = match &spec.source {
+        Source::MnistMini => mnist_mini()?,
+        Source::Mnist {
+            path,
+            fashion,
+            verify,
+        } => {
+            let kind = if *fashion { "fashion_mnist" } else { "mnist" };
+            mnist_dir(kind, path, *verify)?
         }
-        "cifar10" => cifar10(Path::new(spec.str("path")), spec.str("verify"))?,
-        "svhn" => svhn(Path::new(spec.str("path")), spec.str("verify"))?,
-        "arrays" => arrays(Path::new(spec.str("path")))?,
-        "blobs" => synthetic::blobs(
-            spec.usize("classes"),
-            spec.usize("features"),
-            spec.usize("samples"),
-            spec.usize("test_samples"),
-            spec.f64("spread"),
-            spec.f64("seed") as u64,
-        ),
-        "spirals" => synthetic::spirals(
-            spec.usize("classes"),
-            spec.usize("samples"),
-            spec.usize("test_samples"),
-            spec.f64("noise"),
-            spec.f64("seed") as u64,
-        ),
-        other => {
-            return Err(DataError::Unsupported(format!(
-                "the `{other}` reader is not available in this build yet"
-            )));
-        }
+        Source::Cifar10 { path, verify } => cifar10(path, *verify)?,
+        Source::Svhn { path, verify } => svhn(path, *verify)?,
+        Source::Arrays {
+            path,
+            shape,
+            classes,
+        } => arrays_checked(path, shape.as_deref(), *classes)?,
+        Source::Blobs {
+            classes,
+            features,
+            samples,
+            test_samples,
+            spread,
+            seed,
+        } => synthetic::blobs(*classes, *features, *samples, *test_samples, *spread, *seed),
+        Source::Spirals {
+            classes,
+            samples,
+            test_samples,
+            noise,
+            seed,
+        } => synthetic::spirals(*classes, *samples, *test_samples, *noise, *seed),
     };
-    let limit = |n: usize| if n == 0 { usize::MAX } else { n };
-    truncate(
-        &mut d.train_x,
-        &mut d.train_y,
-        limit(spec.usize("train_limit")),
-    );
-    truncate(
-        &mut d.test_x,
-        &mut d.test_y,
-        limit(spec.usize("test_limit")),
-    );
+    let limit = |n: Option<usize>| n.unwrap_or(usize::MAX);
+    truncate(&mut d.train_x, &mut d.train_y, limit(spec.train_limit));
+    truncate(&mut d.test_x, &mut d.test_y, limit(spec.test_limit));
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xda7a);
-    let noise = spec.f64("label_noise");
+    let noise = spec.label_noise;
     if noise > 0.0 {
         for y in d.train_y.iter_mut() {
             if rng.random::<f64>() < noise {
@@ -295,7 +293,7 @@ pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
             }
         }
     }
-    let val = spec.f64("validation");
+    let val = spec.validation;
     if val > 0.0 {
         let n = d.train_len();
         let k = ((n as f64) * val).round() as usize;
@@ -319,9 +317,8 @@ pub fn load(spec: &Obj, seed: u64) -> Result<Dataset, DataError> {
         d.train_x = tx;
         d.train_y = ty;
     }
-    if spec.bool("normalize") {
-        let (mean, std) = (spec.f64_list("mean"), spec.f64_list("std"));
-        normalize_with(&mut d, &mean, &std).map_err(DataError::Unsupported)?;
+    if let Some(n) = &spec.normalize {
+        normalize_with(&mut d, &n.mean, &n.std).map_err(DataError::Unsupported)?;
     }
     Ok(d)
 }
@@ -485,7 +482,7 @@ mod tests {
     #[test]
     fn idx_folder_with_missing_file_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let err = mnist_dir("mnist", dir.path(), "warn")
+        let err = mnist_dir("mnist", dir.path(), Verify::Warn)
             .unwrap_err()
             .to_string();
         assert!(err.contains("train-images-idx3-ubyte"), "{err}");
@@ -670,7 +667,7 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
         } else {
             "mnist"
         };
-        let loaded = counts(mnist_dir(kind, dir, "off"));
+        let loaded = counts(mnist_dir(kind, dir, Verify::Off));
         for (file, _, checksum) in judged {
             out.push(Finding {
                 dataset: label.clone(),
@@ -687,7 +684,7 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
         dir.to_path_buf()
     };
     if tgz.exists() {
-        let loaded = counts(cifar10(&tgz, "off"));
+        let loaded = counts(cifar10(&tgz, Verify::Off));
         for (file, checksum) in sums("cifar10", std::slice::from_ref(&tgz)) {
             out.push(Finding {
                 dataset: "cifar10".into(),
@@ -698,7 +695,7 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
         }
     }
     if cifar_dir.join(cifar::TEST_FILE).exists() {
-        let loaded = counts(cifar10(dir, "off"));
+        let loaded = counts(cifar10(dir, Verify::Off));
         let files: Vec<_> = cifar::TRAIN_FILES
             .iter()
             .chain([&cifar::TEST_FILE])
@@ -719,7 +716,7 @@ pub fn inspect(dir: &Path) -> Vec<Finding> {
         .filter(|p| p.exists())
         .collect();
     if !mats.is_empty() {
-        let loaded = counts(svhn(dir, "off"));
+        let loaded = counts(svhn(dir, Verify::Off));
         for (file, checksum) in sums("svhn", &mats) {
             out.push(Finding {
                 dataset: "svhn".into(),
@@ -755,6 +752,49 @@ mod inspect_tests {
         );
         assert!(inspect(tempfile::tempdir().unwrap().path()).is_empty());
     }
+}
+
+/// [`arrays`], checked against the sample shape and class count the recipe gave (`None`: not
+/// given): a mismatch names the file, both values and what to change.
+pub fn arrays_checked(
+    path: &Path,
+    shape: Option<&[usize]>,
+    classes: Option<usize>,
+) -> Result<Dataset, DataError> {
+    let d = arrays(path)?;
+    let file = path.display().to_string();
+    if let Some(shape) = shape
+        && shape != d.sample_shape.as_slice()
+    {
+        return Err(DataError::format(
+            &file,
+            format!(
+                "its samples have shape {:?} but the recipe says `shape = {shape:?}`; write `shape = {:?}` (or reshape the arrays)",
+                d.sample_shape, d.sample_shape
+            ),
+        ));
+    }
+    if let Some(k) = classes {
+        let largest = d
+            .train_y
+            .iter()
+            .chain(&d.test_y)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        if largest as usize >= k {
+            return Err(DataError::format(
+                &file,
+                format!(
+                    "it has label {largest} but the recipe says `classes = {k}` (labels 0..{}); write `classes = {}` or more",
+                    k - 1,
+                    largest + 1
+                ),
+            ));
+        }
+        return Ok(Dataset { classes: k, ..d });
+    }
+    Ok(d)
 }
 
 /// Your own arrays: a `.npz` or `.safetensors` file with `x_train`, `y_train`, `x_test` and
@@ -878,6 +918,25 @@ pub fn arrays(path: &Path) -> Result<Dataset, DataError> {
 mod arrays_tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    /// `shape` and `classes` from the recipe are checked against the files; a class count
+    /// above the labels' is kept (a class the split happens to lack).
+    #[test]
+    fn given_shape_and_classes_are_checked_against_the_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/data/arrays6");
+        let d = arrays_checked(&dir, Some(&[6]), Some(5)).unwrap();
+        assert_eq!((d.sample_shape.clone(), d.classes), (vec![6], 5));
+        assert_eq!(arrays_checked(&dir, None, None).unwrap().classes, 3);
+        let e = arrays_checked(&dir, Some(&[2, 3]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shape [6]") && e.contains("shape = [2, 3]"),
+            "{e}"
+        );
+        let e = arrays_checked(&dir, None, Some(2)).unwrap_err().to_string();
+        assert!(e.contains("label 2") && e.contains("classes = 3"), "{e}");
+    }
 
     #[test]
     fn reads_safetensors_and_npz() {

@@ -181,6 +181,21 @@ pub fn rerun_dir(trial_dir: &Path) -> PathBuf {
         .expect("an unused name")
 }
 
+/// Whether a trial folder's recorded `resolved.aht` (`old`) describes `trial`: the same text,
+/// or, written by an earlier build, the same trial once this build's checker has resolved it
+/// again. A field added since with a default that keeps the old meaning is written out in
+/// this build's `resolved.aht` and was not in the old one; the trial is still the one that ran.
+pub fn record_describes(old: &str, trial: &crate::plan::Trial) -> bool {
+    let new = trial.resolved_source();
+    if old == new {
+        return true;
+    }
+    let again = crate::check::check_text("resolved.aht", old, &Default::default());
+    again
+        .plan
+        .is_some_and(|p| p.trials.len() == 1 && p.trials[0].resolved_source() == new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// The typed model for the loaded data: its stack, names and shapes.
+/// The typed description of a trial's dataset.
+fn data_spec(c: &crate::plan::Obj) -> Result<data::DataSpec, data::DataError> {
+    let o = c.obj("data");
+    crate::check::data::lower(o).ok_or_else(|| {
+        data::DataError::Unsupported(format!(
+            "the `{}` reader is not available in this build",
+            o.kind
+        ))
+    })
+}
+
 fn model_spec(c: &crate::plan::Obj, data: &Dataset) -> Result<model::ModelSpec, model::ModelError> {
     crate::check::model::lower(c.obj("model"), &data.sample_shape, data.classes).map_err(|d| {
         model::ModelError::Shape(match d.help {
@@ -271,7 +282,8 @@ pub fn run_trial(
         DType::F32
     };
     let resolved = trial.resolved_source();
-    let data = data::load(c.obj("data"), seed)?;
+    let data_spec = data_spec(c)?;
+    let data = data::load(&data_spec, seed)?;
     for w in &data.warnings {
         on_event(Event::Warning {
             trial: trial.index,
@@ -337,10 +349,7 @@ pub fn run_trial(
         .filter(|_| restored.is_none());
     let diverge_loss = c.f64("diverge_loss");
     // augmentation for 32x32 images: crop with 4 pixels of padding, plus flips except for digits
-    let data_spec = c.obj("data");
-    let augment = (data_spec.fields.iter().any(|(n, _)| *n == "augment")
-        && data_spec.bool("augment"))
-    .then_some(data_spec.kind != "svhn");
+    let augment = data_spec.augment.map(|a| a.flip);
     on_event(Event::Started {
         trial: trial.index,
         steps: total_steps,
@@ -750,7 +759,7 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunErr
     } else {
         DType::F32
     };
-    let data = data::load(c.obj("data"), c.f64("seed") as u64)?;
+    let data = data::load(&data_spec(c)?, c.f64("seed") as u64)?;
     let model = Model::build(&model_spec(c, &data)?, dtype, &dev, 0)?;
     let final_path = checkpoint::final_path(dir);
     let (tensors, param_prefix, buffer_prefix) = if final_path.exists() {

@@ -1,0 +1,76 @@
+//! Lowering a checked dataset to the typed [`DataSpec`] the readers take.
+
+use crate::data::{Augment, DataSpec, Normalization, Source, Verify};
+use crate::plan::Obj;
+use std::path::PathBuf;
+
+fn verify(data: &Obj) -> Verify {
+    // the checker admits these three (schema's VERIFY)
+    match data.str("verify") {
+        "strict" => Verify::Strict,
+        "off" => Verify::Off,
+        _ => Verify::Warn,
+    }
+}
+
+fn has(o: &Obj, field: &str) -> bool {
+    o.fields.iter().any(|(n, _)| *n == field)
+}
+
+/// The typed description of a checked `data` object; `None` for a kind without a reader in
+/// this build.
+pub fn lower(data: &Obj) -> Option<DataSpec> {
+    let path = || PathBuf::from(data.str("path"));
+    let source = match data.kind {
+        "mnist" | "fashion_mnist" => Source::Mnist {
+            path: path(),
+            fashion: data.kind == "fashion_mnist",
+            verify: verify(data),
+        },
+        "cifar10" => Source::Cifar10 {
+            path: path(),
+            verify: verify(data),
+        },
+        "svhn" => Source::Svhn {
+            path: path(),
+            verify: verify(data),
+        },
+        "arrays" => Source::Arrays {
+            path: path(),
+            shape: Some(data.usize_list("shape")).filter(|s| !s.is_empty()),
+            classes: Some(data.usize("classes")).filter(|&k| k > 0),
+        },
+        "blobs" => Source::Blobs {
+            classes: data.usize("classes"),
+            features: data.usize("features"),
+            samples: data.usize("samples"),
+            test_samples: data.usize("test_samples"),
+            spread: data.f64("spread"),
+            seed: data.f64("seed") as u64,
+        },
+        "spirals" => Source::Spirals {
+            classes: data.usize("classes"),
+            samples: data.usize("samples"),
+            test_samples: data.usize("test_samples"),
+            noise: data.f64("noise"),
+            seed: data.f64("seed") as u64,
+        },
+        "mnist_mini" => Source::MnistMini,
+        _ => return None,
+    };
+    let limit = |field: &str| Some(data.usize(field)).filter(|&n| n > 0);
+    Some(DataSpec {
+        train_limit: limit("train_limit"),
+        test_limit: limit("test_limit"),
+        label_noise: data.f64("label_noise"),
+        validation: data.f64("validation"),
+        normalize: data.bool("normalize").then(|| Normalization {
+            mean: data.f64_list("mean"),
+            std: data.f64_list("std"),
+        }),
+        augment: (has(data, "augment") && data.bool("augment")).then_some(Augment {
+            flip: !matches!(source, Source::Svhn { .. }),
+        }),
+        source,
+    })
+}

@@ -1,0 +1,83 @@
+//! A dataset as the checker resolved it: which reader with which settings, and what is done
+//! to the samples once loaded. Free of recipes and of tensors; `check::data::lower` builds it.
+
+use std::path::PathBuf;
+
+/// How a reader treats the published SHA-256 sums of the files it knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// A mismatch is a warning.
+    Warn,
+    /// A mismatch is an error.
+    Strict,
+    /// Sums are not checked.
+    Off,
+}
+
+/// Where the samples come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// The bundled MNIST subset.
+    MnistMini,
+    /// The official IDX files (raw or gzip) in a folder; `fashion`: Fashion-MNIST's.
+    Mnist {
+        path: PathBuf,
+        fashion: bool,
+        verify: Verify,
+    },
+    /// CIFAR-10's binary batches, in a folder or the official `.tar.gz`.
+    Cifar10 { path: PathBuf, verify: Verify },
+    /// SVHN's cropped digits (`train_32x32.mat`, `test_32x32.mat`) in a folder.
+    Svhn { path: PathBuf, verify: Verify },
+    /// Your own arrays; `shape` and `classes`, where given, are checked against the files.
+    Arrays {
+        path: PathBuf,
+        shape: Option<Vec<usize>>,
+        classes: Option<usize>,
+    },
+    /// Gaussian blobs.
+    Blobs {
+        classes: usize,
+        features: usize,
+        samples: usize,
+        test_samples: usize,
+        spread: f64,
+        seed: u64,
+    },
+    /// Interleaved spirals in 2-D.
+    Spirals {
+        classes: usize,
+        samples: usize,
+        test_samples: usize,
+        noise: f64,
+        seed: u64,
+    },
+}
+
+/// Per-channel standardisation, `(x − mean) / std`; empty lists: the training set's own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalization {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+/// Training-time augmentation: random crops with padding 4, and horizontal flips when `flip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Augment {
+    pub flip: bool,
+}
+
+/// A dataset and what is done to it after loading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSpec {
+    pub source: Source,
+    /// At most this many training (test) samples; `None`: all.
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    /// The fraction of training labels replaced by random ones (seeded).
+    pub label_noise: f64,
+    /// The fraction of the training set held out for evaluation instead of the test set.
+    pub validation: f64,
+    pub normalize: Option<Normalization>,
+    pub augment: Option<Augment>,
+}
