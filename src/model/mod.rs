@@ -518,6 +518,29 @@ mod tests {
         ] {
             check_model(&format!("layers {{ stack = {stack} }}"), shape);
         }
+        // the language's two examples at small widths: the basic block with a head, and the
+        // small ResNet built from it (blocks written out: one declaration per case here)
+        let basic = |w: usize, stride: usize| {
+            format!(
+                "conv({w}, 3, stride = {stride}, padding = 1), batch_norm, relu, conv({w}, 3, padding = 1), batch_norm"
+            )
+        };
+        for (stack, shape) in [
+            (
+                format!("[{}, flatten, linear(classes)]", basic(3, 1)),
+                &[2, 5, 5][..],
+            ),
+            (
+                format!(
+                    "[conv(3, 3, padding = 1), batch_norm, relu, repeat(2, [residual([{}]), relu]), residual([{}], shortcut = [conv(4, 1, stride = 2), batch_norm]), relu, global_avg_pool, linear(classes, name = \"fc\")]",
+                    basic(3, 1),
+                    basic(4, 2)
+                ),
+                &[2, 6, 6],
+            ),
+        ] {
+            check_model(&format!("layers {{ stack = {stack} }}"), shape);
+        }
     }
 
     /// A built-in kind and the `layers` recipe `ahtsgd show` prints for it are one model: the
