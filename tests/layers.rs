@@ -243,3 +243,56 @@ fn built_in_kinds_keep_the_numbers_of_their_hand_written_passes() {
     }
     assert_eq!(logged.lines().count(), expected.lines().count());
 }
+
+/// The VGG recipe (batch norm, max pooling, dropout) checks, plans with shapes and trains;
+/// a run killed after a checkpoint continues to the bits of one that was never interrupted,
+/// dropout's masks included, with sharpness estimated (dropout off) along the way.
+#[test]
+fn vgg_recipe_with_dropout_trains_and_resumes_bitwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = ok(&ahtsgd(
+        &["plan", "--layers", &recipe("vgg.aht")],
+        tmp.path(),
+    ));
+    for row in ["dropout0", "32x14x14", "dropout1"] {
+        assert!(plan.contains(row), "no `{row}` in\n{plan}");
+    }
+    let args = |out: &'static str| -> Vec<String> {
+        [
+            "run",
+            &recipe("vgg.aht"),
+            "--out",
+            out,
+            "--quiet",
+            "--trial",
+            "0",
+            "--set",
+            "vgg_mnist.max_steps=7",
+            "--set",
+            "vgg_mnist.log_every=1 step",
+            "--set",
+            "vgg_mnist.checkpoint_every=3 steps",
+            "--set",
+            "follow.sharpness=power_iteration { iters = 3, every = 2 steps }",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |out: &'static str, env: &[(&str, &str)]| {
+        let a = args(out);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ahtsgd_env(&a, tmp.path(), env)
+    };
+    ok(&run("whole", &[]));
+    assert!(!run("cut", &[("AHTSGD_KILL_AFTER", "5")]).status.success());
+    ok(&run("cut", &[]));
+    let metrics = |d: &str| {
+        read(
+            tmp.path()
+                .join(format!("{d}/vgg_mnist/trial-0000/metrics.jsonl")),
+        )
+    };
+    assert!(metrics("whole").lines().count() >= 7);
+    assert_eq!(metrics("whole"), metrics("cut"));
+}

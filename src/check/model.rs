@@ -221,6 +221,11 @@ fn lower_stack(
                 momentum: o.f64("momentum"),
                 eps: o.f64("eps"),
             },
+            "layer_norm" => LayerKind::LayerNorm { eps: o.f64("eps") },
+            "dropout" => LayerKind::Dropout { p: o.f64("p") },
+            "leaky_relu" => LayerKind::LeakyRelu {
+                slope: o.f64("slope"),
+            },
             "residual" => {
                 let inner = format!("{name}.");
                 LayerKind::Residual {

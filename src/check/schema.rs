@@ -665,9 +665,36 @@ pub static KINDS: &[KindSpec] = &[
     },
     KindSpec {
         category: Category::Layer,
+        name: "layer_norm",
+        doc: "normalisation over the last axis (a sample's features), with a learned scale and shift",
+        fields: layer_fields!(f("eps", POS, Some("1e-5"), "added to the variance")),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "dropout",
+        doc: "zeroes each value with probability p in training steps (the rest scaled by 1/(1 − p)); off in evaluation and sharpness estimation",
+        fields: layer_fields!(f(
+            "p",
+            Ty::Float {
+                min: 0.0,
+                max: 0.99,
+                min_open: false,
+            },
+            None,
+            "the probability of zeroing a value"
+        )),
+    },
+    KindSpec {
+        category: Category::Layer,
         name: "relu",
         doc: "max(x, 0)",
         fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "leaky_relu",
+        doc: "x for x > 0, slope·x otherwise",
+        fields: layer_fields!(f("slope", UNIT, Some("0.01"), "the slope for x ≤ 0")),
     },
     KindSpec {
         category: Category::Layer,

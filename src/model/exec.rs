@@ -28,14 +28,25 @@ pub enum Node {
     Flatten,
     BatchNorm(BatchNorm),
     Act(Activation),
+    LeakyRelu(f64),
+    LayerNorm {
+        gamma: Var,
+        beta: Var,
+        eps: f64,
+    },
+    /// `key`: the layer's mask stream (from the model's seed and the layer's name).
+    Dropout {
+        p: f64,
+        key: [u32; 2],
+    },
     Residual {
         body: Vec<Node>,
         shortcut: Vec<Node>,
     },
 }
 
-/// Runs `nodes` in order.
-pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode) -> Result<Tensor> {
+/// Runs `nodes` in order; `step` keys dropout's masks in training mode.
+pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode, step: u64) -> Result<Tensor> {
     let mut h = x.clone();
     let mut i = 0;
     while i < nodes.len() {
@@ -47,14 +58,14 @@ pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode) -> Result<Tensor> {
             i += 2;
             continue;
         }
-        h = nodes[i].forward(&h, mode)?;
+        h = nodes[i].forward(&h, mode, step)?;
         i += 1;
     }
     Ok(h)
 }
 
 impl Node {
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mode: Mode, step: u64) -> Result<Tensor> {
         match self {
             Node::Linear { w, b } => match b {
                 Some(b) => linear::affine(x, w.as_tensor(), b.as_tensor(), false),
@@ -84,13 +95,50 @@ impl Node {
                 }
             }
             Node::Act(a) => a.apply(x),
+            Node::LeakyRelu(slope) => x.maximum(&(x * *slope)?),
+            Node::LayerNorm { gamma, beta, eps } => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centred = x.broadcast_sub(&mean)?;
+                let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+                let xhat = centred.broadcast_mul(&(var + *eps)?.sqrt()?.recip()?)?;
+                xhat.broadcast_mul(gamma.as_tensor())?
+                    .broadcast_add(beta.as_tensor())
+            }
+            Node::Dropout { p, key } => match mode {
+                Mode::Train => x * dropout_mask(*p, *key, step, x)?,
+                Mode::Probe | Mode::Eval => Ok(x.clone()),
+            },
             Node::Residual { body, shortcut } => {
-                let b = forward(body, x, mode)?;
-                let s = forward(shortcut, x, mode)?;
+                let b = forward(body, x, mode, step)?;
+                let s = forward(shortcut, x, mode, step)?;
                 b + s
             }
         }
     }
+}
+
+/// Dropout's mask for a tensor shaped like `like` at a training step: each entry `1/(1 − p)`
+/// where the uniform of its counter (Philox4x32-10, stream `key`, block `step`, the entry's
+/// index) is at least `p`, else 0. The same layer, seed and step give the same mask on every
+/// machine and thread count, so reruns and resumes are bit for bit.
+pub fn dropout_mask(p: f64, key: [u32; 2], step: u64, like: &Tensor) -> Result<Tensor> {
+    let n = like.elem_count();
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f64> = (0..n.div_ceil(4))
+        .flat_map(|j| {
+            let j = j as u64;
+            let words = crate::optim::stable::philox(
+                [j as u32, (j >> 32) as u32, step as u32, (step >> 32) as u32],
+                key,
+            );
+            words.map(|w| {
+                let u = (f64::from(w) + 0.5) / 4_294_967_296.0;
+                if u >= p { scale } else { 0.0 }
+            })
+        })
+        .take(n)
+        .collect();
+    Tensor::from_vec(mask, like.shape(), like.device())?.to_dtype(like.dtype())
 }
 
 /// k x k pooling with a stride: the 2x2 case by the pooling op, others as the maximum (or

@@ -137,7 +137,7 @@ impl Model {
         } else {
             norm::Mode::Probe
         };
-        tape::Tape::run(&self.nodes, x, y, with_grads, mode)
+        tape::Tape::run(&self.nodes, x, y, with_grads, mode, self.step())
     }
 
     /// The mean cross-entropy of a training batch and the gradients of every parameter:

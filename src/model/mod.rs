@@ -94,7 +94,12 @@ pub struct Model {
     pub buffers: Vec<(String, Var)>,
     nodes: Vec<exec::Node>,
     input_shape: Vec<usize>,
+    /// The training step dropout's masks are drawn for ([`Model::set_step`]).
+    step: std::sync::atomic::AtomicU64,
 }
+
+/// Mixed into the model's seed for dropout's mask streams, apart from the noise's.
+const DROPOUT_STREAMS: u64 = 0xd70f_0a57;
 
 /// A model that cannot be built for its data.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +114,8 @@ pub enum ModelError {
 /// stack's order (a residual's body before its shortcut).
 struct Builder<'a> {
     overrides: &'a [LayerInit],
+    /// The model's seed, which keys dropout's masks.
+    seed: u64,
     dtype: DType,
     dev: &'a Device,
     rng: ChaCha8Rng,
@@ -235,6 +242,19 @@ impl Builder<'_> {
                     exec::Node::BatchNorm(self.batch_norm(&l.name, shape[0], *momentum, *eps)?)
                 }
                 K::Act(a) => exec::Node::Act(*a),
+                K::LeakyRelu { slope } => exec::Node::LeakyRelu(*slope),
+                K::LayerNorm { eps } => {
+                    let f = shape[shape.len() - 1];
+                    exec::Node::LayerNorm {
+                        gamma: self.constant(format!("{}.weight", l.name), 1.0, f, true)?,
+                        beta: self.constant(format!("{}.bias", l.name), 0.0, f, true)?,
+                        eps: *eps,
+                    }
+                }
+                K::Dropout { p } => exec::Node::Dropout {
+                    p: *p,
+                    key: crate::optim::stable::stream_key(self.seed ^ DROPOUT_STREAMS, &l.name),
+                },
                 K::Residual { body, shortcut } => exec::Node::Residual {
                     body: self.stack(body, &shape)?,
                     shortcut: self.stack(shortcut, &shape)?,
@@ -258,6 +278,7 @@ impl Model {
         spec.table().map_err(|e| ModelError::Shape(e.message))?;
         let mut b = Builder {
             overrides: &spec.overrides,
+            seed,
             dtype,
             dev,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417),
@@ -274,6 +295,7 @@ impl Model {
             buffers,
             nodes,
             input_shape: spec.input.clone(),
+            step: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -305,9 +327,21 @@ impl Model {
         }
     }
 
-    /// Logits with batch norm in the given mode (models without batch norm ignore it).
+    /// Logits with batch norm in the given mode (models without batch norm ignore it);
+    /// dropout is on in training mode alone.
     pub fn forward_mode(&self, x: &Tensor, mode: norm::Mode) -> Result<Tensor> {
-        exec::forward(&self.nodes, &self.sample_batch(x)?, mode)
+        exec::forward(&self.nodes, &self.sample_batch(x)?, mode, self.step())
+    }
+
+    /// Sets the training step that dropout's masks are drawn for (each layer's mask is keyed
+    /// by the model's seed, the layer's name and this step); the trainer sets it before each
+    /// step, so reruns and resumes draw the same masks.
+    pub fn set_step(&self, step: u64) {
+        self.step.store(step, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn step(&self) -> u64 {
+        self.step.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -480,6 +514,16 @@ mod tests {
             ("[linear(4), gelu, linear(classes)]", &[5]),
             ("[linear(4), relu, linear(classes)]", &[5]),
             ("[linear(4), batch_norm, tanh, linear(classes)]", &[5]),
+            ("[linear(4), leaky_relu(0.2), linear(classes)]", &[5]),
+            ("[linear(4), layer_norm, tanh, linear(classes)]", &[5]),
+            (
+                "[linear(6), layer_norm(eps = 0.01), gelu, layer_norm, linear(classes)]",
+                &[5],
+            ),
+            (
+                "[conv(2, 3), leaky_relu(0.1), flatten, layer_norm, linear(classes)]",
+                &[1, 5, 5],
+            ),
             ("[flatten, linear(classes)]", &[2, 3, 3]),
             ("[conv(2, 3), tanh, flatten, linear(classes)]", &[2, 6, 5]),
             (
@@ -691,6 +735,70 @@ mod tests {
                     close("H·v", name, a, b);
                 }
             }
+        }
+    }
+
+    /// Dropout's masks are keyed by the seed, the layer and the step: the same step gives
+    /// the same mask, another step or seed another; about 1 − p of the values are kept, at
+    /// 1/(1 − p). Its gradient is the graph's through the same mask; in probe mode (H·v) and
+    /// evaluation it is the identity, so H·v is the product of the net without it.
+    #[test]
+    fn dropout_is_keyed_by_seed_layer_and_step_and_off_for_hvp() {
+        sharpness::enable_second_order();
+        let dev = Device::Cpu;
+        let with = "layers { stack = [linear(16), relu, dropout(0.3), linear(classes)] }";
+        let without = "layers { stack = [linear(16), relu, linear(classes)] }";
+        let m = build_from(&spec(with), &[5], 3, DType::F64, &dev, 7).unwrap();
+        let plain = build_from(&spec(without), &[5], 3, DType::F64, &dev, 7).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let xs: Vec<f64> = (0..40).map(|_| rng.random::<f64>() - 0.5).collect();
+        let x = Tensor::from_vec(xs, (8, 5), &dev).unwrap();
+        let y = Tensor::new(&[0u32, 1, 2, 1, 0, 2, 1, 0], &dev).unwrap();
+        let vals = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let logits = |m: &Model, step: u64| {
+            m.set_step(step);
+            vals(m.forward(&x).unwrap())
+        };
+        assert_eq!(logits(&m, 3), logits(&m, 3));
+        assert_ne!(logits(&m, 3), logits(&m, 4));
+        let other = build_from(&spec(with), &[5], 3, DType::F64, &dev, 8).unwrap();
+        let key = |m: &Model| match &m.nodes[2] {
+            exec::Node::Dropout { key, .. } => *key,
+            _ => panic!("the third node is dropout"),
+        };
+        assert_ne!(key(&m), key(&other));
+        // the kept fraction over 10^5 draws: 0.7 within 5 standard errors (0.0072)
+        let probe = Tensor::ones(100_000, DType::F64, &dev).unwrap();
+        let mask = vals(exec::dropout_mask(0.3, key(&m), 11, &probe).unwrap());
+        let kept = mask.iter().filter(|&&v| v != 0.0).count() as f64 / 1e5;
+        assert!((kept - 0.7).abs() < 0.0072, "kept {kept}");
+        assert!(
+            mask.iter()
+                .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-12)
+        );
+        // the gradient through the step's mask, against the graph's
+        m.set_step(5);
+        let (_, own) = m.loss_grads(&x, &y).unwrap();
+        let graph = cross_entropy(&m.forward(&x).unwrap(), &y)
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in &m.params {
+            let (a, b) = (
+                own.get(v.as_tensor()).unwrap(),
+                graph.get(v.as_tensor()).unwrap(),
+            );
+            let err = sharpness::max_abs(&(a - b).unwrap()).unwrap();
+            assert!(err < 1e-12, "{name}: {err}");
+        }
+        // off in evaluation and in H·v: the same as the net without the layer
+        let eval = |m: &Model| vals(m.forward_mode(&x, norm::Mode::Eval).unwrap());
+        assert_eq!(eval(&m), eval(&plain));
+        let v: Vec<Tensor> = m.vars().iter().map(|p| p.ones_like().unwrap()).collect();
+        let h1 = m.hessian(&x, &y).unwrap().hvp(&v).unwrap();
+        let h2 = plain.hessian(&x, &y).unwrap().hvp(&v).unwrap();
+        for (a, b) in h1.iter().zip(&h2) {
+            assert_eq!(vals(a.clone()), vals(b.clone()));
         }
     }
 

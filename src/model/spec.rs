@@ -154,6 +154,19 @@ pub enum LayerKind {
         eps: f64,
     },
     Act(Activation),
+    /// `x` for `x > 0`, `slope·x` otherwise.
+    LeakyRelu {
+        slope: f64,
+    },
+    /// Over the last axis of each sample (its features), with a learned scale and shift.
+    LayerNorm {
+        eps: f64,
+    },
+    /// Each value zeroed with probability `p` in training steps, the rest scaled by
+    /// `1/(1 − p)`; the identity in evaluation and sharpness estimation.
+    Dropout {
+        p: f64,
+    },
     /// `body(x) + shortcut(x)`; an empty shortcut is the identity.
     Residual {
         body: Vec<Layer>,
@@ -173,6 +186,9 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::BatchNorm { .. } => "batch_norm",
             LayerKind::Act(a) => a.name(),
+            LayerKind::LeakyRelu { .. } => "leaky_relu",
+            LayerKind::LayerNorm { .. } => "layer_norm",
+            LayerKind::Dropout { .. } => "dropout",
             LayerKind::Residual { .. } => "residual",
         }
     }
@@ -315,7 +331,22 @@ impl Layer {
                 }
                 input.to_vec()
             }
-            LayerKind::Act(_) => input.to_vec(),
+            LayerKind::Act(_) | LayerKind::LeakyRelu { .. } | LayerKind::Dropout { .. } => {
+                input.to_vec()
+            }
+            LayerKind::LayerNorm { .. } => {
+                if input.len() != 1 {
+                    return Err(err(
+                        format!(
+                            "`{}` (layer norm) normalises the last axis of [features], its input is {}",
+                            self.name,
+                            dims(input)
+                        ),
+                        "use `batch_norm` for images (it normalises each channel), or `flatten` first",
+                    ));
+                }
+                input.to_vec()
+            }
             LayerKind::Residual { body, shortcut } => {
                 let b = stack_output(body, input)?;
                 let s = stack_output(shortcut, input)?;
@@ -468,6 +499,7 @@ impl ModelSpec {
                 None => {
                     let p = match l.kind {
                         LayerKind::BatchNorm { .. } => 2 * input[0],
+                        LayerKind::LayerNorm { .. } => 2 * input[input.len() - 1],
                         _ => 0,
                     };
                     (Vec::new(), None, None, p)
@@ -613,7 +645,14 @@ fn write_stack(stack: &[Layer], prefix: &str, ctx: &Context, indent: usize, out:
                 }
                 a
             }
-            _ => Vec::new(),
+            LayerKind::LeakyRelu { slope } => vec![format!("{slope:?}")],
+            LayerKind::LayerNorm { eps } if *eps != 1e-5 => vec![format!("eps = {eps:?}")],
+            LayerKind::Dropout { p } => vec![format!("{p:?}")],
+            LayerKind::LayerNorm { .. }
+            | LayerKind::GlobalAvgPool
+            | LayerKind::Flatten
+            | LayerKind::Act(_)
+            | LayerKind::Residual { .. } => Vec::new(),
         };
         args.push(format!("name = {local:?}"));
         if l.init != inherited.0 && !matches!(l.kind, LayerKind::Residual { .. }) {

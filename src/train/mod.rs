@@ -509,6 +509,8 @@ pub fn run_trial(
             // the loss is checked before the update where it is already on the host; on a GPU
             // reading it here would wait for the device between the passes, so it is read
             // (and checked) once the update is queued
+            // dropout's masks are keyed by the step, so a resumed run draws the same ones
+            model.set_step(step);
             let (loss_t, grads) = model.loss_grads_deferred(&x, &y)?;
             let early = loss_t.device().is_cpu();
             let mut loss = f64::NAN;

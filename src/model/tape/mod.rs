@@ -13,6 +13,7 @@
 //! ([`backward`]), tangent ([`tangents`]) and second-order reverse ([`tangents_back`]).
 
 mod act;
+mod layer_norm;
 mod norm;
 mod window;
 
@@ -62,7 +63,9 @@ enum Run {
         da: Option<Tensor>,
     },
     /// Every axis but the batch's into one; `dims`: the input's shape.
-    Flatten { dims: Vec<usize> },
+    Flatten {
+        dims: Vec<usize>,
+    },
     /// `z = conv(x, w) (+ b)`; `dz`: the gradient of `z` (recomputed by the batch norm that
     /// follows, where one does, rather than kept twice).
     Conv {
@@ -84,27 +87,50 @@ enum Run {
         dz: Option<Tensor>,
     },
     /// 2x2 max pooling of `x`.
-    MaxPool { x: Tensor, maxima: Maxima },
+    MaxPool {
+        x: Tensor,
+        maxima: Maxima,
+    },
     /// Any other pooling.
     Window(window::Window),
     /// The mean of each channel's pixels; `dims`: the input's `[N, C, H, W]`.
-    GlobalAvgPool { dims: (usize, usize, usize, usize) },
+    GlobalAvgPool {
+        dims: (usize, usize, usize, usize),
+    },
     /// Batch norm (then ReLU when it fused one).
     Norm(norm::NormRun),
+    /// Leaky ReLU; `d`: its derivative at the input (1 or the slope).
+    LeakyRelu {
+        d: Tensor,
+    },
+    LayerNorm(layer_norm::LayerNormRun),
+    /// Dropout; `mask`: `1/(1 − p)` or 0 per value (None: off, in probe mode).
+    Dropout {
+        mask: Option<Tensor>,
+    },
     /// The body's output plus the shortcut's (an empty shortcut: the input).
-    Residual { body: Vec<Run>, shortcut: Vec<Run> },
+    Residual {
+        body: Vec<Run>,
+        shortcut: Vec<Run>,
+    },
 }
 
 impl Run {
     fn has_params(&self) -> bool {
         match self {
-            Run::Dense { .. } | Run::Conv { .. } | Run::Stage { .. } | Run::Norm(_) => true,
+            Run::Dense { .. }
+            | Run::Conv { .. }
+            | Run::Stage { .. }
+            | Run::Norm(_)
+            | Run::LayerNorm(_) => true,
             Run::Residual { body, shortcut } => body.iter().chain(shortcut).any(Run::has_params),
             Run::Act { .. }
             | Run::Flatten { .. }
             | Run::MaxPool { .. }
             | Run::Window(_)
-            | Run::GlobalAvgPool { .. } => false,
+            | Run::GlobalAvgPool { .. }
+            | Run::LeakyRelu { .. }
+            | Run::Dropout { .. } => false,
         }
     }
 }
@@ -132,8 +158,9 @@ fn has_norm(nodes: &[Node]) -> bool {
     })
 }
 
-/// Runs `nodes` on `h`, keeping what the reverse pass needs; returns the runs and the output.
-fn forward(nodes: &[Node], mut h: Tensor, mode: Mode) -> Result<(Vec<Run>, Tensor)> {
+/// Runs `nodes` on `h`, keeping what the reverse pass needs (`step` keys dropout's masks);
+/// returns the runs and the output.
+fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<Run>, Tensor)> {
     let mut runs = Vec::with_capacity(nodes.len());
     let mut i = 0;
     while i < nodes.len() {
@@ -250,9 +277,32 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode) -> Result<(Vec<Run>, Tenso
                 h = out;
                 Run::Norm(run)
             }
+            Node::LeakyRelu(slope) => {
+                let positive = h.gt(0.0)?;
+                let d =
+                    positive.where_cond(&h.ones_like()?, &h.ones_like()?.affine(*slope, 0.0)?)?;
+                h = (&h * &d)?;
+                Run::LeakyRelu { d }
+            }
+            Node::LayerNorm { gamma, beta, eps } => {
+                let (run, out) = layer_norm::forward(gamma, beta, *eps, &h)?;
+                h = out;
+                Run::LayerNorm(run)
+            }
+            Node::Dropout { p, key } => {
+                let mask = match mode {
+                    Mode::Train => {
+                        let m = super::exec::dropout_mask(*p, *key, step, &h)?;
+                        h = (&h * &m)?;
+                        Some(m)
+                    }
+                    Mode::Probe | Mode::Eval => None,
+                };
+                Run::Dropout { mask }
+            }
             Node::Residual { body, shortcut } => {
-                let (body, hb) = forward(body, h.clone(), mode)?;
-                let (shortcut, hs) = forward(shortcut, h, mode)?;
+                let (body, hb) = forward(body, h.clone(), mode, step)?;
+                let (shortcut, hs) = forward(shortcut, h, mode, step)?;
                 h = (hb + hs)?;
                 Run::Residual { body, shortcut }
             }
@@ -380,6 +430,17 @@ fn backward(
                     g = dx;
                 }
             }
+            Run::LayerNorm(run) => {
+                if let Some(dx) = run.backward(&g, want_x, want.grads, want.keep, grads)? {
+                    g = dx;
+                }
+            }
+            Run::LeakyRelu { d } => g = (&g * &*d)?,
+            Run::Dropout { mask } => {
+                if let Some(m) = mask {
+                    g = (&g * &*m)?;
+                }
+            }
             Run::Residual { body, shortcut } => {
                 let gb = backward(body, g.clone(), want_x, want, grads)?;
                 let gs = backward(shortcut, g.clone(), want_x, want, grads)?;
@@ -412,7 +473,7 @@ pub struct Tape {
 
 impl Tape {
     /// The passes over a batch `x` (samples already in the model's input shape) with batch
-    /// norm in `mode` (training or probe); the parameters' gradients only when `with_grads`,
+    /// norm and dropout in `mode` (training or probe; `step` keys dropout's masks); the parameters' gradients only when `with_grads`,
     /// and what the R-operator needs only when not (H·v needs the layers' deltas alone).
     ///
     /// The loss and its gradient are computed on the host in f64, or on the device (CUDA)
@@ -424,8 +485,9 @@ impl Tape {
         y: &Tensor,
         with_grads: bool,
         mode: Mode,
+        step: u64,
     ) -> Result<Tape> {
-        let (mut runs, logits) = forward(nodes, x, mode)?;
+        let (mut runs, logits) = forward(nodes, x, mode, step)?;
         let (loss, g, prob) = if with_grads && has_norm(nodes) {
             let (loss, g) = super::grad::softmax_cross_entropy_deferred(&logits, y)?;
             (loss, g, None)
@@ -469,7 +531,7 @@ impl Directions<'_> {
 enum Tangent {
     /// The run's input tangent (None: zero).
     Input(Option<Tensor>),
-    /// Batch norm's R(x̂) and R(s) (None when its input's tangent is zero).
+    /// Batch or layer norm's R(x̂) and R(s) (None when its input's tangent is zero).
     Norm(Option<(Tensor, Tensor)>),
     Residual {
         body: Vec<Tangent>,
@@ -581,6 +643,23 @@ fn tangents(
                 let (out, kept) =
                     run.tangent(rh.as_ref(), dir.of(run.gamma()), dir.of(run.beta()))?;
                 (Tangent::Norm(kept), Some(out))
+            }
+            Run::LayerNorm(run) => {
+                let (out, kept) =
+                    run.tangent(rh.as_ref(), dir.of(run.gamma()), dir.of(run.beta()))?;
+                (Tangent::Norm(kept), Some(out))
+            }
+            Run::LeakyRelu { d } => {
+                let out = rh.as_ref().map(|r| r * d).transpose()?;
+                (Tangent::Input(None), out)
+            }
+            Run::Dropout { mask } => {
+                let out = match (&rh, mask) {
+                    (Some(r), Some(m)) => Some((r * m)?),
+                    (r, None) => r.clone(),
+                    (None, Some(_)) => None,
+                };
+                (Tangent::Input(None), out)
             }
             Run::Residual { body, shortcut } => {
                 let (tb, rb) = tangents(body, rh.clone(), dir)?;
@@ -729,6 +808,25 @@ fn tangents_back(
                 out[dir.slot(beta)] = Some(rdbeta);
                 if let Some(n) = next {
                     rg = n;
+                }
+            }
+            Run::LayerNorm(run) => {
+                let Tangent::Norm(k) = &kept[i] else {
+                    candle_core::bail!("H·v: layer norm without its tangents");
+                };
+                let (vg, gamma, beta) = (dir.of(run.gamma()), run.gamma(), run.beta());
+                let (rdgamma, rdbeta, next) = run.tangent_back(&rg, k.as_ref(), vg, want_x)?;
+                out[dir.slot(gamma)] = Some(rdgamma);
+                out[dir.slot(beta)] = Some(rdbeta);
+                if let Some(n) = next {
+                    rg = n;
+                }
+            }
+            // linear maps (locally): the second-order reverse is the reverse pass
+            Run::LeakyRelu { d } => rg = (&rg * d)?,
+            Run::Dropout { mask } => {
+                if let Some(m) = mask {
+                    rg = (&rg * m)?;
                 }
             }
             Run::Residual { body, shortcut } => {
