@@ -296,3 +296,86 @@ fn vgg_recipe_with_dropout_trains_and_resumes_bitwise() {
     assert!(metrics("whole").lines().count() >= 7);
     assert_eq!(metrics("whole"), metrics("cut"));
 }
+
+/// `ahtsgd gradcheck --synthetic` passes on every recipe in `recipes/` at small widths (the
+/// zero-initialised ones with another `init`: weights all zero put every ReLU input at its
+/// kink, where finite differences say nothing), and a recipe added without an entry here
+/// fails this test.
+#[test]
+fn gradcheck_passes_on_every_recipe_at_small_widths() {
+    let cases: &[(&str, &[&str])] = &[
+        ("cifar10_resnet_sharpness.aht", &["net.width=2"]),
+        ("layers.aht", &["resnet18_layers.width=2"]),
+        ("mnist_lr_robustness.aht", &["mlp.hidden=[8]"]),
+        (
+            "mnist_zero_init.aht",
+            &["zero_mlp.hidden=[8, 6]", "zero_mlp.init=default"],
+        ),
+        ("quickstart.aht", &["mlp.hidden=[8, 6]", "mlp.init=default"]),
+        (
+            "sensitivity.aht",
+            &["mlp.hidden=[8, 6]", "mlp.init=default"],
+        ),
+        (
+            "svhn_adaptive_vs_annealed.aht",
+            &["small_cnn.channels=[2, 3]", "small_cnn.hidden=[5]"],
+        ),
+        ("vgg.aht", &[]),
+    ];
+    let mut listed: Vec<&str> = cases.iter().map(|(r, _)| *r).collect();
+    let mut present: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".aht"))
+            .collect();
+    listed.sort();
+    present.sort();
+    assert_eq!(listed, present, "every recipe has a gradcheck case");
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, sets) in cases {
+        let path = recipe(name);
+        let mut args = vec!["gradcheck", path.as_str(), "--synthetic", "--json"];
+        for s in *sets {
+            args.extend(["--set", s]);
+        }
+        let out = ok(&ahtsgd(&args, tmp.path()));
+        for line in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["ok"], true, "{name}: {line}");
+            assert!(
+                v["tensors"].as_array().is_some_and(|t| !t.is_empty()),
+                "{line}"
+            );
+        }
+    }
+    // weights all zero: every direction crosses a kink, and the check says it failed
+    let zero = ahtsgd(
+        &[
+            "gradcheck",
+            &recipe("quickstart.aht"),
+            "--synthetic",
+            "--set",
+            "mlp.hidden=[8, 6]",
+        ],
+        tmp.path(),
+    );
+    let said = String::from_utf8_lossy(&zero.stdout);
+    assert_eq!(zero.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("FAILED") && said.contains("crossed a kink"),
+        "{said}"
+    );
+    // an `arrays` dataset without `shape` and `classes` cannot be checked on random inputs
+    write(
+        tmp.path(),
+        "a.aht",
+        "experiment e { data = arrays { path = \"x.npz\" }, model = mlp {}, optimizer = sgd { lr = 0.1 }, epochs = 1 }\n",
+    );
+    let no_shape = ahtsgd(&["gradcheck", "a.aht", "--synthetic"], tmp.path());
+    let err = String::from_utf8_lossy(&no_shape.stderr);
+    assert!(
+        !no_shape.status.success() && err.contains("shape = [..]"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod data;
+mod gradcheck;
 mod launch;
 mod record;
 mod run;
@@ -70,6 +71,8 @@ pub enum Command {
     /// Datasets on disk
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Check a recipe's models' gradients and Hessian-vector products against finite differences
+    Gradcheck(gradcheck::GradcheckArgs),
     /// Evaluate a recorded trial's parameters (on its own test split or another dataset)
     Eval(record::EvalArgs),
     /// Run a recorded trial again from its resolved.aht and compare the metrics
@@ -143,6 +146,7 @@ pub fn run() -> i32 {
         Command::Show { model, name } => check::show(&model, &name),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
+        Command::Gradcheck(args) => gradcheck::gradcheck(&args),
         Command::Data(cmd) => data::run(cmd),
         Command::Launch(cmd) => launch::launch(cmd),
         Command::Collect { dir } => launch::collect(&dir),

@@ -161,6 +161,21 @@ impl Model {
         Ok((t.loss, t.grads))
     }
 
+    /// The loss and gradients [`Model::hessian`] differentiates: batch norm in probe mode
+    /// (batch statistics, running statistics untouched) and dropout off.
+    pub fn probe_loss_grads(&self, x: &Tensor, y: &Tensor) -> Result<(f64, GradStore)> {
+        let (loss, grads) = if self.has_own_passes(x) {
+            let x = self.sample_batch(&x.detach())?;
+            let t = tape::Tape::run(&self.nodes, x, y, true, norm::Mode::Probe, self.step())?;
+            (t.loss, t.grads)
+        } else {
+            let loss = super::cross_entropy(&self.forward_mode(x, norm::Mode::Probe)?, y)?;
+            let grads = loss.backward()?;
+            (loss, grads)
+        };
+        Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads))
+    }
+
     /// Hessian-vector products of the mean cross-entropy of a batch (batch norm in probe
     /// mode), with directions and results in the order of [`Model::vars`]: by the R-operator
     /// where the executor's passes run, by double backward through candle's graph otherwise

@@ -18,6 +18,7 @@ mod cpu;
 mod cuda;
 mod exec;
 mod grad;
+pub mod gradcheck;
 pub mod linear;
 pub mod norm;
 pub mod pool;
