@@ -20,6 +20,9 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+/// The VGG-style net of `docs/language.md` and `recipes/vgg.aht`, as `bench` times it.
+const VGG: &str = "layers { stack = [conv(32, 3, padding = 1), batch_norm, relu, conv(32, 3, padding = 1), batch_norm, relu, max_pool(2), dropout(0.25), flatten, linear(128), relu, dropout(0.5), linear(classes)], init = kaiming }";
+
 /// Every workload, in the order `ahtsgd bench` runs them.
 pub const WORKLOADS: &[(&str, &str)] = &[
     ("mlp-sgd", "MLP 784-256-256-10 ReLU, SGD step"),
@@ -49,6 +52,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "CNN conv32-pool-conv64-pool-linear on 3x32x32, SGD step",
     ),
     ("cnn-hvp", "one Hessian-vector product of the CNN"),
+    (
+        "vgg-sgd",
+        "VGG-style net (docs/language.md: conv32-bn-relu x2, pool, dropout, linear128) on 3x32x32, SGD step",
+    ),
+    ("vgg-hvp", "one Hessian-vector product of the VGG-style net"),
     (
         "resnet18-sgd",
         "CIFAR ResNet-18 (width 64), SGD step (not run on the CPU unless named)",
@@ -349,6 +357,8 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     "cnn { channels = [32, 64], hidden = [], init = default }",
                     &[3, 32, 32],
                 )
+            } else if w.starts_with("vgg") {
+                (VGG, &[3, 32, 32])
             } else if w.starts_with("resnet18") {
                 ("resnet18 { width = 64 }", &[3, 32, 32])
             } else if w.starts_with("resnet50") {
@@ -423,7 +433,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     },
                     base,
                 )?,
-                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" => time_paired(
+                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" | "vgg-hvp" => time_paired(
                     p,
                     dev,
                     || {

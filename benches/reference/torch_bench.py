@@ -12,6 +12,11 @@ Workloads (f32, batch 128, synthetic data, seed 0), as in `ahtsgd bench --list`:
   cnn-sgd              conv3x3(3->32)+ReLU+maxpool2, conv3x3(32->64)+ReLU+maxpool2,
                        linear 4096->10 on 3x32x32, SGD step
   resnet18-sgd         CIFAR ResNet-18 (3x3 stem, no max-pool, batch norm), SGD step
+  vgg-sgd              the VGG-style net of docs/language.md (conv3x3 32 + BN + ReLU twice,
+                       maxpool2, dropout 0.25, linear 8192->128 + ReLU, dropout 0.5, linear
+                       128->10, Kaiming init) on 3x32x32, SGD step
+  vgg-hvp              one Hessian-vector product of it by double backward (dropout off, batch
+                       norm with batch statistics, as ahtsgd's sharpness estimates take it)
   sampler              10^7 alpha-stable draws (alpha 1.5), reported as draws per second
 
 Prints one line per workload (median of --reps repetitions of --steps calls), like
@@ -107,6 +112,19 @@ def cnn(dev):
     ).to(dev)
 
 
+def vgg(dev):
+    m = nn.Sequential(
+        nn.Conv2d(3, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(32 * 16 * 16, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
+    )
+    for layer in m:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    return m.to(dev)
+
+
 def sgd_step(model, x, y, lr=0.1, noise=None):
     loss = F.cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -159,6 +177,21 @@ def main():
         elif name == "cnn-sgd":
             m = cnn(dev)
             fn = lambda: sgd_step(m, x_img, y)
+        elif name == "vgg-sgd":
+            m = vgg(dev).train()
+            fn = lambda: sgd_step(m, x_img, y)
+        elif name == "vgg-hvp":
+            m = vgg(dev).train()
+            for layer in m:
+                if isinstance(layer, nn.Dropout):
+                    layer.p = 0.0
+            params = list(m.parameters())
+
+            def fn():
+                loss = F.cross_entropy(m(x_img), y)
+                g = torch.autograd.grad(loss, params, create_graph=True)
+                v = [torch.ones_like(p) for p in params]
+                torch.autograd.grad(g, params, v)
         elif name == "resnet18-sgd":
             m = resnet18(dev)
             fn = lambda: sgd_step(m, x_img, y)
