@@ -433,25 +433,27 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     },
                     base,
                 )?,
-                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" | "vgg-hvp" => time_paired(
-                    p,
-                    dev,
-                    || {
-                        let (x, y) = next();
-                        let v: Vec<Tensor> = vars
-                            .iter()
-                            .map(|v| v.as_tensor().ones_like())
-                            .collect::<Result<_>>()?;
-                        if w == "mlp-hvp-graph" {
-                            let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
-                            sharpness::hvp(&loss, &vars, &v)?;
-                        } else {
-                            m.hessian(&x, &y)?.hvp(&v)?;
-                        }
-                        Ok(())
-                    },
-                    base,
-                )?,
+                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" | "vgg-hvp" => {
+                    time_paired(
+                        p,
+                        dev,
+                        || {
+                            let (x, y) = next();
+                            let v: Vec<Tensor> = vars
+                                .iter()
+                                .map(|v| v.as_tensor().ones_like())
+                                .collect::<Result<_>>()?;
+                            if w == "mlp-hvp-graph" {
+                                let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                                sharpness::hvp(&loss, &vars, &v)?;
+                            } else {
+                                m.hessian(&x, &y)?.hvp(&v)?;
+                            }
+                            Ok(())
+                        },
+                        base,
+                    )?
+                }
                 "mlp-power-iter" | "resnet18-power-iter" => time_paired(
                     p,
                     dev,

@@ -159,6 +159,14 @@ test_device!(cuda_only own_passes_agree_with_the_cpu, |dev: Device| {
             5,
             1e-4,
         ),
+        // the kinds of the layer-kinds issue: leaky ReLU, dropout (its mask drawn on the
+        // host from the same stream), layer norm
+        (
+            "layers { stack = [conv(4, 3, padding = 1), leaky_relu(0.1), max_pool(2), dropout(0.3), flatten, linear(8), layer_norm, silu, linear(classes)] }",
+            vec![3, 8, 8],
+            6,
+            1e-3,
+        ),
         // windowed pooling, batch norm after a dense layer
         (
             "layers { stack = [conv(4, 3), avg_pool(3, stride = 2), max_pool(2, stride = 1), flatten, linear(8), batch_norm, tanh, linear(classes)] }",

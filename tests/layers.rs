@@ -295,6 +295,15 @@ fn vgg_recipe_with_dropout_trains_and_resumes_bitwise() {
     };
     assert!(metrics("whole").lines().count() >= 7);
     assert_eq!(metrics("whole"), metrics("cut"));
+    // and `rerun` from the record trains it again to the same numbers
+    let rerun = ok(&ahtsgd(
+        &["rerun", "whole/vgg_mnist/trial-0000"],
+        tmp.path(),
+    ));
+    assert!(
+        rerun.contains("metrics.jsonl identical to the original"),
+        "{rerun}"
+    );
 }
 
 /// `ahtsgd gradcheck --synthetic` passes on every recipe in `recipes/` at small widths (the
