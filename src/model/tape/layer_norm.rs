@@ -58,24 +58,24 @@ pub(super) fn forward(
 }
 
 impl LayerNormRun {
-    pub(super) fn gamma(&self) -> &Var {
-        &self.gamma
-    }
-
-    pub(super) fn beta(&self) -> &Var {
-        &self.beta
-    }
-
     /// `u − mean(u) − x̂·mean(u·x̂)` per row.
     fn project(&self, u: &Tensor) -> Result<Tensor> {
         let ux = row_mean(&(u * &self.xhat)?)?;
         u.broadcast_sub(&row_mean(u)?)?
             .sub(&self.xhat.broadcast_mul(&ux)?)
     }
+}
 
-    /// The reverse pass from `dy`: γ's and β's gradients when `with_grads`, `dy` kept when
-    /// `keep`, and the input's gradient when `want_x`.
-    pub(super) fn backward(
+impl super::Normalization for LayerNormRun {
+    fn gamma(&self) -> &Var {
+        &self.gamma
+    }
+
+    fn beta(&self) -> &Var {
+        &self.beta
+    }
+
+    fn backward(
         &mut self,
         dy: &Tensor,
         want_x: bool,
@@ -99,9 +99,7 @@ impl LayerNormRun {
         Ok(dx)
     }
 
-    /// The output's tangent from the input's (`rx`, None: zero); with R(x̂) and R(s) when
-    /// the input's tangent is not zero.
-    pub(super) fn tangent(
+    fn tangent(
         &self,
         rx: Option<&Tensor>,
         vgamma: &Tensor,
@@ -122,9 +120,7 @@ impl LayerNormRun {
         Ok((ry, Some((rxhat, rs))))
     }
 
-    /// The second-order reverse from `rdy`, with what [`LayerNormRun::tangent`] kept: the
-    /// tangents of γ's and β's gradients, and of the input's gradient when `want_x`.
-    pub(super) fn tangent_back(
+    fn tangent_back(
         &self,
         rdy: &Tensor,
         kept: Option<&(Tensor, Tensor)>,

@@ -135,6 +135,58 @@ impl Run {
     }
 }
 
+/// A normalisation with a learned scale and shift (batch norm, layer norm): the passes the
+/// tape calls on either.
+trait Normalization {
+    fn gamma(&self) -> &Var;
+    fn beta(&self) -> &Var;
+    /// The reverse pass from `g`: γ's and β's gradients when `with_grads`, what the
+    /// R-operator needs kept when `keep`, the input's gradient when `want_x`.
+    fn backward(
+        &mut self,
+        g: &Tensor,
+        want_x: bool,
+        with_grads: bool,
+        keep: bool,
+        grads: &mut GradStore,
+    ) -> Result<Option<Tensor>>;
+    /// The output's tangent from the input's (None: zero), with R(x̂) and R(s) where the
+    /// input's tangent is not zero.
+    fn tangent(
+        &self,
+        rx: Option<&Tensor>,
+        vgamma: &Tensor,
+        vbeta: &Tensor,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)>;
+    /// The second-order reverse: the tangents of γ's and β's gradients, and of the input's
+    /// gradient when `want_x`.
+    fn tangent_back(
+        &self,
+        rg: &Tensor,
+        kept: Option<&(Tensor, Tensor)>,
+        vgamma: &Tensor,
+        want_x: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)>;
+}
+
+impl Run {
+    fn normalization(&self) -> Option<&dyn Normalization> {
+        match self {
+            Run::Norm(r) => Some(r),
+            Run::LayerNorm(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn normalization_mut(&mut self) -> Option<&mut dyn Normalization> {
+        match self {
+            Run::Norm(r) => Some(r),
+            Run::LayerNorm(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 fn kernel(w: &Var) -> Result<(usize, usize)> {
     let w = w.as_tensor();
     Ok((w.dim(2)?, w.dim(3)?))
@@ -147,6 +199,17 @@ fn spatial(x: &Tensor) -> Result<(usize, usize)> {
 /// The index of the first run with parameters: the runs after it need their input's gradient.
 fn first_with_params(runs: &[Run]) -> usize {
     runs.iter().position(Run::has_params).unwrap_or(runs.len())
+}
+
+/// The runs a reverse pass visits, last first, each with whether its input's gradient is
+/// wanted: every run after the first with parameters, and the rest only when the stack's input
+/// needs its gradient (`need_input`).
+fn reverse_order(runs: &[Run], need_input: bool) -> impl Iterator<Item = (usize, bool)> + use<> {
+    let first = first_with_params(runs);
+    (0..runs.len())
+        .rev()
+        .take_while(move |&i| i >= first || need_input)
+        .map(move |i| (i, need_input || i > first))
 }
 
 /// Whether a stack holds batch norm (directly or in a residual).
@@ -331,12 +394,7 @@ fn backward(
     want: Want,
     grads: &mut GradStore,
 ) -> Result<Option<Tensor>> {
-    let first = first_with_params(runs);
-    for i in (0..runs.len()).rev() {
-        if i < first && !need_input {
-            break;
-        }
-        let want_x = need_input || i > first;
+    for (i, want_x) in reverse_order(runs, need_input) {
         let keep = |t: Tensor| want.keep.then_some(t);
         // batch norm right after a convolution keeps what gives the convolution's delta
         let norm_next = matches!(runs.get(i + 1), Some(Run::Norm(_)));
@@ -425,12 +483,8 @@ fn backward(
             Run::MaxPool { x, maxima } => g = maxima.back(&g, x)?,
             Run::Window(pool) => g = pool.back(&g)?,
             Run::GlobalAvgPool { dims } => g = spread(&g, *dims)?,
-            Run::Norm(run) => {
-                if let Some(dx) = run.backward(&g, want_x, want.grads, want.keep, grads)? {
-                    g = dx;
-                }
-            }
-            Run::LayerNorm(run) => {
+            r @ (Run::Norm(_) | Run::LayerNorm(_)) => {
+                let run = r.normalization_mut().expect("a normalisation");
                 if let Some(dx) = run.backward(&g, want_x, want.grads, want.keep, grads)? {
                     g = dx;
                 }
@@ -639,12 +693,8 @@ fn tangents(
                     .transpose()?;
                 (Tangent::Input(None), out)
             }
-            Run::Norm(run) => {
-                let (out, kept) =
-                    run.tangent(rh.as_ref(), dir.of(run.gamma()), dir.of(run.beta()))?;
-                (Tangent::Norm(kept), Some(out))
-            }
-            Run::LayerNorm(run) => {
+            r @ (Run::Norm(_) | Run::LayerNorm(_)) => {
+                let run = r.normalization().expect("a normalisation");
                 let (out, kept) =
                     run.tangent(rh.as_ref(), dir.of(run.gamma()), dir.of(run.beta()))?;
                 (Tangent::Norm(kept), Some(out))
@@ -688,12 +738,7 @@ fn tangents_back(
     dir: &Directions,
     out: &mut [Option<Tensor>],
 ) -> Result<Option<Tensor>> {
-    let first = first_with_params(runs);
-    for i in (0..runs.len()).rev() {
-        if i < first && !need_input {
-            break;
-        }
-        let want_x = need_input || i > first;
+    for (i, want_x) in reverse_order(runs, need_input) {
         let r_in = kept[i].input();
         match &runs[i] {
             Run::Dense {
@@ -798,21 +843,10 @@ fn tangents_back(
             Run::MaxPool { x, maxima } => rg = maxima.back(&rg, x)?,
             Run::Window(pool) => rg = pool.back(&rg)?,
             Run::GlobalAvgPool { dims } => rg = spread(&rg, *dims)?,
-            Run::Norm(run) => {
+            r @ (Run::Norm(_) | Run::LayerNorm(_)) => {
+                let run = r.normalization().expect("a normalisation");
                 let Tangent::Norm(k) = &kept[i] else {
-                    candle_core::bail!("H·v: batch norm without its tangents");
-                };
-                let (vg, gamma, beta) = (dir.of(run.gamma()), run.gamma(), run.beta());
-                let (rdgamma, rdbeta, next) = run.tangent_back(&rg, k.as_ref(), vg, want_x)?;
-                out[dir.slot(gamma)] = Some(rdgamma);
-                out[dir.slot(beta)] = Some(rdbeta);
-                if let Some(n) = next {
-                    rg = n;
-                }
-            }
-            Run::LayerNorm(run) => {
-                let Tangent::Norm(k) = &kept[i] else {
-                    candle_core::bail!("H·v: layer norm without its tangents");
+                    candle_core::bail!("H·v: a normalisation without its tangents");
                 };
                 let (vg, gamma, beta) = (dir.of(run.gamma()), run.gamma(), run.beta());
                 let (rdgamma, rdbeta, next) = run.tangent_back(&rg, k.as_ref(), vg, want_x)?;

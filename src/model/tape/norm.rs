@@ -180,18 +180,40 @@ impl NormRun {
         }
     }
 
-    pub(super) fn gamma(&self) -> &Var {
+    /// The input's gradient from what the reverse pass kept, the same bits as the reverse
+    /// pass returned: a convolution before batch norm reads it rather than keeping its own
+    /// copy.
+    pub(super) fn input_grad(&self) -> Result<Tensor> {
+        let (xhat, invstd) = self.host()?;
+        let Some(back) = &self.back else {
+            candle_core::bail!("H·v: batch norm's reverse pass did not keep its state");
+        };
+        let m = per_channel(&back.dy)?;
+        let (dy, dgamma, dbeta) = (&back.dy, &back.dgamma, &back.dbeta);
+        self.to_input(input_grad(&self.gamma, xhat, invstd, dy, dgamma, dbeta, m)?)
+    }
+
+    fn host(&self) -> Result<(&Tensor, &Tensor)> {
+        match &self.saved {
+            Saved::Host { xhat, invstd } => Ok((xhat, invstd)),
+            #[cfg(feature = "cuda")]
+            Saved::Device { .. } => {
+                candle_core::bail!("H·v through batch norm needs its probe-mode pass")
+            }
+        }
+    }
+}
+
+impl super::Normalization for NormRun {
+    fn gamma(&self) -> &Var {
         &self.gamma
     }
 
-    pub(super) fn beta(&self) -> &Var {
+    fn beta(&self) -> &Var {
         &self.beta
     }
 
-    /// The reverse pass from `g`, the gradient of the output: stores the gradients of γ and β
-    /// when `with_grads`, keeps what the R-operator needs when `keep`, and returns the
-    /// input's gradient when `want_x`.
-    pub(super) fn backward(
+    fn backward(
         &mut self,
         g: &Tensor,
         want_x: bool,
@@ -240,32 +262,7 @@ impl NormRun {
         dz.map(|d| self.to_input(d)).transpose()
     }
 
-    /// The input's gradient from what the reverse pass kept, the same bits as
-    /// [`NormRun::backward`] returned: a convolution before batch norm reads it rather than
-    /// keeping its own copy.
-    pub(super) fn input_grad(&self) -> Result<Tensor> {
-        let (xhat, invstd) = self.host()?;
-        let Some(back) = &self.back else {
-            candle_core::bail!("H·v: batch norm's reverse pass did not keep its state");
-        };
-        let m = per_channel(&back.dy)?;
-        let (dy, dgamma, dbeta) = (&back.dy, &back.dgamma, &back.dbeta);
-        self.to_input(input_grad(&self.gamma, xhat, invstd, dy, dgamma, dbeta, m)?)
-    }
-
-    fn host(&self) -> Result<(&Tensor, &Tensor)> {
-        match &self.saved {
-            Saved::Host { xhat, invstd } => Ok((xhat, invstd)),
-            #[cfg(feature = "cuda")]
-            Saved::Device { .. } => {
-                candle_core::bail!("H·v through batch norm needs its probe-mode pass")
-            }
-        }
-    }
-
-    /// The output's tangent from the input's (`rz`, None: zero) and the directions of γ and
-    /// β; with R(x̂) and R(s) when the input's tangent is not zero.
-    pub(super) fn tangent(
+    fn tangent(
         &self,
         rz: Option<&Tensor>,
         vgamma: &Tensor,
@@ -301,10 +298,7 @@ impl NormRun {
         Ok((self.to_input(ry)?, kept))
     }
 
-    /// The second-order reverse from `rg`, the tangent of the output's gradient, with what
-    /// [`NormRun::tangent`] kept: the tangents of γ's and β's gradients, and of the input's
-    /// gradient when `want_x`.
-    pub(super) fn tangent_back(
+    fn tangent_back(
         &self,
         rg: &Tensor,
         kept: Option<&(Tensor, Tensor)>,
