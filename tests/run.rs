@@ -224,18 +224,22 @@ fn sample_writes_reproducible_draws() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// [`TINY`] with a checkpoint every 3 steps.
+fn tiny_checkpointed() -> String {
+    TINY.replace(
+        "log_every = 1 step",
+        "log_every = 1 step\n  checkpoint_every = 3 steps",
+    )
+}
+
 /// An interrupted trial (the Ctrl-C path, triggered after a fixed step by a test hook) leaves a
 /// checkpoint; running the same command again finishes it with exactly the numbers of an
 /// uninterrupted run.
 #[test]
 fn interrupted_trials_resume_to_identical_results() {
     let tmp = tempfile::tempdir().unwrap();
-    // checkpoints every 3 steps; the stop comes at step 8, between two checkpoints
-    let recipe = TINY.replace(
-        "log_every = 1 step",
-        "log_every = 1 step\n  checkpoint_every = 3 steps",
-    );
-    write(tmp.path(), "tiny.aht", &recipe);
+    // the stop comes at step 8, between two checkpoints
+    write(tmp.path(), "tiny.aht", &tiny_checkpointed());
     let whole = ahtsgd(
         &["run", "tiny.aht", "--out", "whole", "--threads", "1"],
         tmp.path(),
@@ -289,11 +293,7 @@ fn interrupted_trials_resume_to_identical_results() {
 #[test]
 fn a_record_from_before_a_new_default_resumes_and_a_changed_one_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = TINY.replace(
-        "log_every = 1 step",
-        "log_every = 1 step\n  checkpoint_every = 3 steps",
-    );
-    write(tmp.path(), "tiny.aht", &recipe);
+    write(tmp.path(), "tiny.aht", &tiny_checkpointed());
     let run = |out: &str, env: &[(&str, &str)]| {
         ahtsgd_env(
             &[

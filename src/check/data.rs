@@ -1,5 +1,6 @@
 //! Lowering a checked dataset to the typed [`DataSpec`] the readers take.
 
+use super::model::has;
 use crate::data::{Augment, DataSpec, Normalization, Source, Verify};
 use crate::plan::Obj;
 use std::path::PathBuf;
@@ -11,10 +12,6 @@ fn verify(data: &Obj) -> Verify {
         "off" => Verify::Off,
         _ => Verify::Warn,
     }
-}
-
-fn has(o: &Obj, field: &str) -> bool {
-    o.fields.iter().any(|(n, _)| *n == field)
 }
 
 /// The typed description of a checked `data` object; `None` for a kind without a reader in

@@ -51,7 +51,8 @@ fn own_init(o: &Obj) -> Option<Init> {
     (o.kind != "inherit").then(|| init(o))
 }
 
-fn has(o: &Obj, field: &str) -> bool {
+/// Whether a checked object holds `field` (kinds without it do not).
+pub(crate) fn has(o: &Obj, field: &str) -> bool {
     o.fields.iter().any(|(n, _)| *n == field)
 }
 

@@ -152,8 +152,8 @@ fn along(
     };
     let probe = || -> Result<Vec<Tensor>> { every_grad(&vars, &m.probe_loss_grads(x, y)?.1) };
     let (l0, t0) = (loss(Mode::Probe)?, loss(Mode::Train)?);
-    let g0 = probe()?;
     let gs = m.probe_loss_grads(x, y)?.1;
+    let g0 = every_grad(&vars, &gs)?;
     let (_, train) = m.loss_grads(x, y)?;
     let hv = m.hessian(x, y)?.hvp(v)?;
     let eps = o.eps;

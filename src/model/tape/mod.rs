@@ -341,9 +341,11 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
                 Run::Norm(run)
             }
             Node::LeakyRelu(slope) => {
-                let positive = h.gt(0.0)?;
-                let d =
-                    positive.where_cond(&h.ones_like()?, &h.ones_like()?.affine(*slope, 0.0)?)?;
+                // 1 where x > 0, the slope elsewhere
+                let d = h
+                    .gt(0.0)?
+                    .to_dtype(h.dtype())?
+                    .affine(1.0 - slope, *slope)?;
                 h = (&h * &d)?;
                 Run::LeakyRelu { d }
             }
