@@ -10,7 +10,7 @@
 
 use crate::check::{Options, check_text};
 use crate::model::{self, Model};
-use crate::optim::alpha::AlphaSchedule;
+use crate::optim::alpha::{AlphaSchedule, Smoothing};
 use crate::optim::{AhtSgd, NoiseKind, ParamsAhtSgd, sharpness, stable};
 use crate::plan::Obj;
 use candle_core::{DType, Device, Result, Tensor};
@@ -381,7 +381,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     NoiseKind::Stable(AlphaSchedule::Fixed(1.5))
                 }
                 "mlp-ahtsgd-adaptive" => NoiseKind::Stable(AlphaSchedule::Adaptive {
-                    ema: 0.05,
+                    smoothing: Smoothing::PerEstimate { rate: 0.05 },
                     map: crate::optim::alpha::AlphaMap::Sigmoid {
                         v: 4.0,
                         c: 10f64.ln(),

@@ -100,6 +100,11 @@ codes! {
     /// A stack item that is not a layer (`stack = [3]`), a block call with positional
     /// arguments, or a parameter named like a layer kind.
     Layer => "aht::check::layer",
+    /// `ema = 0.05` in an adaptive schedule, or the `trend` map: a setting kept for old recipes
+    /// that has a better replacement (a warning).
+    Deprecated => "aht::check::deprecated",
+    /// `half_life` and `ema` in one schedule: two fields of which a kind takes one.
+    Conflict => "aht::check::conflict",
     /// A data file that is missing, truncated or malformed.
     Data => "aht::data::format",
     /// A candle error while building or running a recipe node.

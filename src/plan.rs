@@ -62,7 +62,7 @@ impl Val {
                 out.push(']');
             }
             Val::Obj(o) => o.write_inline(out),
-            Val::Expr(e) => out.push_str(&e.to_source()),
+            Val::Expr(e) => out.push_str(&expr_source(e)),
         }
     }
 }
@@ -195,131 +195,62 @@ impl Obj {
     }
 }
 
-/// Training signals a custom α expression can read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    Step,
-    Epoch,
-    Progress,
-    LambdaMax,
-    SharpnessEma,
-}
+pub use crate::optim::signal::{Func, Op, Signal, SignalExpr, Signals};
 
-impl Signal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Step => "step",
-            Signal::Epoch => "epoch",
-            Signal::Progress => "progress",
-            Signal::LambdaMax => "lambda_max",
-            Signal::SharpnessEma => "sharpness_ema",
+/// Recipe text of a signal expression, parenthesised only where precedence needs it.
+pub fn expr_source(e: &SignalExpr) -> String {
+    match e {
+        SignalExpr::Const(v) => fmt_num(*v, v.fract() == 0.0),
+        SignalExpr::Signal(s) => s.name().to_string(),
+        SignalExpr::Neg(e) => format!("-{}", expr_source_prec(e, 3)),
+        SignalExpr::Bin(op, a, b) => {
+            let p = precedence(*op);
+            format!(
+                "{} {} {}",
+                expr_source_prec(a, p),
+                symbol(*op),
+                expr_source_prec(b, p + 1)
+            )
         }
-    }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        [
-            Signal::Step,
-            Signal::Epoch,
-            Signal::Progress,
-            Signal::LambdaMax,
-            Signal::SharpnessEma,
-        ]
-        .into_iter()
-        .find(|x| x.name() == s)
-    }
-}
-
-/// The values of the signals at one step.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Signals {
-    pub step: f64,
-    pub epoch: f64,
-    pub progress: f64,
-    pub lambda_max: f64,
-    pub sharpness_ema: f64,
-}
-
-/// An expression over signals, with constants folded.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SignalExpr {
-    Const(f64),
-    Signal(Signal),
-    Neg(Box<SignalExpr>),
-    Bin(BinOp, Box<SignalExpr>, Box<SignalExpr>),
-    Call(&'static str, Vec<SignalExpr>),
-}
-
-impl SignalExpr {
-    /// Evaluates at the given signals; non-finite results are returned as they are.
-    pub fn eval(&self, s: &Signals) -> f64 {
-        match self {
-            SignalExpr::Const(v) => *v,
-            SignalExpr::Signal(sig) => match sig {
-                Signal::Step => s.step,
-                Signal::Epoch => s.epoch,
-                Signal::Progress => s.progress,
-                Signal::LambdaMax => s.lambda_max,
-                Signal::SharpnessEma => s.sharpness_ema,
-            },
-            SignalExpr::Neg(e) => -e.eval(s),
-            SignalExpr::Bin(op, a, b) => apply_bin(*op, a.eval(s), b.eval(s)),
-            SignalExpr::Call(name, args) => {
-                let v: Vec<f64> = args.iter().map(|a| a.eval(s)).collect();
-                apply_fn(name, &v)
-            }
-        }
-    }
-
-    pub fn to_source(&self) -> String {
-        match self {
-            SignalExpr::Const(v) => fmt_num(*v, v.fract() == 0.0),
-            SignalExpr::Signal(s) => s.name().to_string(),
-            SignalExpr::Neg(e) => format!("-{}", e.to_source_prec(3)),
-            SignalExpr::Bin(op, a, b) => {
-                let p = op.precedence();
-                format!(
-                    "{} {} {}",
-                    a.to_source_prec(p),
-                    op.symbol(),
-                    b.to_source_prec(p + 1)
-                )
-            }
-            SignalExpr::Call(name, args) => {
-                let args: Vec<String> = args.iter().map(SignalExpr::to_source).collect();
-                format!("{name}({})", args.join(", "))
-            }
-        }
-    }
-
-    fn to_source_prec(&self, min: u8) -> String {
-        match self {
-            SignalExpr::Bin(op, ..) if op.precedence() < min => format!("({})", self.to_source()),
-            SignalExpr::Const(v) if *v < 0.0 => format!("({})", self.to_source()),
-            _ => self.to_source(),
+        SignalExpr::Call(f, args) => {
+            let args: Vec<String> = args.iter().map(expr_source).collect();
+            format!("{}({})", f.name(), args.join(", "))
         }
     }
 }
 
-pub fn apply_bin(op: BinOp, a: f64, b: f64) -> f64 {
+fn expr_source_prec(e: &SignalExpr, min: u8) -> String {
+    match e {
+        SignalExpr::Bin(op, ..) if precedence(*op) < min => format!("({})", expr_source(e)),
+        SignalExpr::Const(v) if *v < 0.0 => format!("({})", expr_source(e)),
+        _ => expr_source(e),
+    }
+}
+
+fn precedence(op: Op) -> u8 {
+    op_of(op).precedence()
+}
+
+fn symbol(op: Op) -> &'static str {
+    op_of(op).symbol()
+}
+
+fn op_of(op: Op) -> BinOp {
     match op {
-        BinOp::Add => a + b,
-        BinOp::Sub => a - b,
-        BinOp::Mul => a * b,
-        BinOp::Div => a / b,
+        Op::Add => BinOp::Add,
+        Op::Sub => BinOp::Sub,
+        Op::Mul => BinOp::Mul,
+        Op::Div => BinOp::Div,
     }
 }
 
-/// The built-in functions (`log`, `exp`, `sqrt`, `abs`, `min`, `max`, `pow`).
-pub fn apply_fn(name: &str, v: &[f64]) -> f64 {
-    match (name, v) {
-        ("log", [x]) => x.ln(),
-        ("exp", [x]) => x.exp(),
-        ("sqrt", [x]) => x.sqrt(),
-        ("abs", [x]) => x.abs(),
-        ("min", [a, b]) => a.min(*b),
-        ("max", [a, b]) => a.max(*b),
-        ("pow", [a, b]) => a.powf(*b),
-        _ => f64::NAN,
+/// The optimizer's operator for a recipe's.
+pub fn op(b: BinOp) -> Op {
+    match b {
+        BinOp::Add => Op::Add,
+        BinOp::Sub => Op::Sub,
+        BinOp::Mul => Op::Mul,
+        BinOp::Div => Op::Div,
     }
 }
 
@@ -333,12 +264,14 @@ pub struct Trial {
     pub config: Obj,
     /// The sweep values of this trial: (site path, value as recipe text), in expansion order.
     pub choices: Vec<(String, String)>,
+    /// The recipe's language version.
+    pub version: u64,
 }
 
 impl Trial {
     /// The trial as a recipe of its own with every default written out: `resolved.aht`.
     pub fn resolved_source(&self) -> String {
-        let mut out = String::from("version = 1\n\n");
+        let mut out = format!("version = {}\n\n", self.version);
         let mut seen = Vec::new();
         for (_, v) in &self.config.fields {
             if let Val::Obj(o) = v {

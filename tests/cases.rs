@@ -1,4 +1,5 @@
-//! Stage folders of recipe cases: `tests/cases/{parse,check}/{ok,err}/*.aht`, and
+//! Stage folders of recipe cases: `tests/cases/{parse,check}/{ok,err}/*.aht`,
+//! `tests/cases/check/warn/*.aht` (recipes that check, with warnings), and
 //! `tests/cases/data/err/*.aht`, recipes that check but whose first trial's data cannot load.
 //!
 //! Each file may start with header comments: `# expect: CODE` (err cases: at least one
@@ -104,6 +105,33 @@ fn run_err(stage: &str, seen: &mut BTreeSet<String>) {
     }
 }
 
+/// Warning cases: a plan, only warnings, the expected codes among them, and a snapshot.
+fn run_warn(seen: &mut BTreeSet<String>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let all = cases("check/warn");
+    assert!(!all.is_empty());
+    for path in all {
+        let (expect, opts) = headers(&path);
+        let checked = check_case(&path, &opts);
+        assert!(
+            checked.plan.is_some() && !checked.has_errors(),
+            "{}: warning cases must check\n{}",
+            path.display(),
+            render(&checked.diagnostics, &checked.sources, false)
+        );
+        for e in &expect {
+            assert!(
+                checked.diagnostics.iter().any(|d| d.code.as_str() == e),
+                "{}: expected {e}",
+                path.display()
+            );
+            seen.insert(e.clone());
+        }
+        let rendered = render(&checked.diagnostics, &checked.sources, false).replace(root, "$ROOT");
+        snapshot(&path, &rendered);
+    }
+}
+
 /// Whether a snapshot matches, writing it under `BLESS` (or when missing outside CI).
 fn snapshot(path: &Path, rendered: &str) {
     let bless = std::env::var_os("BLESS").is_some();
@@ -171,6 +199,7 @@ fn err_cases_report_their_codes_and_match_snapshots() {
     let mut seen = BTreeSet::new();
     run_err("parse", &mut seen);
     run_err("check", &mut seen);
+    run_warn(&mut seen);
     run_data_err(&mut seen);
     let count = cases("parse/err").len() + cases("check/err").len();
     assert!(count >= 60, "only {count} error cases");

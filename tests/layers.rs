@@ -237,11 +237,52 @@ fn built_in_kinds_keep_the_numbers_of_their_hand_written_passes() {
         assert!(m.lines().count() >= 3, "{exp}: {m}");
         logged.push_str(&m);
     }
+    // Bitwise on the machine that recorded them; on another CPU the GEMM crate picks other
+    // kernels and cache-sized blocks for some products (AVX-512 or not, the L1's size), which
+    // moves the last bits of f32 sums. Every field must be there, whole numbers equal, and
+    // every other number within 2e-6 relative of the record: far below what a wrong pass
+    // gives (a dropped term moves losses in the third digit within a step). The ResNet is
+    // compared over its first 4 steps only: at width 4 and batch 16, batch norm's near-empty
+    // channels grow a 1e-7 difference 10^4-fold within two more steps, so across CPUs its
+    // later numbers differ as any two chaotic runs do.
     let expected = read(golden.join("passes.metrics.jsonl"));
-    for (n, (a, b)) in logged.lines().zip(expected.lines()).enumerate() {
-        assert_eq!(a, b, "line {} of the metrics", n + 1);
-    }
     assert_eq!(logged.lines().count(), expected.lines().count());
+    let resnet_from = logged.lines().count()
+        - read(tmp.path().join("r/resnet/trial-0002/metrics.jsonl"))
+            .lines()
+            .count();
+    let mut worst = (0.0f64, String::new());
+    for (n, (a, b)) in logged.lines().zip(expected.lines()).enumerate() {
+        if n >= resnet_from
+            && serde_json::from_str::<serde_json::Value>(b).unwrap()["step"].as_u64() > Some(4)
+        {
+            continue;
+        }
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(a).unwrap(),
+            serde_json::from_str(b).unwrap(),
+        );
+        let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "line {}",
+            n + 1
+        );
+        for (k, want) in b {
+            let got = &a[k];
+            if want.is_u64() || want.is_i64() || !want.is_number() {
+                assert_eq!(got, want, "line {} `{k}`", n + 1);
+                continue;
+            }
+            let (x, y) = (got.as_f64().unwrap(), want.as_f64().unwrap());
+            let rel = (x - y).abs() / y.abs().max(1e-12);
+            if rel > worst.0 {
+                worst = (rel, format!("line {} `{k}`: {x} against {y}", n + 1));
+            }
+        }
+    }
+    assert!(worst.0 <= 2e-6, "{}", worst.1);
 }
 
 /// The VGG recipe (batch norm, max pooling, dropout) checks, plans with shapes and trains;
@@ -314,6 +355,14 @@ fn vgg_recipe_with_dropout_trains_and_resumes_bitwise() {
 fn gradcheck_passes_on_every_recipe_at_small_widths() {
     let cases: &[(&str, &[&str])] = &[
         ("cifar10_resnet_sharpness.aht", &["net.width=2"]),
+        (
+            "controller_grid.aht",
+            &[
+                "zero.hidden=[8, 6]",
+                "zero.init=default",
+                "kaiming.hidden=[8, 6]",
+            ],
+        ),
         ("layers.aht", &["resnet18_layers.width=2"]),
         ("mnist_lr_robustness.aht", &["mlp.hidden=[8]"]),
         (

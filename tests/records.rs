@@ -641,7 +641,7 @@ fn small_mistakes_get_one_clear_answer() {
     write(
         tmp.path(),
         "nolr.aht",
-        "optimizer o = ahtsgd { alpha = adaptive {} }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1 }\n",
+        "version = 2\noptimizer o = ahtsgd { alpha = adaptive {} }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1 }\n",
     );
     let o = ahtsgd(&["check", "--json", "nolr.aht"], tmp.path());
     let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)

@@ -813,11 +813,12 @@ fn launchers_select_the_gpu_and_the_binary() {
 fn a_launched_recipe_with_imports_is_frozen_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let (lib, main) = TINY.split_at(TINY.find("experiment").unwrap());
-    write(tmp.path(), "lib.aht", &format!("version = 1\n{lib}"));
+    // version 2: a version-1 recipe's warnings would name the two files differently
+    write(tmp.path(), "lib.aht", &format!("version = 2\n{lib}"));
     write(
         tmp.path(),
         "main.aht",
-        &format!("version = 1\nimport \"lib.aht\"\n{main}"),
+        &format!("version = 2\nimport \"lib.aht\"\n{main}"),
     );
     let script = ahtsgd(&["launch", "slurm", "main.aht", "--out", "r"], tmp.path());
     assert!(

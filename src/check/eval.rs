@@ -1,7 +1,7 @@
 //! Arithmetic in recipes: constants folded at check time, training signals kept symbolic.
 
 use crate::diagnostic::{Code, Diagnostic};
-use crate::plan::{Signal, SignalExpr, apply_bin, apply_fn};
+use crate::plan::{Func, Signal, SignalExpr, op};
 use crate::syntax::ast::{BinOp, Expr, ExprKind};
 
 use super::schema::{FUNCTIONS, SIGNALS, SWEEPS};
@@ -29,18 +29,18 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
             SignalExpr::Const(v) => SignalExpr::Const(-v),
             other => SignalExpr::Neg(Box::new(other)),
         },
-        ExprKind::Binary { op, lhs, rhs } => {
+        ExprKind::Binary { op: bop, lhs, rhs } => {
             let (a, b) = (eval(lhs, env)?, eval(rhs, env)?);
             match (&a, &b) {
                 (SignalExpr::Const(x), SignalExpr::Const(y)) => {
-                    if *op == BinOp::Div && *y == 0.0 {
+                    if *bop == BinOp::Div && *y == 0.0 {
                         return Err(Diagnostic::error(Code::Arithmetic, "division by zero")
                             .at(rhs.span, "this is 0")
                             .help("check the divisor"));
                     }
-                    finite(apply_bin(*op, *x, *y), expr)?
+                    finite(op(*bop).apply(*x, *y), expr)?
                 }
-                _ => SignalExpr::Bin(*op, Box::new(a), Box::new(b)),
+                _ => SignalExpr::Bin(op(*bop), Box::new(a), Box::new(b)),
             }
         }
         ExprKind::Ref(name) => {
@@ -132,7 +132,7 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                         }
                     })
                     .collect();
-                let r = apply_fn(&name.node, &xs);
+                let r = Func::from_name(&name.node).map_or(f64::NAN, |f| f.apply(&xs));
                 if !r.is_finite() {
                     return Err(Diagnostic::error(
                         Code::Arithmetic,
@@ -153,11 +153,7 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                 }
                 SignalExpr::Const(r)
             } else {
-                let fname = FUNCTIONS
-                    .iter()
-                    .find(|(f, _)| *f == name.node)
-                    .map(|(f, _)| *f)
-                    .unwrap_or("log");
+                let fname = Func::from_name(&name.node).unwrap_or(Func::Log);
                 SignalExpr::Call(fname, vals)
             }
         }

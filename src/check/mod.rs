@@ -134,7 +134,36 @@ fn check_modules(
     // versions and declarations
     let mut decls: BTreeMap<String, &Decl> = BTreeMap::new();
     let mut order: Vec<&Decl> = Vec::new();
+    // the root file (loaded last) sets the version; an imported file may not ask for another
+    let version_of = |m: &Module| {
+        m.items.iter().find_map(|i| match i {
+            Item::Version(v) => Some(v.clone()),
+            _ => None,
+        })
+    };
+    let root_version = modules.last().and_then(|(_, m)| version_of(m));
+    let version = root_version
+        .as_ref()
+        .map_or(1, |v| v.node)
+        .clamp(1, *schema::VERSIONS.last().expect("a version"));
     for (_, module) in modules {
+        if let (Some(v), Some(root)) = (version_of(module), &root_version)
+            && v.node != root.node
+            && schema::VERSIONS.contains(&v.node)
+        {
+            diags.push(
+                Diagnostic::error(
+                    Code::Version,
+                    format!(
+                        "this file is language version {}, the recipe importing it version {}",
+                        v.node, root.node
+                    ),
+                )
+                .at(v.span, "another version")
+                .related(root.span, "the recipe's version")
+                .help("the recipe's own file sets the version for all it imports: give them the same `version` line"),
+            );
+        }
         let mut version_seen = None;
         for item in &module.items {
             match item {
@@ -146,14 +175,14 @@ fn check_modules(
                                 .related(prev, "first here")
                                 .help("keep one `version = 1` line"),
                         );
-                    } else if v.node != 1 {
+                    } else if !schema::VERSIONS.contains(&v.node) {
                         diags.push(
                             Diagnostic::error(
                                 Code::Version,
                                 format!("language version {} is not supported", v.node),
                             )
                             .at(v.span, "unknown version")
-                            .help("this build reads `version = 1`"),
+                            .help("this build reads `version = 1` and `version = 2`"),
                         );
                     }
                     version_seen = Some(v.span);
@@ -177,6 +206,7 @@ fn check_modules(
     }
     let table = Table::new(decls);
     let mut r = Resolver::new(&table, sources);
+    r.version = version;
 
     // --set
     let mut exp_sets: BTreeMap<String, Vec<(Vec<Ident>, Expr)>> = BTreeMap::new();
@@ -485,7 +515,8 @@ fn dfs(
         &Env::default(),
         d.name.span,
     );
-    if r.diags.0.len() > errors_before || obj.is_none() {
+    // warnings (a deprecated setting) do not stop the trial
+    if r.diags.0[errors_before..].iter().any(Diagnostic::is_error) || obj.is_none() {
         return;
     }
     let obj = obj.expect("checked");
@@ -510,6 +541,7 @@ fn dfs(
                 experiment: d.name.node.clone(),
                 config: obj,
                 choices: std::mem::take(&mut r.picked),
+                version: r.version,
             });
         }
         Some((path, n)) => {

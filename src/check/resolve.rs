@@ -386,6 +386,8 @@ pub struct Resolver<'t, 'm> {
     scope: Vec<Vec<(String, f64, bool)>>,
     /// The block calls being resolved, outermost first (to name a cycle).
     blocks: Vec<String>,
+    /// The recipe's language version: some defaults depend on it.
+    pub version: u64,
 }
 
 impl<'t, 'm> Resolver<'t, 'm> {
@@ -411,6 +413,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
             quiet: false,
             scope: Vec::new(),
             blocks: Vec::new(),
+            version: 1,
         }
     }
 
@@ -581,6 +584,9 @@ impl<'t, 'm> Resolver<'t, 'm> {
             return None;
         }
         values.sort_by_key(|(n, _)| kind.fields.iter().position(|f| f.name == *n));
+        if kind.category == Category::Schedule && kind.name == "adaptive" {
+            self.adaptive_map(&values)?;
+        }
         Some(Obj {
             category: kind.category,
             kind: kind.name,
@@ -604,7 +610,17 @@ impl<'t, 'm> Resolver<'t, 'm> {
         values: &mut Vec<(&'static str, Val)>,
     ) -> bool {
         let mut ok = true;
+        let left_out = match self.one_of(kind, fields, prefix, span) {
+            Ok(f) => f,
+            Err(()) => {
+                ok = false;
+                None
+            }
+        };
         for spec in order {
+            if left_out == Some(spec.name) {
+                continue;
+            }
             let src = fields.iter().find(|f| f.name.node == spec.name);
             let nested = src.map(|s| s.nested.clone()).unwrap_or_default();
             let path = format!("{prefix}.{}", spec.name);
@@ -682,6 +698,107 @@ impl<'t, 'm> Resolver<'t, 'm> {
             }
         }
         ok
+    }
+
+    /// An adaptive schedule's map against its smoothing: `settling` needs per-step smoothing;
+    /// `trend` is deprecated.
+    fn adaptive_map(&mut self, values: &[(&'static str, Val)]) -> Option<()> {
+        let Some(Val::Obj(map)) = values.iter().find(|(n, _)| *n == "map").map(|(_, v)| v) else {
+            return Some(());
+        };
+        let per_estimate = values.iter().any(|(n, _)| *n == "ema");
+        match map.kind {
+            "settling" if per_estimate => {
+                self.report(
+                    Diagnostic::error(
+                        Code::Conflict,
+                        "the `settling` map needs log-sharpness smoothed per training step",
+                    )
+                    .at(map.span, "measures settling in steps")
+                    .help("write `half_life = 300 steps` in this schedule instead of `ema`"),
+                );
+                None
+            }
+            "trend" => {
+                self.report(
+                    Diagnostic::error(
+                        Code::Deprecated,
+                        "the `trend` map is deprecated: noisy estimates keep its relative change away from 0, so α stays near 1",
+                    )
+                    .warning()
+                    .at(map.span, "trend")
+                    .help("write `map = settling` (heavy tails while sharpness moves, α → 2 once it is flat); `trend` keeps its old meaning so this recipe's numbers do not change"),
+                );
+                Some(())
+            }
+            _ => Some(()),
+        }
+    }
+
+    /// For a kind that takes one of two fields (`schema::ONE_OF`), the one it leaves out: the
+    /// other when one is written, else the one this language version does not default to.
+    /// `Err` when both are written (reported). Old smoothing settings get a warning.
+    fn one_of(
+        &mut self,
+        kind: &'static KindSpec,
+        fields: &[FieldSrc],
+        prefix: &str,
+        span: Span,
+    ) -> Result<Option<&'static str>, ()> {
+        let Some(&(_, _, newer, older)) = schema::ONE_OF
+            .iter()
+            .find(|o| o.0 == kind.category && o.1 == kind.name)
+        else {
+            return Ok(None);
+        };
+        let written = |name: &str| {
+            let path = format!("{prefix}.{name}");
+            fields
+                .iter()
+                .find(|f| f.name.node == name)
+                .map(|f| f.name.span)
+                .or_else(|| self.injected.contains_key(&path).then_some(span))
+        };
+        match (written(newer), written(older)) {
+            (Some(a), Some(b)) => {
+                self.report(
+                    Diagnostic::error(
+                        Code::Conflict,
+                        format!("`{}` takes `{newer}` or `{older}`, not both", kind.name),
+                    )
+                    .at(b, format!("`{older}` here"))
+                    .related(a, format!("`{newer}` here"))
+                    .help(format!("keep `{newer}`: it smooths per training step; `{older}` is kept only for old recipes")),
+                );
+                Err(())
+            }
+            (Some(_), None) => Ok(Some(older)),
+            (None, Some(at)) => {
+                self.report(
+                    Diagnostic::error(
+                        Code::Deprecated,
+                        format!("`{older}` smooths log-sharpness once per estimate and is deprecated"),
+                    )
+                    .warning()
+                    .at(at, "a rate per estimate")
+                    .help(format!("write `{newer} = 300 steps` (per training step; a step change is 95% followed after 4.3 half-lives); `{older}` keeps its old meaning so this recipe's numbers do not change")),
+                );
+                Ok(Some(newer))
+            }
+            (None, None) if self.version >= 2 => Ok(Some(older)),
+            (None, None) => {
+                self.report(
+                    Diagnostic::error(
+                        Code::Deprecated,
+                        format!("this `{}` schedule smooths log-sharpness once per estimate (`{older} = 0.05`, the version-1 default)", kind.name),
+                    )
+                    .warning()
+                    .at(span, "smoothed per estimate")
+                    .help(format!("its α follows sharpness only after about 20 estimates; write `{newer} = 300 steps`, or `version = 2`, where `{newer}` is the default")),
+                );
+                Ok(Some(newer))
+            }
+        }
     }
 
     /// One field: picks a sweep alternative if the value is a sweep, then converts it.

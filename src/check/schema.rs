@@ -180,6 +180,35 @@ const SPAN_OF_TRAINING: Ty = Ty::Quantity {
     whole: false,
     min: 0.0,
 };
+// The smoothing of log-sharpness, shared by adaptive and custom schedules: a kind takes one of
+// the two (see `ONE_OF`).
+const HALF_LIFE: FieldSpec = f(
+    "half_life",
+    SPAN_OF_TRAINING,
+    Some("300 steps"),
+    "half-life of the per-step smoothing of log-sharpness (steps or epochs); the default from version 2",
+);
+const EMA: FieldSpec = f(
+    "ema",
+    Ty::Float {
+        min: 0.0,
+        max: 1.0,
+        min_open: true,
+    },
+    Some("0.05"),
+    "deprecated: smoothing rate once per estimate; the default in version 1",
+);
+
+/// Fields of which a kind takes at most one: (category, kind, the field a version-2 recipe
+/// gets by default, the field a version-1 recipe gets by default). The other is left out.
+pub const ONE_OF: &[(Category, &str, &str, &str)] = &[
+    (Category::Schedule, "adaptive", "half_life", "ema"),
+    (Category::Schedule, "custom", "half_life", "ema"),
+];
+
+/// The language versions this build reads; the last is the newest.
+pub const VERSIONS: &[u64] = &[1, 2];
+
 // Fields shared by the optimizers, in the order they appear.
 const LR: FieldSpec = f("lr", POS, None, "learning rate");
 const SIGMA: FieldSpec = f("sigma", NONNEG, Some("0.01"), "noise scale σ");
@@ -778,16 +807,8 @@ pub static KINDS: &[KindSpec] = &[
                 Some("power_iteration"),
                 "how sharpness is estimated",
             ),
-            f(
-                "ema",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: true,
-                },
-                Some("0.05"),
-                "EMA rate ρ of the log-sharpness",
-            ),
+            HALF_LIFE,
+            EMA,
             f(
                 "map",
                 Ty::Obj(Category::AlphaMap),
@@ -819,16 +840,8 @@ pub static KINDS: &[KindSpec] = &[
                 Some("none"),
                 "estimator feeding lambda_max and sharpness_ema",
             ),
-            f(
-                "ema",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: true,
-                },
-                Some("0.05"),
-                "EMA rate of the log-sharpness",
-            ),
+            HALF_LIFE,
+            EMA,
         ],
     },
     // ---------------------------------------------------------------- sharpness estimators
@@ -913,7 +926,7 @@ pub static KINDS: &[KindSpec] = &[
     KindSpec {
         category: Category::AlphaMap,
         name: "trend",
-        doc: "heavy tails while sharpness rises: α = 2 − sigmoid(v · (r̄ − c)) of its smoothed relative change r̄",
+        doc: "deprecated (use `settling`): α = 2 − sigmoid(v · (r̄ − c)), r̄ the smoothed relative change of sharpness between estimates; flat sharpness gives α = 2 − sigmoid(−v·c), 1.5 at c = 0",
         fields: &[
             f("v", ANY_FLOAT, Some("50.0"), "steepness"),
             f(
@@ -930,7 +943,26 @@ pub static KINDS: &[KindSpec] = &[
                     min_open: true,
                 },
                 Some("0.1"),
-                "EMA rate λ of the relative change",
+                "EMA rate of the relative change, once per estimate",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::AlphaMap,
+        name: "settling",
+        doc: "α = 1 + S, S in [0, 1] how long the smoothed log-sharpness has stayed within `tolerance` of its slow average: heavy tails while sharpness moves (up or down), α → 2 once it is flat; needs `half_life`",
+        fields: &[
+            f(
+                "window",
+                SPAN_OF_TRAINING,
+                Some("500 steps"),
+                "half-life of the slow average and of S (steps or epochs)",
+            ),
+            f(
+                "tolerance",
+                POS,
+                Some("0.2"),
+                "movement of log-sharpness that still counts as flat",
             ),
         ],
     },

@@ -17,6 +17,7 @@ pub mod alpha;
 mod lanes;
 pub mod sgd;
 pub mod sharpness;
+pub mod signal;
 pub mod stable;
 #[cfg(feature = "cuda")]
 mod stable_cuda;

@@ -10,9 +10,9 @@
 //! Gaussian-noise SGD draws n ~ N(0, η/(1+t)^γ) instead.
 
 use super::alpha::{AlphaController, AlphaSchedule};
+use super::signal::Signals;
 use super::stable;
 use super::update;
-use crate::plan::Signals;
 use candle_core::Var;
 use candle_core::backprop::GradStore;
 use std::cell::RefCell;
@@ -222,10 +222,11 @@ impl AhtSgd {
         Ok(())
     }
 
-    /// Feeds a sharpness estimate to the α controller.
+    /// Feeds a sharpness estimate, taken before the coming step, to the α controller.
     pub fn observe_sharpness(&mut self, lambda: f64) {
+        let step = self.step;
         if let Some(c) = &mut self.controller {
-            c.observe(lambda);
+            c.observe(lambda, step);
         }
     }
 
@@ -296,6 +297,10 @@ impl AhtSgd {
         epoch: f64,
         progress: f64,
     ) -> Result<Telemetry, OptimError> {
+        let step = self.step;
+        if let Some(c) = &mut self.controller {
+            c.advance(step);
+        }
         let alpha = self.alpha(epoch, progress);
         let mut tel = Telemetry {
             alpha,

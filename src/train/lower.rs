@@ -1,6 +1,6 @@
 //! Lowering: a trial's resolved settings -> optimizer settings and schedules.
 
-use crate::optim::alpha::{AlphaMap, AlphaSchedule, Shape};
+use crate::optim::alpha::{AlphaMap, AlphaSchedule, Shape, Smoothing};
 use crate::optim::{Clip, NoiseKind, NoisePlacement, ParamsAhtSgd};
 use crate::plan::{Obj, Val};
 use crate::syntax::ast::Unit;
@@ -179,6 +179,16 @@ pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimat
             _ => None,
         }
     };
+    // the checker leaves exactly one of the two in the object
+    let smoothing = |s: &Obj| {
+        if s.fields.iter().any(|(n, _)| *n == "half_life") {
+            Smoothing::HalfLife {
+                steps: steps_of(s.quantity("half_life"), steps_per_epoch),
+            }
+        } else {
+            Smoothing::PerEstimate { rate: s.f64("ema") }
+        }
+    };
     match s.kind {
         "fixed" => (AlphaSchedule::Fixed(s.f64("alpha")), None),
         "annealed" => {
@@ -206,6 +216,10 @@ pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimat
                     c: m.f64("c"),
                     ema: m.f64("ema"),
                 },
+                "settling" => AlphaMap::Settling {
+                    window: steps_of(m.quantity("window"), steps_per_epoch),
+                    tolerance: m.f64("tolerance"),
+                },
                 _ => AlphaMap::Sigmoid {
                     v: m.f64("v"),
                     c: m.f64("c"),
@@ -213,7 +227,7 @@ pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimat
             };
             (
                 AlphaSchedule::Adaptive {
-                    ema: s.f64("ema"),
+                    smoothing: smoothing(s),
                     map,
                     initial: s.f64("initial"),
                 },
@@ -228,7 +242,7 @@ pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimat
             (
                 AlphaSchedule::Custom {
                     expr,
-                    ema: s.f64("ema"),
+                    smoothing: smoothing(s),
                 },
                 est(s),
             )
