@@ -197,13 +197,15 @@ test_device!(cuda_only own_passes_agree_with_the_cpu, |dev: Device| {
             assert!(r < 1e-5, "{m}: {name} {r}");
         }
         // one optimizer step with noise and momentum from those gradients (the fused update on
-        // the device) lands on the same parameters
+        // the device) lands on the same parameters; the noise is relative to ‖g‖, reduced on
+        // each device
         let params = ahtsgd::optim::ParamsAhtSgd {
             lr: 0.05,
             sigma: 0.01,
             noise: ahtsgd::optim::NoiseKind::Stable(ahtsgd::optim::alpha::AlphaSchedule::Fixed(
                 1.5,
             )),
+            scale: ahtsgd::optim::NoiseScale::GradientNorm,
             momentum: 0.9,
             ..Default::default()
         };

@@ -580,3 +580,50 @@ fn encodings_are_diagnosed_at_the_byte_and_a_leading_bom_is_accepted() {
         "{err}"
     );
 }
+
+/// A version-1 recipe that leaves the smoothing out keeps version 1's `ema = 0.05` (so its
+/// numbers do not change) and is told about `half_life`; version 2 takes `half_life = 100
+/// steps`; what a recipe writes is kept in either version, and `resolved.aht` says which.
+#[test]
+fn the_smoothing_default_follows_the_language_version() {
+    let body = |smoothing: &str| {
+        format!(
+            "schedule s = adaptive {{ {smoothing} }}\n\
+             experiment e {{ data = blobs {{}}, model = mlp {{}}, optimizer = ahtsgd {{ lr = 0.1, alpha = s }}, epochs = 1 }}\n"
+        )
+    };
+    let resolved = |text: &str| {
+        let c = check_text("v.aht", text, &Options::default());
+        let warned = c
+            .diagnostics
+            .iter()
+            .any(|d| d.code.as_str() == "aht::check::deprecated");
+        (c.plan.unwrap().trials[0].resolved_source(), warned)
+    };
+    let (v1, warned) = resolved(&body(""));
+    assert!(
+        v1.contains("ema = 0.05") && !v1.contains("half_life"),
+        "{v1}"
+    );
+    assert!(warned, "version 1's default is named as deprecated");
+    let (v2, warned) = resolved(&format!("version = 2\n{}", body("")));
+    assert!(v2.starts_with("version = 2\n"), "{v2}");
+    assert!(
+        v2.contains("half_life = 100 steps") && !v2.contains("ema ="),
+        "{v2}"
+    );
+    assert!(!warned);
+    let (kept, _) = resolved(&format!("version = 2\n{}", body("ema = 0.2")));
+    assert!(
+        kept.contains("ema = 0.2") && !kept.contains("half_life"),
+        "{kept}"
+    );
+    let (written, warned) = resolved(&body("half_life = 2 epochs"));
+    assert!(
+        written.contains("half_life = 2 epochs") && !warned,
+        "{written}"
+    );
+    // and a resolved version-1 record checks to the same trial under this build
+    let again = check_text("resolved.aht", &v1, &Options::default());
+    assert_eq!(again.plan.unwrap().trials[0].resolved_source(), v1);
+}

@@ -369,6 +369,14 @@ fn gradcheck_passes_on_every_recipe_at_small_widths() {
             "mnist_zero_init.aht",
             &["zero_mlp.hidden=[8, 6]", "zero_mlp.init=default"],
         ),
+        (
+            "paper_claims.aht",
+            &[
+                "zero.hidden=[8, 6]",
+                "zero.init=default",
+                "kaiming.hidden=[8, 6]",
+            ],
+        ),
         ("quickstart.aht", &["mlp.hidden=[8, 6]", "mlp.init=default"]),
         (
             "sensitivity.aht",

@@ -9,7 +9,7 @@ use std::process::Command;
 const SWEEP: &str =
     "dataset d = blobs { classes = 3, features = 4, samples = 96, test_samples = 48 }
 model m = mlp { hidden = [8], activation = tanh }
-schedule s = adaptive { sharpness = power_iteration { iters = 4, every = 3 steps } }
+schedule s = adaptive { sharpness = power_iteration { iters = 4, every = 3 steps }, half_life = 3 steps }
 optimizer aht = ahtsgd { lr = 0.1, sigma = 0.01, alpha = s }
 optimizer plain = sgd { lr = 0.1 }
 experiment grid {
@@ -84,6 +84,7 @@ fn report_draws_every_plot_and_the_page_loads_in_chromium() {
         "train_loss",
         "alpha",
         "sharpness",
+        "alpha_sharpness",
         "noise_norm",
         "heatmap_aht",
     ] {
@@ -98,6 +99,13 @@ fn report_draws_every_plot_and_the_page_loads_in_chromium() {
         sharp.contains("2/lr = 20\n") && sharp.contains("2/lr = 40\n"),
         "2/lr lines for both lrs"
     );
+    let tracked = std::fs::read_to_string(dir.join("grid_alpha_sharpness.svg")).unwrap();
+    assert!(
+        tracked.contains("λ_max = 2/lr")
+            && tracked.contains("λ_max/(2/lr)")
+            && tracked.contains(" α"),
+        "α beside sharpness over 2/lr, with the Edge of Stability at 1"
+    );
     let heat = std::fs::read_to_string(dir.join("grid_heatmap_aht.svg")).unwrap();
     assert!(
         heat.contains(">\nlr\n<") && heat.contains(">\nsigma\n<"),
@@ -110,7 +118,7 @@ fn report_draws_every_plot_and_the_page_loads_in_chromium() {
         !page.contains("http://") && !page.contains("https://"),
         "no network"
     );
-    assert_eq!(page.matches("<img ").count(), 7);
+    assert_eq!(page.matches("<img ").count(), 8);
     // Arms split by their sweep values, each paired with the baseline.
     assert!(page.contains("aht (lr=0.05, sigma=0.03)") && page.contains("− plain"));
 

@@ -15,6 +15,7 @@ pub mod data;
 pub mod eval;
 mod load;
 pub mod model;
+pub mod optimizer;
 pub mod resolve;
 pub mod schema;
 pub mod suggest;

@@ -715,7 +715,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                         "the `settling` map needs log-sharpness smoothed per training step",
                     )
                     .at(map.span, "measures settling in steps")
-                    .help("write `half_life = 300 steps` in this schedule instead of `ema`"),
+                    .help("write `half_life = 100 steps` in this schedule instead of `ema`"),
                 );
                 None
             }
@@ -781,7 +781,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     )
                     .warning()
                     .at(at, "a rate per estimate")
-                    .help(format!("write `{newer} = 300 steps` (per training step; a step change is 95% followed after 4.3 half-lives); `{older}` keeps its old meaning so this recipe's numbers do not change")),
+                    .help(format!("write `{newer} = 100 steps` (per training step; a step change is 95% followed after 4.3 half-lives); `{older}` keeps its old meaning so this recipe's numbers do not change")),
                 );
                 Ok(Some(newer))
             }
@@ -794,7 +794,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                     )
                     .warning()
                     .at(span, "smoothed per estimate")
-                    .help(format!("its α follows sharpness only after about 20 estimates; write `{newer} = 300 steps`, or `version = 2`, where `{newer}` is the default")),
+                    .help(format!("its α follows sharpness only after about 20 estimates; write `{newer} = 100 steps`, or `version = 2`, where `{newer}` is the default")),
                 );
                 Ok(Some(newer))
             }

@@ -185,7 +185,7 @@ const SPAN_OF_TRAINING: Ty = Ty::Quantity {
 const HALF_LIFE: FieldSpec = f(
     "half_life",
     SPAN_OF_TRAINING,
-    Some("300 steps"),
+    Some("100 steps"),
     "half-life of the per-step smoothing of log-sharpness (steps or epochs); the default from version 2",
 );
 const EMA: FieldSpec = f(
@@ -210,6 +210,12 @@ pub const ONE_OF: &[(Category, &str, &str, &str)] = &[
 pub const VERSIONS: &[u64] = &[1, 2];
 
 // Fields shared by the optimizers, in the order they appear.
+const SCALE: FieldSpec = f(
+    "scale",
+    Ty::Enum(&["absolute", "gradient_norm"]),
+    Some("absolute"),
+    "the noise scale is σ, or σ·‖g‖ with ‖g‖ the whole gradient's norm at each step",
+);
 const LR: FieldSpec = f("lr", POS, None, "learning rate");
 const SIGMA: FieldSpec = f("sigma", NONNEG, Some("0.01"), "noise scale σ");
 const NOISE: FieldSpec = f(
@@ -1136,6 +1142,7 @@ pub static KINDS: &[KindSpec] = &[
                 Some("false"),
                 "divide σ by √d, d the parameter count",
             ),
+            SCALE,
             CLIP,
             MOMENTUM,
             WEIGHT_DECAY,
@@ -1152,6 +1159,7 @@ pub static KINDS: &[KindSpec] = &[
             SIGMA,
             f("alpha", ALPHA, Some("1.5"), "the tail index"),
             NOISE,
+            SCALE,
             CLIP,
             MOMENTUM,
             WEIGHT_DECAY,

@@ -199,3 +199,14 @@ impl Model {
         }))
     }
 }
+
+/// The sharpness loop reaches a model through this.
+impl crate::optim::estimate::Curvature for Model {
+    fn hessian(&self, x: &Tensor, y: &Tensor) -> Result<Box<dyn Hessian + '_>> {
+        Model::hessian(self, x, y)
+    }
+
+    fn variables(&self) -> Vec<candle_core::Var> {
+        self.vars()
+    }
+}

@@ -1,5 +1,11 @@
 //! AHTSGD and its baselines, usable from any candle program.
 //!
+//! Everything a recipe's run uses is here and takes no recipe: [`alpha`] (the α controllers,
+//! smoothing per step with a half-life), [`estimate`] (the sharpness loop, reaching a model
+//! through [`estimate::Curvature`]), [`lr`] (learning-rate schedules), [`signal`] (custom α
+//! expressions) and [`config::OptimizerConfig`] (the whole description the recipe checker
+//! builds from an optimizer declaration).
+//!
 //! ```
 //! use ahtsgd::optim::{AhtSgd, ParamsAhtSgd, NoiseKind, alpha::AlphaSchedule};
 //! use candle_core::{Device, Tensor, Var};
@@ -14,7 +20,10 @@
 
 pub mod adam;
 pub mod alpha;
+pub mod config;
+pub mod estimate;
 mod lanes;
+pub mod lr;
 pub mod sgd;
 pub mod sharpness;
 pub mod signal;
@@ -23,5 +32,7 @@ pub mod stable;
 mod stable_cuda;
 pub mod update;
 
-pub use sgd::{AhtSgd, Clip, NoiseKind, NoisePlacement, OptimError, ParamsAhtSgd, Telemetry};
+pub use sgd::{
+    AhtSgd, Clip, NoiseKind, NoisePlacement, NoiseScale, OptimError, ParamsAhtSgd, Telemetry,
+};
 pub use sharpness::enable_second_order;

@@ -49,6 +49,16 @@ pub enum Clip {
     Norm(f64),
 }
 
+/// What the α-stable noise's scale σ is relative to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NoiseScale {
+    /// σ itself.
+    #[default]
+    Absolute,
+    /// σ·‖g‖, ‖g‖ the norm of the whole gradient (every parameter) at this step.
+    GradientNorm,
+}
+
 /// Every setting of the optimizer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamsAhtSgd {
@@ -56,7 +66,10 @@ pub struct ParamsAhtSgd {
     pub sigma: f64,
     pub noise: NoiseKind,
     pub placement: NoisePlacement,
+    /// Divide the α-stable noise's scale by √d, d the parameter tensor's element count
+    /// (after `scale`: σ·‖g‖/√d with [`NoiseScale::GradientNorm`]).
     pub scale_by_dim: bool,
+    pub scale: NoiseScale,
     pub clip: Clip,
     pub momentum: f64,
     pub nesterov: bool,
@@ -72,6 +85,7 @@ impl Default for ParamsAhtSgd {
             noise: NoiseKind::None,
             placement: NoisePlacement::Gradient,
             scale_by_dim: false,
+            scale: NoiseScale::Absolute,
             clip: Clip::None,
             momentum: 0.0,
             nesterov: false,
@@ -243,8 +257,26 @@ impl AhtSgd {
         }
     }
 
-    /// The update rule for parameter `i` at the current step.
-    fn rule(&self, i: usize, alpha: f64) -> update::Rule {
+    /// The norm of the whole gradient, summed in f64 on the gradients' device and read once.
+    fn gradient_norm(&self, grads: &GradStore) -> candle_core::Result<f64> {
+        let mut total: Option<candle_core::Tensor> = None;
+        for (_, var) in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let sq = g.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?;
+                total = Some(match total {
+                    None => sq,
+                    Some(t) => (t + sq)?,
+                });
+            }
+        }
+        Ok(match total {
+            Some(t) => t.to_scalar::<f64>()?.sqrt(),
+            None => 0.0,
+        })
+    }
+
+    /// The update rule for parameter `i` at the current step; `scale` multiplies σ.
+    fn rule(&self, i: usize, alpha: f64, scale: f64) -> update::Rule {
         let p = &self.params;
         let d = self.vars[i].1.elem_count() as f64;
         let (source, sigma) = match &p.noise {
@@ -252,9 +284,9 @@ impl AhtSgd {
             NoiseKind::Stable(_) => (
                 update::Source::Stable(alpha),
                 if p.scale_by_dim {
-                    p.sigma / d.sqrt()
+                    p.sigma * scale / d.sqrt()
                 } else {
-                    p.sigma
+                    p.sigma * scale
                 },
             ),
             NoiseKind::Gaussian { eta, gamma } => (
@@ -302,6 +334,10 @@ impl AhtSgd {
             c.advance(step);
         }
         let alpha = self.alpha(epoch, progress);
+        let scale = match (self.params.scale, &self.params.noise) {
+            (NoiseScale::GradientNorm, NoiseKind::Stable(_)) => self.gradient_norm(grads)?,
+            _ => 1.0,
+        };
         let mut tel = Telemetry {
             alpha,
             lr: self.params.lr,
@@ -321,7 +357,7 @@ impl AhtSgd {
                 continue;
             };
             let m = update::apply_deferred(
-                &self.rule(i, alpha),
+                &self.rule(i, alpha, scale),
                 var.as_tensor(),
                 grad,
                 &self.state[i],
@@ -461,6 +497,49 @@ mod tests {
         assert!(
             (tel.noise_norm - 0.1 * xi.iter().map(|x| x * x).sum::<f64>().sqrt()).abs() < 1e-12
         );
+    }
+
+    #[test]
+    fn gradient_norm_scale_is_sigma_times_the_whole_gradient_norm() {
+        // two tensors, gradient w: ‖g‖ = √(3² + 4² + 12²) = 13, so scale = gradient_norm with
+        // σ = 0.01 must take the step absolute σ = 0.13 takes, same noise stream; with
+        // scale_by_dim too, σ·‖g‖/√d per tensor
+        for by_dim in [false, true] {
+            let run = |scale: NoiseScale, sigma: f64| {
+                let (a, b) = (var(&[3.0, 4.0]), var(&[12.0]));
+                let mut o = AhtSgd::new(
+                    vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+                    ParamsAhtSgd {
+                        lr: 0.1,
+                        sigma,
+                        scale,
+                        scale_by_dim: by_dim,
+                        noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.7)),
+                        seed: 9,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let loss = ((a.as_tensor().sqr().unwrap().sum_all().unwrap()
+                    + b.as_tensor().sqr().unwrap().sum_all().unwrap())
+                .unwrap()
+                    * 0.5)
+                    .unwrap();
+                let t = o.step(&loss.backward().unwrap(), 0.0, 0.0).unwrap();
+                let mut out: Vec<f64> = a.as_tensor().to_vec1().unwrap();
+                out.extend(b.as_tensor().to_vec1::<f64>().unwrap());
+                (out, t.noise_norm)
+            };
+            let (relative, n1) = run(NoiseScale::GradientNorm, 0.01);
+            let (absolute, n2) = run(NoiseScale::Absolute, 0.13);
+            for (x, y) in relative.iter().zip(&absolute) {
+                assert!(
+                    (x - y).abs() < 1e-12,
+                    "{by_dim}: {relative:?} vs {absolute:?}"
+                );
+            }
+            assert!((n1 - n2).abs() < 1e-12 && n1 > 0.0);
+        }
     }
 
     #[test]

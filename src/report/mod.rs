@@ -222,6 +222,34 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
         }
         charts.push(chart);
     }
+    // α beside sharpness measured against the Edge of Stability (λ_max·lr/2 = 1 at λ = 2/lr),
+    // for the arms that estimate sharpness: does α follow it?
+    let tracked: Vec<Curve> = curves(&|m| {
+        m.lambda_max?;
+        Some((m.step as f64, m.alpha?))
+    });
+    let mut relative = curves(&|m| Some((m.step as f64, m.lambda_max? * m.lr? / 2.0)));
+    if !tracked.is_empty() && !relative.is_empty() {
+        for c in &mut relative {
+            c.label = format!("{} λ_max/(2/lr)", c.label);
+        }
+        let n = tracked.len();
+        let mut both = tracked;
+        for c in &mut both {
+            c.label = format!("{} α", c.label);
+        }
+        both.extend(relative);
+        let mut chart = plot::Chart::new(
+            "alpha_sharpness",
+            &format!("{name}: α against sharpness at the Edge of Stability"),
+            "step",
+            "α (solid), λ_max/(2/lr) (dashed)",
+            both,
+        );
+        chart.dashed_from = Some(n);
+        chart.hlines.push((1.0, "λ_max = 2/lr".into()));
+        charts.push(chart);
+    }
     let noise: Vec<Curve> = curves(&|m| Some((m.step as f64, m.noise_norm?)))
         .into_iter()
         .filter(|c| c.points.iter().any(|p| p.mean > 0.0))

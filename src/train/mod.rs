@@ -3,7 +3,6 @@
 //! The library reports progress through [`Event`]s; the binary renders them.
 
 pub mod checkpoint;
-pub mod lower;
 pub mod record;
 
 use crate::data::{self, Dataset};
@@ -14,7 +13,6 @@ use crate::model::{self, Model};
 use crate::optim::{self, AhtSgd, OptimError, sharpness};
 use crate::plan::Trial;
 use candle_core::{DType, Device, Tensor};
-use lower::Estimator;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -302,7 +300,7 @@ pub fn run_trial(
     } else {
         steps_per_epoch * epochs as u64
     };
-    let lowered = lower::optimizer(c.obj("optimizer"), seed, steps_per_epoch);
+    let lowered = crate::check::optimizer::lower(c.obj("optimizer"), seed, steps_per_epoch);
     let restored = if resume {
         checkpoint::load(dir, &dev)?
     } else {
@@ -357,11 +355,14 @@ pub fn run_trial(
 
     let mut summary = Summary::new(trial, &resolved, threads, &dev, dtype);
     let mut buf = Vec::new();
-    let mut warm: Option<Vec<Tensor>> = None;
+    let mut sharp = lowered
+        .estimator
+        .clone()
+        .map(|e| optim::estimate::SharpnessLoop::new(e, seed));
     let mut step: u64 = 0;
     let mut wall_before = 0.0;
     if let Some((tensors, meta)) = &restored {
-        restore(&model, &mut opt, &mut warm, tensors, meta)?;
+        restore(&model, &mut opt, &mut sharp, tensors, meta)?;
         step = meta.step;
         wall_before = meta.wall_seconds;
         summary.evals = meta.evals.clone();
@@ -382,11 +383,8 @@ pub fn run_trial(
         order
     };
     // the probe batch is the first batch of the first epoch, whenever the run started
-    let probe = match &lowered.estimator {
-        Some(
-            Estimator::PowerIteration { probe: true, .. }
-            | Estimator::Hutchinson { probe: true, .. },
-        ) => Some(batch_tensor(
+    let probe = match &sharp {
+        Some(l) if l.estimator.on_probe() => Some(batch_tensor(
             &data,
             &data.train_x,
             &data.train_y,
@@ -425,7 +423,7 @@ pub fn run_trial(
                     dir,
                     &model,
                     &opt,
-                    &warm,
+                    sharp.as_ref().and_then(|l| l.warm.as_deref()),
                     &summary,
                     step,
                     wall_before + started.elapsed().as_secs_f64(),
@@ -454,42 +452,16 @@ pub fn run_trial(
             let epoch_f = epoch as f64 + (step % steps_per_epoch) as f64 / steps_per_epoch as f64;
             // sharpness, when due, on the current batch or a fixed probe batch
             let sharpness_started = Instant::now();
-            if let (Some(est), Opt::Noisy(o)) = (&lowered.estimator, &mut opt) {
-                let (every, is_probe) = match est {
-                    Estimator::PowerIteration { every, probe, .. }
-                    | Estimator::Hutchinson { every, probe, .. } => (*every, *probe),
+            if let (Some(l), Opt::Noisy(o)) = (&mut sharp, &mut opt)
+                && l.estimator.due(step)
+            {
+                let (px, py) = match &probe {
+                    Some(p) => p.clone(),
+                    None => (x.clone(), y.clone()),
                 };
-                if step.is_multiple_of(every) {
-                    let (px, py) = if is_probe {
-                        probe.clone().expect("built before the loop")
-                    } else {
-                        (x.clone(), y.clone())
-                    };
-                    let mut hessian = model.hessian(&px, &py)?;
-                    let vars = model.vars();
-                    let lambda = match est {
-                        Estimator::PowerIteration { iters, tol, .. } => {
-                            let r = sharpness::power_iteration_with(
-                                hessian.as_mut(),
-                                &vars,
-                                *iters,
-                                *tol,
-                                warm.take(),
-                                seed ^ step,
-                            )?;
-                            warm = Some(r.vector);
-                            r.lambda
-                        }
-                        Estimator::Hutchinson { samples, .. } => sharpness::hutchinson_with(
-                            hessian.as_mut(),
-                            &vars,
-                            *samples,
-                            seed ^ step,
-                        )?,
-                    };
-                    if lambda.is_finite() {
-                        o.observe_sharpness(lambda);
-                    }
+                let lambda = l.estimate(&model, &px, &py, step)?;
+                if lambda.is_finite() {
+                    o.observe_sharpness(lambda);
                 }
             }
             let step_started = Instant::now();
@@ -597,7 +569,7 @@ pub fn run_trial(
                     dir,
                     &model,
                     &opt,
-                    &warm,
+                    sharp.as_ref().and_then(|l| l.warm.as_deref()),
                     &summary,
                     step,
                     wall_before + started.elapsed().as_secs_f64(),
@@ -642,7 +614,7 @@ fn save_checkpoint(
     dir: &Path,
     model: &Model,
     opt: &Opt,
-    warm: &Option<Vec<Tensor>>,
+    warm: Option<&[Tensor]>,
     summary: &Summary,
     step: u64,
     wall: f64,
@@ -666,7 +638,7 @@ fn save_checkpoint(
         }
         Opt::Adam(a) => tensors.extend(a.export_state()?),
     }
-    for (i, t) in warm.iter().flatten().enumerate() {
+    for (i, t) in warm.unwrap_or_default().iter().enumerate() {
         tensors.insert(format!("warm/{i:04}"), t.clone());
     }
     let meta = checkpoint::Meta {
@@ -690,7 +662,7 @@ fn save_checkpoint(
 fn restore(
     model: &Model,
     opt: &mut Opt,
-    warm: &mut Option<Vec<Tensor>>,
+    sharp: &mut Option<optim::estimate::SharpnessLoop>,
     tensors: &HashMap<String, Tensor>,
     meta: &checkpoint::Meta,
 ) -> Result<(), RunError> {
@@ -725,8 +697,8 @@ fn restore(
         .filter(|(k, _)| k.starts_with("warm/"))
         .collect();
     w.sort_by(|a, b| a.0.cmp(b.0));
-    if !w.is_empty() {
-        *warm = Some(w.into_iter().map(|(_, t)| t.clone()).collect());
+    if let (false, Some(l)) = (w.is_empty(), sharp.as_mut()) {
+        l.warm = Some(w.into_iter().map(|(_, t)| t.clone()).collect());
     }
     Ok(())
 }

@@ -1,62 +1,12 @@
-//! Lowering: a trial's resolved settings -> optimizer settings and schedules.
+//! An optimizer declaration, resolved, as the typed description the trainer runs.
 
 use crate::optim::alpha::{AlphaMap, AlphaSchedule, Shape, Smoothing};
-use crate::optim::{Clip, NoiseKind, NoisePlacement, ParamsAhtSgd};
+use crate::optim::config::OptimizerConfig;
+use crate::optim::estimate::Estimator;
+use crate::optim::lr::{LrKind, LrSchedule};
+use crate::optim::{Clip, NoiseKind, NoisePlacement, NoiseScale, ParamsAhtSgd};
 use crate::plan::{Obj, Val};
 use crate::syntax::ast::Unit;
-
-/// How sharpness is measured, if at all.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Estimator {
-    PowerIteration {
-        iters: usize,
-        tol: f64,
-        every: u64,
-        probe: bool,
-    },
-    Hutchinson {
-        samples: usize,
-        every: u64,
-        probe: bool,
-    },
-}
-
-/// Learning rate over the run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LrSchedule {
-    pub base: f64,
-    pub kind: LrKind,
-    pub warmup_steps: f64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum LrKind {
-    Constant,
-    Step { every_steps: f64, factor: f64 },
-    Cosine { min: f64 },
-}
-
-impl LrSchedule {
-    pub fn at(&self, step: u64, total_steps: u64) -> f64 {
-        let s = step as f64;
-        let lr = match &self.kind {
-            LrKind::Constant => self.base,
-            LrKind::Step {
-                every_steps,
-                factor,
-            } => self.base * factor.powf((s / every_steps.max(1.0)).floor()),
-            LrKind::Cosine { min } => {
-                let t = (s / total_steps.max(1) as f64).min(1.0);
-                min + 0.5 * (self.base - min) * (1.0 + (std::f64::consts::PI * t).cos())
-            }
-        };
-        if self.warmup_steps > 0.0 && s < self.warmup_steps {
-            lr * (s + 1.0) / self.warmup_steps
-        } else {
-            lr
-        }
-    }
-}
 
 fn steps_of(v: (f64, Unit), steps_per_epoch: u64) -> f64 {
     match v.1 {
@@ -65,15 +15,8 @@ fn steps_of(v: (f64, Unit), steps_per_epoch: u64) -> f64 {
     }
 }
 
-/// The optimizer a trial uses.
-pub struct Lowered {
-    pub params: ParamsAhtSgd,
-    pub adam: Option<candle_nn::ParamsAdamW>,
-    pub lr: LrSchedule,
-    pub estimator: Option<Estimator>,
-}
-
-pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
+/// The optimizer of a trial's resolved settings, with spans in epochs turned into steps.
+pub fn lower(o: &Obj, seed: u64, steps_per_epoch: u64) -> OptimizerConfig {
     let lr_obj = o.obj("lr_schedule");
     let kind = match lr_obj.kind {
         "step" => LrKind::Step {
@@ -123,6 +66,9 @@ pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
     if has("sigma") {
         params.sigma = o.f64("sigma");
     }
+    if has("scale") && o.str("scale") == "gradient_norm" {
+        params.scale = NoiseScale::GradientNorm;
+    }
     if has("scale_by_dim") {
         params.scale_by_dim = o.bool("scale_by_dim");
     }
@@ -151,7 +97,7 @@ pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
         }
         _ => NoiseKind::None,
     };
-    Lowered {
+    OptimizerConfig {
         params,
         adam,
         lr,
@@ -160,7 +106,7 @@ pub fn optimizer(o: &Obj, seed: u64, steps_per_epoch: u64) -> Lowered {
 }
 
 /// An α schedule object -> schedule and sharpness estimator.
-pub fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimator>) {
+fn schedule(s: &Obj, steps_per_epoch: u64) -> (AlphaSchedule, Option<Estimator>) {
     let est = |s: &Obj| -> Option<Estimator> {
         let e = s.obj("sharpness");
         let probe = || e.str("batch") == "probe";
