@@ -144,7 +144,7 @@ fn report_draws_every_plot_and_the_page_loads_in_chromium() {
         .expect("chromium starts");
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
-        dom.contains("<div id=\"verdict\">images 7/7 rows 5 paired 4</div>"),
+        dom.contains("<div id=\"verdict\">images 8/8 rows 5 paired 4</div>"),
         "chromium saw: {}\nstderr: {}",
         dom.lines()
             .find(|l| l.contains("verdict"))
