@@ -4,7 +4,7 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::plan::{Func, Signal, SignalExpr, op};
 use crate::syntax::ast::{BinOp, Expr, ExprKind};
 
-use super::schema::{FUNCTIONS, SIGNALS, SWEEPS};
+use super::schema::{SIGNALS, SWEEPS};
 use super::suggest;
 
 /// What names mean while evaluating.
@@ -89,7 +89,7 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
             if SWEEPS.contains(&name.node.as_str()) {
                 return Err(sweep_misplaced(expr));
             }
-            let Some(&(_, arity)) = FUNCTIONS.iter().find(|(f, _)| *f == name.node) else {
+            let Some(func) = Func::from_name(&name.node) else {
                 return Err(Diagnostic::error(
                     Code::UnknownFunction,
                     format!("unknown function `{}`", name.node),
@@ -98,9 +98,10 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                 .help(suggest::help(
                     &name.node,
                     "functions",
-                    FUNCTIONS.iter().map(|(f, _)| *f),
+                    Func::ALL.iter().map(|f| f.name()),
                 )));
             };
+            let arity = func.arity();
             if args.len() != arity || args.iter().any(|a| a.name.is_some()) {
                 return Err(Diagnostic::error(
                     Code::Arity,
@@ -132,7 +133,7 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                         }
                     })
                     .collect();
-                let r = Func::from_name(&name.node).map_or(f64::NAN, |f| f.apply(&xs));
+                let r = func.apply(&xs);
                 if !r.is_finite() {
                     return Err(Diagnostic::error(
                         Code::Arithmetic,
@@ -153,8 +154,7 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<SignalExpr, Diagnostic> {
                 }
                 SignalExpr::Const(r)
             } else {
-                let fname = Func::from_name(&name.node).unwrap_or(Func::Log);
-                SignalExpr::Call(fname, vals)
+                SignalExpr::Call(func, vals)
             }
         }
         ExprKind::Range(..) => {

@@ -180,6 +180,12 @@ const SPAN_OF_TRAINING: Ty = Ty::Quantity {
     whole: false,
     min: 0.0,
 };
+// A smoothing rate in (0, 1].
+const RATE: Ty = Ty::Float {
+    min: 0.0,
+    max: 1.0,
+    min_open: true,
+};
 // The smoothing of log-sharpness, shared by adaptive and custom schedules: a kind takes one of
 // the two (see `ONE_OF`).
 const HALF_LIFE: FieldSpec = f(
@@ -190,11 +196,7 @@ const HALF_LIFE: FieldSpec = f(
 );
 const EMA: FieldSpec = f(
     "ema",
-    Ty::Float {
-        min: 0.0,
-        max: 1.0,
-        min_open: true,
-    },
+    RATE,
     Some("0.05"),
     "deprecated: smoothing rate once per estimate; the default in version 1",
 );
@@ -943,11 +945,7 @@ pub static KINDS: &[KindSpec] = &[
             ),
             f(
                 "ema",
-                Ty::Float {
-                    min: 0.0,
-                    max: 1.0,
-                    min_open: true,
-                },
+                RATE,
                 Some("0.1"),
                 "EMA rate of the relative change, once per estimate",
             ),
@@ -1319,17 +1317,6 @@ pub fn kind(category: Category, name: &str) -> Option<&'static KindSpec> {
 pub fn experiment() -> &'static KindSpec {
     kind(Category::Experiment, "experiment").expect("experiment kind exists")
 }
-
-/// Functions usable in expressions, with their arity.
-pub const FUNCTIONS: &[(&str, usize)] = &[
-    ("log", 1),
-    ("exp", 1),
-    ("sqrt", 1),
-    ("abs", 1),
-    ("min", 2),
-    ("max", 2),
-    ("pow", 2),
-];
 
 /// Sweep constructors.
 pub const SWEEPS: &[&str] = &["sweep", "logspace", "linspace"];

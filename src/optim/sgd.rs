@@ -257,22 +257,14 @@ impl AhtSgd {
         }
     }
 
-    /// The norm of the whole gradient, summed in f64 on the gradients' device and read once.
+    /// The norm of the whole gradient, summed in f64 (on a device, read once).
     fn gradient_norm(&self, grads: &GradStore) -> candle_core::Result<f64> {
-        let mut total: Option<candle_core::Tensor> = None;
-        for (_, var) in &self.vars {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                let sq = g.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?;
-                total = Some(match total {
-                    None => sq,
-                    Some(t) => (t + sq)?,
-                });
-            }
-        }
-        Ok(match total {
-            Some(t) => t.to_scalar::<f64>()?.sqrt(),
-            None => 0.0,
-        })
+        let g: Vec<candle_core::Tensor> = self
+            .vars
+            .iter()
+            .filter_map(|(_, v)| grads.get(v.as_tensor()).cloned())
+            .collect();
+        Ok(super::sharpness::dots(&[(&g, &g)])?[0].sqrt())
     }
 
     /// The update rule for parameter `i` at the current step; `scale` multiplies σ.

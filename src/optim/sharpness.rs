@@ -183,7 +183,7 @@ fn device_dot(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
 
 /// Σa·b for each pair of parameter lists: on the CPU one number at a time; elsewhere summed on
 /// the device and read in one transfer (each read waits for the device).
-fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
+pub(crate) fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
     let on_cpu = pairs
         .iter()
         .all(|(a, _)| a.iter().all(|t| t.device().is_cpu()));
