@@ -9,7 +9,7 @@ mod record;
 mod run;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,6 +71,9 @@ pub enum Command {
     /// Datasets on disk
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Write a run directory's records in another tool's format
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Check a recipe's models' gradients and Hessian-vector products against finite differences
     Gradcheck(gradcheck::GradcheckArgs),
     /// Evaluate a recorded trial's parameters (on its own test split or another dataset)
@@ -113,6 +116,38 @@ pub enum Command {
         #[arg(long)]
         experiment: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// TensorBoard event files: one run per trial (experiment/arm/seed), scalars and HParams
+    Tensorboard {
+        /// The run directory (`--out` of `run`)
+        dir: PathBuf,
+        /// Where to write the event files [default: DIR/tensorboard]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Writes the TensorBoard files of a run directory and says where; the exit code.
+fn export_tensorboard(dir: &Path, out: &Path) -> i32 {
+    match ahtsgd::report::tensorboard::export(dir, out) {
+        Ok(done) => {
+            eprintln!(
+                "wrote {} TensorBoard runs ({} scalars) under {}; view with `tensorboard --logdir {}`",
+                done.files.len(),
+                done.scalars,
+                out.display(),
+                out.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }
 
 /// Runs the command line and returns the exit code.
@@ -166,6 +201,10 @@ pub fn run() -> i32 {
                     1
                 }
             }
+        }
+        Command::Export(ExportCommand::Tensorboard { dir, out }) => {
+            let out = out.unwrap_or_else(|| dir.join("tensorboard"));
+            export_tensorboard(&dir, &out)
         }
         Command::Rerun(args) => record::rerun(args),
         Command::Run(mut args) => {

@@ -51,6 +51,16 @@ pub struct RunArgs {
     /// Keep a --threads above the number of cores (otherwise capped at it)
     #[arg(long)]
     pub oversubscribe: bool,
+    /// Also write TensorBoard event files here once the trials end (as `export tensorboard`)
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+}
+
+/// The run directory: `--out`, or `runs/<recipe stem>`.
+fn out_dir(args: &RunArgs) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(args.file.file_stem().unwrap_or_default()))
 }
 
 fn parse_trials(s: &str) -> Option<(usize, usize)> {
@@ -61,6 +71,19 @@ fn parse_trials(s: &str) -> Option<(usize, usize)> {
 }
 
 pub fn run(args: RunArgs) -> i32 {
+    let tensorboard = args.tensorboard.clone();
+    let out = out_dir(&args);
+    let code = run_recipe(args);
+    // Whatever ended the run (an interrupt, a failed trial), the records there are exported.
+    match tensorboard {
+        Some(tb) if code != 2 && sweep::finished(&out).is_ok_and(|e| !e.is_empty()) => {
+            code.max(super::export_tensorboard(&out, &tb))
+        }
+        _ => code,
+    }
+}
+
+fn run_recipe(args: RunArgs) -> i32 {
     let opts = super::check::options(&args.recipe);
     let first = check::check_file(&args.file, &opts);
     if super::check::report(&first, args.recipe.json) {
@@ -124,10 +147,7 @@ pub fn run(args: RunArgs) -> i32 {
         ahtsgd::optim::enable_second_order();
     }
     let recipe_text = checked.inlined();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(args.file.file_stem().unwrap_or_default()));
+    let out = out_dir(&args);
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -44,6 +44,15 @@ impl Estimator {
         }
     }
 
+    /// What an estimate is, as records name it: `power_iteration` (λ_max) or `hutchinson` (a
+    /// mean eigenvalue).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Estimator::PowerIteration { .. } => "power_iteration",
+            Estimator::Hutchinson { .. } => "hutchinson",
+        }
+    }
+
     /// Whether an estimate is due before the update of step `step`.
     pub fn due(&self, step: u64) -> bool {
         step.is_multiple_of(self.every())

@@ -54,7 +54,7 @@ pub fn page(run_dir: &Path, sections: &[Section]) -> Result<String, ReportError>
         let row = |cells: Vec<String>, tag: &str| -> String {
             let cells: String = cells
                 .iter()
-                .map(|c| format!("<{tag}>{}</{tag}>", escape(c)))
+                .map(|c| format!("<{tag}>{}</{tag}>", escape(&super::plot::short_numbers(c))))
                 .collect();
             format!("<tr>{cells}</tr>\n")
         };

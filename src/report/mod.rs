@@ -2,11 +2,13 @@
 //!
 //! Reads what `run` wrote (each trial's `summary.json` and `metrics.jsonl`), aggregates each arm
 //! across seeds (mean and 95% t band), and draws: test accuracy and loss per evaluation, training
-//! loss per step, α, λ_max with its EMA and the 2/lr line, the noise norm, and a heat map of
-//! final accuracy for arms that differ in two swept numbers.
+//! loss per step, α, λ_max (or Hutchinson's mean eigenvalue) with its EMA and the 2/lr line,
+//! the noise norm, and final accuracy over two swept numbers: a heat map for a grid, a
+//! scatter plot for a random search. Numbers on plots have three significant digits.
 
 pub mod html;
 pub mod plot;
+pub mod tensorboard;
 
 use crate::sweep::{self, Finished, stats};
 use serde::Deserialize;
@@ -46,6 +48,7 @@ pub struct Metric {
     pub lambda_max: Option<f64>,
     pub sharpness_ema: Option<f64>,
     pub noise_norm: Option<f64>,
+    pub grad_norm: Option<f64>,
     pub lr: Option<f64>,
 }
 
@@ -113,13 +116,43 @@ struct TrialMetrics<'a> {
     arm: String,
     summary: &'a crate::train::record::Summary,
     metrics: Vec<Metric>,
+    /// Its `lambda_max` is Hutchinson's mean eigenvalue, not the top one.
+    mean_eigenvalue: bool,
 }
+
+/// Whether a trial's sharpness figures are Hutchinson's mean eigenvalue: its summary says, or
+/// for records from before the summary kept it, its `resolved.aht` (written by `run`, one
+/// canonical line per field) names the estimator.
+fn mean_eigenvalue(dir: &Path, s: &crate::train::record::Summary) -> bool {
+    match s.sharpness_estimator.as_str() {
+        "" => std::fs::read_to_string(dir.join("resolved.aht"))
+            .is_ok_and(|text| text.contains("sharpness = hutchinson")),
+        name => name == "hutchinson",
+    }
+}
+
+/// Clips every band of `curves` to [lo, hi] (a mean's t interval of an accuracy can reach
+/// past 0% or 100% with few seeds); whether any was clipped.
+fn clip_bands(curves: &mut [Curve], lo: f64, hi: f64) -> bool {
+    let mut clipped = false;
+    for p in curves.iter_mut().flat_map(|c| c.points.iter_mut()) {
+        if let Some((a, b)) = p.band {
+            clipped |= a < lo || b > hi;
+            p.band = Some((a.max(lo), b.min(hi)));
+        }
+    }
+    clipped
+}
+
+/// The caption's note when bands were clipped.
+const CLIPPED: &str = " (95% bands clipped to 0–100%)";
 
 /// The plots of one experiment, ready to draw.
 #[derive(Clone, Debug)]
 pub struct Figures {
     pub charts: Vec<plot::Chart>,
     pub heatmaps: Vec<plot::HeatMap>,
+    pub scatters: Vec<plot::Scatter>,
 }
 
 /// Builds the charts of one experiment from its trials' metrics.
@@ -127,9 +160,10 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
     let mut trials = Vec::new();
     for (dir, s) in &exp.trials {
         trials.push(TrialMetrics {
-            arm: s.arm(),
+            arm: plot::short_numbers(&s.arm()),
             summary: s,
             metrics: read_metrics(dir)?,
+            mean_eigenvalue: mean_eigenvalue(dir, s),
         });
     }
     let mut arms: BTreeMap<&str, Vec<&TrialMetrics>> = BTreeMap::new();
@@ -149,13 +183,18 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
             .collect()
     };
     let name = &exp.experiment;
+    let mut accuracy = curves(&|m| Some((m.epoch, m.test_accuracy? * 100.0)));
+    let clipped = clip_bands(&mut accuracy, 0.0, 100.0);
     let mut charts = vec![
         plot::Chart::new(
             "accuracy",
-            &format!("{name}: test accuracy"),
+            &format!(
+                "{name}: test accuracy{}",
+                if clipped { CLIPPED } else { "" }
+            ),
             "epoch",
             "test accuracy (%)",
-            curves(&|m| Some((m.epoch, m.test_accuracy? * 100.0))),
+            accuracy,
         ),
         plot::Chart::new(
             "test_loss",
@@ -185,12 +224,33 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
             "α",
             alpha,
         );
-        chart.y_range = Some((0.95, 2.05));
+        chart.min_pad = 0.05;
         charts.push(chart);
     }
+    // Hutchinson's estimate is a mean eigenvalue: named as what it is, apart from λ_max.
+    let means: std::collections::BTreeSet<&str> = trials
+        .iter()
+        .filter(|t| t.mean_eigenvalue)
+        .map(|t| t.arm.as_str())
+        .collect();
+    let what = |arm: &str| {
+        if means.contains(arm) {
+            "mean eigenvalue"
+        } else {
+            "λ_max"
+        }
+    };
+    let has_max = trials
+        .iter()
+        .any(|t| !t.mean_eigenvalue && t.metrics.iter().any(|m| m.lambda_max.is_some()));
+    let measured = match (has_max, !means.is_empty()) {
+        (true, true) => "λ_max or mean eigenvalue",
+        (false, true) => "mean eigenvalue (Hutchinson)",
+        _ => "λ_max",
+    };
     let mut sharp = curves(&|m| Some((m.step as f64, m.lambda_max?)));
     for c in &mut sharp {
-        c.label = format!("{} λ_max", c.label);
+        c.label = format!("{} {}", c.label, what(&c.label));
     }
     let mut ema = curves(&|m| Some((m.step as f64, m.sharpness_ema?.exp())));
     for c in &mut ema {
@@ -199,11 +259,23 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
     if !sharp.is_empty() {
         let n = sharp.len();
         sharp.extend(ema);
+        // A negative estimate (power iteration's largest-magnitude eigenvalue can be) has no
+        // place on a log axis: left out, and the title says how many.
+        let negative = trials
+            .iter()
+            .flat_map(|t| &t.metrics)
+            .filter(|m| m.lambda_max.is_some_and(|l| l <= 0.0))
+            .count();
+        let note = if negative > 0 {
+            format!(" ({negative} logged values ≤ 0 left off the log axis)")
+        } else {
+            String::new()
+        };
         let mut chart = plot::Chart::new(
             "sharpness",
-            &format!("{name}: sharpness"),
+            &format!("{name}: sharpness{note}"),
             "step",
-            "λ_max (log scale)",
+            &format!("{measured} (log scale)"),
             sharp,
         );
         chart.log_y = true;
@@ -231,7 +303,7 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
     let mut relative = curves(&|m| Some((m.step as f64, m.lambda_max? * m.lr? / 2.0)));
     if !tracked.is_empty() && !relative.is_empty() {
         for c in &mut relative {
-            c.label = format!("{} λ_max/(2/lr)", c.label);
+            c.label = format!("{} {}/(2/lr)", c.label, what(&c.label));
         }
         let n = tracked.len();
         let mut both = tracked;
@@ -243,7 +315,7 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
             "alpha_sharpness",
             &format!("{name}: α against sharpness at the Edge of Stability"),
             "step",
-            "α (solid), λ_max/(2/lr) (dashed)",
+            &format!("α (solid), {measured}/(2/lr) (dashed)"),
             both,
         );
         chart.dashed_from = Some(n);
@@ -267,9 +339,11 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
         charts.insert(0, chart);
     }
     charts.retain(|c| !c.curves.is_empty());
+    let (heatmaps, scatters) = sensitivity(exp, &trials);
     Ok(Figures {
         charts,
-        heatmaps: heatmaps(exp, &trials),
+        heatmaps,
+        scatters,
     })
 }
 
@@ -317,9 +391,15 @@ fn response(exp: &Finished) -> Option<plot::Chart> {
         })
         .collect::<Vec<_>>();
     // `aggregate` over one list pools the seeds that share an x, which is what is wanted here.
+    let mut curves = curves;
+    let clipped = clip_bands(&mut curves, 0.0, 100.0);
     let mut chart = plot::Chart::new(
         "response",
-        &format!("{}: final test accuracy against {key}", exp.experiment),
+        &format!(
+            "{}: final test accuracy against {key}{}",
+            exp.experiment,
+            if clipped { CLIPPED } else { "" }
+        ),
         &if log {
             format!("{key} (log scale)")
         } else {
@@ -332,26 +412,30 @@ fn response(exp: &Finished) -> Option<plot::Chart> {
     Some(chart)
 }
 
-/// For each optimizer whose arms differ in exactly two numeric sweep values: mean final
-/// accuracy over the grid (a sensitivity map).
-fn heatmaps(exp: &Finished, trials: &[TrialMetrics]) -> Vec<plot::HeatMap> {
+/// For each optimizer whose arms differ in exactly two numeric sweep values, final accuracy
+/// over them: a heat map of cell means where the trials fill at least half of a grid (a grid
+/// sweep, perhaps not all run yet: an empty cell says so), otherwise a scatter plot of the
+/// sampled values (a random search, whose values are all distinct).
+fn sensitivity(
+    exp: &Finished,
+    trials: &[TrialMetrics],
+) -> (Vec<plot::HeatMap>, Vec<plot::Scatter>) {
     let mut by_opt: BTreeMap<&str, Vec<&TrialMetrics>> = BTreeMap::new();
     for t in trials {
         by_opt.entry(&t.summary.optimizer).or_default().push(t);
     }
-    let mut out = Vec::new();
+    let (mut maps, mut scatters) = (Vec::new(), Vec::new());
     for (opt, runs) in by_opt {
         let ctx = runs[0].summary.context();
         if ctx.len() != 2 || runs.iter().any(|t| t.summary.context().len() != 2) {
             continue;
         }
         let keys = (ctx[0].0.clone(), ctx[1].0.clone());
-        let mut cells: BTreeMap<(u64, u64), (f64, f64, Vec<f64>)> = BTreeMap::new();
-        let mut numeric = true;
+        let mut points = Vec::new();
         for t in &runs {
             let c = t.summary.context();
             let (Ok(a), Ok(b)) = (c[0].1.parse::<f64>(), c[1].1.parse::<f64>()) else {
-                numeric = false;
+                points.clear();
                 break;
             };
             let acc = t
@@ -360,14 +444,18 @@ fn heatmaps(exp: &Finished, trials: &[TrialMetrics]) -> Vec<plot::HeatMap> {
                 .as_ref()
                 .filter(|_| t.summary.status == "completed")
                 .map_or(f64::NAN, |f| f.test_accuracy * 100.0);
+            points.push((a, b, acc));
+        }
+        if points.is_empty() {
+            continue;
+        }
+        let mut cells: BTreeMap<(u64, u64), (f64, f64, Vec<f64>)> = BTreeMap::new();
+        for &(a, b, acc) in &points {
             cells
                 .entry((a.to_bits(), b.to_bits()))
                 .or_insert((a, b, Vec::new()))
                 .2
                 .push(acc);
-        }
-        if !numeric {
-            continue;
         }
         let mut xs: Vec<f64> = cells.values().map(|c| c.0).collect();
         let mut ys: Vec<f64> = cells.values().map(|c| c.1).collect();
@@ -378,16 +466,43 @@ fn heatmaps(exp: &Finished, trials: &[TrialMetrics]) -> Vec<plot::HeatMap> {
         if xs.len() < 2 || ys.len() < 2 {
             continue;
         }
-        let mut values = vec![vec![f64::NAN; xs.len()]; ys.len()];
+        let title = format!("{}: {opt}, final test accuracy (%)", exp.experiment);
+        if 2 * cells.len() < xs.len() * ys.len() {
+            let log = |i: usize| {
+                let vals = points.iter().map(|p| if i == 0 { p.0 } else { p.1 });
+                let lo = vals.clone().fold(f64::MAX, f64::min);
+                let hi = vals.fold(f64::MIN, f64::max);
+                lo > 0.0 && hi / lo >= 10.0
+            };
+            let label = |k: &str, log: bool| {
+                if log {
+                    format!("{k} (log scale)")
+                } else {
+                    k.to_string()
+                }
+            };
+            scatters.push(plot::Scatter {
+                file: format!("scatter_{opt}"),
+                title,
+                x_label: label(&keys.0, log(0)),
+                y_label: label(&keys.1, log(1)),
+                value_label: "final test accuracy (%)".into(),
+                log_x: log(0),
+                log_y: log(1),
+                points,
+            });
+            continue;
+        }
+        let mut values = vec![vec![None; xs.len()]; ys.len()];
         for (a, b, accs) in cells.values() {
             let i = xs.iter().position(|x| x == a).expect("collected");
             let j = ys.iter().position(|y| y == b).expect("collected");
             // A diverged seed makes the cell's mean NaN: shown as "diverged", not hidden.
-            values[j][i] = accs.iter().sum::<f64>() / accs.len() as f64;
+            values[j][i] = Some(accs.iter().sum::<f64>() / accs.len() as f64);
         }
-        out.push(plot::HeatMap {
+        maps.push(plot::HeatMap {
             file: format!("heatmap_{opt}"),
-            title: format!("{}: {opt}, final test accuracy (%)", exp.experiment),
+            title,
             x_label: keys.0,
             y_label: keys.1,
             xs,
@@ -395,7 +510,7 @@ fn heatmaps(exp: &Finished, trials: &[TrialMetrics]) -> Vec<plot::HeatMap> {
             values,
         });
     }
-    out
+    (maps, scatters)
 }
 
 /// What `write` produced.
@@ -428,6 +543,12 @@ pub fn write(dir: &Path, out: &Path) -> Result<Written, ReportError> {
             let stem = format!("{}_{}", exp.experiment, map.file);
             let (png, svg) = plot::draw(map, out, &stem)?;
             pngs.push((map.title.clone(), png.clone(), svg.clone()));
+            images.extend([png, svg]);
+        }
+        for sc in &figs.scatters {
+            let stem = format!("{}_{}", exp.experiment, sc.file);
+            let (png, svg) = plot::draw(sc, out, &stem)?;
+            pngs.push((sc.title.clone(), png.clone(), svg.clone()));
             images.extend([png, svg]);
         }
         sections.push(html::Section {
@@ -470,5 +591,21 @@ mod tests {
         );
         let got: Vec<(f64, f64)> = c.points.iter().map(|p| (p.x, p.mean)).collect();
         assert_eq!(got, [(-2.0, 2.0), (-1.5, 2.0), (0.0, 4.0)]);
+    }
+
+    #[test]
+    fn accuracy_bands_are_clipped_to_what_is_possible() {
+        // two seeds at 10% and 90%: mean 50, t(0.975, 1) = 12.706 -> ±508, far past 0 and 100
+        let mut c = [aggregate("a", &[vec![(1.0, 10.0)], vec![(1.0, 90.0)]])];
+        let (lo, hi) = c[0].points[0].band.unwrap();
+        assert!(lo < -400.0 && hi > 500.0);
+        assert!(clip_bands(&mut c, 0.0, 100.0));
+        assert_eq!(c[0].points[0].band, Some((0.0, 100.0)));
+        assert_eq!(c[0].points[0].mean, 50.0, "the mean is not moved");
+        // a band inside the range is left as it is, and nothing is said
+        let mut c = [aggregate("b", &[vec![(1.0, 50.0)], vec![(1.0, 51.0)]])];
+        let before = c[0].points[0].band;
+        assert!(!clip_bands(&mut c, 0.0, 100.0));
+        assert_eq!(c[0].points[0].band, before);
     }
 }

@@ -375,6 +375,9 @@ pub fn run_trial(
     }
     summary.steps_per_epoch = steps_per_epoch;
     summary.classes = data.classes;
+    if let Some(e) = &lowered.estimator {
+        summary.sharpness_estimator = e.name().into();
+    }
     let order_of = |epoch: usize| {
         let mut order: Vec<usize> = (0..data.train_len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(

@@ -144,6 +144,11 @@ pub struct Summary {
     /// The trial's sweep values, (site path, recipe text), as `plan` lists them.
     #[serde(default)]
     pub choices: Vec<(String, String)>,
+    /// What `lambda_max` in `metrics.jsonl` measures: `power_iteration` (the top eigenvalue)
+    /// or `hutchinson` (the mean eigenvalue tr(H)/d); empty without sharpness estimation and
+    /// in records from before it was kept (the report then reads `resolved.aht`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sharpness_estimator: String,
 }
 
 impl Summary {
