@@ -285,6 +285,14 @@ fn interrupted_trials_resume_to_identical_results() {
     let s: serde_json::Value =
         serde_json::from_str(&read(tmp.path().join("cut/e/trial-0000/summary.json"))).unwrap();
     assert_eq!(s["status"], "completed");
+    // and the resumed run says where it continued from: the checkpoint the interrupt wrote
+    let from = s["resumed_from"][0].as_u64().unwrap();
+    assert_eq!(from, 8);
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        said.contains(&format!("trial 0000 resumed from step {from}\n")),
+        "{said}"
+    );
 }
 
 /// A record written by an earlier build, whose `resolved.aht` lacks a field added since (its
@@ -1065,4 +1073,62 @@ fn bench_reports_peak_memory_and_a_killed_workload() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("sampler failed"), "{err}");
+}
+
+/// `--json` prints a step event at every logged step and an evaluation event at every
+/// evaluation, with the figures and epoch numbers of `metrics.jsonl` and `summary.json`.
+#[test]
+fn json_events_match_the_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let o = ahtsgd(
+        &[
+            "run",
+            "tiny.aht",
+            "--out",
+            "r",
+            "--threads",
+            "1",
+            "--json",
+            "--trial",
+            "0",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v.get("event").is_some())
+        .collect();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == kind).collect()
+    };
+    let metrics: Vec<serde_json::Value> = read(tmp.path().join("r/e/trial-0000/metrics.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let train: Vec<&serde_json::Value> = metrics
+        .iter()
+        .filter(|m| m.get("train_loss").is_some())
+        .collect();
+    let steps = of("step");
+    assert_eq!(steps.len(), train.len(), "one step event per logged step");
+    for (e, m) in steps.iter().zip(&train) {
+        assert_eq!(e["step"], m["step"]);
+        assert_eq!(e["epoch"], m["epoch"]);
+        assert_eq!(e["train_loss"], m["train_loss"]);
+        assert_eq!(e["alpha"], m["alpha"]);
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("r/e/trial-0000/summary.json"))).unwrap();
+    let evals = of("eval");
+    let recorded = summary["evals"].as_array().unwrap();
+    assert_eq!(evals.len(), recorded.len());
+    for (e, r) in evals.iter().zip(recorded) {
+        // epochs completed, as the summary counts them (the last evaluation is epoch 2)
+        assert_eq!(e["epoch"], r["epoch"]);
+        assert_eq!(e["test_accuracy"], r["test_accuracy"]);
+    }
+    assert_eq!(evals.last().unwrap()["epoch"].as_f64(), Some(2.0));
 }

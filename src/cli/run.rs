@@ -251,7 +251,24 @@ fn run_recipe(args: RunArgs) -> i32 {
         let json = args.recipe.json;
         let mut on_event = |e: Event| {
             match &e {
-                Event::Started { steps, .. } => bar.set_length(*steps),
+                Event::Started {
+                    trial,
+                    steps,
+                    resumed_from,
+                } => {
+                    bar.set_length(*steps);
+                    if let Some(step) = resumed_from {
+                        bar.set_position(*step);
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"event": "resumed", "trial": trial, "step": step})
+                            );
+                        } else {
+                            bar.suspend(|| eprintln!("trial {trial:04} resumed from step {step}"));
+                        }
+                    }
+                }
                 Event::Warning { message, .. } => bar.suspend(|| eprintln!("warning: {message}")),
                 Event::Step {
                     step,
@@ -261,7 +278,7 @@ fn run_recipe(args: RunArgs) -> i32 {
                     ..
                 } => {
                     bar.set_position(*step);
-                    bar.set_message(format!("epoch {epoch} loss {loss:.4} α {alpha:.3}"));
+                    bar.set_message(format!("epoch {epoch:.2} loss {loss:.4} α {alpha:.3}"));
                 }
                 Event::Evaluated {
                     step,
@@ -272,19 +289,30 @@ fn run_recipe(args: RunArgs) -> i32 {
                     bar.set_message(format!("test acc {:.2}%", test_accuracy * 100.0));
                 }
             }
-            if json
-                && let Event::Evaluated {
-                    trial,
-                    step,
-                    epoch,
-                    test_loss,
-                    test_accuracy,
-                } = e
-            {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
-                );
+            if json {
+                match e {
+                    Event::Evaluated {
+                        trial,
+                        step,
+                        epoch,
+                        test_loss,
+                        test_accuracy,
+                    } => println!(
+                        "{}",
+                        serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
+                    ),
+                    Event::Step {
+                        trial,
+                        step,
+                        epoch,
+                        loss,
+                        alpha,
+                    } => println!(
+                        "{}",
+                        serde_json::json!({"event": "step", "trial": trial, "step": step, "epoch": epoch, "train_loss": loss, "alpha": alpha})
+                    ),
+                    _ => {}
+                }
             }
         };
         match train::run_trial(t, &recipe_text, &dir, threads, !args.fresh, &mut on_event) {
@@ -306,7 +334,7 @@ fn run_recipe(args: RunArgs) -> i32 {
                 let stop = s.status == "interrupted";
                 if stop {
                     eprintln!(
-                        "interrupted: records so far are in {}; run the same command again to rerun the interrupted trial",
+                        "interrupted: records so far are in {}; run the same command again to resume the trial from its last checkpoint",
                         out.display()
                     );
                     return 130;
@@ -488,7 +516,9 @@ fn run_parallel(
         print_table(&experiments, out);
         eprintln!("records: {}", out.display());
         if status == 130 {
-            eprintln!("interrupted: run the same command again to continue");
+            eprintln!(
+                "interrupted: run the same command again to resume the interrupted trials from their last checkpoints"
+            );
         }
     }
     status

@@ -47,25 +47,26 @@ fn model_spec(c: &crate::plan::Obj, data: &Dataset) -> Result<model::ModelSpec, 
 #[derive(Clone, Debug)]
 pub enum Event {
     /// Something the user should know that did not stop the trial (a checksum mismatch).
-    Warning {
-        trial: usize,
-        message: String,
-    },
+    Warning { trial: usize, message: String },
     Started {
         trial: usize,
         steps: u64,
+        /// The checkpoint's step when the trial continues from one.
+        resumed_from: Option<u64>,
     },
+    /// A logged training step; `epoch` is as `metrics.jsonl` writes it (epochs done before it).
     Step {
         trial: usize,
         step: u64,
-        epoch: usize,
+        epoch: f64,
         loss: f64,
         alpha: f64,
     },
+    /// An evaluation; `epoch` is epochs completed, as `metrics.jsonl` and `summary.json` write it.
     Evaluated {
         trial: usize,
         step: u64,
-        epoch: usize,
+        epoch: f64,
         test_loss: f64,
         test_accuracy: f64,
     },
@@ -351,6 +352,7 @@ pub fn run_trial(
     on_event(Event::Started {
         trial: trial.index,
         steps: total_steps,
+        resumed_from: restored.as_ref().map(|(_, meta)| meta.step),
     });
 
     let mut summary = Summary::new(trial, &resolved, threads, &dev, dtype);
@@ -538,7 +540,7 @@ pub fn run_trial(
                 on_event(Event::Step {
                     trial: trial.index,
                     step,
-                    epoch,
+                    epoch: epoch_f,
                     loss,
                     alpha: tel.alpha,
                 });
@@ -553,7 +555,7 @@ pub fn run_trial(
                 on_event(Event::Evaluated {
                     trial: trial.index,
                     step,
-                    epoch,
+                    epoch: ep,
                     test_loss: tl,
                     test_accuracy: ta,
                 });
