@@ -74,11 +74,10 @@ pub fn run(args: RunArgs) -> i32 {
     let tensorboard = args.tensorboard.clone();
     let out = out_dir(&args);
     let code = run_recipe(args);
-    // Whatever ended the run (an interrupt, a failed trial), the records there are exported.
+    // Whatever ended the run (an interrupt, a failed trial), the records there are exported;
+    // a recipe refused before any trial started left no run directory to export.
     match tensorboard {
-        Some(tb) if code != 2 && sweep::finished(&out).is_ok_and(|e| !e.is_empty()) => {
-            code.max(super::export_tensorboard(&out, &tb))
-        }
+        Some(tb) if code != 2 && out.is_dir() => code.max(super::export_tensorboard(&out, &tb)),
         _ => code,
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Curve, ReportError};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -300,7 +301,6 @@ fn draw_legend<DB: DrawingBackend>(
     entries: &[Entry],
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let font = ("sans-serif", 13).into_font();
     let mut y = LEGEND_TOP as i32;
     for entry in entries {
         let mid = y + ROW as i32 / 2;
@@ -318,18 +318,53 @@ fn draw_legend<DB: DrawingBackend>(
                 .map_err(e)?;
         }
         for line in &entry.lines {
-            side.draw(&Text::new(
-                line.clone(),
-                (40, y + ROW as i32 / 2),
-                font.clone()
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Left, VPos::Center)),
-            ))
-            .map_err(e)?;
+            side.draw(&side_text(line.clone(), (40, y + ROW as i32 / 2)))
+                .map_err(e)?;
             y += ROW as i32;
         }
     }
     Ok(())
+}
+
+/// The plot area's axes: title, labelled axes with [`tick`] labels (of 10^v on a log axis, whose
+/// coordinates are log10), and a light grid.
+fn axes<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    [title, x_label, y_label]: [&str; 3],
+    (xs, ys): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (log_x, log_y): (bool, bool),
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let mut ctx = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xs, ys)
+        .map_err(e)?;
+    let at = |log: bool, v: f64| tick(if log { 10f64.powf(v) } else { v });
+    ctx.configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&|v: &f64| at(log_x, *v))
+        .y_label_formatter(&|v: &f64| at(log_y, *v))
+        .label_style(("sans-serif", 14))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(e)?;
+    Ok(ctx)
+}
+
+/// Text in the side panel, its left end at `at` and centred on it vertically.
+fn side_text(text: String, at: (i32, i32)) -> Text<'static, (i32, i32), String> {
+    Text::new(
+        text,
+        at,
+        ("sans-serif", 13)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center)),
+    )
 }
 
 fn chart_on<DB: DrawingBackend>(
@@ -372,24 +407,13 @@ fn chart_on<DB: DrawingBackend>(
     let (y0, y1) = (y0 - pad, y1 + pad);
     let (w, _) = root.dim_in_pixel();
     let (area, side) = root.split_horizontally(w.saturating_sub(SIDE));
-    let mut ctx = ChartBuilder::on(&area)
-        .caption(&chart.title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(e)?;
     let log = chart.log_y;
-    let log_x = chart.log_x;
-    ctx.configure_mesh()
-        .x_desc(chart.x_label.as_str())
-        .y_desc(chart.y_label.as_str())
-        .y_label_formatter(&|v: &f64| tick(if log { 10f64.powf(*v) } else { *v }))
-        .x_label_formatter(&|v: &f64| tick(if log_x { 10f64.powf(*v) } else { *v }))
-        .label_style(("sans-serif", 14))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(e)?;
+    let mut ctx = axes(
+        &area,
+        [&chart.title, &chart.x_label, &chart.y_label],
+        (x0..x1, y0..y1),
+        (chart.log_x, log),
+    )?;
     let entries = legend(chart);
     for (c, entry) in chart.curves.iter().zip(&entries) {
         let color = entry.color;
@@ -590,23 +614,12 @@ fn scatter_on<DB: DrawingBackend>(
     let span = if hi > lo { hi - lo } else { 1.0 };
     let (w, h) = root.dim_in_pixel();
     let (area, side) = root.split_horizontally(w.saturating_sub(SIDE));
-    let mut ctx = ChartBuilder::on(&area)
-        .caption(&sc.title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(e)?;
-    let (lx, ly) = (sc.log_x, sc.log_y);
-    ctx.configure_mesh()
-        .x_desc(sc.x_label.as_str())
-        .y_desc(sc.y_label.as_str())
-        .x_label_formatter(&|v: &f64| tick(if lx { 10f64.powf(*v) } else { *v }))
-        .y_label_formatter(&|v: &f64| tick(if ly { 10f64.powf(*v) } else { *v }))
-        .label_style(("sans-serif", 14))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(e)?;
+    let mut ctx = axes(
+        &area,
+        [&sc.title, &sc.x_label, &sc.y_label],
+        (x0..x1, y0..y1),
+        (sc.log_x, sc.log_y),
+    )?;
     for &(x, y, v) in &sc.points {
         let at = (tx(x), ty(y));
         if v.is_finite() {
@@ -628,17 +641,10 @@ fn scatter_on<DB: DrawingBackend>(
         }
     }
     // The colour bar: the value's range top to bottom, then the cross for diverged trials.
-    let font = ("sans-serif", 13).into_font();
     let top = LEGEND_TOP as i32;
     let bar = (h as i32 - 2 * top).clamp(60, 300);
-    side.draw(&Text::new(
-        sc.value_label.clone(),
-        (8, top - 16),
-        font.clone()
-            .color(&BLACK)
-            .pos(Pos::new(HPos::Left, VPos::Center)),
-    ))
-    .map_err(e)?;
+    side.draw(&side_text(sc.value_label.clone(), (8, top - 16)))
+        .map_err(e)?;
     for k in 0..bar {
         let t = 1.0 - k as f64 / (bar - 1) as f64;
         side.draw(&Rectangle::new(
@@ -659,14 +665,7 @@ fn scatter_on<DB: DrawingBackend>(
         vec![(top, hi)]
     };
     for (y, v) in labels {
-        side.draw(&Text::new(
-            sig3(v),
-            (36, y),
-            font.clone()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(e)?;
+        side.draw(&side_text(sig3(v), (36, y))).map_err(e)?;
     }
     if sc.points.iter().any(|p| !p.2.is_finite()) {
         let y = top + bar + 24;
@@ -676,12 +675,8 @@ fn scatter_on<DB: DrawingBackend>(
             RGBColor(130, 130, 130).stroke_width(2),
         ))
         .map_err(e)?;
-        side.draw(&Text::new(
-            "diverged".to_string(),
-            (36, y),
-            font.color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(e)?;
+        side.draw(&side_text("diverged".into(), (36, y)))
+            .map_err(e)?;
     }
     Ok(())
 }
