@@ -6,10 +6,50 @@
 //! `/shared/runs` a folder of the test's. `cargo run --release -- ARGS` is `ahtsgd ARGS`;
 //! `cargo test` is the command running this test; `cargo install` is run by `.ci/run`, and with
 //! `CI` set this test checks that the `ahtsgd` it put on `PATH` was installed after the last
-//! change to the sources.
+//! change to the sources. `ahtsgd data fetch` reaches no network here: the commands run with
+//! `AHTSGD_DATA_MIRRORS` pointing at a server this test starts on 127.0.0.1, which serves the
+//! bundled MNIST subset's files.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Serves the files of `dir` under `/mnist/` on an ephemeral port of 127.0.0.1 (404 for
+/// anything else); returns the mirror URL for `AHTSGD_DATA_MIRRORS`.
+fn mirror(dir: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/{{dataset}}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = reader.read_line(&mut line);
+            while let Ok(n) = reader.read_line(&mut String::new()) {
+                if n <= 2 {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let file = path
+                .strip_prefix("/mnist/")
+                .filter(|f| !f.contains('/'))
+                .and_then(|f| std::fs::read(dir.join(f)).ok());
+            let _ = match file {
+                Some(bytes) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                )
+                .and_then(|()| stream.write_all(&bytes)),
+                None => write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+            };
+        }
+    });
+    base
+}
 
 /// The shell commands of the README's code blocks (indented or fenced), in order.
 fn readme_commands() -> Vec<String> {
@@ -104,6 +144,7 @@ fn every_readme_command_exits_zero() {
     )))
     .unwrap();
     let shared = tmp.path().join("shared-runs");
+    let mirror = mirror(root.join("data/mnist-mini"));
     let mut ran = 0;
     for command in &commands {
         let line = if let Some(rest) = command.strip_prefix("cargo run --release -- ") {
@@ -140,6 +181,8 @@ fn every_readme_command_exits_zero() {
             .args(["-c", &line])
             .current_dir(&work)
             .env("PATH", &path)
+            .env("AHTSGD_DATA_MIRRORS", &mirror)
+            .env("AHTSGD_CACHE", tmp.path().join("cache"))
             .output()
             .expect("sh runs");
         assert!(

@@ -17,7 +17,14 @@ fn verify(data: &Obj) -> Verify {
 /// The typed description of a checked `data` object; `None` for a kind without a reader in
 /// this build.
 pub fn lower(data: &Obj) -> Option<DataSpec> {
-    let path = || PathBuf::from(data.str("path"));
+    let path = || {
+        let written = data.str("path");
+        if written.is_empty() && has(data, "download") && data.bool("download") {
+            crate::data::fetch::default_dir(data.kind)
+        } else {
+            PathBuf::from(written)
+        }
+    };
     let source = match data.kind {
         "mnist" | "fashion_mnist" => Source::Mnist {
             path: path(),
@@ -68,6 +75,7 @@ pub fn lower(data: &Obj) -> Option<DataSpec> {
         augment: (has(data, "augment") && data.bool("augment")).then_some(Augment {
             flip: !matches!(source, Source::Svhn { .. }),
         }),
+        download: has(data, "download") && data.bool("download"),
         source,
     })
 }

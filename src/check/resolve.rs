@@ -661,6 +661,16 @@ impl<'t, 'm> Resolver<'t, 'm> {
                         }
                         None => continue,
                     },
+                    // a downloaded dataset without a path goes to the cache folder (the
+                    // empty path stands for it until the data layer resolves it)
+                    None if spec.name == "path"
+                        && values
+                            .iter()
+                            .any(|(n, v)| *n == "download" && *v == Val::Bool(true)) =>
+                    {
+                        values.push((spec.name, Val::Str(String::new())));
+                        continue;
+                    }
                     None => {
                         ok = false;
                         self.report(

@@ -403,7 +403,8 @@ pub static KINDS: &[KindSpec] = &[
         name: "mnist",
         doc: "MNIST IDX files (raw or .gz) in `path`",
         fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "folder holding the IDX files"),
+        f("download", Ty::Bool, Some("false"), "fetch the official files into `path` (or the cache folder when no `path` is given) on the first run that needs them; `check` never fetches (see `ahtsgd data fetch`)"),
+        f("path", Ty::Str, None, "folder holding the IDX files (may be left out with `download = true`)"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums: warn on mismatch, fail (strict), or skip")),
     },
     KindSpec {
@@ -411,7 +412,8 @@ pub static KINDS: &[KindSpec] = &[
         name: "fashion_mnist",
         doc: "Fashion-MNIST IDX files in `path`",
         fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "folder holding the IDX files"),
+        f("download", Ty::Bool, Some("false"), "fetch the official files into `path` (or the cache folder when no `path` is given) on the first run that needs them; `check` never fetches (see `ahtsgd data fetch`)"),
+        f("path", Ty::Str, None, "folder holding the IDX files (may be left out with `download = true`)"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums")),
     },
     KindSpec {
@@ -419,7 +421,8 @@ pub static KINDS: &[KindSpec] = &[
         name: "cifar10",
         doc: "CIFAR-10 binary batches (folder or .tar.gz) in `path`",
         fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "folder or cifar-10-binary.tar.gz"),
+        f("download", Ty::Bool, Some("false"), "fetch the official files into `path` (or the cache folder when no `path` is given) on the first run that needs them; `check` never fetches (see `ahtsgd data fetch`)"),
+        f("path", Ty::Str, None, "folder or cifar-10-binary.tar.gz (may be left out with `download = true`)"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums"),
         f("augment", Ty::Bool, Some("false"), "random crop (padding 4) and horizontal flip")),
     },
@@ -428,7 +431,8 @@ pub static KINDS: &[KindSpec] = &[
         name: "svhn",
         doc: "SVHN cropped digits (train_32x32.mat, test_32x32.mat) in `path`",
         fields: fields!(common: COMMON_DATA;
-        f("path", Ty::Str, None, "folder holding the .mat files"),
+        f("download", Ty::Bool, Some("false"), "fetch the official files into `path` (or the cache folder when no `path` is given) on the first run that needs them; `check` never fetches (see `ahtsgd data fetch`)"),
+        f("path", Ty::Str, None, "folder holding the .mat files (may be left out with `download = true`)"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums"),
         f("augment", Ty::Bool, Some("false"), "random crop (padding 4); no flips for digits")),
     },

@@ -62,6 +62,23 @@ fn frozen(
     if super::check::report(&checked, false) {
         return Err(1);
     }
+    // compute nodes often have no internet: what they read must be fetched here first
+    let plan = checked.plan.as_ref().expect("checked");
+    let trials: Vec<&ahtsgd::plan::Trial> = plan.trials.iter().collect();
+    let unfetched = super::data::unfetched(&trials);
+    if !unfetched.is_empty() {
+        for (kind, dir, missing) in &unfetched {
+            eprintln!(
+                "error: {}: dataset `{kind}` has `download = true` but {} {} not in {} yet; the tasks would download it on compute nodes, which often have no internet\n  help: fetch it here first: ahtsgd data fetch {kind} --to {}",
+                file.display(),
+                missing.join(", "),
+                if missing.len() == 1 { "is" } else { "are" },
+                dir.display(),
+                dir.display()
+            );
+        }
+        return Err(1);
+    }
     match launch::freeze(&checked, &stem(file), &opts) {
         Ok(f) => Ok((checked.plan.expect("checked"), f)),
         Err(e) => {

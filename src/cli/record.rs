@@ -68,6 +68,9 @@ pub fn eval(args: EvalArgs) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
+    if !super::data::ensure_downloads(&[&trial], args.json) {
+        return 1;
+    }
     match train::evaluate_recorded(&trial, &args.trial_dir) {
         Ok(e) => {
             for w in &e.warnings {
@@ -100,6 +103,9 @@ pub fn rerun(args: RerunArgs) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
+    if !super::data::ensure_downloads(&[&trial], false) {
+        return 1;
+    }
     if train::needs_second_order(&trial) {
         ahtsgd::optim::enable_second_order();
     }

@@ -165,6 +165,10 @@ fn run_recipe(args: RunArgs) -> i32 {
         );
         return 2;
     }
+    // the children of --jobs find the files there; a failed fetch starts no trial
+    if !super::data::ensure_downloads(&selected, args.quiet || args.recipe.json) {
+        return 1;
+    }
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("error: cannot create {}: {e}", out.display());
         return 2;

@@ -44,6 +44,14 @@ pub fn batch(file: &str, bytes: &[u8]) -> Result<(Vec<f32>, Vec<u32>), DataError
 
 /// The raw bytes of the six batch files, by name, from a folder (or its
 /// `cifar-10-batches-bin/` subfolder) or a `.tar.gz`.
+/// The official archive's name.
+pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";
+
+/// Whether the folder holds the extracted batches (itself or in `cifar-10-batches-bin`).
+pub fn has_batches(dir: &Path) -> bool {
+    dir.join(TEST_FILE).is_file() || dir.join("cifar-10-batches-bin").join(TEST_FILE).is_file()
+}
+
 pub fn files(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DataError> {
     let io = |p: &Path, source| DataError::Io {
         file: p.display().to_string(),
@@ -171,6 +179,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(y, vec![5]);
+        // a folder holding only the archive, as `data fetch cifar10` leaves it, reads it
+        let only = tempfile::tempdir().unwrap();
+        std::fs::copy(&tgz, only.path().join(ARCHIVE)).unwrap();
+        assert!(!has_batches(only.path()) && has_batches(dir.path()));
+        let d = crate::data::cifar10(only.path(), crate::data::Verify::Off).unwrap();
+        assert_eq!((d.train_len(), d.test_len()), (5, 1));
+        assert_eq!(d.test_y, vec![5]);
         std::fs::remove_file(sub.join("data_batch_3.bin")).unwrap();
         assert!(
             files(dir.path())

@@ -1,6 +1,7 @@
 //! Datasets: readers, the bundled MNIST subset, synthetic tasks, and the batching pipeline.
 
 pub mod cifar;
+pub mod fetch;
 pub mod idx;
 pub mod mat;
 pub mod spec;
@@ -26,6 +27,15 @@ pub enum DataError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// A `download = true` dataset whose files are not there yet.
+    #[error(
+        "{dir}: {missing} not downloaded yet (download = true)\n  help: `ahtsgd run` fetches them; or run `ahtsgd data fetch {kind} --to {dir}`"
+    )]
+    NotFetched {
+        kind: &'static str,
+        dir: String,
+        missing: String,
+    },
 }
 
 impl DataError {
@@ -185,6 +195,13 @@ fn judge(verdicts: Vec<(String, verify::Verdict)>, mode: Verify) -> Result<Vec<S
 
 /// CIFAR-10 from a folder or the official `.tar.gz`.
 pub fn cifar10(path: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
+    // a folder that holds only the archive (as `data fetch cifar10` leaves it) is read as it
+    let archive = path.join(cifar::ARCHIVE);
+    let path: &Path = if path.is_dir() && !cifar::has_batches(path) && archive.is_file() {
+        &archive
+    } else {
+        path
+    };
     let mut verdicts = Vec::new();
     if path.is_file() {
         let bytes = read_file(path)?;
@@ -248,6 +265,15 @@ pub fn svhn(dir: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
 /// Loads a dataset as described, then applies its limits, label noise, validation split and
 /// normalisation; `seed` keys the label noise and the split.
 pub fn load(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
+    if let Some((kind, dir, missing)) = spec.download_target()
+        && !missing.is_empty()
+    {
+        return Err(DataError::NotFetched {
+            kind,
+            dir: dir.display().to_string(),
+            missing: missing.join(", "),
+        });
+    }
     let mut d = match &spec.source {
         Source::MnistMini => mnist_mini()?,
         Source::Mnist {

@@ -80,4 +80,34 @@ pub struct DataSpec {
     pub validation: f64,
     pub normalize: Option<Normalization>,
     pub augment: Option<Augment>,
+    /// `download = true`: the official files may be fetched into the source's path before
+    /// loading (the CLI does it; [`crate::data::load`] only says which command to run).
+    pub download: bool,
+}
+
+impl DataSpec {
+    /// For `download = true`: the kind and folder to fetch into, with the files still missing
+    /// there (empty once fetched). `None` for a dataset that is not downloaded.
+    pub fn download_target(&self) -> Option<(&'static str, PathBuf, Vec<&'static str>)> {
+        if !self.download {
+            return None;
+        }
+        let (kind, path) = match &self.source {
+            Source::Mnist { path, fashion, .. } => {
+                (if *fashion { "fashion_mnist" } else { "mnist" }, path)
+            }
+            Source::Cifar10 { path, .. } => ("cifar10", path),
+            Source::Svhn { path, .. } => ("svhn", path),
+            _ => return None,
+        };
+        let remote = super::fetch::remote(kind)?;
+        // a `path` naming the CIFAR-10 archive itself: its folder is where it is fetched
+        let dir = if kind == "cifar10" && path.extension().is_some_and(|e| e == "gz") {
+            path.parent().map(PathBuf::from).unwrap_or_default()
+        } else {
+            path.clone()
+        };
+        let missing = super::fetch::missing(remote, &dir);
+        Some((kind, dir, missing))
+    }
 }

@@ -1,6 +1,7 @@
 //! The published SHA-256 sums of the official dataset files, checked when those files are read.
 
 use sha2::{Digest, Sha256};
+use std::path::Path;
 
 /// (dataset kind, file name, SHA-256). IDX files are summed by their uncompressed content
 /// (under the name without `.gz`), so a file compressed again, or not at all, still matches;
@@ -130,6 +131,24 @@ fn summed(file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
 /// file that is the bundled subset's matches too: it is MNIST, cut, not damaged.
 pub fn check(dataset: &str, file_name: &str, bytes: &[u8]) -> Verdict {
     let (name, content) = summed(file_name, bytes);
+    check_sum(dataset, &name, &sha256_hex(&content))
+}
+
+/// As [`check`] for the file at `path` (named `file_name`, which says how it is summed), read
+/// in pieces: a download of hundreds of megabytes is checked without holding it in memory.
+pub fn check_file(dataset: &str, file_name: &str, path: &Path) -> std::io::Result<Verdict> {
+    let (name, sum) = sum_file(file_name, path)?;
+    Ok(check_sum(dataset, &name, &sum))
+}
+
+/// Which dataset's published file the file at `path` is, by its sum.
+pub fn identify_file(file_name: &str, path: &Path) -> std::io::Result<Option<&'static str>> {
+    let (name, sum) = sum_file(file_name, path)?;
+    Ok(identify_sum(&name, &sum))
+}
+
+/// The verdict on a file summed as `name` (its name in the table) to `actual`.
+fn check_sum(dataset: &str, name: &str, actual: &str) -> Verdict {
     let kinds: &[&str] = match dataset {
         "mnist" => &["mnist", "mnist_mini"],
         other => std::slice::from_ref(
@@ -151,13 +170,12 @@ pub fn check(dataset: &str, file_name: &str, bytes: &[u8]) -> Verdict {
     let Some(first) = sums.first() else {
         return Verdict::Unknown;
     };
-    let actual = sha256_hex(&content);
-    if sums.contains(&actual.as_str()) {
+    if sums.contains(&actual) {
         Verdict::Match
     } else {
         Verdict::Mismatch {
             expected: first,
-            actual,
+            actual: actual.to_string(),
         }
     }
 }
@@ -165,11 +183,51 @@ pub fn check(dataset: &str, file_name: &str, bytes: &[u8]) -> Verdict {
 /// Which dataset's published file this is, by its sum (`None` when it is none of them).
 pub fn identify(file_name: &str, bytes: &[u8]) -> Option<&'static str> {
     let (name, content) = summed(file_name, bytes);
-    let actual = sha256_hex(&content);
+    identify_sum(&name, &sha256_hex(&content))
+}
+
+fn identify_sum(name: &str, actual: &str) -> Option<&'static str> {
     PUBLISHED
         .iter()
         .find(|(_, n, s)| *n == name && *s == actual)
         .map(|(d, _, _)| *d)
+}
+
+/// (name in the table, SHA-256) of the file at `path`, summed as [`summed`] sums its bytes.
+fn sum_file(file_name: &str, path: &Path) -> std::io::Result<(String, String)> {
+    use std::io::Read;
+    fn digest(mut r: impl Read) -> std::io::Result<String> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+    let open = || std::fs::File::open(path).map(std::io::BufReader::new);
+    if let Some(stem) = file_name.strip_suffix(".gz")
+        && stem.ends_with("-ubyte")
+    {
+        let mut magic = [0u8; 2];
+        let gzip = open()?.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+        if gzip {
+            // a stream that stops decompressing is summed as it is, and so fails, as in `summed`
+            if let Ok(sum) = digest(flate2::read::GzDecoder::new(open()?)) {
+                return Ok((stem.to_string(), sum));
+            }
+        }
+        return Ok((stem.to_string(), digest(open()?)?));
+    }
+    Ok((file_name.to_string(), digest(open()?)?))
 }
 
 #[cfg(test)]
