@@ -1132,3 +1132,160 @@ fn json_events_match_the_records() {
     }
     assert_eq!(evals.last().unwrap()["epoch"].as_f64(), Some(2.0));
 }
+
+/// `--jobs 2` without a terminal: the parent prints each child's progress as it comes, one
+/// line per logged step and evaluation with the step out of the trial's length, then a line
+/// per trial that ends; with `--json` it passes the children's events on, the same events a
+/// one-process run prints, and a second run's kept trials are events too.
+#[test]
+fn parallel_runs_show_each_trials_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.aht", TINY);
+    let o = ahtsgd(
+        &[
+            "run",
+            "tiny.aht",
+            "--out",
+            "r",
+            "--jobs",
+            "2",
+            "--threads",
+            "2",
+        ],
+        tmp.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for trial in 0..2 {
+        let metrics = read(
+            tmp.path()
+                .join(format!("r/e/trial-{trial:04}/metrics.jsonl")),
+        );
+        let logged = metrics.lines().filter(|l| l.contains("train_loss")).count();
+        let steps: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with(&format!("trial {trial:04} step ")) && l.contains(" loss "))
+            .filter(|l| !l.contains("test loss"))
+            .collect();
+        let summary: serde_json::Value = serde_json::from_str(&read(
+            tmp.path()
+                .join(format!("r/e/trial-{trial:04}/summary.json")),
+        ))
+        .unwrap();
+        let n = summary["steps"].as_u64().unwrap();
+        assert_eq!(steps.len(), logged, "one line per logged step:\n{err}");
+        assert!(steps[0].contains(&format!("step 1/{n} ")), "{}", steps[0]);
+        assert!(
+            err.contains(&format!("trial {trial:04} step {n}/{n} test loss")),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("[")).count(),
+        2,
+        "{err}"
+    );
+    assert!(err.contains("[2/2] trial 000"), "{err}");
+
+    let json = |out: &str| {
+        let o = ahtsgd(
+            &[
+                "run",
+                "tiny.aht",
+                "--out",
+                out,
+                "--jobs",
+                "2",
+                "--threads",
+                "2",
+                "--json",
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let events = |all: &[serde_json::Value], trial: u64| -> Vec<serde_json::Value> {
+        all.iter()
+            .filter(|v| v.get("event").is_some() && v["trial"] == trial)
+            .cloned()
+            .collect()
+    };
+    let par = json("j");
+    let one = ahtsgd(
+        &["run", "tiny.aht", "--out", "k", "--threads", "2", "--json"],
+        tmp.path(),
+    );
+    let one: Vec<serde_json::Value> = String::from_utf8_lossy(&one.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for trial in 0..2 {
+        let p = events(&par, trial);
+        assert_eq!(p, events(&one, trial), "trial {trial}");
+        assert_eq!(p[0]["event"], "started");
+        let summary: serde_json::Value = serde_json::from_str(&read(
+            tmp.path()
+                .join(format!("j/e/trial-{trial:04}/summary.json")),
+        ))
+        .unwrap();
+        assert_eq!(p[0]["steps"], summary["steps"]);
+    }
+    // the summaries follow the events, one per trial
+    assert_eq!(par.iter().filter(|v| v.get("status").is_some()).count(), 2);
+    let again = json("j");
+    let kept: Vec<_> = again.iter().filter(|v| v["event"] == "kept").collect();
+    assert_eq!(kept.len(), 2, "{again:?}");
+    assert_eq!(kept[0]["status"], "completed");
+}
+
+/// The parent of `--jobs` shows a child's progress while the child trains, not when it ends:
+/// its first step event arrives before the trial has written its summary.
+#[test]
+fn parallel_progress_arrives_while_the_trials_run() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let long = TINY
+        .replace("samples = 120", "samples = 4000")
+        .replace("epochs = 2", "epochs = 40")
+        .replace("hidden = [8]", "hidden = [256]");
+    write(tmp.path(), "long.aht", &long);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ahtsgd"))
+        .args([
+            "run",
+            "long.aht",
+            "--out",
+            "r",
+            "--jobs",
+            "2",
+            "--threads",
+            "2",
+            "--json",
+        ])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = None;
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "step" {
+            let trial = v["trial"].as_u64().unwrap();
+            let summary = tmp
+                .path()
+                .join(format!("r/e/trial-{trial:04}/summary.json"));
+            seen = Some((v["step"].as_u64().unwrap(), summary.exists()));
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (step, finished) = seen.expect("a step event");
+    assert_eq!(step, 1);
+    assert!(!finished, "the event came only after the trial had ended");
+}

@@ -1314,12 +1314,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 (kind, fields)
             }
             _ => {
-                self.report(type_error(
-                    expr,
-                    last(path),
-                    &format!("a {}", cat.noun()),
-                    describe(expr),
-                ));
+                self.report(type_error(expr, last(path), &a(cat.noun()), describe(expr)));
                 return None;
             }
         };
@@ -1461,9 +1456,17 @@ fn describe(expr: &Expr) -> &'static str {
 }
 
 fn type_error(expr: &Expr, field: &str, want: &str, got: &str) -> Diagnostic {
+    let help = if got == "a list" && !want.contains("list") {
+        // a list where one value goes is most often meant as a sweep
+        format!(
+            "to run one trial per value, write `{field} = sweep(...)` with the values (see docs/language.md, Experiments and sweeps)"
+        )
+    } else {
+        format!("see docs/language.md for what `{field}` takes")
+    };
     Diagnostic::error(Code::Type, format!("`{field}` must be {want}, found {got}"))
         .at(expr.span, format!("expected {want}"))
-        .help(format!("see docs/language.md for what `{field}` takes"))
+        .help(help)
 }
 
 fn range_error(expr: &Expr, field: &str, v: f64, range: &str) -> Diagnostic {

@@ -5,6 +5,7 @@ mod check;
 mod data;
 mod gradcheck;
 mod launch;
+mod progress;
 mod record;
 mod run;
 

@@ -1,6 +1,7 @@
 //! `ahtsgd run`: check, then train every selected trial into the run directory.
 
 use super::RecipeArgs;
+use super::progress::{self, Board, Mode, Update};
 use ahtsgd::check;
 use ahtsgd::sweep::{
     self,
@@ -9,7 +10,7 @@ use ahtsgd::sweep::{
     lock::{self, LockError, TrialLock},
 };
 use ahtsgd::train::{self, Event, record};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -99,13 +100,15 @@ fn run_recipe(args: RunArgs) -> i32 {
         }
     }
     let checked = if opts.sets.len() > args.recipe.sets.len() {
-        check::check_file(&args.file, &opts)
+        let again = check::check_file(&args.file, &opts);
+        // only what the overrides add: the first check's warnings were said already
+        if again.has_errors() && super::check::report(&again, args.recipe.json) {
+            return 1;
+        }
+        again
     } else {
         first
     };
-    if super::check::report(&checked, args.recipe.json) {
-        return 1;
-    }
     let plan = checked.plan.as_ref().expect("checked");
     if let Err(code) = super::check::known_experiment(&args.file, plan, args.experiment.as_deref())
     {
@@ -183,8 +186,7 @@ fn run_recipe(args: RunArgs) -> i32 {
     if args.jobs > 1 && selected.len() > 1 {
         return run_parallel(&args, &selected, &out, threads);
     }
-    let interactive =
-        !args.quiet && !args.recipe.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mode = Mode::new(args.quiet, args.recipe.json);
     let mut failed = false;
     let mut skipped = 0;
     for t in selected {
@@ -225,7 +227,12 @@ fn run_recipe(args: RunArgs) -> i32 {
         if let Some(prev) = record::read_summary(&dir)
             && prev.status != "interrupted"
         {
-            if !args.recipe.json {
+            if args.recipe.json {
+                let kept = Update::Kept {
+                    status: prev.status.clone(),
+                };
+                println!("{}", kept.json(t.index));
+            } else {
                 eprintln!(
                     "trial {:04} ({}): kept ({})",
                     t.index, prev.optimizer, prev.status
@@ -234,87 +241,48 @@ fn run_recipe(args: RunArgs) -> i32 {
             continue;
         }
         journal::append(&out, t.index, &t.experiment, "started");
-        let bar = if interactive {
+        let bar = if mode == Mode::Bars {
             ProgressBar::new(1)
         } else {
             ProgressBar::hidden()
         };
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        let opt = t.config.obj("optimizer");
-        bar.set_prefix(format!(
-            "trial {:04} {} seed {}",
-            t.index,
-            opt.decl.clone().unwrap_or_else(|| opt.kind.into()),
-            t.config.f64("seed")
-        ));
-        let json = args.recipe.json;
+        bar.set_style(progress::trial_style());
+        bar.set_prefix(trial_name(t));
+        let mut steps = None;
         let mut on_event = |e: Event| {
-            match &e {
-                Event::Started {
-                    trial,
-                    steps,
-                    resumed_from,
-                } => {
-                    bar.set_length(*steps);
-                    if let Some(step) = resumed_from {
-                        bar.set_position(*step);
-                        if json {
-                            println!(
-                                "{}",
-                                serde_json::json!({"event": "resumed", "trial": trial, "step": step})
-                            );
-                        } else {
-                            bar.suspend(|| eprintln!("trial {trial:04} resumed from step {step}"));
-                        }
+            if let Event::Warning { message, .. } = &e {
+                bar.suspend(|| eprintln!("warning: {message}"));
+            }
+            let Some((trial, update)) = Update::of(&e) else {
+                return;
+            };
+            if let Update::Started { steps: n } | Update::Resumed { steps: n, .. } = update {
+                steps = Some(n);
+                bar.set_length(n);
+            }
+            match mode {
+                Mode::Json => println!("{}", update.json(trial)),
+                Mode::Lines => {
+                    if let Some(l) = update.line(trial, steps) {
+                        eprintln!("{l}");
                     }
                 }
-                Event::Warning { message, .. } => bar.suspend(|| eprintln!("warning: {message}")),
-                Event::Step {
-                    step,
-                    epoch,
-                    loss,
-                    alpha,
-                    ..
-                } => {
-                    bar.set_position(*step);
-                    bar.set_message(format!("epoch {epoch:.2} loss {loss:.4} α {alpha:.3}"));
+                Mode::Bars => {
+                    if let Some(s) = update.step() {
+                        bar.set_position(s);
+                    }
+                    if let Some(m) = update.message() {
+                        bar.set_message(m);
+                    }
+                    if let Update::Resumed { step, .. } = update {
+                        bar.suspend(|| eprintln!("trial {trial:04} resumed from step {step}"));
+                    }
                 }
-                Event::Evaluated {
-                    step,
-                    test_accuracy,
-                    ..
-                } => {
-                    bar.set_position(*step);
-                    bar.set_message(format!("test acc {:.2}%", test_accuracy * 100.0));
-                }
-            }
-            if json {
-                match e {
-                    Event::Evaluated {
-                        trial,
-                        step,
-                        epoch,
-                        test_loss,
-                        test_accuracy,
-                    } => println!(
-                        "{}",
-                        serde_json::json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
-                    ),
-                    Event::Step {
-                        trial,
-                        step,
-                        epoch,
-                        loss,
-                        alpha,
-                    } => println!(
-                        "{}",
-                        serde_json::json!({"event": "step", "trial": trial, "step": step, "epoch": epoch, "train_loss": loss, "alpha": alpha})
-                    ),
-                    _ => {}
+                Mode::Quiet => {
+                    // a resume is said however quiet: the run does not start where it seems to
+                    if let Update::Resumed { step, .. } = update {
+                        eprintln!("trial {trial:04} resumed from step {step}");
+                    }
                 }
             }
         };
@@ -323,14 +291,7 @@ fn run_recipe(args: RunArgs) -> i32 {
                 bar.finish_and_clear();
                 journal::append(&out, t.index, &t.experiment, &s.status);
                 if !args.recipe.json {
-                    let acc = s
-                        .final_
-                        .as_ref()
-                        .map_or("-".into(), |f| format!("{:.2}%", f.test_accuracy * 100.0));
-                    eprintln!(
-                        "trial {:04} ({}, seed {}): {} after {} steps, test accuracy {acc}, {:.1}s",
-                        t.index, s.optimizer, s.seed, s.status, s.steps, s.wall_seconds
-                    );
+                    eprintln!("{}", progress::end_line(&s));
                 } else {
                     println!("{}", serde_json::to_string(&s).unwrap_or_default());
                 }
@@ -427,6 +388,17 @@ fn print_table(experiments: &std::collections::BTreeSet<String>, out: &Path) {
     }
 }
 
+/// The name of a trial's bar: number, optimizer, seed.
+fn trial_name(t: &ahtsgd::plan::Trial) -> String {
+    let opt = t.config.obj("optimizer");
+    format!(
+        "trial {:04} {} seed {}",
+        t.index,
+        opt.decl.clone().unwrap_or_else(|| opt.kind.into()),
+        t.config.f64("seed")
+    )
+}
+
 /// `--jobs N`: each trial in a child process (`run --trial I`) with threads/N threads, at most N
 /// at a time; the children write the same records a single run would, and resume the same way.
 fn run_parallel(
@@ -453,10 +425,12 @@ fn run_parallel(
         "--out".into(),
         out.into(),
     ];
+    // the children send their progress as JSON events on standard output
     child_args.extend([
         "--threads".into(),
         per_job.to_string().into(),
         "--quiet".into(),
+        "--json".into(),
     ]);
     for set in &args.recipe.sets {
         child_args.extend(["--set".into(), set.into()]);
@@ -484,28 +458,23 @@ fn run_parallel(
         threads_per_job: per_job,
     };
     let indices: Vec<usize> = selected.iter().map(|t| t.index).collect();
-    let total = indices.len();
-    let mut done = 0;
-    let json = args.recipe.json;
+    let names = selected.iter().map(|t| (t.index, trial_name(t))).collect();
+    let mut board = Board::new(Mode::new(args.quiet, args.recipe.json), names, args.jobs);
     let status = sweep::jobs::run(&jobs, &indices, &train::STOP, &mut |e| match e {
         JobEvent::NotStarted { trial, error } => {
-            eprintln!("error: cannot start trial {trial}: {error}");
+            board.say(&format!("error: cannot start trial {trial}: {error}"));
         }
+        JobEvent::Started { trial } => board.started(trial),
+        JobEvent::Output { line, .. } => board.output(&line),
         JobEvent::Ended(end) => {
-            done += 1;
-            if !json {
-                for line in end
-                    .stderr
-                    .lines()
-                    .filter(|l| l.starts_with("trial ") || l.contains("error"))
-                {
-                    eprintln!("[{done}/{total}] {line}");
-                }
-            } else if !matches!(end.code, Some(0) | Some(130)) {
-                eprint!("{}", end.stderr);
-            }
+            let summary = selected
+                .iter()
+                .find(|t| t.index == end.trial)
+                .and_then(|t| record::read_summary(&sweep::trial_dir(out, &t.experiment, t.index)));
+            board.ended(end.trial, end.code, &end.stderr, summary.as_ref());
         }
     });
+    board.finish();
     let summaries: Vec<record::Summary> = selected
         .iter()
         .filter_map(|t| record::read_summary(&sweep::trial_dir(out, &t.experiment, t.index)))

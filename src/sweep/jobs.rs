@@ -1,12 +1,16 @@
 //! Trials as child processes: `run --jobs N` starts one process per trial, at most N at a
-//! time, each writing the same records a single run would. On Linux a child is killed when
+//! time, each writing the same records a single run would, and passes on each line a child
+//! writes to standard output as it comes (the CLI's children write JSON progress events). On Linux a child is killed when
 //! its parent dies (`PR_SET_PDEATHSIG`), so killing the parent alone leaves no orphan
 //! training on, and the trial locks the children held are released with them.
 
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How to start the process of one trial.
@@ -37,17 +41,70 @@ pub struct Ended {
 /// What happened to one trial's process.
 #[derive(Clone, Debug)]
 pub enum JobEvent {
+    /// The process started.
+    Started { trial: usize },
+    /// It wrote a line to standard output (the children of `run --jobs` write JSON events).
+    Output { trial: usize, line: String },
+    /// It ended; every line it wrote came before.
     Ended(Ended),
     /// The process could not be started.
-    NotStarted {
-        trial: usize,
-        error: String,
-    },
+    NotStarted { trial: usize, error: String },
 }
 
-/// Runs `trials` through `jobs`, calling `on_event` as each ends. Stops starting new ones once
-/// `stop` is set (and lets the running ones finish their interrupted step). Returns 0 when
-/// every process exited 0, 130 if any was interrupted, 1 otherwise.
+/// A running child with the threads that read its pipes: standard output line by line as it
+/// comes, standard error whole (read all along, so a child that writes much never blocks on
+/// a full pipe).
+struct Running {
+    trial: usize,
+    child: Child,
+    lines: Receiver<String>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Running {
+    fn start(trial: usize, mut child: Child) -> Running {
+        let (send, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if send.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = err.read_to_string(&mut text);
+                text
+            })
+        });
+        Running {
+            trial,
+            child,
+            lines,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn drain(&self, on_event: &mut dyn FnMut(JobEvent)) {
+        while let Ok(line) = self.lines.try_recv() {
+            on_event(JobEvent::Output {
+                trial: self.trial,
+                line,
+            });
+        }
+    }
+}
+
+/// Runs `trials` through `jobs`, calling `on_event` as each starts, writes a line and ends.
+/// Stops starting new ones once `stop` is set (and lets the running ones finish their
+/// interrupted step). Returns 0 when every process exited 0, 130 if any was interrupted, 1
+/// otherwise.
 pub fn run(
     jobs: &Jobs,
     trials: &[usize],
@@ -55,7 +112,7 @@ pub fn run(
     on_event: &mut dyn FnMut(JobEvent),
 ) -> i32 {
     let mut queue: std::collections::VecDeque<usize> = trials.iter().copied().collect();
-    let mut running: Vec<(usize, Child)> = Vec::new();
+    let mut running: Vec<Running> = Vec::new();
     let mut status = 0;
     while !queue.is_empty() || !running.is_empty() {
         while running.len() < jobs.jobs.max(1) && !stop.load(Ordering::Relaxed) {
@@ -65,11 +122,15 @@ pub fn run(
                 .arg(&jobs.trial_flag)
                 .arg(i.to_string())
                 .env("RAYON_NUM_THREADS", jobs.threads_per_job.to_string())
-                .stdout(Stdio::null())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             die_with_parent(&mut cmd);
             match cmd.spawn() {
-                Ok(child) => running.push((i, child)),
+                Ok(child) => {
+                    on_event(JobEvent::Started { trial: i });
+                    running.push(Running::start(i, child));
+                }
                 Err(e) => {
                     on_event(JobEvent::NotStarted {
                         trial: i,
@@ -85,13 +146,20 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(20));
         let mut k = 0;
         while k < running.len() {
-            match running[k].1.try_wait() {
+            running[k].drain(on_event);
+            match running[k].child.try_wait() {
                 Ok(Some(code)) => {
-                    let (trial, child) = running.swap_remove(k);
-                    let mut stderr = String::new();
-                    if let Some(mut e) = child.stderr {
-                        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+                    let mut r = running.swap_remove(k);
+                    // the pipes close with the process: what is left in them comes first
+                    if let Some(t) = r.stdout.take() {
+                        let _ = t.join();
                     }
+                    r.drain(on_event);
+                    let stderr = r
+                        .stderr
+                        .take()
+                        .and_then(|t| t.join().ok())
+                        .unwrap_or_default();
                     match code.code() {
                         Some(0) => {}
                         Some(130) => status = 130,
@@ -99,7 +167,7 @@ pub fn run(
                         _ => {}
                     }
                     on_event(JobEvent::Ended(Ended {
-                        trial,
+                        trial: r.trial,
                         code: code.code(),
                         stderr,
                     }));
