@@ -384,7 +384,13 @@ impl Board {
                     eprintln!("{l}");
                 }
             }
-            Mode::Quiet | Mode::Json => {}
+            Mode::Quiet => {
+                // a resume is said however quiet, as a one-process run says it
+                if let Update::Resumed { step, .. } = update {
+                    eprintln!("trial {trial:04} resumed from step {step}");
+                }
+            }
+            Mode::Json => {}
         }
         self.update_eta();
     }
