@@ -86,6 +86,10 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
     ),
     ("check-1000", "check a 1,000-line recipe"),
+    (
+        "lsp-change-1000",
+        "the language server: a change of a 1,000-line recipe to its published diagnostics (ratio: to a plain check, timed beside it)",
+    ),
     ("expand-100k", "check and expand a 100,000-trial sweep"),
 ];
 
@@ -336,6 +340,11 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                 Ok(())
             })?
         }
+        "lsp-change-1000" => {
+            let (rates, base) = lsp_round_trips(p, dev)?;
+            base_rates = base;
+            rates
+        }
         "expand-100k" => {
             let text = "optimizer o = sgd { lr = 0.1 }\nexperiment e { data = blobs {}, model = mlp {}, optimizer = o, epochs = 1, max_trials = 200000\n  seed = sweep(0..100), batch = sweep(1..101), o.lr = logspace(1e-3, 1e-1, 10) }\n";
             time(
@@ -538,6 +547,83 @@ impl BenchResult {
             },
         }
     }
+}
+
+/// The language server on an in-memory connection: each call changes one field of a 1,000-line
+/// recipe and waits for its diagnostics; a plain check of the same text is timed beside it.
+fn lsp_round_trips(p: &Protocol, dev: &Device) -> Result<(Vec<f64>, Vec<f64>)> {
+    use lsp_server::{Connection, Message, Notification, Request, RequestId};
+    let fail = |what: &str| candle_core::Error::Msg(format!("lsp bench: {what}"));
+    let text = big_recipe(1000);
+    let other = text.replacen("epochs = 2", "epochs = 3", 1);
+    let (client, server) = Connection::memory();
+    let served = std::thread::spawn(move || crate::lsp::serve(&server).is_ok());
+    let send = |m: Message| {
+        client
+            .sender
+            .send(m)
+            .map_err(|_| fail("the server is gone"))
+    };
+    let uri = "untitled:big.aht";
+    send(Message::Request(Request::new(
+        RequestId::from(1),
+        "initialize".into(),
+        serde_json::json!({"capabilities": {}}),
+    )))?;
+    let wait = |want: &dyn Fn(&Message) -> bool| -> Result<()> {
+        loop {
+            let m = client
+                .receiver
+                .recv()
+                .map_err(|_| fail("the server closed the connection"))?;
+            if want(&m) {
+                return Ok(());
+            }
+        }
+    };
+    wait(&|m| matches!(m, Message::Response(_)))?;
+    let published = |m: &Message| matches!(m, Message::Notification(n) if n.method == "textDocument/publishDiagnostics");
+    send(Message::Notification(Notification::new(
+        "initialized".into(),
+        serde_json::json!({}),
+    )))?;
+    send(Message::Notification(Notification::new(
+        "textDocument/didOpen".into(),
+        serde_json::json!({"textDocument": {"uri": uri, "languageId": "aht", "version": 1, "text": text}}),
+    )))?;
+    wait(&published)?;
+    let mut version = 1;
+    let timed = time_paired(
+        p,
+        dev,
+        || {
+            version += 1;
+            let now = if version % 2 == 0 { &other } else { &text };
+            send(Message::Notification(Notification::new(
+                "textDocument/didChange".into(),
+                serde_json::json!({"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": now}]}),
+            )))?;
+            wait(&published)
+        },
+        Some(|| {
+            let c = check_text("big.aht", &text, &Options::default());
+            assert!(!c.has_errors());
+            Ok(())
+        }),
+    )?;
+    send(Message::Request(Request::new(
+        RequestId::from(2),
+        "shutdown".into(),
+        serde_json::Value::Null,
+    )))?;
+    wait(&|m| matches!(m, Message::Response(_)))?;
+    send(Message::Notification(Notification::new(
+        "exit".into(),
+        serde_json::Value::Null,
+    )))?;
+    drop(client);
+    served.join().map_err(|_| fail("the server failed"))?;
+    Ok(timed)
 }
 
 /// A recipe of `lines` lines in the canonical layout (one field per line, as `ahtsgd fmt`

@@ -11,6 +11,7 @@ pub mod data;
 pub mod diagnostic;
 pub mod fmt;
 pub mod fsutil;
+pub mod lsp;
 pub mod model;
 pub mod optim;
 pub mod plan;

@@ -102,6 +102,14 @@ pub fn check_text(name: &str, text: &str, opts: &Options) -> Checked {
     finish(loaded, opts, diags)
 }
 
+/// Checks recipe text as if it were a file in `dir`: its imports are resolved there (an editor's
+/// unsaved buffer of a file on disk).
+pub fn check_text_at(name: &str, text: &str, dir: &Path, opts: &Options) -> Checked {
+    let mut diags = Diagnostics::default();
+    let loaded = load::load_text(name, text, dir, &mut diags);
+    finish(loaded, opts, diags)
+}
+
 fn finish(mut loaded: Loaded, opts: &Options, mut diags: Diagnostics) -> Checked {
     let plan = check_loaded(&mut loaded, opts, &mut diags);
     let diagnostics = diags.finish();

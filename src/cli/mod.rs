@@ -77,6 +77,12 @@ pub enum Command {
     Export(ExportCommand),
     /// Check a recipe's models' gradients and Hessian-vector products against finite differences
     Gradcheck(gradcheck::GradcheckArgs),
+    /// A language server for editors, over standard input and output (docs/editors.md)
+    Lsp {
+        /// Accepted for clients that pass it; standard input and output are the only transport
+        #[arg(long)]
+        stdio: bool,
+    },
     /// Evaluate a recorded trial's parameters (on its own test split or another dataset)
     Eval(record::EvalArgs),
     /// Run a recorded trial again from its resolved.aht and compare the metrics
@@ -183,6 +189,7 @@ pub fn run() -> i32 {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
         Command::Gradcheck(args) => gradcheck::gradcheck(&args),
+        Command::Lsp { .. } => lsp(),
         Command::Data(cmd) => data::run(cmd),
         Command::Launch(cmd) => launch::launch(cmd),
         Command::Collect { dir } => launch::collect(&dir),
@@ -301,6 +308,24 @@ fn sample(alpha: f64, count: usize, seed: u64, out: Option<PathBuf>) -> i32 {
                 let _ = writeln!(o, "{d:e}");
             }
             0
+        }
+    }
+}
+
+/// `ahtsgd lsp`: serves one editor over standard input and output until it exits.
+fn lsp() -> i32 {
+    let (conn, io) = lsp_server::Connection::stdio();
+    let served = ahtsgd::lsp::serve(&conn);
+    drop(conn);
+    let joined = io.join();
+    match served
+        .map_err(|e| e.to_string())
+        .and(joined.map_err(|e| e.to_string()))
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: the language server's connection failed: {e}");
+            1
         }
     }
 }
