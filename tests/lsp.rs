@@ -1,7 +1,8 @@
 //! `ahtsgd lsp` driven through the protocol as an editor drives it: the spawned server over
 //! standard input and output, messages framed with `Content-Length`. Opens a broken recipe
 //! that imports a broken file, checks the published diagnostics and their ranges (UTF-16
-//! columns after non-ASCII text), hover, completion, symbols and formatting, fixes the
+//! columns after non-ASCII text), hover, completion, symbols, formatting, definition,
+//! references and rename across the import, fixes the
 //! document and sees the diagnostics cleared, sends positions past the end and a document that
 //! is no file, then shuts the server down.
 
@@ -254,6 +255,60 @@ experiment e {\n  data = d\n  model = net\n  optimizer = plain\n  epochs = 1\n}\
     )["result"]
         .clone();
     assert!(edits.is_null() || edits.as_array().is_some(), "{edits}");
+
+    // the did-you-mean as a quick fix
+    let actions = c.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri}, "range": {"start": at(2, 0), "end": at(2, 60)},
+               "context": {"diagnostics": []}}),
+    )["result"]
+        .clone();
+    let fix = &actions[0];
+    assert_eq!(fix["title"], "Change `shap` to `shape`", "{actions}");
+    assert_eq!(fix["edit"]["changes"][&uri][0]["range"]["start"], at(2, 39));
+
+    // definition, references and rename across the import: `net` is declared in shared.aht
+    let pos = json!({"textDocument": {"uri": uri}, "position": at(6, 11)});
+    let def = c.request("textDocument/definition", pos.clone())["result"].clone();
+    assert_eq!(def["uri"], shared.as_str(), "{def}");
+    assert_eq!(def["range"]["start"], at(0, 6));
+    let mut with_decl = pos.clone();
+    with_decl["context"] = json!({"includeDeclaration": true});
+    let refs = c.request("textDocument/references", with_decl)["result"].clone();
+    let mut found: Vec<(String, Value)> = refs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["uri"].as_str().unwrap().to_string(),
+                l["range"]["start"].clone(),
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found,
+        [(uri.clone(), at(6, 10)), (shared.clone(), at(0, 6))],
+        "{refs}"
+    );
+    let prepared = c.request("textDocument/prepareRename", pos.clone())["result"].clone();
+    assert_eq!(prepared["start"], at(6, 10), "{prepared}");
+    let mut renaming = pos.clone();
+    renaming["newName"] = json!("small");
+    let edit = c.request("textDocument/rename", renaming.clone())["result"].clone();
+    let changes = edit["changes"].as_object().unwrap();
+    assert_eq!(changes[&uri][0]["newText"], "small", "{edit}");
+    assert_eq!(changes[&shared][0]["range"]["start"], at(0, 6), "{edit}");
+    renaming["newName"] = json!("plain");
+    let refused = c.request("textDocument/rename", renaming);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("declared already"),
+        "{refused}"
+    );
 
     // the fix: the typo and the import go; both files' diagnostics are cleared
     let fixed = text.replace("shap =", "shape =").replace(

@@ -91,6 +91,47 @@ pub fn diagnostics(uri: &Uri, text: &str) -> Vec<(Uri, Vec<lsp_types::Diagnostic
     out
 }
 
+/// The checker's did-you-mean suggestions for the mistakes that overlap `range`, as quick
+/// fixes that replace the misspelled name.
+pub fn quick_fixes(uri: &Uri, text: &str, range: Range) -> Vec<lsp_types::CodeAction> {
+    let idx = LineIndex::new(text);
+    let (from, to) = (idx.offset(text, range.start), idx.offset(text, range.end));
+    let Some((_, found)) = diagnostics(uri, text).into_iter().next() else {
+        return Vec::new();
+    };
+    found
+        .into_iter()
+        .filter_map(|d| {
+            let (a, b) = (
+                idx.offset(text, d.range.start),
+                idx.offset(text, d.range.end),
+            );
+            if b < from || a > to {
+                return None;
+            }
+            let help = d.message.split("\nhelp: ").nth(1)?;
+            let name = help.strip_prefix("did you mean `")?.split('`').next()?;
+            // only a name is replaced by a name
+            let written = &text[a..b];
+            if written.is_empty() || !written.chars().all(is_word) {
+                return None;
+            }
+            let edit = TextEdit::new(d.range, name.to_string());
+            Some(lsp_types::CodeAction {
+                title: format!("Change `{written}` to `{name}`"),
+                kind: Some(lsp_types::CodeActionKind::QUICKFIX),
+                diagnostics: Some(vec![d]),
+                edit: Some(lsp_types::WorkspaceEdit {
+                    changes: Some([(uri.clone(), vec![edit])].into_iter().collect()),
+                    ..Default::default()
+                }),
+                is_preferred: Some(true),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 /// The whole document formatted as `ahtsgd fmt` formats it (`None` when it does not parse,
 /// or is formatted already).
 pub fn format(text: &str) -> Option<Vec<TextEdit>> {
@@ -689,6 +730,42 @@ experiment e {
         let text = "# {\ndataset d = arrays { path = \"a{b\" }\n";
         let l = labels(completion(text, text.len()));
         assert!(has(&l, "dataset"), "{l:?}");
+    }
+
+    #[test]
+    fn did_you_mean_is_a_quick_fix() {
+        let uri: Uri = "untitled:q.aht".parse().unwrap();
+        let text = "model net = mlp { hiden = [8] }\nexperiment e {\n  data = blobs {}\n  model = nett\n  optimizer = sgd { lr = 0.1 }\n  epochs = 1\n}\n";
+        let whole = LineIndex::new(text).range(text, 0, text.len());
+        let fixes = quick_fixes(&uri, text, whole);
+        let titles: Vec<&str> = fixes.iter().map(|f| f.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            ["Change `hiden` to `hidden`", "Change `nett` to `net`"]
+        );
+        // applying both gives a recipe without errors
+        let idx = LineIndex::new(text);
+        let mut edits: Vec<(usize, usize, String)> = fixes
+            .iter()
+            .flat_map(|f| f.edit.as_ref().unwrap().changes.as_ref().unwrap()[&uri].clone())
+            .map(|e| {
+                (
+                    idx.offset(text, e.range.start),
+                    idx.offset(text, e.range.end),
+                    e.new_text,
+                )
+            })
+            .collect();
+        edits.sort();
+        let mut fixed = text.to_string();
+        for (a, b, t) in edits.into_iter().rev() {
+            fixed.replace_range(a..b, &t);
+        }
+        let c = crate::check::check_text("q.aht", &fixed, &Default::default());
+        assert!(!c.has_errors(), "{fixed}");
+        // only what overlaps the range asked about
+        let first_line = LineIndex::new(text).range(text, 0, 25);
+        assert_eq!(quick_fixes(&uri, text, first_line).len(), 1);
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //! on every open and change, requests answered from [`super::analysis`]. A request whose
 //! handler fails is answered with an error; the server goes on.
 
-use super::analysis;
 use super::position::LineIndex;
+use super::{analysis, names};
 use lsp_server::{Connection, ErrorCode, Message, Notification, Request, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
     PublishDiagnostics,
 };
 use lsp_types::request::{
-    Completion, DocumentSymbolRequest, Formatting, HoverRequest, Request as _,
+    CodeActionRequest, Completion, DocumentSymbolRequest, Formatting, GotoDefinition, HoverRequest,
+    PrepareRenameRequest, References, Rename, Request as _,
 };
 use lsp_types::{
     CompletionOptions, CompletionParams, CompletionResponse, DocumentFormattingParams,
@@ -31,6 +32,13 @@ pub fn capabilities() -> ServerCapabilities {
         }),
         document_formatting_provider: Some(OneOf::Left(true)),
         document_symbol_provider: Some(OneOf::Left(true)),
+        definition_provider: Some(OneOf::Left(true)),
+        code_action_provider: Some(lsp_types::CodeActionProviderCapability::Simple(true)),
+        references_provider: Some(OneOf::Left(true)),
+        rename_provider: Some(OneOf::Right(lsp_types::RenameOptions {
+            prepare_provider: Some(true),
+            work_done_progress_options: Default::default(),
+        })),
         ..Default::default()
     }
 }
@@ -192,6 +200,56 @@ fn answer(state: &State, req: Request) -> Response {
                 &p.text_document.uri,
             ))))
         }),
+        GotoDefinition::METHOD => parse::<lsp_types::GotoDefinitionParams>(&req).map(|p| {
+            let pos = p.text_document_position_params;
+            let (uri, text, offset) = located(state, &pos);
+            serde_json::to_value(
+                names::definition(uri, text, offset).map(lsp_types::GotoDefinitionResponse::Scalar),
+            )
+        }),
+        CodeActionRequest::METHOD => parse::<lsp_types::CodeActionParams>(&req).map(|p| {
+            let text = doc(state, &p.text_document.uri);
+            let actions: Vec<lsp_types::CodeActionOrCommand> =
+                analysis::quick_fixes(&p.text_document.uri, text, p.range)
+                    .into_iter()
+                    .map(lsp_types::CodeActionOrCommand::CodeAction)
+                    .collect();
+            serde_json::to_value(actions)
+        }),
+        References::METHOD => parse::<lsp_types::ReferenceParams>(&req).map(|p| {
+            let (uri, text, offset) = located(state, &p.text_document_position);
+            serde_json::to_value(names::references(
+                uri,
+                text,
+                offset,
+                p.context.include_declaration,
+            ))
+        }),
+        PrepareRenameRequest::METHOD => {
+            parse::<lsp_types::TextDocumentPositionParams>(&req).map(|p| {
+                let (uri, text, offset) = located(state, &p);
+                serde_json::to_value(
+                    names::name_range(uri, text, offset)
+                        .map(lsp_types::PrepareRenameResponse::Range),
+                )
+            })
+        }
+        Rename::METHOD => match parse::<lsp_types::RenameParams>(&req) {
+            Ok(p) => {
+                let (uri, text, offset) = located(state, &p.text_document_position);
+                match names::rename(uri, text, offset, &p.new_name) {
+                    Ok(edit) => Ok(serde_json::to_value(edit)),
+                    Err(e) => {
+                        return Response::new_err(
+                            id,
+                            ErrorCode::InvalidParams as i32,
+                            format!("cannot rename: {e}"),
+                        );
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        },
         _ => {
             return Response::new_err(
                 id,
@@ -206,6 +264,16 @@ fn answer(state: &State, req: Request) -> Response {
             Response::new_err(id, ErrorCode::InvalidParams as i32, e.to_string())
         }
     }
+}
+
+/// The document, its text and the byte offset of a position in it.
+fn located<'s>(
+    state: &'s State,
+    pos: &'s lsp_types::TextDocumentPositionParams,
+) -> (&'s Uri, &'s str, usize) {
+    let text = doc(state, &pos.text_document.uri);
+    let offset = LineIndex::new(text).offset(text, pos.position);
+    (&pos.text_document.uri, text, offset)
 }
 
 /// The text of an open document (empty for one the client never opened).
