@@ -242,6 +242,8 @@ const KEYWORDS: &[&str] = &[
 ];
 
 /// The edits that rename the name under the cursor everywhere it is declared and used.
+// lsp-types keys a WorkspaceEdit's changes by Uri, whose hash and equality read its text only
+#[allow(clippy::mutable_key_type)]
 pub fn rename(
     uri: &Uri,
     text: &str,
