@@ -342,6 +342,9 @@ experiment e {\n  data = d\n  model = net\n  optimizer = plain\n  epochs = 1\n}\
 
     let down = c.request("shutdown", Value::Null);
     assert!(down.get("error").is_none(), "{down}");
+    // asked again (Neovim 0.7 does), the server answers with an error and still waits for exit
+    let again = c.request("shutdown", Value::Null);
+    assert!(again.get("error").is_some(), "{again}");
     c.notify("exit", Value::Null);
     let status = c.child.wait().unwrap();
     assert!(status.success(), "{status}");

@@ -58,12 +58,34 @@ pub fn serve(conn: &Connection) -> Result<(), lsp_server::ProtocolError> {
     let caps = serde_json::to_value(capabilities()).unwrap_or_default();
     conn.initialize(caps)?;
     let mut state = State::default();
+    // after `shutdown` only `exit` is expected; a client that asks again (Neovim 0.7 does when
+    // it quits) gets an error, as the protocol says, and the server waits for `exit`
+    let mut shut_down = false;
     for msg in &conn.receiver {
         match msg {
+            Message::Request(req) if req.method == "shutdown" => {
+                let response = if shut_down {
+                    Response::new_err(
+                        req.id,
+                        ErrorCode::InvalidRequest as i32,
+                        "the server is shut down already".into(),
+                    )
+                } else {
+                    Response::new_ok(req.id, serde_json::Value::Null)
+                };
+                shut_down = true;
+                send(conn, Message::Response(response));
+            }
+            Message::Request(req) if shut_down => send(
+                conn,
+                Message::Response(Response::new_err(
+                    req.id,
+                    ErrorCode::InvalidRequest as i32,
+                    "the server is shut down".into(),
+                )),
+            ),
+            Message::Notification(n) if n.method == "exit" => return Ok(()),
             Message::Request(req) => {
-                if conn.handle_shutdown(&req)? {
-                    return Ok(());
-                }
                 let id = req.id.clone();
                 let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     answer(&state, req)
