@@ -23,6 +23,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Takes an exclusive `flock` on `file`, waiting for it when `wait`; without waiting, `false`
+/// when another open file holds it. The lock belongs to the open file description and the
+/// kernel drops it when its holder ends, however it ends.
+#[cfg(unix)]
+pub fn lock_exclusive(file: &std::fs::File, wait: bool) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock on a descriptor `file` owns; it has no memory effects.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// A testing hook for a full disk: with `AHTSGD_FAIL_WRITES_AFTER=N`, the run records'
 /// writes fail with ENOSPC ("No space left on device") once N bytes have been written.
 pub const FAIL_WRITES_AFTER: &str = "AHTSGD_FAIL_WRITES_AFTER";

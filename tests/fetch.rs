@@ -169,6 +169,16 @@ fn run(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
         .expect("binary runs")
 }
 
+/// `ahtsgd data fetch KIND --to TO --mirror MIRROR`, run in `dir`.
+fn fetch(kind: &str, to: &Path, mirror: &str, dir: &Path, env: &[(&str, &str)]) -> Output {
+    let to = to.to_str().unwrap();
+    run(
+        &["data", "fetch", kind, "--to", to, "--mirror", mirror],
+        dir,
+        env,
+    )
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -206,19 +216,7 @@ fn a_good_transfer_is_verified_and_prints_the_recipe_line() {
     let tmp = tempfile::tempdir().unwrap();
     let to = tmp.path().join("mnist");
     let mirror = format!("{}/m/", server.base);
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "mnist",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &mirror,
-        ],
-        tmp.path(),
-        &[],
-    );
+    let o = fetch("mnist", &to, &mirror, tmp.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(listing(&to), fetched_names(), "no partial file left");
     for f in FILES {
@@ -240,19 +238,7 @@ fn a_good_transfer_is_verified_and_prints_the_recipe_line() {
     assert!(o.status.success(), "{}", text(&o));
     // a second fetch finds the files and requests nothing
     let before = server.seen.lock().unwrap().len();
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "mnist",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &mirror,
-        ],
-        tmp.path(),
-        &[],
-    );
+    let o = fetch("mnist", &to, &mirror, tmp.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("4 already there"), "{}", text(&o));
     assert_eq!(server.seen.lock().unwrap().len(), before);
@@ -272,19 +258,7 @@ fn a_wrong_checksum_is_refused_and_nothing_is_left_behind() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let to = tmp.path().join("d");
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "mnist",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &server.base,
-        ],
-        tmp.path(),
-        &[],
-    );
+    let o = fetch("mnist", &to, &server.base, tmp.path(), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("SHA-256"), "{out}");
@@ -319,19 +293,7 @@ fn a_connection_dropped_half_way_is_resumed_from_where_it_stopped() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let to = tmp.path().join("d");
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "mnist",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &server.base,
-        ],
-        tmp.path(),
-        &[],
-    );
+    let o = fetch("mnist", &to, &server.base, tmp.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
     let full = mini("train-images-idx3-ubyte.gz");
     assert_eq!(
@@ -363,19 +325,7 @@ fn a_partial_download_left_by_an_earlier_fetch_is_resumed() {
     std::fs::create_dir_all(&to).unwrap();
     let full = mini("train-images-idx3-ubyte.gz");
     std::fs::write(to.join(".train-images-idx3-ubyte.gz.part"), &full[..1000]).unwrap();
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "mnist",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &server.base,
-        ],
-        tmp.path(),
-        &[],
-    );
+    let o = fetch("mnist", &to, &server.base, tmp.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         std::fs::read(to.join("train-images-idx3-ubyte.gz")).unwrap(),
@@ -398,19 +348,7 @@ fn a_404_names_the_url() {
     let tmp = tempfile::tempdir().unwrap();
     let to = tmp.path().join("d");
     let mirror = format!("{}/missing/", server.base);
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "svhn",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &mirror,
-        ],
-        tmp.path(),
-        &[],
-    );
+    let o = fetch("svhn", &to, &mirror, tmp.path(), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -442,16 +380,10 @@ fn a_failing_mirror_is_followed_by_the_next_one() {
         format!("{}/bad", server.base),
         format!("{}/good", server.base),
     );
-    let o = run(
-        &[
-            "data",
-            "fetch",
-            "mnist",
-            "--to",
-            to.to_str().unwrap(),
-            "--mirror",
-            &bad,
-        ],
+    let o = fetch(
+        "mnist",
+        &to,
+        &bad,
         tmp.path(),
         &[("AHTSGD_DATA_MIRRORS", &good)],
     );

@@ -192,30 +192,15 @@ experiment e {\n  data = d\n  model = net\n  optimizer = plain\n  epochs = 1\n}\
         )["result"]
             .clone()
     };
-    let h = hover(&mut c, at(1, 14));
-    assert!(
-        h["contents"]["value"]
-            .as_str()
-            .unwrap()
-            .contains("**blobs**"),
-        "{h}"
-    );
-    let h = hover(&mut c, at(3, 25));
-    assert!(
-        h["contents"]["value"]
-            .as_str()
-            .unwrap()
-            .contains("field of `sgd`"),
-        "{h}"
-    );
-    let h = hover(&mut c, at(5, 10));
-    assert!(
-        h["contents"]["value"]
-            .as_str()
-            .unwrap()
-            .contains("dataset d = blobs"),
-        "{h}"
-    );
+    for (pos, says) in [
+        (at(1, 14), "**blobs**"),
+        (at(3, 25), "field of `sgd`"),
+        (at(5, 10), "dataset d = blobs"),
+    ] {
+        let h = hover(&mut c, pos);
+        let text = h["contents"]["value"].as_str().unwrap_or_default();
+        assert!(text.contains(says), "{says}: {h}");
+    }
     // positions past the end of a line and of the document are no error
     assert!(hover(&mut c, at(2, 500)).is_null());
     assert!(hover(&mut c, at(900, 3)).is_null());

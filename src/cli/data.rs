@@ -223,23 +223,26 @@ fn download(kind: &str, dir: &Path, mirrors: Vec<String>, quiet: bool) -> Result
 }
 
 /// The `download = true` datasets of these trials whose files are missing: (kind, folder,
-/// missing files), each folder once.
+/// missing files), each folder once (and looked at once, however many trials read it).
 pub fn unfetched(
     trials: &[&ahtsgd::plan::Trial],
 ) -> Vec<(&'static str, PathBuf, Vec<&'static str>)> {
-    let mut out: Vec<(&'static str, PathBuf, Vec<&'static str>)> = Vec::new();
+    let mut targets: Vec<(&'static str, PathBuf)> = Vec::new();
     for t in trials {
-        let Some(spec) = ahtsgd::check::data::lower(t.config.obj("data")) else {
-            continue;
-        };
-        if let Some((kind, dir, missing)) = spec.download_target()
-            && !missing.is_empty()
-            && !out.iter().any(|(k, d, _)| *k == kind && *d == dir)
+        if let Some(target) =
+            ahtsgd::check::data::lower(t.config.obj("data")).and_then(|s| s.download_target())
+            && !targets.contains(&target)
         {
-            out.push((kind, dir, missing));
+            targets.push(target);
         }
     }
-    out
+    targets
+        .into_iter()
+        .filter_map(|(kind, dir)| {
+            let missing = fetch::missing(fetch::remote(kind)?, &dir);
+            (!missing.is_empty()).then_some((kind, dir, missing))
+        })
+        .collect()
 }
 
 /// Fetches what the `download = true` datasets of these trials miss, before they start.

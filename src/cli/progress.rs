@@ -210,14 +210,10 @@ impl Update {
         Some(match self {
             Update::Started { steps } => format!("trial {trial:04} started: {steps} steps"),
             Update::Resumed { step, .. } => format!("trial {trial:04} resumed from step {step}"),
-            Update::Step {
-                step,
-                epoch,
-                loss,
-                alpha,
-            } => format!(
-                "trial {trial:04} step {} epoch {epoch:.2} loss {loss:.4} α {alpha:.3}",
-                of(*step)
+            Update::Step { step, .. } => format!(
+                "trial {trial:04} step {} {}",
+                of(*step),
+                self.message().unwrap_or_default()
             ),
             Update::Eval {
                 step,
@@ -445,11 +441,7 @@ impl Board {
                         format!(":\n{}", text.trim_end())
                     }
                 );
-                if self.mode == Mode::Bars {
-                    self.say(&line);
-                } else {
-                    eprintln!("{line}");
-                }
+                self.say(&line);
             }
         }
         self.overall.set_position(self.done as u64);

@@ -4,6 +4,7 @@
 //! callback; it never prints.
 
 use super::verify::{self, Verdict};
+use crate::fsutil::lock_exclusive;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -394,7 +395,11 @@ fn transfer(
             });
         }
         Err(ureq::Error::StatusCode(code)) => {
-            return Err(Attempt::Refused(format!("HTTP {code} {}", reason(code))));
+            let reason = ureq::http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or_default();
+            return Err(Attempt::Refused(format!("HTTP {code} {reason}")));
         }
         Err(e) => return Err(Attempt::Refused(e.to_string())),
     };
@@ -458,22 +463,6 @@ fn transfer(
     }
 }
 
-fn reason(code: u16) -> &'static str {
-    match code {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        410 => "Gone",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    }
-}
-
 /// Makes a rename durable (best effort: not every file system lets a folder be synced).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
@@ -497,39 +486,12 @@ impl FolderLock {
             .write(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        if !try_lock(&file, false).map_err(io_error(&path))? {
+        if !lock_exclusive(&file, false).map_err(io_error(&path))? {
             on(Progress::Waiting { lock: &path });
-            try_lock(&file, true).map_err(io_error(&path))?;
+            lock_exclusive(&file, true).map_err(io_error(&path))?;
         }
         Ok(FolderLock { _file: file })
     }
-}
-
-#[cfg(unix)]
-fn try_lock(file: &File, wait: bool) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    loop {
-        // SAFETY: flock on a descriptor this File owns.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            _ => return Err(e),
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn try_lock(_: &File, _: bool) -> std::io::Result<bool> {
-    Ok(true)
 }
 
 #[cfg(test)]

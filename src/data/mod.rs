@@ -265,7 +265,7 @@ pub fn svhn(dir: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
 /// Loads a dataset as described, then applies its limits, label noise, validation split and
 /// normalisation; `seed` keys the label noise and the split.
 pub fn load(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
-    if let Some((kind, dir, missing)) = spec.download_target()
+    if let Some((kind, dir, missing)) = spec.unfetched()
         && !missing.is_empty()
     {
         return Err(DataError::NotFetched {

@@ -86,9 +86,9 @@ pub struct DataSpec {
 }
 
 impl DataSpec {
-    /// For `download = true`: the kind and folder to fetch into, with the files still missing
-    /// there (empty once fetched). `None` for a dataset that is not downloaded.
-    pub fn download_target(&self) -> Option<(&'static str, PathBuf, Vec<&'static str>)> {
+    /// For `download = true`: the kind and the folder its files are fetched into. `None` for
+    /// a dataset that is not downloaded.
+    pub fn download_target(&self) -> Option<(&'static str, PathBuf)> {
         if !self.download {
             return None;
         }
@@ -100,14 +100,20 @@ impl DataSpec {
             Source::Svhn { path, .. } => ("svhn", path),
             _ => return None,
         };
-        let remote = super::fetch::remote(kind)?;
         // a `path` naming the CIFAR-10 archive itself: its folder is where it is fetched
         let dir = if kind == "cifar10" && path.extension().is_some_and(|e| e == "gz") {
             path.parent().map(PathBuf::from).unwrap_or_default()
         } else {
             path.clone()
         };
-        let missing = super::fetch::missing(remote, &dir);
+        Some((kind, dir))
+    }
+
+    /// For `download = true`: the kind, the folder and the files still missing there (empty
+    /// once fetched).
+    pub fn unfetched(&self) -> Option<(&'static str, PathBuf, Vec<&'static str>)> {
+        let (kind, dir) = self.download_target()?;
+        let missing = super::fetch::missing(super::fetch::remote(kind)?, &dir);
         Some((kind, dir, missing))
     }
 }

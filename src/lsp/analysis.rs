@@ -3,8 +3,8 @@
 //! completion read the text around the cursor, not the syntax tree, so they work in a recipe
 //! that is half typed and does not parse.
 
+use super::document::{BOM, Document};
 use super::position::LineIndex;
-use super::uri::{path_of, uri_of};
 use crate::check::schema::{self, Category, FieldSpec, KindSpec, Ty};
 use crate::diagnostic::Severity;
 use crate::source::SourceMap;
@@ -13,41 +13,16 @@ use lsp_types::{
     CompletionItem, CompletionItemKind, DiagnosticRelatedInformation, DiagnosticSeverity,
     DocumentSymbol, Location, NumberOrString, Range, SymbolKind, TextEdit, Uri,
 };
-use std::path::Path;
-
-/// The text of a byte-order mark, which the checker drops (its spans then start after it).
-const BOM: &str = "\u{feff}";
 
 /// The checker's diagnostics of the document `uri` with this text, and of the files it
 /// imports, by the URI of each file (the document's first).
 pub fn diagnostics(uri: &Uri, text: &str) -> Vec<(Uri, Vec<lsp_types::Diagnostic>)> {
-    let path = path_of(uri);
-    let name = path.as_ref().and_then(|p| p.file_name()).map_or_else(
-        || uri.as_str().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let dir = path
-        .as_ref()
-        .and_then(|p| p.parent())
-        .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
-    let checked = crate::check::check_text_at(&name, text, &dir, &Default::default());
-    let shift = if text.starts_with(BOM) { BOM.len() } else { 0 };
-    let root = checked.root;
-    let located = |file, start: usize, end: usize| -> Option<(Uri, Range)> {
-        if Some(file) == root {
-            let idx = LineIndex::new(text);
-            Some((uri.clone(), idx.range(text, start + shift, end + shift)))
-        } else {
-            let f = checked.sources.get(file);
-            let u = uri_of(f.path.as_deref()?)?;
-            let idx = LineIndex::new(&f.text);
-            Some((u, idx.range(&f.text, start, end)))
-        }
-    };
+    let doc = Document::check(uri, text);
+    let located = |s: crate::source::Span| doc.location(s).map(|l| (l.uri, l.range));
     let mut out: Vec<(Uri, Vec<lsp_types::Diagnostic>)> = vec![(uri.clone(), Vec::new())];
-    for d in checked.diagnostics.iter().filter(|d| !d.consequence) {
+    for d in doc.checked.diagnostics.iter().filter(|d| !d.consequence) {
         let (target, range) = match d.span {
-            Some(s) => match located(s.file, s.start as usize, s.end as usize) {
+            Some(s) => match located(s) {
                 Some(l) => l,
                 None => continue,
             },
@@ -64,7 +39,7 @@ pub fn diagnostics(uri: &Uri, text: &str) -> Vec<(Uri, Vec<lsp_types::Diagnostic
             .related
             .iter()
             .filter_map(|(s, text)| {
-                let (u, r) = located(s.file, s.start as usize, s.end as usize)?;
+                let (u, r) = located(*s)?;
                 Some(DiagnosticRelatedInformation {
                     location: Location::new(u, r),
                     message: text.clone(),

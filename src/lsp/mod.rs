@@ -5,6 +5,7 @@
 //! references and rename follow declarations across imports.
 
 pub mod analysis;
+pub mod document;
 pub mod names;
 pub mod position;
 pub mod server;

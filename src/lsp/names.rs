@@ -3,9 +3,7 @@
 //! derivation (`fast = base with {...}`), the first part of a dotted experiment path
 //! (`aht.sigma = ...`, in a field or a `zip(...)`), and the name inside `baseline = "plain"`.
 
-use super::position::LineIndex;
-use super::uri::uri_of;
-use crate::check::Checked;
+use super::document::Document;
 use crate::source::{FileId, Span};
 use crate::syntax::ast::{Block, DeclBody, Entry, Expr, ExprKind, Item, Module, Path};
 use lsp_types::{Location, Range, TextEdit, Uri, WorkspaceEdit};
@@ -117,94 +115,33 @@ fn expr_uses(e: &Expr, push: &mut impl FnMut(&str, Span, bool)) {
     }
 }
 
-/// The files of a checked document, each with its URI and text, to turn spans into ranges.
-pub struct Files<'c> {
-    checked: &'c Checked,
-    root_uri: &'c Uri,
-    root_text: &'c str,
-    /// The bytes of a byte-order mark the checker dropped from the document.
-    shift: usize,
-}
-
-impl<'c> Files<'c> {
-    pub fn new(checked: &'c Checked, root_uri: &'c Uri, root_text: &'c str) -> Files<'c> {
-        let shift = if root_text.starts_with('\u{feff}') {
-            3
-        } else {
-            0
-        };
-        Files {
-            checked,
-            root_uri,
-            root_text,
-            shift,
-        }
-    }
-
-    pub fn location(&self, span: Span) -> Option<Location> {
-        if Some(span.file) == self.checked.root {
-            let idx = LineIndex::new(self.root_text);
-            let r = idx.range(
-                self.root_text,
-                span.start as usize + self.shift,
-                span.end as usize + self.shift,
-            );
-            return Some(Location::new(self.root_uri.clone(), r));
-        }
-        let f = self.checked.sources.get(span.file);
-        let uri = uri_of(f.path.as_deref()?)?;
-        let idx = LineIndex::new(&f.text);
-        Some(Location::new(
-            uri,
-            idx.range(&f.text, span.start as usize, span.end as usize),
-        ))
-    }
-
-    /// The occurrence under byte `offset` of the document.
-    fn at(&self, all: &'c [Occurrence], offset: usize) -> Option<&'c Occurrence> {
-        let offset = offset.checked_sub(self.shift)?;
-        all.iter().find(|o| {
-            Some(o.span.file) == self.checked.root
-                && (o.span.start as usize) <= offset
-                && offset <= o.span.end as usize
-        })
-    }
-}
-
-fn checked(uri: &Uri, text: &str) -> Checked {
-    let path = super::uri::path_of(uri);
-    let name = path.as_ref().and_then(|p| p.file_name()).map_or_else(
-        || uri.as_str().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let dir = path.as_ref().and_then(|p| p.parent()).map_or_else(
-        || std::path::PathBuf::from("."),
-        std::path::Path::to_path_buf,
-    );
-    crate::check::check_text_at(&name, text, &dir, &Default::default())
+/// The occurrence under byte `offset` of the document.
+fn at<'o>(doc: &Document, all: &'o [Occurrence], offset: usize) -> Option<&'o Occurrence> {
+    let offset = doc.checker_offset(offset)?;
+    all.iter().find(|o| {
+        doc.is_root(o.span) && (o.span.start as usize) <= offset && offset <= o.span.end as usize
+    })
 }
 
 /// Where the name under the cursor is declared.
 pub fn definition(uri: &Uri, text: &str, offset: usize) -> Option<Location> {
-    let c = checked(uri, text);
-    let files = Files::new(&c, uri, text);
-    let all = occurrences(&c.modules);
-    let here = files.at(&all, offset)?;
+    let doc = Document::check(uri, text);
+    let all = occurrences(&doc.checked.modules);
+    let here = at(&doc, &all, offset)?;
     let decl = all.iter().find(|o| o.declares && o.name == here.name)?;
-    files.location(decl.span)
+    doc.location(decl.span)
 }
 
 /// Every place the name under the cursor is used (and declared, with `declaration`).
 pub fn references(uri: &Uri, text: &str, offset: usize, declaration: bool) -> Vec<Location> {
-    let c = checked(uri, text);
-    let files = Files::new(&c, uri, text);
-    let all = occurrences(&c.modules);
-    let Some(here) = files.at(&all, offset) else {
+    let doc = Document::check(uri, text);
+    let all = occurrences(&doc.checked.modules);
+    let Some(here) = at(&doc, &all, offset) else {
         return Vec::new();
     };
     all.iter()
         .filter(|o| o.name == here.name && (declaration || !o.declares))
-        .filter_map(|o| files.location(o.span))
+        .filter_map(|o| doc.location(o.span))
         .collect()
 }
 
@@ -259,16 +196,15 @@ pub fn rename(
     if KEYWORDS.contains(&new_name) {
         return Err(RenameError::Keyword(new_name.into()));
     }
-    let c = checked(uri, text);
-    let files = Files::new(&c, uri, text);
-    let all = occurrences(&c.modules);
-    let here = files.at(&all, offset).ok_or(RenameError::NoName)?;
+    let doc = Document::check(uri, text);
+    let all = occurrences(&doc.checked.modules);
+    let here = at(&doc, &all, offset).ok_or(RenameError::NoName)?;
     if new_name != here.name && all.iter().any(|o| o.declares && o.name == new_name) {
         return Err(RenameError::Taken(new_name.into()));
     }
     let mut changes: HashMap<Uri, Vec<TextEdit>> = HashMap::new();
     for o in all.iter().filter(|o| o.name == here.name) {
-        if let Some(l) = files.location(o.span) {
+        if let Some(l) = doc.location(o.span) {
             changes
                 .entry(l.uri)
                 .or_default()
@@ -283,16 +219,16 @@ pub fn rename(
 
 /// The range of the name under the cursor, for `prepareRename`.
 pub fn name_range(uri: &Uri, text: &str, offset: usize) -> Option<Range> {
-    let c = checked(uri, text);
-    let files = Files::new(&c, uri, text);
-    let all = occurrences(&c.modules);
-    let here = files.at(&all, offset)?;
-    files.location(here.span).map(|l| l.range)
+    let doc = Document::check(uri, text);
+    let all = occurrences(&doc.checked.modules);
+    let here = at(&doc, &all, offset)?;
+    doc.location(here.span).map(|l| l.range)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lsp::position::LineIndex;
     use std::str::FromStr;
 
     const RECIPE: &str = "optimizer plain = sgd { lr = 0.1 }

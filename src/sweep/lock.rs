@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// The lock file's name inside a trial folder.
@@ -65,16 +64,10 @@ impl TrialLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock on a descriptor this function owns; it has no memory effects.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LockError::Held(parse_holder(&text)));
-            }
-            return Err(io(e));
+        if !crate::fsutil::lock_exclusive(&file, false).map_err(io)? {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(LockError::Held(parse_holder(&text)));
         }
         let me = format!("pid {}\nhost {}\n", std::process::id(), host());
         file.set_len(0).map_err(io)?;
