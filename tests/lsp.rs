@@ -2,9 +2,9 @@
 //! standard input and output, messages framed with `Content-Length`. Opens a broken recipe
 //! that imports a broken file, checks the published diagnostics and their ranges (UTF-16
 //! columns after non-ASCII text), hover, completion, symbols, formatting, definition,
-//! references and rename across the import, fixes the
-//! document and sees the diagnostics cleared, sends positions past the end and a document that
-//! is no file, then shuts the server down.
+//! references and rename across the import, fixes the document and sees the diagnostics
+//! cleared, hovers a value (each trial's, now that it checks), sends positions past the end
+//! and a document that is no file, then shuts the server down.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -307,6 +307,12 @@ experiment e {\n  data = d\n  model = net\n  optimizer = plain\n  epochs = 1\n}\
     let now = c.diagnostics_for(&uri);
     assert!(now.is_empty(), "{now:#?}");
     assert!(c.diagnostics_for(&shared).is_empty());
+    // now that it checks, a value's hover gives it in each trial, from the checked plan
+    let h = hover(&mut c, at(3, 30));
+    assert_eq!(
+        h["contents"]["value"], "**`lr`** in each trial:\n- `0.1`: trial 0 of `e`",
+        "{h}"
+    );
 
     // a document that is no file, with non-ASCII text, and a request on one never opened
     let untitled = "untitled:Untitled-1";

@@ -786,6 +786,7 @@ experiment e {
             let _ = idx.position(&text, at);
             let uri: Uri = "untitled:fuzz".parse().unwrap();
             let _ = diagnostics(&uri, &text);
+            let _ = crate::lsp::values::hover(&Document::check(&uri, &text), at);
         }
     }
 }

@@ -10,5 +10,6 @@ pub mod names;
 pub mod position;
 pub mod server;
 pub mod uri;
+pub mod values;
 
 pub use server::serve;

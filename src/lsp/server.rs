@@ -2,8 +2,9 @@
 //! on every open and change, requests answered from [`super::analysis`]. A request whose
 //! handler fails is answered with an error; the server goes on.
 
+use super::document::Document;
 use super::position::LineIndex;
-use super::{analysis, names};
+use super::{analysis, names, values};
 use lsp_server::{Connection, ErrorCode, Message, Notification, Request, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
@@ -197,13 +198,23 @@ fn answer(state: &State, req: Request) -> Response {
             let pos = p.text_document_position_params;
             let text = doc(state, &pos.text_document.uri);
             let offset = LineIndex::new(text).offset(text, pos.position);
-            let hover = analysis::hover(text, offset).map(|value| Hover {
-                contents: HoverContents::Markup(MarkupContent {
-                    kind: MarkupKind::Markdown,
-                    value,
-                }),
-                range: None,
-            });
+            let checked = Document::check(&pos.text_document.uri, text);
+            let parts: Vec<String> = [
+                analysis::hover(text, offset),
+                values::hover(&checked, offset),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let hover = (!parts.is_empty())
+                .then(|| parts.join("\n\n---\n\n"))
+                .map(|value| Hover {
+                    contents: HoverContents::Markup(MarkupContent {
+                        kind: MarkupKind::Markdown,
+                        value,
+                    }),
+                    range: None,
+                });
             serde_json::to_value(hover)
         }),
         Completion::METHOD => parse::<CompletionParams>(&req).map(|p| {
