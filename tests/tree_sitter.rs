@@ -373,79 +373,133 @@ fn agrees_with_the_interpreter_on_the_corners_of_the_grammar() {
     }
 }
 
-/// The highlight captures of `text`, as `(captured text, capture name)`.
-fn highlights(text: &str) -> Vec<(String, String)> {
-    let query = Query::new(&language(), tree_sitter_aht::HIGHLIGHTS_QUERY).expect("query compiles");
+/// The highlight captures of `text` under `source`, as `(captured text, capture name)`.
+/// With `first_wins` (Helix), the first pattern that captures a node names it; otherwise
+/// (Neovim, the tree-sitter CLI) the last does.
+fn highlights(source: &str, text: &str, first_wins: bool) -> Vec<(String, String)> {
+    let query = Query::new(&language(), source).expect("query compiles");
     let tree = tree(text);
     let mut cursor = QueryCursor::new();
     let mut captures = cursor.captures(&query, tree.root_node(), text.as_bytes());
-    let mut out = Vec::new();
+    let mut named: Vec<(std::ops::Range<usize>, usize, String)> = Vec::new();
     while let Some((found, index)) = captures.next() {
         let capture = found.captures()[*index];
-        let node = capture.node;
-        out.push((
-            text[node.byte_range()].to_string(),
-            query.capture_names()[capture.index as usize].to_string(),
-        ));
+        let range = capture.node.byte_range();
+        let name = query.capture_names()[capture.index as usize].to_string();
+        let pattern = found.pattern_index;
+        match named.iter_mut().find(|(r, _, _)| *r == range) {
+            Some(entry) if (pattern < entry.1) == first_wins => *entry = (range, pattern, name),
+            Some(_) => {}
+            None => named.push((range, pattern, name)),
+        }
     }
-    out
+    named
+        .into_iter()
+        .map(|(range, _, name)| (text[range].to_string(), name))
+        .collect()
+}
+
+const HIGHLIGHT_SAMPLE: &str = "version = 2\nimport \"common.aht\" # shared\n\
+    model wide = mlp with { hidden = [64], dropout = true }\n\
+    schedule s = adaptive { sharpness = power_iteration { every = 50 steps } }\n\
+    experiment e { lr = log(1e-3, base = 10), zip(lr, seed), seed = 0..3 }\n";
+
+fn assert_captures(source: &str, first_wins: bool, expected: &[(&str, &str)], roots: &[&str]) {
+    let captured = highlights(source, HIGHLIGHT_SAMPLE, first_wins);
+    for (token, capture) in expected {
+        assert!(
+            captured.iter().any(|(t, c)| t == token && c == capture),
+            "`{token}` is not highlighted as @{capture}: {captured:?}"
+        );
+    }
+    let query = Query::new(&language(), source).unwrap();
+    for name in query.capture_names() {
+        let root = name.split('.').next().unwrap();
+        assert!(
+            roots.contains(&root),
+            "@{name} is not a capture the editor themes"
+        );
+    }
 }
 
 #[test]
 fn highlight_query_colours_each_kind_of_token() {
-    let text = "version = 2\nimport \"common.aht\" # shared\nmodel wide = mlp with { hidden = [64], dropout = true }\n\
-        schedule s = adaptive { sharpness = power_iteration { every = 50 steps } }\n\
-        experiment e { lr = log(1e-3, base = 10), zip(lr, seed), seed = 0..3 }\n";
-    let captured = highlights(text);
-    let has = |token: &str, capture: &str| captured.iter().any(|(t, c)| t == token && c == capture);
-    for (token, capture) in [
-        ("version", "keyword"),
-        ("import", "keyword.import"),
-        ("model", "keyword"),
-        ("with", "keyword"),
-        ("zip", "keyword"),
-        ("schedule", "keyword"),
-        ("\"common.aht\"", "string"),
-        ("# shared", "comment"),
-        ("2", "number"),
-        ("64", "number"),
-        ("1e-3", "number"),
-        ("true", "boolean"),
-        ("steps", "type.builtin"),
-        ("wide", "type.definition"),
-        ("mlp", "type"),
-        ("power_iteration", "type"),
-        ("hidden", "property"),
-        ("log", "function.call"),
-        ("base", "variable.parameter"),
-        ("..", "operator"),
-        ("{", "punctuation.bracket"),
-    ] {
-        assert!(
-            has(token, capture),
-            "`{token}` is not captured as @{capture}: {captured:?}"
-        );
-    }
-    // Every capture name is one Neovim, Helix and the tree-sitter CLI theme.
-    let query = Query::new(&language(), tree_sitter_aht::HIGHLIGHTS_QUERY).unwrap();
-    for name in query.capture_names() {
-        let root = name.split('.').next().unwrap();
-        assert!(
-            [
-                "comment",
-                "string",
-                "number",
-                "boolean",
-                "type",
-                "keyword",
-                "property",
-                "variable",
-                "function",
-                "operator",
-                "punctuation"
-            ]
-            .contains(&root),
-            "unusual capture @{name}"
-        );
-    }
+    assert_captures(
+        tree_sitter_aht::HIGHLIGHTS_QUERY,
+        false,
+        &[
+            ("version", "keyword"),
+            ("import", "keyword.import"),
+            ("model", "keyword"),
+            ("with", "keyword"),
+            ("zip", "keyword"),
+            ("schedule", "keyword"),
+            ("\"common.aht\"", "string"),
+            ("# shared", "comment"),
+            ("2", "number"),
+            ("64", "number"),
+            ("1e-3", "number"),
+            ("true", "boolean"),
+            ("steps", "type.builtin"),
+            ("wide", "type.definition"),
+            ("mlp", "type"),
+            ("power_iteration", "type"),
+            ("hidden", "property"),
+            ("log", "function.call"),
+            ("base", "variable.parameter"),
+            ("..", "operator"),
+            ("{", "punctuation.bracket"),
+        ],
+        &[
+            "comment",
+            "string",
+            "number",
+            "boolean",
+            "type",
+            "keyword",
+            "property",
+            "variable",
+            "function",
+            "operator",
+            "punctuation",
+        ],
+    );
+}
+
+#[test]
+fn helix_highlight_query_colours_each_kind_of_token() {
+    assert_captures(
+        tree_sitter_aht::HELIX_HIGHLIGHTS_QUERY,
+        true,
+        &[
+            ("version", "keyword"),
+            ("import", "keyword.control.import"),
+            ("model", "keyword"),
+            ("with", "keyword"),
+            ("\"common.aht\"", "string"),
+            ("# shared", "comment"),
+            ("2", "constant.numeric"),
+            ("1e-3", "constant.numeric"),
+            ("true", "constant.builtin.boolean"),
+            ("steps", "type.builtin"),
+            ("wide", "type"),
+            ("power_iteration", "type"),
+            ("hidden", "variable.other.member"),
+            ("log", "function"),
+            ("base", "variable.parameter"),
+            ("..", "operator"),
+            ("{", "punctuation.bracket"),
+        ],
+        &[
+            "comment",
+            "string",
+            "constant",
+            "type",
+            "keyword",
+            "variable",
+            "function",
+            "operator",
+            "punctuation",
+        ],
+    );
 }

@@ -19,5 +19,8 @@ pub const LANGUAGE: LanguageFn = unsafe { LanguageFn::from_raw(tree_sitter_aht) 
 /// The node types of the grammar, as JSON.
 pub const NODE_TYPES: &str = include_str!("../../src/node-types.json");
 
-/// The syntax-highlighting query.
+/// The syntax-highlighting query, with the capture names of Neovim and the tree-sitter CLI.
 pub const HIGHLIGHTS_QUERY: &str = include_str!("../../queries/highlights.scm");
+
+/// The same highlighting with Helix's scope names.
+pub const HELIX_HIGHLIGHTS_QUERY: &str = include_str!("../../queries/helix/highlights.scm");
