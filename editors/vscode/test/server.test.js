@@ -7,7 +7,7 @@
 const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
-const { spawn } = require('child_process');
+const { execFileSync, spawn } = require('child_process');
 const rpc = require('vscode-jsonrpc/node');
 const { serverCommand, documentSelector } = require('../server');
 const { root } = require('./recipes');
@@ -105,6 +105,8 @@ async function session() {
 }
 
 async function main() {
+  // extension.js needs VS Code's own module to run; here it is only compiled.
+  execFileSync(process.execPath, ['--check', path.join(__dirname, '..', 'extension.js')]);
   commandFromSettings();
   await session();
   console.log('server: settings and a session with `ahtsgd lsp` passed');
