@@ -1289,3 +1289,71 @@ fn parallel_progress_arrives_while_the_trials_run() {
     assert_eq!(step, 1);
     assert!(!finished, "the event came only after the trial had ended");
 }
+
+/// `adamw` is `adam` under its usual name; `grad_clip` and `decay` reach the trainer: a bound
+/// the gradient never reaches changes nothing, a tight one changes the run and the metrics
+/// carry the norm before clipping, and decaying weights only differs from decaying all.
+#[test]
+fn optimizer_options_reach_the_trainer() {
+    let recipe = "dataset d = blobs { classes = 3, features = 4, samples = 120, test_samples = 60 }
+model m = mlp { hidden = [8], activation = tanh }
+optimizer adam_ = adam { lr = 0.01, weight_decay = 0.5 }
+optimizer adamw_ = adamw { lr = 0.01, weight_decay = 0.5 }
+optimizer loose = adamw { lr = 0.01, weight_decay = 0.5, grad_clip = norm(1e9) }
+optimizer tight = adamw { lr = 0.01, weight_decay = 0.5, grad_clip = norm(0.01) }
+optimizer weights = adamw { lr = 0.01, weight_decay = 0.5, decay = weights_only }
+optimizer sgd_tight = sgd { lr = 0.1, grad_clip = norm(0.01) }
+optimizer sgd_ = sgd { lr = 0.1 }
+experiment e {
+  data = d
+  model = m
+  optimizer = sweep(adam_, adamw_, loose, tight, weights, sgd_tight, sgd_)
+  epochs = 2
+  batch = 16
+  eval_every = 7 steps
+  log_every = 1 step
+}
+";
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "opts.aht", recipe);
+    let o = ahtsgd(
+        &["run", "opts.aht", "--out", "r", "--threads", "1"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = |trial: usize| -> Vec<serde_json::Value> {
+        read(
+            tmp.path()
+                .join(format!("r/e/trial-{trial:04}/metrics.jsonl")),
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    };
+    let field = |trial: usize, name: &str| -> Vec<f64> {
+        lines(trial)
+            .iter()
+            .filter_map(|l| l[name].as_f64())
+            .collect()
+    };
+    let losses = |trial: usize| field(trial, "train_loss");
+    assert_eq!(losses(0).len(), 14);
+    assert_eq!(losses(0), losses(1), "adam and adamw differ");
+    assert_eq!(field(0, "test_loss"), field(1, "test_loss"));
+    assert_eq!(
+        losses(1),
+        losses(2),
+        "a bound never reached changed the run"
+    );
+    assert_ne!(losses(1), losses(3), "a tight bound changed nothing");
+    assert_ne!(losses(1), losses(4), "weights_only decayed every parameter");
+    assert_ne!(losses(5), losses(6), "sgd's tight bound changed nothing");
+    let norms = field(3, "grad_norm");
+    assert_eq!(norms.len(), 14);
+    assert!(
+        norms.iter().all(|n| *n > 0.01),
+        "norms before clipping: {norms:?}"
+    );
+    let resolved = read(tmp.path().join("r/e/trial-0003/resolved.aht"));
+    assert!(resolved.contains("grad_clip = norm"), "{resolved}");
+}

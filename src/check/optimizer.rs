@@ -4,7 +4,7 @@ use crate::optim::alpha::{AlphaMap, AlphaSchedule, Shape, Smoothing};
 use crate::optim::config::OptimizerConfig;
 use crate::optim::estimate::Estimator;
 use crate::optim::lr::{LrKind, LrSchedule};
-use crate::optim::{Clip, NoiseKind, NoisePlacement, NoiseScale, ParamsAhtSgd};
+use crate::optim::{Clip, Decay, NoiseKind, NoisePlacement, NoiseScale, ParamsAhtSgd};
 use crate::plan::{Obj, Val};
 use crate::syntax::ast::Unit;
 
@@ -44,6 +44,15 @@ pub fn lower(o: &Obj, seed: u64, steps_per_epoch: u64) -> OptimizerConfig {
     }
     if has("weight_decay") {
         params.weight_decay = o.f64("weight_decay");
+    }
+    if has("decay") && o.str("decay") == "weights_only" {
+        params.decay = Decay::WeightsOnly;
+    }
+    if has("grad_clip") {
+        let c = o.obj("grad_clip");
+        if c.kind == "norm" {
+            params.grad_clip = Some(c.f64("max"));
+        }
     }
     if has("nesterov") {
         params.nesterov = o.bool("nesterov");
@@ -85,7 +94,7 @@ pub fn lower(o: &Obj, seed: u64, steps_per_epoch: u64) -> OptimizerConfig {
             eta: o.f64("eta"),
             gamma: o.f64("gamma"),
         },
-        "adam" => {
+        "adam" | "adamw" => {
             adam = Some(candle_nn::ParamsAdamW {
                 lr: lr.base,
                 beta1: o.f64("beta1"),

@@ -68,6 +68,7 @@ pub enum Category {
     Shape,
     LrSchedule,
     Clip,
+    GradClip,
     Init,
     LayerInit,
     Layer,
@@ -86,6 +87,7 @@ impl Category {
             Category::Shape => "annealing shape",
             Category::LrSchedule => "learning-rate schedule",
             Category::Clip => "noise clipping",
+            Category::GradClip => "gradient clipping",
             Category::Init => "initialisation",
             Category::LayerInit => "layer override",
             Category::Layer => "layer",
@@ -208,6 +210,24 @@ pub const ONE_OF: &[(Category, &str, &str, &str)] = &[
     (Category::Schedule, "custom", "half_life", "ema"),
 ];
 
+/// The fields of `adam` and `adamw`, one optimizer under two names.
+const ADAM_FIELDS: &[FieldSpec] = &[
+    f("lr", POS, Some("1e-3"), "learning rate"),
+    f("beta1", UNIT, Some("0.9"), "first-moment decay"),
+    f("beta2", UNIT, Some("0.999"), "second-moment decay"),
+    f("eps", POS, Some("1e-8"), "denominator guard"),
+    f(
+        "weight_decay",
+        NONNEG,
+        Some("0"),
+        "decoupled weight decay: θ ← θ·(1 − lr·weight_decay) before the Adam step",
+    ),
+    LR_SCHEDULE,
+    WARMUP,
+    DECAY,
+    GRAD_CLIP,
+];
+
 /// The language versions this build reads; the last is the newest.
 pub const VERSIONS: &[u64] = &[1, 2];
 
@@ -244,6 +264,19 @@ const WEIGHT_DECAY: FieldSpec = f(
     NONNEG,
     Some("0"),
     "L2 penalty added to the gradient",
+);
+const DECAY: FieldSpec = f(
+    "decay",
+    Ty::Enum(&["all", "weights_only"]),
+    Some("all"),
+    "what weight decay applies to: every parameter, or weights_only (tensors of rank 2 and up: \
+     dense and convolution weights, embeddings; not biases or normalisation scales and shifts)",
+);
+const GRAD_CLIP: FieldSpec = f(
+    "grad_clip",
+    Ty::Obj(Category::GradClip),
+    Some("none"),
+    "gradient clipping, applied to the whole gradient before the update and any noise",
 );
 const LR_SCHEDULE: FieldSpec = f(
     "lr_schedule",
@@ -1024,6 +1057,20 @@ pub static KINDS: &[KindSpec] = &[
         doc: "cosine decay to `min` over the run",
         fields: &[f("min", NONNEG, Some("0.0"), "final learning rate")],
     },
+    // ---------------------------------------------------------------- gradient clipping
+    KindSpec {
+        category: Category::GradClip,
+        name: "none",
+        doc: "no gradient clipping",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::GradClip,
+        name: "norm",
+        doc: "rescale the whole gradient (every parameter's together) to norm at most `max`, \
+              as PyTorch's clip_grad_norm_: g · min(1, max / (‖g‖ + 1e-6))",
+        fields: &[f("max", POS, None, "bound on the gradient's norm")],
+    },
     // ---------------------------------------------------------------- noise clipping
     KindSpec {
         category: Category::Clip,
@@ -1122,7 +1169,16 @@ pub static KINDS: &[KindSpec] = &[
         category: Category::Optimizer,
         name: "sgd",
         doc: "SGD with optional momentum, Nesterov and weight decay",
-        fields: &[LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, LR_SCHEDULE, WARMUP],
+        fields: &[
+            LR,
+            MOMENTUM,
+            NESTEROV,
+            WEIGHT_DECAY,
+            LR_SCHEDULE,
+            WARMUP,
+            DECAY,
+            GRAD_CLIP,
+        ],
     },
     KindSpec {
         category: Category::Optimizer,
@@ -1150,6 +1206,8 @@ pub static KINDS: &[KindSpec] = &[
             WEIGHT_DECAY,
             LR_SCHEDULE,
             WARMUP,
+            DECAY,
+            GRAD_CLIP,
         ],
     },
     KindSpec {
@@ -1167,6 +1225,8 @@ pub static KINDS: &[KindSpec] = &[
             WEIGHT_DECAY,
             LR_SCHEDULE,
             WARMUP,
+            DECAY,
+            GRAD_CLIP,
         ],
     },
     KindSpec {
@@ -1181,26 +1241,21 @@ pub static KINDS: &[KindSpec] = &[
             WEIGHT_DECAY,
             LR_SCHEDULE,
             WARMUP,
+            DECAY,
+            GRAD_CLIP,
         ],
     },
     KindSpec {
         category: Category::Optimizer,
         name: "adam",
-        doc: "Adam (reference)",
-        fields: &[
-            f("lr", POS, Some("1e-3"), "learning rate"),
-            f("beta1", UNIT, Some("0.9"), "first-moment decay"),
-            f("beta2", UNIT, Some("0.999"), "second-moment decay"),
-            f("eps", POS, Some("1e-8"), "denominator guard"),
-            f(
-                "weight_decay",
-                NONNEG,
-                Some("0"),
-                "decoupled weight decay (AdamW)",
-            ),
-            LR_SCHEDULE,
-            WARMUP,
-        ],
+        doc: "Adam with decoupled weight decay (the same optimizer as `adamw`)",
+        fields: ADAM_FIELDS,
+    },
+    KindSpec {
+        category: Category::Optimizer,
+        name: "adamw",
+        doc: "AdamW: Adam with decoupled weight decay (`adam` is the same optimizer)",
+        fields: ADAM_FIELDS,
     },
     // ---------------------------------------------------------------- experiments
     KindSpec {

@@ -2,13 +2,17 @@
 //!
 //! The update is candle-nn's `AdamW`, operation for operation (decoupled weight decay, bias
 //! corrections 1/(1-β^t)), so a trial gives the numbers it gave when candle-nn's optimizer ran
-//! it; a test holds the two to the bit.
+//! it; a test holds the two to the bit. Two options come on top: the parameters weight decay
+//! applies to ([`Decay`]), and clipping the whole gradient's norm before the moments see it
+//! ([`super::grad_clip`]).
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
 use std::collections::HashMap;
 
 pub use candle_nn::ParamsAdamW;
+
+use super::Decay;
 
 struct Moments {
     name: String,
@@ -22,6 +26,10 @@ pub struct AdamW {
     vars: Vec<Moments>,
     /// The settings; `lr` may be changed between steps (schedules).
     pub params: ParamsAdamW,
+    /// The parameters `params.weight_decay` applies to.
+    pub decay: Decay,
+    /// Rescale the whole gradient to this norm at most before each step.
+    pub grad_clip: Option<f64>,
     step: u64,
 }
 
@@ -44,6 +52,8 @@ impl AdamW {
         Ok(AdamW {
             vars,
             params,
+            decay: Decay::All,
+            grad_clip: None,
             step: 0,
         })
     }
@@ -53,8 +63,21 @@ impl AdamW {
         self.step
     }
 
-    /// One update from `grads`; parameters without a gradient are left as they are.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    /// One update from `grads`; parameters without a gradient are left as they are. Returns
+    /// the whole gradient's norm before clipping where `grad_clip` is set.
+    pub fn step(&mut self, grads: &GradStore) -> Result<Option<f64>> {
+        let clipped = match self.grad_clip {
+            Some(max) => Some(super::grad_clip::clip_grad_norm(
+                grads,
+                self.vars.iter().map(|m| &m.var),
+                max,
+            )?),
+            None => None,
+        };
+        let grads = clipped
+            .as_ref()
+            .and_then(|c| c.grads.as_ref())
+            .unwrap_or(grads);
         self.step += 1;
         let p = &self.params;
         let (beta1, beta2) = (p.beta1, p.beta2);
@@ -67,14 +90,19 @@ impl AdamW {
             let next_v = ((m.second.as_tensor() * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let m_hat = (&next_m * scale_m)?;
             let v_hat = (&next_v * scale_v)?;
-            let decayed = (m.var.as_tensor() * (1f64 - p.lr * p.weight_decay))?;
+            let weight_decay = if self.decay.applies_to(&m.var) {
+                p.weight_decay
+            } else {
+                0.0
+            };
+            let decayed = (m.var.as_tensor() * (1f64 - p.lr * weight_decay))?;
             let adjusted = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
             let next = (decayed - (adjusted * p.lr)?)?;
             m.first.set(&next_m)?;
             m.second.set(&next_v)?;
             m.var.set(&next)?;
         }
-        Ok(())
+        Ok(clipped.map(|c| c.norm))
     }
 
     /// The moments as `adam_m/<name>` and `adam_v/<name>`, on the host.
@@ -193,6 +221,36 @@ mod tests {
             assert_eq!(bits(&ours), bits(&theirs), "step {k}");
         }
         assert_eq!(a.steps(), 10);
+    }
+
+    /// Weight decay on the matrix only and the gradient clipped to norm 1: PyTorch's AdamW
+    /// with two parameter groups after `clip_grad_norm_` (figures in grad_clip::reference).
+    #[test]
+    fn weights_only_decay_and_clipping_match_pytorch() {
+        use crate::optim::grad_clip::reference::{ADAMW, assert_matches, loss, problem};
+        let (w, b, x) = problem();
+        let params = ParamsAdamW {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let mut a = AdamW::new(
+            vec![("w".into(), w.clone()), ("b".into(), b.clone())],
+            params,
+        )
+        .unwrap();
+        a.decay = Decay::WeightsOnly;
+        a.grad_clip = Some(1.0);
+        let norms: Vec<f64> = (0..3)
+            .map(|_| {
+                a.step(&loss(&w, &b, &x).backward().unwrap())
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        assert_matches(&norms, &w, &b, &ADAMW);
     }
 
     /// Five steps, export, a fresh optimizer imports at step 5, five more: the bits of ten

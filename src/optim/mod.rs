@@ -21,7 +21,9 @@
 pub mod adam;
 pub mod alpha;
 pub mod config;
+pub mod decay;
 pub mod estimate;
+pub mod grad_clip;
 mod lanes;
 pub mod lr;
 pub mod sgd;
@@ -32,6 +34,7 @@ pub mod stable;
 mod stable_cuda;
 pub mod update;
 
+pub use decay::Decay;
 pub use sgd::{
     AhtSgd, Clip, NoiseKind, NoisePlacement, NoiseScale, OptimError, ParamsAhtSgd, Telemetry,
 };

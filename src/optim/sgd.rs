@@ -1,14 +1,17 @@
 //! The optimizer: SGD with optional α-stable (or Gaussian) noise, momentum and weight decay.
 //!
-//! Each step, for every parameter θ with gradient g (variables sorted by name):
+//! Each step, for every parameter θ with gradient g (variables sorted by name), after the
+//! whole gradient is clipped to norm `grad_clip` where one is set ([`super::grad_clip`]):
 //! ```text
 //! ξ ~ symmetric α-stable(α, 1), one per coordinate, from the stream keyed by (seed, name, step)
 //! n = clip(σ' ξ)                 σ' = σ, or σ/√d with scale_by_dim
 //! gradient placement: d = g + λθ + n ;  b = μ b + d ;  θ ← θ − lr · b
 //! levy_step placement: d = g + λθ ;  b = μ b + d ;  θ ← θ − lr · b − lr^(1/α) · n
 //! ```
-//! Gaussian-noise SGD draws n ~ N(0, η/(1+t)^γ) instead.
+//! Gaussian-noise SGD draws n ~ N(0, η/(1+t)^γ) instead. With [`Decay::WeightsOnly`], λ is 0
+//! for parameters of rank below 2.
 
+use super::Decay;
 use super::alpha::{AlphaController, AlphaSchedule};
 use super::signal::Signals;
 use super::stable;
@@ -74,6 +77,10 @@ pub struct ParamsAhtSgd {
     pub momentum: f64,
     pub nesterov: bool,
     pub weight_decay: f64,
+    /// The parameters `weight_decay` applies to.
+    pub decay: Decay,
+    /// Rescale the whole gradient to this norm at most before the update (and the noise).
+    pub grad_clip: Option<f64>,
     pub seed: u64,
 }
 
@@ -90,6 +97,8 @@ impl Default for ParamsAhtSgd {
             momentum: 0.0,
             nesterov: false,
             weight_decay: 0.0,
+            decay: Decay::All,
+            grad_clip: None,
             seed: 0,
         }
     }
@@ -101,6 +110,7 @@ pub struct Telemetry {
     pub alpha: f64,
     pub lambda_max: Option<f64>,
     pub sharpness_ema: Option<f64>,
+    /// The whole gradient's norm (before clipping, where `grad_clip` is set).
     pub grad_norm: f64,
     pub noise_norm: f64,
     /// Fraction of noise coordinates that clipping changed.
@@ -300,7 +310,11 @@ impl AhtSgd {
             clip_norm,
             momentum: p.momentum,
             nesterov: p.nesterov,
-            weight_decay: p.weight_decay,
+            weight_decay: if p.decay.applies_to(&self.vars[i].1) {
+                p.weight_decay
+            } else {
+                0.0
+            },
             key: self.keys[i],
             step: self.step,
         }
@@ -326,6 +340,18 @@ impl AhtSgd {
             c.advance(step);
         }
         let alpha = self.alpha(epoch, progress);
+        let before_clipping = match self.params.grad_clip {
+            Some(max) => Some(super::grad_clip::clip_grad_norm(
+                grads,
+                self.vars.iter().map(|(_, v)| v),
+                max,
+            )?),
+            None => None,
+        };
+        let grads = before_clipping
+            .as_ref()
+            .and_then(|c| c.grads.as_ref())
+            .unwrap_or(grads);
         let scale = match (self.params.scale, &self.params.noise) {
             (NoiseScale::GradientNorm, NoiseKind::Stable(_)) => self.gradient_norm(grads)?,
             _ => 1.0,
@@ -377,7 +403,7 @@ impl AhtSgd {
             clipped += st.clipped;
             total += st.count;
         }
-        tel.grad_norm = g2.sqrt();
+        tel.grad_norm = before_clipping.map_or(g2.sqrt(), |c| c.norm);
         tel.noise_norm = n2.sqrt();
         tel.noise_clipped = if total == 0 {
             0.0
@@ -488,6 +514,82 @@ mod tests {
         assert_eq!(tel.alpha, 1.5);
         assert!(
             (tel.noise_norm - 0.1 * xi.iter().map(|x| x * x).sum::<f64>().sqrt()).abs() < 1e-12
+        );
+    }
+
+    /// Momentum 0.9, weight decay on the matrix only, the gradient clipped to norm 1:
+    /// PyTorch's SGD with two parameter groups after `clip_grad_norm_` (figures in
+    /// grad_clip::reference). The telemetry's norm is the one before clipping.
+    #[test]
+    fn weights_only_decay_and_clipping_match_pytorch() {
+        use crate::optim::grad_clip::reference::{SGD, assert_matches, loss, problem};
+        let (w, b, x) = problem();
+        let mut o = AhtSgd::new(
+            vec![("w".into(), w.clone()), ("b".into(), b.clone())],
+            ParamsAhtSgd {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.1,
+                decay: Decay::WeightsOnly,
+                grad_clip: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let norms: Vec<f64> = (0..3)
+            .map(|_| {
+                let grads = loss(&w, &b, &x).backward().unwrap();
+                o.step(&grads, 0.0, 0.0).unwrap().grad_norm
+            })
+            .collect();
+        assert_matches(&norms, &w, &b, &SGD);
+    }
+
+    /// The noise comes after clipping: with `gradient_norm` scale, a clipped step draws the
+    /// noise of σ·max (the clipped gradient's norm), so it moves θ as an unclipped step on the
+    /// pre-scaled gradient does, bit for bit with the same stream.
+    #[test]
+    fn noise_is_added_to_the_clipped_gradient() {
+        let run = |clip: Option<f64>, scale_loss: f64| {
+            let a = var(&[3.0, 4.0]);
+            let mut o = AhtSgd::new(
+                vec![("a".into(), a.clone())],
+                ParamsAhtSgd {
+                    lr: 0.1,
+                    sigma: 0.5,
+                    scale: NoiseScale::GradientNorm,
+                    noise: NoiseKind::Stable(AlphaSchedule::Fixed(1.5)),
+                    grad_clip: clip,
+                    seed: 4,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            // loss = k·Σθ²/2: gradient k·θ, norm 5k
+            let loss =
+                (a.as_tensor().sqr().unwrap().sum_all().unwrap() * (scale_loss / 2.0)).unwrap();
+            let t = o.step(&loss.backward().unwrap(), 0.0, 0.0).unwrap();
+            let v: Vec<f64> = a.as_tensor().to_vec1().unwrap();
+            (v, t.grad_norm)
+        };
+        // the gradient 10·θ, of norm 50, clipped to 5 is 10·θ·5/(50 + 1e-6): the unclipped
+        // gradient of the loss with k = 10·5/(50 + 1e-6)
+        let k = 10.0 * 5.0 / (50.0 + 1e-6);
+        let (clipped, before) = run(Some(5.0), 10.0);
+        let (direct, _) = run(None, k);
+        assert!((before - 50.0).abs() < 1e-4, "{before}");
+        for (c, d) in clipped.iter().zip(&direct) {
+            assert!(
+                (c - d).abs() <= 1e-12 * d.abs().max(1.0),
+                "{clipped:?} vs {direct:?}"
+            );
+        }
+        let (unclipped, _) = run(None, 10.0);
+        assert!(
+            clipped
+                .iter()
+                .zip(&unclipped)
+                .any(|(c, u)| (c - u).abs() > 0.1)
         );
     }
 

@@ -201,7 +201,7 @@ pub(crate) fn dots(pairs: &[(&[Tensor], &[Tensor])]) -> Result<Vec<f64>> {
 /// `in_place` (for tensors nothing else holds: a product just made, a fresh draw; one pass
 /// over memory where a new tensor reads one and writes another), else in a copy; elsewhere
 /// candle's `affine`.
-fn scaled(a: &[Tensor], k: f64, in_place: bool) -> Result<Vec<Tensor>> {
+pub(crate) fn scaled(a: &[Tensor], k: f64, in_place: bool) -> Result<Vec<Tensor>> {
     a.iter()
         .map(|x| {
             if !(x.device().is_cpu() && x.is_contiguous()) {

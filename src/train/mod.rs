@@ -317,7 +317,12 @@ pub fn run_trial(
         sharpness::enable_second_order();
     }
     let mut opt = match &lowered.adam {
-        Some(p) => Opt::Adam(optim::adam::AdamW::new(model.params.clone(), p.clone())?),
+        Some(p) => {
+            let mut adam = optim::adam::AdamW::new(model.params.clone(), p.clone())?;
+            adam.decay = lowered.params.decay;
+            adam.grad_clip = lowered.params.grad_clip;
+            Opt::Adam(adam)
+        }
         None => Opt::Noisy(Box::new(AhtSgd::new(
             model.params.clone(),
             lowered.params.clone(),
@@ -512,10 +517,11 @@ pub fn run_trial(
                 }
                 Opt::Adam(a) => {
                     a.params.lr = lr;
-                    a.step(&grads)?;
+                    let grad_norm = a.step(&grads)?;
                     optim::Telemetry {
                         alpha: 2.0,
                         lr,
+                        grad_norm: grad_norm.unwrap_or_default(),
                         ..Default::default()
                     }
                 }
