@@ -95,8 +95,8 @@ pub(crate) mod reference {
     /// The gradient norms before clipping at the three steps, then w and b after them.
     pub struct Figures {
         pub norms: [f64; 3],
-        pub w: [f32; 6],
-        pub b: [f32; 3],
+        pub w: [f64; 6],
+        pub b: [f64; 3],
     }
 
     pub const ADAMW: Figures = Figures {
@@ -154,7 +154,10 @@ pub(crate) mod reference {
             .zip(want.w)
             .chain(values(b).iter().zip(want.b))
         {
-            assert!((got - want).abs() < 2e-6, "{got} vs PyTorch's {want}");
+            assert!(
+                (*got as f64 - want).abs() < 2e-6,
+                "{got} vs PyTorch's {want}"
+            );
         }
     }
 }
@@ -198,13 +201,13 @@ mod tests {
             assert!((*g as f64 - w).abs() < 1e-6, "{got:?} vs {want:?}");
         }
         let torch = [
-            1.499_999_880_790_710_4_f32,
-            1.999_999_880_790_710_4,
-            5.999_999_523_162_842,
+            1.4999998807907104_f64,
+            1.9999998807907104,
+            5.999999523162842,
         ];
         for (g, t) in got.iter().zip(torch) {
             assert!(
-                (g - t).abs() <= 2.0 * f32::EPSILON * t,
+                (*g as f64 - t).abs() <= 2.0 * f32::EPSILON as f64 * t,
                 "{got:?} vs torch {torch:?}"
             );
         }
