@@ -1357,3 +1357,37 @@ experiment e {
     let resolved = read(tmp.path().join("r/e/trial-0003/resolved.aht"));
     assert!(resolved.contains("grad_clip = norm"), "{resolved}");
 }
+
+/// Heavy-tailed noise on an Adam base, with clipping and weights-only decay, resumes from a
+/// checkpoint to the numbers of an uninterrupted run: Adam's moments are in the checkpoint.
+#[test]
+fn an_adam_base_resumes_to_identical_results() {
+    let recipe = "dataset d = blobs { classes = 3, features = 4, samples = 120, test_samples = 60 }
+model m = mlp { hidden = [8], activation = tanh }
+optimizer aht = ahtsgd {
+  lr = 0.01, sigma = 0.01, alpha = 1.6, base = adam { beta2 = 0.99 }
+  weight_decay = 0.01, decay = weights_only, grad_clip = norm(1.0)
+}
+experiment e { data = d, model = m, optimizer = aht, epochs = 2, batch = 16, log_every = 1 step, checkpoint_every = 3 steps }
+";
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "adam.aht", recipe);
+    let run = |out: &str, stop: Option<&str>| {
+        let args = ["run", "adam.aht", "--out", out, "--threads", "1"];
+        match stop {
+            Some(at) => ahtsgd_env(&args, tmp.path(), &[("AHTSGD_STOP_AFTER", at)]),
+            None => ahtsgd(&args, tmp.path()),
+        }
+    };
+    let whole = run("whole", None);
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    assert_eq!(run("cut", Some("8")).status.code(), Some(130));
+    let resumed = run("cut", None);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let metrics = |out: &str| read(tmp.path().join(out).join("e/trial-0000/metrics.jsonl"));
+    assert!(metrics("whole").lines().count() >= 14);
+    assert_eq!(metrics("whole"), metrics("cut"), "the resumed run differs");
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("cut/e/trial-0000/summary.json"))).unwrap();
+    assert_eq!(s["resumed_from"][0].as_u64(), Some(8));
+}

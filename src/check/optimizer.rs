@@ -4,7 +4,8 @@ use crate::optim::alpha::{AlphaMap, AlphaSchedule, Shape, Smoothing};
 use crate::optim::config::OptimizerConfig;
 use crate::optim::estimate::Estimator;
 use crate::optim::lr::{LrKind, LrSchedule};
-use crate::optim::{Clip, Decay, NoiseKind, NoisePlacement, NoiseScale, ParamsAhtSgd};
+use crate::optim::update::AdamBase;
+use crate::optim::{Base, Clip, Decay, NoiseKind, NoisePlacement, NoiseScale, ParamsAhtSgd};
 use crate::plan::{Obj, Val};
 use crate::syntax::ast::Unit;
 
@@ -52,6 +53,16 @@ pub fn lower(o: &Obj, seed: u64, steps_per_epoch: u64) -> OptimizerConfig {
         let c = o.obj("grad_clip");
         if c.kind == "norm" {
             params.grad_clip = Some(c.f64("max"));
+        }
+    }
+    if has("base") {
+        let b = o.obj("base");
+        if b.kind == "adam" {
+            params.base = Base::Adam(AdamBase {
+                beta1: b.f64("beta1"),
+                beta2: b.f64("beta2"),
+                eps: b.f64("eps"),
+            });
         }
     }
     if has("nesterov") {

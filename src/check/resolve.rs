@@ -587,6 +587,9 @@ impl<'t, 'm> Resolver<'t, 'm> {
         if kind.category == Category::Schedule && kind.name == "adaptive" {
             self.adaptive_map(&values)?;
         }
+        if kind.category == Category::Optimizer && kind.name == "ahtsgd" {
+            self.adam_base(&values)?;
+        }
         Some(Obj {
             category: kind.category,
             kind: kind.name,
@@ -708,6 +711,37 @@ impl<'t, 'm> Resolver<'t, 'm> {
             }
         }
         ok
+    }
+
+    /// An Adam base has its own momentum (β₁): heavy-ball momentum or Nesterov's on top of it
+    /// is refused rather than silently ignored.
+    fn adam_base(&mut self, values: &[(&'static str, Val)]) -> Option<()> {
+        let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+        let Some(Val::Obj(base)) = get("base") else {
+            return Some(());
+        };
+        if base.kind != "adam" {
+            return Some(());
+        }
+        let momentum = get("momentum").and_then(Val::as_f64).unwrap_or(0.0);
+        let nesterov = matches!(get("nesterov"), Some(Val::Bool(true)));
+        if momentum == 0.0 && !nesterov {
+            return Some(());
+        }
+        let field = if momentum != 0.0 {
+            "momentum"
+        } else {
+            "nesterov"
+        };
+        self.report(
+            Diagnostic::error(
+                Code::Conflict,
+                format!("`{field}` does not apply with `base = adam`: Adam's first moment is its momentum"),
+            )
+            .at(base.span, "Adam is the base")
+            .help("remove `momentum` and set Adam's `beta1` in `base = adam { beta1 = 0.9 }`, or use `base = sgd`"),
+        );
+        None
     }
 
     /// An adaptive schedule's map against its smoothing: `settling` needs per-step smoothing;

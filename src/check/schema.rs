@@ -69,6 +69,7 @@ pub enum Category {
     LrSchedule,
     Clip,
     GradClip,
+    Base,
     Init,
     LayerInit,
     Layer,
@@ -88,6 +89,7 @@ impl Category {
             Category::LrSchedule => "learning-rate schedule",
             Category::Clip => "noise clipping",
             Category::GradClip => "gradient clipping",
+            Category::Base => "base update",
             Category::Init => "initialisation",
             Category::LayerInit => "layer override",
             Category::Layer => "layer",
@@ -1057,6 +1059,26 @@ pub static KINDS: &[KindSpec] = &[
         doc: "cosine decay to `min` over the run",
         fields: &[f("min", NONNEG, Some("0.0"), "final learning rate")],
     },
+    // ---------------------------------------------------------------- base updates
+    KindSpec {
+        category: Category::Base,
+        name: "sgd",
+        doc: "SGD with heavy-ball momentum: the noise enters the gradient (noise = gradient) or \
+              is added to the step (noise = levy_step)",
+        fields: &[],
+    },
+    KindSpec {
+        category: Category::Base,
+        name: "adam",
+        doc: "Adam with decoupled weight decay: with noise = gradient the noise enters the \
+              gradient before the moments (so Adam's normalisation scales it too); with \
+              noise = levy_step it is added to Adam's step, unnormalised",
+        fields: &[
+            f("beta1", UNIT, Some("0.9"), "first-moment decay"),
+            f("beta2", UNIT, Some("0.999"), "second-moment decay"),
+            f("eps", POS, Some("1e-8"), "denominator guard"),
+        ],
+    },
     // ---------------------------------------------------------------- gradient clipping
     KindSpec {
         category: Category::GradClip,
@@ -1208,6 +1230,13 @@ pub static KINDS: &[KindSpec] = &[
             WARMUP,
             DECAY,
             GRAD_CLIP,
+            f(
+                "base",
+                Ty::Obj(Category::Base),
+                Some("sgd"),
+                "the update the noise is added to: sgd (with `momentum`) or adam { beta1, beta2, eps } \
+                 (weight decay then decoupled, as AdamW)",
+            ),
         ],
     },
     KindSpec {

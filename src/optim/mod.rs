@@ -36,6 +36,6 @@ pub mod update;
 
 pub use decay::Decay;
 pub use sgd::{
-    AhtSgd, Clip, NoiseKind, NoisePlacement, NoiseScale, OptimError, ParamsAhtSgd, Telemetry,
+    AhtSgd, Base, Clip, NoiseKind, NoisePlacement, NoiseScale, OptimError, ParamsAhtSgd, Telemetry,
 };
 pub use sharpness::enable_second_order;

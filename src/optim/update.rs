@@ -60,6 +60,9 @@ pub struct State {
     pub momentum_tensor: Option<Tensor>,
     pub noise_f32: Vec<f32>,
     pub noise_f64: Vec<f64>,
+    /// Adam's first and second moments, where Adam is the base ([`apply_adam`]).
+    pub adam_m: Option<Tensor>,
+    pub adam_v: Option<Tensor>,
 }
 
 /// Partial sums of the f64 reductions: eight AVX-512 vectors, enough to hide the latency of
@@ -631,32 +634,17 @@ fn device_noise(r: &Rule, param: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     Ok((n, sq, clipped))
 }
 
-/// The same update on other devices, its figures left there: on CUDA, one fused kernel for an
-/// f32 parameter (noise drawn in place) unless the noise is clipped by norm; tensor ops
-/// otherwise.
-pub fn apply_tensors(
+/// The noise of one parameter's update as a tensor on its device, scaled and clipped: made
+/// there for an f32 parameter off the CPU (its squared norm and clipped count then stay there
+/// too, returned second), else drawn on the host by the CPU's kernel for the dtype (the figures
+/// go into `known`).
+fn noise_tensor(
     rule: &Rule,
     param: &Tensor,
-    grad: &Tensor,
     state: &RefCell<State>,
-) -> Result<Measured> {
-    #[cfg(feature = "cuda")]
-    if param.device().is_cuda()
-        && param.dtype() == DType::F32
-        && grad.dtype() == DType::F32
-        && rule.clip_norm.is_none()
-        && param.is_contiguous()
-        && param.layout().start_offset() == 0
-        && grad.dims() == param.dims()
-    {
-        return cuda::apply(rule, param, grad, state);
-    }
+    known: &mut Stats,
+) -> Result<(Option<Tensor>, Option<[Tensor; 2]>)> {
     let d = param.elem_count();
-    let mut known = Stats {
-        count: d,
-        ..Default::default()
-    };
-    let mut pending = vec![grad.sqr()?.sum_all()?];
     let mut noise_figures = None;
     let noise = if rule.source == Source::None {
         None
@@ -686,6 +674,35 @@ pub fn apply_tensors(
         known.clipped = clipped;
         Some(t)
     };
+    Ok((noise, noise_figures))
+}
+
+/// The same update on other devices, its figures left there: on CUDA, one fused kernel for an
+/// f32 parameter (noise drawn in place) unless the noise is clipped by norm; tensor ops
+/// otherwise.
+pub fn apply_tensors(
+    rule: &Rule,
+    param: &Tensor,
+    grad: &Tensor,
+    state: &RefCell<State>,
+) -> Result<Measured> {
+    #[cfg(feature = "cuda")]
+    if param.device().is_cuda()
+        && param.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && rule.clip_norm.is_none()
+        && param.is_contiguous()
+        && param.layout().start_offset() == 0
+        && grad.dims() == param.dims()
+    {
+        return cuda::apply(rule, param, grad, state);
+    }
+    let mut known = Stats {
+        count: param.elem_count(),
+        ..Default::default()
+    };
+    let mut pending = vec![grad.sqr()?.sum_all()?];
+    let (noise, noise_figures) = noise_tensor(rule, param, state, &mut known)?;
     let mut dir = if rule.weight_decay != 0.0 {
         (grad + (param * rule.weight_decay)?)?
     } else {
@@ -718,6 +735,103 @@ pub fn apply_tensors(
     pending.push(new.sum_all()?);
     pending.extend(noise_figures.into_iter().flatten());
     param.slice_set(&new, 0, 0)?;
+    Ok(Measured::OnDevice { known, pending })
+}
+
+/// Adam as the base of a noisy update: the moments' decays and the denominator guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamBase {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for AdamBase {
+    fn default() -> Self {
+        AdamBase {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// One parameter's update with Adam as the base, on any device, in tensor ops. With n the
+/// rule's noise and t = `rule.step` + 1:
+///
+/// ```text
+/// gradient placement: g' = g + n        levy_step placement: g' = g
+/// m ← β₁m + (1−β₁)g'    v ← β₂v + (1−β₂)g'²    m̂ = m/(1−β₁ᵗ)    v̂ = v/(1−β₂ᵗ)
+/// θ ← θ·(1 − lr·λ) − lr·m̂/(√v̂ + ε)    (levy_step: then − s·n)
+/// ```
+///
+/// λ is `rule.weight_decay`, decoupled as in AdamW; the rule's momentum is not used. With no
+/// noise the operations are those of [`super::adam::AdamW`], in its order, so σ = 0 gives its
+/// bits. On the CPU a non-finite gradient stops the update before the parameter changes.
+pub fn apply_adam(
+    rule: &Rule,
+    base: AdamBase,
+    param: &Tensor,
+    grad: &Tensor,
+    state: &RefCell<State>,
+) -> Result<Measured> {
+    let mut known = Stats {
+        count: param.elem_count(),
+        ..Default::default()
+    };
+    let grad_sq = grad.sqr()?.sum_all()?;
+    if param.device().is_cpu() {
+        known.grad_sq = grad_sq.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !known.grad_sq.is_finite() {
+            known.bad_grad = true;
+            return Ok(Measured::Now(known));
+        }
+    }
+    let mut pending = vec![grad_sq];
+    let (noise, noise_figures) = noise_tensor(rule, param, state, &mut known)?;
+    let g = match (&noise, rule.levy_scale) {
+        (Some(n), None) => (grad + n)?,
+        _ => grad.clone(),
+    };
+    let (first, second) = {
+        let s = state.borrow();
+        (s.adam_m.clone(), s.adam_v.clone())
+    };
+    let first = match first {
+        Some(m) => m,
+        None => param.zeros_like()?,
+    };
+    let second = match second {
+        Some(v) => v,
+        None => param.zeros_like()?,
+    };
+    let t = (rule.step + 1) as i32;
+    let scale_m = 1f64 / (1f64 - base.beta1.powi(t));
+    let scale_v = 1f64 / (1f64 - base.beta2.powi(t));
+    let next_m = ((first * base.beta1)? + (&g * (1.0 - base.beta1))?)?;
+    let next_v = ((second * base.beta2)? + (g.sqr()? * (1.0 - base.beta2))?)?;
+    let m_hat = (&next_m * scale_m)?;
+    let v_hat = (&next_v * scale_v)?;
+    let decayed = (param * (1f64 - rule.lr * rule.weight_decay))?;
+    let adjusted = (m_hat / (v_hat.sqrt()? + base.eps)?)?;
+    let mut new = (decayed - (adjusted * rule.lr)?)?;
+    if let (Some(n), Some(s)) = (&noise, rule.levy_scale) {
+        new = (new - (n * s)?)?;
+    }
+    {
+        let mut s = state.borrow_mut();
+        s.adam_m = Some(next_m);
+        s.adam_v = Some(next_v);
+    }
+    pending.push(new.sum_all()?);
+    pending.extend(noise_figures.into_iter().flatten());
+    param.slice_set(&new, 0, 0)?;
+    if param.device().is_cpu() {
+        // the figures are on the host already: read them now, as the fused pass does
+        return Ok(Measured::Now(
+            read(vec![Measured::OnDevice { known, pending }])?.remove(0),
+        ));
+    }
     Ok(Measured::OnDevice { known, pending })
 }
 
