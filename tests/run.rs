@@ -1380,10 +1380,18 @@ experiment e { data = d, model = m, optimizer = aht, epochs = 2, batch = 16, log
         }
     };
     let whole = run("whole", None);
-    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
     assert_eq!(run("cut", Some("8")).status.code(), Some(130));
     let resumed = run("cut", None);
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     let metrics = |out: &str| read(tmp.path().join(out).join("e/trial-0000/metrics.jsonl"));
     assert!(metrics("whole").lines().count() >= 14);
     assert_eq!(metrics("whole"), metrics("cut"), "the resumed run differs");

@@ -6,6 +6,7 @@ pub mod idx;
 pub mod mat;
 pub mod spec;
 pub mod synthetic;
+pub mod tokens;
 pub mod verify;
 
 pub use spec::{Augment, DataSpec, Normalization, Source, Verify};
