@@ -92,7 +92,10 @@ fn power(mut base: u64, mut exponent: u64, p: u64) -> u64 {
 }
 
 fn is_prime(p: u64) -> bool {
-    p >= 2 && (2..).take_while(|d| d * d <= p).all(|d| !p.is_multiple_of(d))
+    p >= 2
+        && (2..)
+            .take_while(|d| d * d <= p)
+            .all(|d| !p.is_multiple_of(d))
 }
 
 /// The largest modulus: p² examples are made in memory.
@@ -218,6 +221,24 @@ pub fn text(
     })
 }
 
+/// The text shipped with the binary: Shakespeare's sonnets (`data/text/NOTICE`).
+pub const BUNDLED_TEXT: &[u8] = include_bytes!("../../data/text/sonnets.txt");
+
+/// [`text`] on [`BUNDLED_TEXT`], the default when a recipe names no file.
+pub fn bundled_text(
+    context: usize,
+    stride: usize,
+    validation: f64,
+) -> Result<TokenData, DataError> {
+    text(
+        BUNDLED_TEXT,
+        "the bundled sonnets",
+        context,
+        stride,
+        validation,
+    )
+}
+
 /// [`text`] on a file.
 pub fn read_text(
     path: &Path,
@@ -329,6 +350,19 @@ mod tests {
         assert!(d.test_x.iter().chain(&d.test_y).all(|&b| b >= 150));
         assert_eq!(d.test_len(), (50 - 9) / 3 + 1);
         assert_eq!(d.train_len(), (150 - 9) / 3 + 1);
+    }
+
+    /// The bundled sonnets as the default settings read them: 128-byte windows every
+    /// 128 bytes, a tenth held out.
+    #[test]
+    fn the_bundled_text_makes_windows() {
+        assert_eq!(BUNDLED_TEXT.len(), 99_650);
+        assert!(BUNDLED_TEXT.starts_with(b"THE SONNETS") && BUNDLED_TEXT.is_ascii());
+        let d = bundled_text(128, 128, 0.1).unwrap();
+        let held = (0.1f64 * 99_650.0).round() as usize;
+        assert_eq!(d.train_len(), (99_650 - held - 129) / 128 + 1);
+        assert_eq!(d.test_len(), (held - 129) / 128 + 1);
+        assert_eq!(d.train_y.len(), d.train_x.len());
     }
 
     #[test]
