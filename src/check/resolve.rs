@@ -739,7 +739,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 format!("`{field}` does not apply with `base = adam`: Adam's first moment is its momentum"),
             )
             .at(base.span, "Adam is the base")
-            .help("remove `momentum` and set Adam's `beta1` in `base = adam { beta1 = 0.9 }`, or use `base = sgd`"),
+            .help(format!("remove `{field}` and set Adam's `beta1` in `base = adam {{ beta1 = 0.9 }}`, or use `base = sgd`")),
         );
         None
     }

@@ -1,8 +1,8 @@
 //! Token datasets: the algorithmic tasks of the grokking literature (`a op b =` and the answer,
 //! modulo a prime) and byte-level language modelling on any file.
 //!
-//! The sequences are token ids; a model reads them through an embedding. The recipe kinds
-//! `modular` and `text` are built on these readers.
+//! The sequences are token ids; a model reads them through an embedding. Recipes do not reach
+//! these readers yet: the `modular` and `text` dataset kinds come with the token layers.
 
 use super::DataError;
 use rand::SeedableRng;
@@ -36,10 +36,12 @@ pub struct TokenData {
 }
 
 impl TokenData {
+    /// Training sequences.
     pub fn train_len(&self) -> usize {
         self.train_x.len() / self.context
     }
 
+    /// Test sequences.
     pub fn test_len(&self) -> usize {
         self.test_x.len() / self.context
     }
@@ -68,6 +70,7 @@ impl Operation {
         })
     }
 
+    /// The name a recipe gives it.
     pub fn name(self) -> &'static str {
         match self {
             Operation::Add => "add",

@@ -206,12 +206,18 @@ impl AhtSgd {
         let mut out = Vec::new();
         for ((name, var), st) in self.vars.iter().zip(&self.state) {
             let st = st.borrow();
-            for (prefix, moment) in [("adam_m", &st.adam_m), ("adam_v", &st.adam_v)] {
-                if let Some(t) = moment {
-                    out.push((
-                        format!("{prefix}/{name}"),
-                        t.to_device(&candle_core::Device::Cpu)?,
-                    ));
+            if matches!(self.params.base, Base::Adam(_)) {
+                // a parameter no gradient has reached yet has zero moments, written out so
+                // that a resume finds every parameter's
+                for (prefix, moment) in [("adam_m", &st.adam_m), ("adam_v", &st.adam_v)] {
+                    let t = match moment {
+                        Some(t) => t.to_device(&candle_core::Device::Cpu)?,
+                        None => var
+                            .as_tensor()
+                            .zeros_like()?
+                            .to_device(&candle_core::Device::Cpu)?,
+                    };
+                    out.push((format!("{prefix}/{name}"), t));
                 }
             }
             let t = if let Some(b) = &st.momentum_tensor {
@@ -706,6 +712,23 @@ mod tests {
         let state: std::collections::HashMap<String, Tensor> =
             b.export_state().unwrap().into_iter().collect();
         assert!(state.contains_key("adam_m/t") && state.contains_key("adam_v/t"));
+        // a parameter without a gradient has zero moments in the state
+        let unused = var(&[4.0]);
+        let idle = AhtSgd::new(
+            vec![("t".into(), cut.clone()), ("u".into(), unused)],
+            params.clone(),
+        )
+        .unwrap();
+        let zeros: Vec<f64> = idle
+            .export_state()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == "adam_v/u")
+            .unwrap()
+            .1
+            .to_vec1()
+            .unwrap();
+        assert_eq!(zeros, [0.0]);
         let mut c = AhtSgd::new(vec![("t".into(), cut.clone())], params.clone()).unwrap();
         c.import_state(&state, 3).unwrap();
         for _ in 0..3 {
