@@ -106,3 +106,39 @@ proptest! {
         prop_assert!(g <= 1e-4 && t <= 1e-4 && h <= 1e-4, "{stack}: {g:e} {t:e} {h:e} ({:?})", r);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("GRADCHECK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12), rng_seed: proptest::test_runner::RngSeed::Fixed(2027), failure_persistence: None, ..ProptestConfig::default() })]
+    /// An embedding of token ids, then random flat layers: its table's gradient is a
+    /// scatter-add of rows and its H·v part a gather, both against finite differences.
+    #[test]
+    fn token_stacks_pass_gradcheck(
+        dim in 2usize..5,
+        choices in prop::collection::vec((0u8..12, 2usize..5), 0..4),
+        seed in 0u64..1000,
+    ) {
+        let mut shape = vec![4 * dim];
+        let mut layers = vec![format!("embedding({dim})"), "flatten".into()];
+        for &(kind, width) in &choices {
+            if let Some((text, next)) = layer(kind, width, 1, 1, &shape) {
+                layers.push(text);
+                shape = next;
+            }
+        }
+        layers.push("linear(vocab)".into());
+        let stack = layers.join(", ");
+        let text = format!(
+            "version = 2\nmodel m = layers {{ stack = [{stack}] }}\nexperiment e {{ data = modular {{ p = 5 }}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        );
+        let checked = check_text("tokens.aht", &text, &CheckOptions::default());
+        let plan = checked.plan.expect("token stacks are valid by construction");
+        let spec = ahtsgd::check::model::lower_for(plan.trials[0].config.obj("model"), &[4], 7, Some(7))
+            .expect("lays out");
+        let m = Model::build(&spec, DType::F64, &Device::Cpu, seed).unwrap();
+        let o = Options { seed, ..Options::default() };
+        let r = gradcheck::check(&m, |i| gradcheck::token_batch(4, 7, 6, seed * 100 + i as u64), &o)
+            .unwrap();
+        let (g, t, h) = r.worst();
+        prop_assert!(g <= 1e-4 && t <= 1e-4 && h <= 1e-4, "{stack}: {g:e} {t:e} {h:e} ({:?})", r);
+    }
+}

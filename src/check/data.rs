@@ -1,6 +1,7 @@
 //! Lowering a checked dataset to the typed [`DataSpec`] the readers take.
 
 use super::model::has;
+use crate::data::tokens::Operation;
 use crate::data::{Augment, DataSpec, Normalization, Source, Verify};
 use crate::plan::Obj;
 use std::path::PathBuf;
@@ -59,16 +60,35 @@ pub fn lower(data: &Obj) -> Option<DataSpec> {
             noise: data.f64("noise"),
             seed: data.f64("seed") as u64,
         },
+        "modular" => Source::Modular {
+            p: data.usize("p") as u64,
+            op: match data.str("op") {
+                "sub" => Operation::Sub,
+                "mul" => Operation::Mul,
+                "div" => Operation::Div,
+                _ => Operation::Add,
+            },
+            train_fraction: data.f64("train_fraction"),
+            seed: data.f64("seed") as u64,
+        },
         "mnist_mini" => Source::MnistMini,
         _ => return None,
     };
-    let limit = |field: &str| Some(data.usize(field)).filter(|&n| n > 0);
+    // token kinds have none of the image fields
+    let common = has(data, "normalize");
+    let limit = |field: &str| {
+        if common {
+            Some(data.usize(field)).filter(|&n| n > 0)
+        } else {
+            None
+        }
+    };
     Some(DataSpec {
         train_limit: limit("train_limit"),
         test_limit: limit("test_limit"),
-        label_noise: data.f64("label_noise"),
-        validation: data.f64("validation"),
-        normalize: data.bool("normalize").then(|| Normalization {
+        label_noise: if common { data.f64("label_noise") } else { 0.0 },
+        validation: if common { data.f64("validation") } else { 0.0 },
+        normalize: (common && data.bool("normalize")).then(|| Normalization {
             mean: data.f64_list("mean"),
             std: data.f64_list("std"),
         }),

@@ -19,6 +19,15 @@ pub fn sample_shape(data: &Obj) -> Option<Vec<usize>> {
         "blobs" => Some(vec![data.usize("features")]),
         "spirals" => Some(vec![2]),
         "arrays" => Some(data.usize_list("shape")).filter(|s| !s.is_empty()),
+        "modular" => Some(vec![4]),
+        _ => None,
+    }
+}
+
+/// The vocabulary of a token dataset kind (`vocab` in a stack); `None` for other kinds.
+pub fn vocab(data: &Obj) -> Option<usize> {
+    match data.kind {
+        "modular" => Some(data.usize("p") + 2),
         _ => None,
     }
 }
@@ -28,6 +37,7 @@ pub fn classes(data: &Obj) -> Option<usize> {
     match data.kind {
         "blobs" | "spirals" => Some(data.usize("classes")),
         "arrays" => Some(data.usize("classes")).filter(|&k| k > 0),
+        "modular" => vocab(data),
         _ => Some(10),
     }
 }
@@ -77,13 +87,28 @@ pub fn shape_diagnostic(e: &ShapeError, model: &Obj) -> Diagnostic {
 
 /// The typed model for samples of `input` and `classes` classes, its shapes checked.
 pub fn lower(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpec, Diagnostic> {
-    let spec = describe(model, input, classes).map_err(|e| shape_diagnostic(&e, model))?;
+    lower_for(model, input, classes, None)
+}
+
+/// [`lower`] for a dataset whose samples are token ids below `vocab`, where it has one.
+pub fn lower_for(
+    model: &Obj,
+    input: &[usize],
+    classes: usize,
+    vocab: Option<usize>,
+) -> Result<ModelSpec, Diagnostic> {
+    let spec = describe(model, input, classes, vocab).map_err(|e| shape_diagnostic(&e, model))?;
     spec.table().map_err(|e| shape_diagnostic(&e, model))?;
     Ok(spec)
 }
 
 /// The typed model, shapes not yet checked.
-pub fn describe(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpec, ShapeError> {
+pub fn describe(
+    model: &Obj,
+    input: &[usize],
+    classes: usize,
+    vocab: Option<usize>,
+) -> Result<ModelSpec, ShapeError> {
     let base = (
         init(model.obj("init")),
         if has(model, "bias_init") {
@@ -108,7 +133,14 @@ pub fn describe(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpe
     let stack = match model.kind {
         "layers" => {
             let mut names = Vec::new();
-            lower_stack(model.get("stack"), "", "", base, classes, &mut names)?
+            lower_stack(
+                model.get("stack"),
+                "",
+                "",
+                base,
+                (classes, vocab),
+                &mut names,
+            )?
         }
         "mlp" => {
             let hidden = model.usize_list("hidden");
@@ -150,7 +182,7 @@ fn lower_stack(
     prefix: &str,
     unnamed: &str,
     inherited: (Init, Init),
-    classes: usize,
+    (classes, vocab): (usize, Option<usize>),
     names: &mut Vec<String>,
 ) -> Result<Vec<Layer>, ShapeError> {
     let mut counts: Vec<(&'static str, usize)> = Vec::new();
@@ -183,17 +215,36 @@ fn lower_stack(
         names.push(name.clone());
         let init = own_init(o.obj("init")).unwrap_or(inherited.0);
         let bias_init = own_init(o.obj("bias_init")).unwrap_or(inherited.1);
-        let width = |f: &str| match o.get(f) {
-            Val::Name(_) => classes,
-            v => v.as_f64().unwrap_or(1.0) as usize,
+        let no_vocab = |name: &str| ShapeError {
+            layer: name.to_string(),
+            span: o.span,
+            message: format!(
+                "`{name}` reads token ids, but this dataset's samples are not tokens (it has no `vocab`)"
+            ),
+            help: "use a token dataset (`modular`), or `linear` layers on features".into(),
+        };
+        let vocab_of = |name: &str| vocab.ok_or_else(|| no_vocab(name));
+        let width = |f: &str| -> Result<usize, ShapeError> {
+            Ok(match o.get(f) {
+                Val::Name(n) if n == "vocab" => vocab.ok_or_else(|| ShapeError {
+                    layer: name.clone(),
+                    span: o.span,
+                    message: format!(
+                        "`{name}` is `vocab` wide, but this dataset has no vocabulary (its samples are not tokens)"
+                    ),
+                    help: "write `classes` for its class count".into(),
+                })?,
+                Val::Name(_) => classes,
+                v => v.as_f64().unwrap_or(1.0) as usize,
+            })
         };
         let kind = match o.kind {
             "linear" => LayerKind::Linear {
-                out: width("out"),
+                out: width("out")?,
                 bias: o.bool("bias"),
             },
             "conv" => LayerKind::Conv {
-                out: width("out"),
+                out: width("out")?,
                 kernel: match o.get("kernel") {
                     Val::List(k) => [
                         k[0].as_f64().unwrap_or(1.0) as usize,
@@ -223,6 +274,10 @@ fn lower_stack(
                 eps: o.f64("eps"),
             },
             "layer_norm" => LayerKind::LayerNorm { eps: o.f64("eps") },
+            "embedding" => LayerKind::Embedding {
+                vocab: vocab_of(&name)?,
+                dim: width("dim")?,
+            },
             "dropout" => LayerKind::Dropout { p: o.f64("p") },
             "leaky_relu" => LayerKind::LeakyRelu {
                 slope: o.f64("slope"),
@@ -235,7 +290,7 @@ fn lower_stack(
                         &inner,
                         "",
                         (init, bias_init),
-                        classes,
+                        (classes, vocab),
                         names,
                     )?,
                     shortcut: lower_stack(
@@ -243,7 +298,7 @@ fn lower_stack(
                         &inner,
                         "shortcut.",
                         (init, bias_init),
-                        classes,
+                        (classes, vocab),
                         names,
                     )?,
                 }

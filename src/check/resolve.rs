@@ -531,11 +531,22 @@ impl<'t, 'm> Resolver<'t, 'm> {
                         ),
                     )
                     .at(f.name.span, "unknown field")
-                    .help(suggest::help(
-                        &f.name.node,
-                        &format!("fields of {where_}"),
-                        kind.fields.iter().map(|x| x.name),
-                    )),
+                    .help(
+                        if kind.category == Category::Dataset
+                            && schema::COMMON_DATA.iter().any(|c| c.name == f.name.node)
+                        {
+                            format!(
+                                "`{}` is an image setting; `{}` makes token ids, which are not normalised, augmented or relabelled: remove it",
+                                f.name.node, kind.name
+                            )
+                        } else {
+                            suggest::help(
+                                &f.name.node,
+                                &format!("fields of {where_}"),
+                                kind.fields.iter().map(|x| x.name),
+                            )
+                        },
+                    ),
                 );
             }
         }

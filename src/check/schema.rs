@@ -318,7 +318,8 @@ const LAYER_COMMON: [FieldSpec; 3] = [
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "silu", "gelu"];
 const VERIFY: &[&str] = &["warn", "strict", "off"];
 
-const COMMON_DATA: [FieldSpec; 7] = [
+/// The fields every image and feature dataset kind takes (token kinds take none of them).
+pub const COMMON_DATA: [FieldSpec; 7] = [
     f(
         "normalize",
         Ty::Bool,
@@ -470,6 +471,32 @@ pub static KINDS: &[KindSpec] = &[
         f("path", Ty::Str, None, "folder holding the .mat files (may be left out with `download = true`)"),
         f("verify", Ty::Enum(VERIFY), Some("warn"), "check published SHA-256 sums"),
         f("augment", Ty::Bool, Some("false"), "random crop (padding 4); no flips for digits")),
+    },
+    KindSpec {
+        category: Category::Dataset,
+        name: "modular",
+        doc: "an algorithmic task of the grokking literature: every `a op b` modulo the prime `p`, as the tokens `a op b =` with the answer as label; vocabulary `p + 2` (`vocab`); generated, nothing to download",
+        fields: &[
+            f(
+                "p",
+                Ty::Int { min: 2, max: 4093 },
+                Some("97"),
+                "the prime modulus",
+            ),
+            f(
+                "op",
+                Ty::Enum(&["add", "sub", "mul", "div"]),
+                Some("add"),
+                "the operation (div: a·b⁻¹, pairs with b = 0 left out)",
+            ),
+            f(
+                "train_fraction",
+                UNIT,
+                Some("0.4"),
+                "the fraction of the pairs in the training set, the rest being the test set",
+            ),
+            f("seed", SEED, Some("0"), "seed of the split"),
+        ],
     },
     KindSpec {
         category: Category::Dataset,
@@ -738,6 +765,12 @@ pub static KINDS: &[KindSpec] = &[
             ),
             f("eps", POS, Some("1e-5"), "added to the variance")
         ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "embedding",
+        doc: "a learned vector of `dim` features for each token: [tokens] of ids -> [tokens, dim]; the first layer of a stack on token data",
+        fields: layer_fields!(f("dim", Ty::Width, None, "features per token")),
     },
     KindSpec {
         category: Category::Layer,

@@ -173,7 +173,9 @@ pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str
             let model = c.obj("model");
             let table = lowering::sample_shape(data)
                 .zip(lowering::classes(data))
-                .and_then(|(shape, k)| lowering::lower(model, &shape, k).ok())
+                .and_then(|(shape, k)| {
+                    lowering::lower_for(model, &shape, k, lowering::vocab(data)).ok()
+                })
                 .and_then(|spec| spec.table().ok());
             let params = table
                 .as_ref()
@@ -297,7 +299,12 @@ pub fn show(model: &str, name: &str) -> i32 {
         return 1;
     };
     let obj = plan.trials[0].config.obj("model");
-    match lowering::describe(obj, &[], lowering::SYMBOLIC_CLASSES) {
+    match lowering::describe(
+        obj,
+        &[],
+        lowering::SYMBOLIC_CLASSES,
+        Some(lowering::SYMBOLIC_CLASSES),
+    ) {
         Ok(spec) => {
             print!("{}", spec.to_recipe(name));
             0

@@ -126,19 +126,27 @@ pub fn gradcheck(args: &GradcheckArgs) -> i32 {
             Inputs::Synthetic { shape, classes } => (shape.clone(), *classes),
             Inputs::Data(d) => (d.sample_shape.clone(), d.classes),
         };
-        let spec: ModelSpec =
-            match ahtsgd::check::model::lower(trial.config.obj("model"), &shape, classes) {
-                Ok(s) => s,
-                Err(d) => {
-                    eprintln!("error: experiment `{}`: {}", exp.name, d.message);
-                    return 1;
-                }
-            };
+        let vocab = ahtsgd::check::model::vocab(trial.config.obj("data"));
+        let spec: ModelSpec = match ahtsgd::check::model::lower_for(
+            trial.config.obj("model"),
+            &shape,
+            classes,
+            vocab,
+        ) {
+            Ok(s) => s,
+            Err(d) => {
+                eprintln!("error: experiment `{}`: {}", exp.name, d.message);
+                return 1;
+            }
+        };
         let result = Model::build(&spec, DType::F64, &Device::Cpu, 0)
             .map_err(|e| e.to_string())
             .and_then(|m| {
                 let n = args.batch;
                 let batch = |attempt: usize| match &inputs {
+                    Inputs::Synthetic { shape, classes } if vocab.is_some() => {
+                        gradcheck::token_batch(shape[0], *classes, n, attempt as u64)
+                    }
                     Inputs::Synthetic { shape, classes } => {
                         gradcheck::synthetic_batch(shape, *classes, n, attempt as u64)
                     }

@@ -307,6 +307,12 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
             noise,
             seed,
         } => synthetic::spirals(*classes, *samples, *test_samples, *noise, *seed),
+        Source::Modular {
+            p,
+            op,
+            train_fraction,
+            seed,
+        } => tokens::modular(*p, *op, *train_fraction, *seed)?.into_dataset(),
     };
     let limit = |n: Option<usize>| n.unwrap_or(usize::MAX);
     truncate(&mut d.train_x, &mut d.train_y, limit(spec.train_limit));

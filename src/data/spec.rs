@@ -44,6 +44,13 @@ pub enum Source {
         spread: f64,
         seed: u64,
     },
+    /// A modular arithmetic task ([`super::tokens::modular`]): token ids as samples.
+    Modular {
+        p: u64,
+        op: super::tokens::Operation,
+        train_fraction: f64,
+        seed: u64,
+    },
     /// Interleaved spirals in 2-D.
     Spirals {
         classes: usize,

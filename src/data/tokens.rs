@@ -1,8 +1,8 @@
 //! Token datasets: the algorithmic tasks of the grokking literature (`a op b =` and the answer,
 //! modulo a prime) and byte-level language modelling on any file.
 //!
-//! The sequences are token ids; a model reads them through an embedding. Recipes do not reach
-//! these readers yet: the `modular` and `text` dataset kinds come with the token layers.
+//! The sequences are token ids; a model reads them through an embedding. Recipes reach
+//! `modular` (dataset kind `modular`); the `text` kind comes with the sequence layers.
 
 use super::DataError;
 use rand::SeedableRng;
@@ -36,6 +36,23 @@ pub struct TokenData {
 }
 
 impl TokenData {
+    /// As a [`super::Dataset`] whose samples are the token ids (as floats, exact below 2^24)
+    /// and whose classes are the vocabulary; only for one target per sequence.
+    pub fn into_dataset(self) -> super::Dataset {
+        debug_assert_eq!(self.targets, Targets::Answer);
+        let floats = |v: Vec<u32>| v.into_iter().map(|t| t as f32).collect();
+        super::Dataset {
+            name: self.name,
+            sample_shape: vec![self.context],
+            classes: self.vocab,
+            train_x: floats(self.train_x),
+            train_y: self.train_y,
+            test_x: floats(self.test_x),
+            test_y: self.test_y,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Training sequences.
     pub fn train_len(&self) -> usize {
         self.train_x.len() / self.context

@@ -39,10 +39,34 @@ pub enum Node {
         p: f64,
         key: [u32; 2],
     },
+    /// Row `id` of `w` (`[vocab, dim]`) for each token id of the input.
+    Embedding {
+        w: Var,
+        vocab: usize,
+    },
     Residual {
         body: Vec<Node>,
         shortcut: Vec<Node>,
     },
+}
+
+/// The rows of `table` (`[vocab, dim]`) that the token ids `x` (`[batch, tokens]`, ids as
+/// floats) name, as `[batch, tokens, dim]`, and the ids as a flat `u32` tensor. An id that is
+/// not a whole number below `vocab` is an error.
+pub fn embed(table: &Tensor, x: &Tensor, vocab: usize) -> Result<(Tensor, Tensor)> {
+    let (n, t) = x.dims2()?;
+    let ids = x.flatten_all()?.to_dtype(candle_core::DType::F64)?;
+    let values = ids.to_vec1::<f64>()?;
+    if let Some(bad) = values
+        .iter()
+        .find(|&&v| !(v >= 0.0 && v < vocab as f64 && v.fract() == 0.0))
+    {
+        candle_core::bail!("token id {bad} is not one of the {vocab} ids the embedding has");
+    }
+    let ids = ids.to_dtype(candle_core::DType::U32)?;
+    let rows = table.index_select(&ids, 0)?;
+    let dim = table.dim(1)?;
+    Ok((rows.reshape((n, t, dim))?, ids))
 }
 
 /// Runs `nodes` in order; `step` keys dropout's masks in training mode.
@@ -96,6 +120,7 @@ impl Node {
             }
             Node::Act(a) => a.apply(x),
             Node::LeakyRelu(slope) => x.maximum(&(x * *slope)?),
+            Node::Embedding { w, vocab } => Ok(embed(w.as_tensor(), x, *vocab)?.0),
             Node::LayerNorm { gamma, beta, eps } => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centred = x.broadcast_sub(&mean)?;

@@ -231,6 +231,23 @@ pub fn check(
     })
 }
 
+/// `n` random sequences of `context` token ids uniform below `vocab` (as f64, the form a
+/// token dataset's samples take) with labels uniform over the vocabulary.
+pub fn token_batch(context: usize, vocab: usize, n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let xs: Vec<f64> = (0..n * context)
+        .map(|_| rng.random_range(0..vocab.max(1)) as f64)
+        .collect();
+    let ys: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..vocab.max(1) as u32))
+        .collect();
+    let dev = candle_core::Device::Cpu;
+    Ok((
+        Tensor::from_vec(xs, (n, context), &dev)?,
+        Tensor::new(ys, &dev)?,
+    ))
+}
+
 /// `n` random inputs of `shape` (standard normal) with labels uniform over `classes`, f64.
 pub fn synthetic_batch(
     shape: &[usize],

@@ -256,6 +256,19 @@ impl Builder<'_> {
                     p: *p,
                     key: crate::optim::stable::stream_key(self.seed ^ DROPOUT_STREAMS, &l.name),
                 },
+                K::Embedding { vocab, dim } => {
+                    let mut used = vec![false; self.overrides.len()];
+                    let (init, _) =
+                        layer_init(&l.name, (l.init, l.bias_init), self.overrides, &mut used);
+                    // PyTorch's nn.Embedding draws N(0, 1)
+                    let init = match init {
+                        Init::Default => Init::Normal(1.0),
+                        other => other,
+                    };
+                    let w = init.sample(vocab * dim, *dim, *vocab, &mut self.rng);
+                    let w = self.var(format!("{}.weight", l.name), w, vec![*vocab, *dim])?;
+                    exec::Node::Embedding { w, vocab: *vocab }
+                }
                 K::Residual { body, shortcut } => exec::Node::Residual {
                     body: self.stack(body, &shape)?,
                     shortcut: self.stack(shortcut, &shape)?,
@@ -610,10 +623,14 @@ mod tests {
             ),
         ] {
             let builtin = spec(text);
-            let shown =
-                crate::check::model::describe(&builtin, &[], crate::check::model::SYMBOLIC_CLASSES)
-                    .unwrap()
-                    .to_recipe("net");
+            let shown = crate::check::model::describe(
+                &builtin,
+                &[],
+                crate::check::model::SYMBOLIC_CLASSES,
+                None,
+            )
+            .unwrap()
+            .to_recipe("net");
             let body = shown.strip_prefix("model net = ").unwrap();
             let layers = spec(body.trim_end());
             assert_eq!(layers.kind, "layers", "{shown}");

@@ -167,6 +167,12 @@ pub enum LayerKind {
     Dropout {
         p: f64,
     },
+    /// `[tokens]` of ids below `vocab` -> `[tokens, dim]`: row `id` of a learned
+    /// `[vocab, dim]` table for each token. Only as a model's first layer.
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
     /// `body(x) + shortcut(x)`; an empty shortcut is the identity.
     Residual {
         body: Vec<Layer>,
@@ -189,6 +195,7 @@ impl LayerKind {
             LayerKind::LeakyRelu { .. } => "leaky_relu",
             LayerKind::LayerNorm { .. } => "layer_norm",
             LayerKind::Dropout { .. } => "dropout",
+            LayerKind::Embedding { .. } => "embedding",
             LayerKind::Residual { .. } => "residual",
         }
     }
@@ -289,6 +296,19 @@ impl Layer {
             Ok((c, (hp - k[0]) / stride + 1, (wp - k[1]) / stride + 1))
         };
         Ok(match &self.kind {
+            LayerKind::Embedding { dim, .. } => match input {
+                [tokens] => vec![*tokens, *dim],
+                _ => {
+                    return Err(err(
+                        format!(
+                            "`{}` (embedding) reads a sequence of token ids, its input is {}",
+                            self.name,
+                            dims(input)
+                        ),
+                        "make it the first layer, on a token dataset (`modular`)",
+                    ));
+                }
+            },
             LayerKind::Linear { out, .. } => match input {
                 [_] => vec![*out],
                 _ => {
@@ -377,6 +397,7 @@ impl Layer {
             LayerKind::Conv {
                 out, kernel, bias, ..
             } => Some((vec![*out, input[0], kernel[0], kernel[1]], *bias)),
+            LayerKind::Embedding { vocab, dim } => Some((vec![*vocab, *dim], false)),
             _ => None,
         }
     }
@@ -441,7 +462,18 @@ impl ModelSpec {
             out: &mut Vec<(&'a Layer, Shape, usize)>,
         ) -> Result<Shape, ShapeError> {
             let mut s = input.to_vec();
-            for l in stack {
+            for (i, l) in stack.iter().enumerate() {
+                if matches!(l.kind, LayerKind::Embedding { .. }) && (depth > 0 || i > 0) {
+                    return Err(ShapeError {
+                        layer: l.name.clone(),
+                        span: l.span,
+                        message: format!(
+                            "`{}` (embedding) reads the data's token ids: it must be the model's first layer",
+                            l.name
+                        ),
+                        help: "move it to the start of the stack".into(),
+                    });
+                }
                 out.push((l, s.clone(), depth));
                 if let LayerKind::Residual { body, shortcut } = &l.kind {
                     go(body, &s, depth + 1, out)?;
@@ -648,6 +680,7 @@ fn write_stack(stack: &[Layer], prefix: &str, ctx: &Context, indent: usize, out:
             LayerKind::LeakyRelu { slope } => vec![format!("{slope:?}")],
             LayerKind::LayerNorm { eps } if *eps != 1e-5 => vec![format!("eps = {eps:?}")],
             LayerKind::Dropout { p } => vec![format!("{p:?}")],
+            LayerKind::Embedding { dim, .. } => vec![dim.to_string()],
             LayerKind::LayerNorm { .. }
             | LayerKind::GlobalAvgPool
             | LayerKind::Flatten

@@ -35,12 +35,15 @@ fn data_spec(c: &crate::plan::Obj) -> Result<data::DataSpec, data::DataError> {
 }
 
 fn model_spec(c: &crate::plan::Obj, data: &Dataset) -> Result<model::ModelSpec, model::ModelError> {
-    crate::check::model::lower(c.obj("model"), &data.sample_shape, data.classes).map_err(|d| {
-        model::ModelError::Shape(match d.help {
-            Some(h) => format!("{} ({h})", d.message),
-            None => d.message,
-        })
-    })
+    let vocab = crate::check::model::vocab(c.obj("data"));
+    crate::check::model::lower_for(c.obj("model"), &data.sample_shape, data.classes, vocab).map_err(
+        |d| {
+            model::ModelError::Shape(match d.help {
+                Some(h) => format!("{} ({h})", d.message),
+                None => d.message,
+            })
+        },
+    )
 }
 
 /// What the caller hears while a trial runs.

@@ -378,6 +378,7 @@ impl Resolver<'_, '_> {
             .map(|f| f.iter().map(|(n, ..)| n.clone()).collect())
             .unwrap_or_default();
         candidates.push("classes".into());
+        candidates.push("vocab".into());
         self.report(
             Diagnostic::error(
                 Code::UnknownName,
@@ -570,10 +571,12 @@ impl Resolver<'_, '_> {
         }
     }
 
-    /// A width: a whole number, or `classes`.
+    /// A width: a whole number, `classes`, or `vocab` (a token dataset's vocabulary).
     pub(super) fn width(&mut self, expr: &Expr, env: &Env, path: &str) -> Option<Val> {
-        if matches!(&expr.node, ExprKind::Ref(n) if n == "classes") {
-            return Some(Val::Name("classes".into()));
+        if let ExprKind::Ref(n) = &expr.node
+            && (n == "classes" || n == "vocab")
+        {
+            return Some(Val::Name(n.clone()));
         }
         self.numeric(
             expr,

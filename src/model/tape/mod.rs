@@ -108,11 +108,27 @@ enum Run {
     Dropout {
         mask: Option<Tensor>,
     },
+    /// The rows of `w` the token ids named; `ids`: those ids, flat; `input`: their
+    /// `[batch, tokens]`. The output is linear in `w` and does not depend on anything
+    /// differentiable before it, so each pass is a gather or a scatter-add of rows.
+    Embedding {
+        w: Var,
+        ids: Tensor,
+        input: (usize, usize),
+    },
     /// The body's output plus the shortcut's (an empty shortcut: the input).
     Residual {
         body: Vec<Run>,
         shortcut: Vec<Run>,
     },
+}
+
+/// `[vocab, dim]` zeros with the rows of `g` (`[batch, tokens, dim]`) added at the rows `ids`
+/// names: the gradient of an embedding table.
+fn scatter_rows(w: &Var, ids: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let dim = w.dim(1)?;
+    let rows = g.reshape((ids.elem_count(), dim))?;
+    Tensor::zeros(w.shape(), g.dtype(), g.device())?.index_add(ids, &rows, 0)
 }
 
 impl Run {
@@ -122,7 +138,8 @@ impl Run {
             | Run::Conv { .. }
             | Run::Stage { .. }
             | Run::Norm(_)
-            | Run::LayerNorm(_) => true,
+            | Run::LayerNorm(_)
+            | Run::Embedding { .. } => true,
             Run::Residual { body, shortcut } => body.iter().chain(shortcut).any(Run::has_params),
             Run::Act { .. }
             | Run::Flatten { .. }
@@ -269,6 +286,16 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
                 let dims = h.dims().to_vec();
                 h = h.flatten_from(1)?;
                 Run::Flatten { dims }
+            }
+            Node::Embedding { w, vocab } => {
+                let input = h.dims2()?;
+                let (out, ids) = super::exec::embed(&w.as_tensor().detach(), &h, *vocab)?;
+                h = out;
+                Run::Embedding {
+                    w: w.clone(),
+                    ids,
+                    input,
+                }
             }
             Node::Conv {
                 w,
@@ -432,6 +459,15 @@ fn backward(
                 }
             }
             Run::Flatten { dims } => g = g.reshape(dims.clone())?,
+            Run::Embedding { w, ids, input } => {
+                if want.grads {
+                    grads.insert(w.as_tensor(), scatter_rows(w, ids, &g)?);
+                }
+                if want_x {
+                    // token ids are data: nothing before them has a gradient through them
+                    g = Tensor::zeros(*input, g.dtype(), g.device())?;
+                }
+            }
             Run::Conv {
                 w,
                 b,
@@ -648,6 +684,11 @@ fn tangents(
                 let out = rh.as_ref().map(|r| r.flatten_from(1)).transpose()?;
                 (Tangent::Input(None), out)
             }
+            Run::Embedding { w, ids, input } => {
+                let rows = dir.of(w).index_select(ids, 0)?;
+                let out = rows.reshape((input.0, input.1, w.dim(1)?))?;
+                (Tangent::Input(None), Some(out))
+            }
             Run::Conv {
                 w, b, x, settings, ..
             } => {
@@ -790,6 +831,12 @@ fn tangents_back(
                 rg = r;
             }
             Run::Flatten { dims } => rg = rg.reshape(dims.clone())?,
+            Run::Embedding { w, ids, input } => {
+                out[dir.slot(w)] = Some(scatter_rows(w, ids, &rg)?);
+                if want_x {
+                    rg = Tensor::zeros(*input, rg.dtype(), rg.device())?;
+                }
+            }
             Run::Conv {
                 w,
                 b,
