@@ -66,18 +66,9 @@ impl AdamW {
     /// One update from `grads`; parameters without a gradient are left as they are. Returns
     /// the whole gradient's norm before clipping where `grad_clip` is set.
     pub fn step(&mut self, grads: &GradStore) -> Result<Option<f64>> {
-        let clipped = match self.grad_clip {
-            Some(max) => Some(super::grad_clip::clip_grad_norm(
-                grads,
-                self.vars.iter().map(|m| &m.var),
-                max,
-            )?),
-            None => None,
-        };
-        let grads = clipped
-            .as_ref()
-            .and_then(|c| c.grads.as_ref())
-            .unwrap_or(grads);
+        let clipped =
+            super::grad_clip::clip_if(grads, self.vars.iter().map(|m| &m.var), self.grad_clip)?;
+        let grads = super::grad_clip::Clipped::or(&clipped, grads);
         self.step += 1;
         let p = &self.params;
         let (beta1, beta2) = (p.beta1, p.beta2);
@@ -90,11 +81,7 @@ impl AdamW {
             let next_v = ((m.second.as_tensor() * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let m_hat = (&next_m * scale_m)?;
             let v_hat = (&next_v * scale_v)?;
-            let weight_decay = if self.decay.applies_to(&m.var) {
-                p.weight_decay
-            } else {
-                0.0
-            };
+            let weight_decay = self.decay.weight_decay(&m.var, p.weight_decay);
             let decayed = (m.var.as_tensor() * (1f64 - p.lr * weight_decay))?;
             let adjusted = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
             let next = (decayed - (adjusted * p.lr)?)?;

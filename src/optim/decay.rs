@@ -21,4 +21,13 @@ impl Decay {
             Decay::WeightsOnly => var.rank() >= 2,
         }
     }
+
+    /// The weight decay `var` gets when the optimizer's is `weight_decay`.
+    pub fn weight_decay(self, var: &Var, weight_decay: f64) -> f64 {
+        if self.applies_to(var) {
+            weight_decay
+        } else {
+            0.0
+        }
+    }
 }

@@ -21,6 +21,26 @@ pub fn factor(norm: f64, max: f64) -> f64 {
     (max / (norm + 1e-6)).min(1.0)
 }
 
+impl Clipped {
+    /// The gradients an update reads: the rescaled ones where clipping changed them, else
+    /// `grads`.
+    pub fn or<'a>(clipped: &'a Option<Clipped>, grads: &'a GradStore) -> &'a GradStore {
+        clipped
+            .as_ref()
+            .and_then(|c| c.grads.as_ref())
+            .unwrap_or(grads)
+    }
+}
+
+/// [`clip_grad_norm`] where a bound is set (`None`: no clipping).
+pub fn clip_if<'a>(
+    grads: &GradStore,
+    vars: impl IntoIterator<Item = &'a Var>,
+    max: Option<f64>,
+) -> Result<Option<Clipped>> {
+    max.map(|m| clip_grad_norm(grads, vars, m)).transpose()
+}
+
 /// The gradients of `vars` in `grads`, rescaled together to norm at most `max`.
 pub fn clip_grad_norm<'a>(
     grads: &GradStore,

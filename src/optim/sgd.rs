@@ -357,11 +357,7 @@ impl AhtSgd {
             clip_norm,
             momentum: p.momentum,
             nesterov: p.nesterov,
-            weight_decay: if p.decay.applies_to(&self.vars[i].1) {
-                p.weight_decay
-            } else {
-                0.0
-            },
+            weight_decay: p.decay.weight_decay(&self.vars[i].1, p.weight_decay),
             key: self.keys[i],
             step: self.step,
         }
@@ -387,18 +383,12 @@ impl AhtSgd {
             c.advance(step);
         }
         let alpha = self.alpha(epoch, progress);
-        let before_clipping = match self.params.grad_clip {
-            Some(max) => Some(super::grad_clip::clip_grad_norm(
-                grads,
-                self.vars.iter().map(|(_, v)| v),
-                max,
-            )?),
-            None => None,
-        };
-        let grads = before_clipping
-            .as_ref()
-            .and_then(|c| c.grads.as_ref())
-            .unwrap_or(grads);
+        let before_clipping = super::grad_clip::clip_if(
+            grads,
+            self.vars.iter().map(|(_, v)| v),
+            self.params.grad_clip,
+        )?;
+        let grads = super::grad_clip::Clipped::or(&before_clipping, grads);
         let scale = match (self.params.scale, &self.params.noise) {
             (NoiseScale::GradientNorm, NoiseKind::Stable(_)) => self.gradient_norm(grads)?,
             _ => 1.0,

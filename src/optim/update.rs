@@ -787,7 +787,6 @@ pub fn apply_adam(
             return Ok(Measured::Now(known));
         }
     }
-    let mut pending = vec![grad_sq];
     let (noise, noise_figures) = noise_tensor(rule, param, state, &mut known)?;
     let g = match (&noise, rule.levy_scale) {
         (Some(n), None) => (grad + n)?,
@@ -797,14 +796,8 @@ pub fn apply_adam(
         let s = state.borrow();
         (s.adam_m.clone(), s.adam_v.clone())
     };
-    let first = match first {
-        Some(m) => m,
-        None => param.zeros_like()?,
-    };
-    let second = match second {
-        Some(v) => v,
-        None => param.zeros_like()?,
-    };
+    let first = first.map_or_else(|| param.zeros_like(), Ok)?;
+    let second = second.map_or_else(|| param.zeros_like(), Ok)?;
     let t = (rule.step + 1) as i32;
     let scale_m = 1f64 / (1f64 - base.beta1.powi(t));
     let scale_v = 1f64 / (1f64 - base.beta2.powi(t));
@@ -823,15 +816,19 @@ pub fn apply_adam(
         s.adam_m = Some(next_m);
         s.adam_v = Some(next_v);
     }
-    pending.push(new.sum_all()?);
-    pending.extend(noise_figures.into_iter().flatten());
+    let new_sum = new.sum_all()?;
     param.slice_set(&new, 0, 0)?;
     if param.device().is_cpu() {
-        // the figures are on the host already: read them now, as the fused pass does
-        return Ok(Measured::Now(
-            read(vec![Measured::OnDevice { known, pending }])?.remove(0),
-        ));
+        // ‖g‖² and the noise's figures are on the host already; Σ of the new values is finite
+        // exactly when every value is
+        known.bad_value = !new_sum
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            .is_finite();
+        return Ok(Measured::Now(known));
     }
+    let mut pending = vec![grad_sq, new_sum];
+    pending.extend(noise_figures.into_iter().flatten());
     Ok(Measured::OnDevice { known, pending })
 }
 
