@@ -132,11 +132,68 @@ proptest! {
         );
         let checked = check_text("tokens.aht", &text, &CheckOptions::default());
         let plan = checked.plan.expect("token stacks are valid by construction");
-        let spec = ahtsgd::check::model::lower_for(plan.trials[0].config.obj("model"), &[4], 7, Some(7))
+        let spec = ahtsgd::check::model::lower_for(plan.trials[0].config.obj("model"), &[4], 7, Some(ahtsgd::check::model::Tokens { vocab: 7, every_position: false }))
             .expect("lays out");
         let m = Model::build(&spec, DType::F64, &Device::Cpu, seed).unwrap();
         let o = Options { seed, ..Options::default() };
-        let r = gradcheck::check(&m, |i| gradcheck::token_batch(4, 7, 6, seed * 100 + i as u64), &o)
+        let r = gradcheck::check(&m, |i| gradcheck::token_batch(4, 7, 6, false, seed * 100 + i as u64), &o)
+            .unwrap();
+        let (g, t, h) = r.worst();
+        prop_assert!(g <= 1e-4 && t <= 1e-4 && h <= 1e-4, "{stack}: {g:e} {t:e} {h:e} ({:?})", r);
+    }
+}
+
+/// One layer of a random sequence stack on `[tokens, dim]`, which keeps that shape.
+fn token_layer(kind: u8, dim: usize, heads: usize) -> String {
+    match kind % 7 {
+        0 => format!("residual([layer_norm, attention({heads})])"),
+        1 => format!("attention({heads}, causal = false)"),
+        2 => format!(
+            "residual([layer_norm, linear({}), gelu, linear({dim})])",
+            2 * dim
+        ),
+        3 => "layer_norm".into(),
+        4 => format!("attention({heads}, bias = false)"),
+        5 => "tanh".into(),
+        _ => format!("linear({dim})"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("GRADCHECK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12), rng_seed: proptest::test_runner::RngSeed::Fixed(2028), failure_persistence: None, ..ProptestConfig::default() })]
+    /// Random transformer-like stacks (embedding, positions, attention with and without the
+    /// causal mask and biases, per-token linear and layer norm, GELU), read out at the last
+    /// position, at every position, through a mean over tokens, or by a tied output layer:
+    /// gradients and H·v against finite differences.
+    #[test]
+    fn sequence_stacks_pass_gradcheck(
+        heads in 1usize..3,
+        per_head in 1usize..3,
+        choices in prop::collection::vec(0u8..7, 1..4),
+        ending in 0u8..4,
+        seed in 0u64..1000,
+    ) {
+        let dim = heads * per_head;
+        let mut layers = vec![format!("embedding({dim})"), format!("positions({dim})")];
+        layers.extend(choices.iter().map(|&k| token_layer(k, dim, heads)));
+        let every_position = ending == 1;
+        layers.push(match ending {
+            0 | 1 => "linear(vocab)".into(),
+            2 => "mean_over_tokens, linear(vocab)".into(),
+            _ => "layer_norm, linear(vocab, tie = true)".into(),
+        });
+        let stack = layers.join(", ");
+        let text = format!(
+            "version = 2\nmodel m = layers {{ stack = [{stack}] }}\nexperiment e {{ data = modular {{ p = 5 }}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        );
+        let checked = check_text("seq.aht", &text, &CheckOptions::default());
+        let plan = checked.plan.unwrap_or_else(|| panic!("{stack}: {:?}", checked.diagnostics));
+        let tokens = ahtsgd::check::model::Tokens { vocab: 7, every_position };
+        let spec = ahtsgd::check::model::lower_for(plan.trials[0].config.obj("model"), &[4], 7, Some(tokens))
+            .expect("lays out");
+        let m = Model::build(&spec, DType::F64, &Device::Cpu, seed).unwrap();
+        let o = Options { seed, ..Options::default() };
+        let r = gradcheck::check(&m, |i| gradcheck::token_batch(4, 7, 3, every_position, seed * 100 + i as u64), &o)
             .unwrap();
         let (g, t, h) = r.worst();
         prop_assert!(g <= 1e-4 && t <= 1e-4 && h <= 1e-4, "{stack}: {g:e} {t:e} {h:e} ({:?})", r);

@@ -71,6 +71,14 @@ pub fn lower(data: &Obj) -> Option<DataSpec> {
             train_fraction: data.f64("train_fraction"),
             seed: data.f64("seed") as u64,
         },
+        "text" => Source::Text {
+            path: Some(data.str("path"))
+                .filter(|p| !p.is_empty())
+                .map(|_| path()),
+            context: data.usize("context"),
+            stride: data.usize("stride"),
+            validation: data.f64("validation"),
+        },
         "mnist_mini" => Source::MnistMini,
         _ => return None,
     };

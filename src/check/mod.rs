@@ -280,7 +280,7 @@ fn check_shapes(plan: &Plan, diags: &mut Diagnostics) {
             continue;
         };
         if seen.insert((std::sync::Arc::as_ptr(m) as usize, shape.clone(), k))
-            && let Err(d) = model::lower_for(m, &shape, k, model::vocab(data))
+            && let Err(d) = model::lower_for(m, &shape, k, model::tokens(data))
         {
             diags.push(d);
         }

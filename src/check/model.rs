@@ -20,6 +20,7 @@ pub fn sample_shape(data: &Obj) -> Option<Vec<usize>> {
         "spirals" => Some(vec![2]),
         "arrays" => Some(data.usize_list("shape")).filter(|s| !s.is_empty()),
         "modular" => Some(vec![4]),
+        "text" => Some(vec![data.usize("context")]),
         _ => None,
     }
 }
@@ -28,8 +29,27 @@ pub fn sample_shape(data: &Obj) -> Option<Vec<usize>> {
 pub fn vocab(data: &Obj) -> Option<usize> {
     match data.kind {
         "modular" => Some(data.usize("p") + 2),
+        "text" => Some(256),
         _ => None,
     }
+}
+
+/// What a model on token data reads and predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    /// Token ids are below this (`vocab` in a stack).
+    pub vocab: usize,
+    /// Whether every position has a target (a text's next byte), or the sequence one (a
+    /// modular task's answer).
+    pub every_position: bool,
+}
+
+/// The tokens of a token dataset kind; `None` for other kinds.
+pub fn tokens(data: &Obj) -> Option<Tokens> {
+    vocab(data).map(|vocab| Tokens {
+        vocab,
+        every_position: data.kind == "text",
+    })
 }
 
 /// The number of classes of a dataset kind, when known without reading files.
@@ -37,7 +57,7 @@ pub fn classes(data: &Obj) -> Option<usize> {
     match data.kind {
         "blobs" | "spirals" => Some(data.usize("classes")),
         "arrays" => Some(data.usize("classes")).filter(|&k| k > 0),
-        "modular" => vocab(data),
+        "modular" | "text" => vocab(data),
         _ => Some(10),
     }
 }
@@ -90,14 +110,14 @@ pub fn lower(model: &Obj, input: &[usize], classes: usize) -> Result<ModelSpec, 
     lower_for(model, input, classes, None)
 }
 
-/// [`lower`] for a dataset whose samples are token ids below `vocab`, where it has one.
+/// [`lower`] for a dataset whose samples are token ids, where they are.
 pub fn lower_for(
     model: &Obj,
     input: &[usize],
     classes: usize,
-    vocab: Option<usize>,
+    tokens: Option<Tokens>,
 ) -> Result<ModelSpec, Diagnostic> {
-    let spec = describe(model, input, classes, vocab).map_err(|e| shape_diagnostic(&e, model))?;
+    let spec = describe(model, input, classes, tokens).map_err(|e| shape_diagnostic(&e, model))?;
     spec.table().map_err(|e| shape_diagnostic(&e, model))?;
     Ok(spec)
 }
@@ -107,8 +127,10 @@ pub fn describe(
     model: &Obj,
     input: &[usize],
     classes: usize,
-    vocab: Option<usize>,
+    tokens: Option<Tokens>,
 ) -> Result<ModelSpec, ShapeError> {
+    let vocab = tokens.map(|t| t.vocab);
+    let every_position = tokens.is_some_and(|t| t.every_position);
     let base = (
         init(model.obj("init")),
         if has(model, "bias_init") {
@@ -153,6 +175,21 @@ pub fn describe(
             let act = activation(model);
             cnn(&channels, &hidden, max_pool, act, classes, model.span, base)
         }
+        "transformer" => {
+            let vocab = vocab.ok_or_else(|| ShapeError {
+                layer: String::new(),
+                span: model.span,
+                message: "a transformer reads token ids, but this dataset's samples are not tokens (it has no `vocab`)".into(),
+                help: "use a token dataset (`modular` or `text`), or another model kind".into(),
+            })?;
+            let shape = Transformer {
+                blocks: model.usize("blocks"),
+                dim: model.usize("dim"),
+                heads: model.usize("heads"),
+                mlp: model.usize("mlp"),
+            };
+            transformer(shape, vocab, model.span, base)
+        }
         kind => {
             let (stages, bottleneck) = match kind {
                 "resnet50" => ([3, 4, 6, 3], true),
@@ -168,6 +205,7 @@ pub fn describe(
         overrides,
         input: input.to_vec(),
         classes,
+        every_position,
     })
 }
 
@@ -242,7 +280,15 @@ fn lower_stack(
             "linear" => LayerKind::Linear {
                 out: width("out")?,
                 bias: o.bool("bias"),
+                tie: o.bool("tie"),
             },
+            "positions" => LayerKind::Positions { dim: width("dim")? },
+            "attention" => LayerKind::Attention {
+                heads: width("heads")?,
+                causal: o.bool("causal"),
+                bias: o.bool("bias"),
+            },
+            "mean_over_tokens" => LayerKind::MeanOverTokens,
             "conv" => LayerKind::Conv {
                 out: width("out")?,
                 kernel: match o.get("kernel") {
@@ -367,9 +413,74 @@ impl Stack {
             if i > 0 {
                 self.act(act);
             }
-            self.push(format!("fc{i}"), LayerKind::Linear { out, bias: true });
+            self.push(
+                format!("fc{i}"),
+                LayerKind::Linear {
+                    out,
+                    bias: true,
+                    tie: false,
+                },
+            );
         }
     }
+}
+
+/// The numbers of a built-in transformer.
+struct Transformer {
+    blocks: usize,
+    dim: usize,
+    heads: usize,
+    /// The MLP's width as a multiple of `dim`.
+    mlp: usize,
+}
+
+/// A pre-norm transformer: embedding and positions, `blocks` blocks of a residual attention
+/// (layer norm first) and a residual MLP (layer norm, `mlp·dim`, GELU, `dim`), then a final
+/// layer norm and the output layer over the vocabulary at every position.
+fn transformer(t: Transformer, vocab: usize, span: Span, base: (Init, Init)) -> Vec<Layer> {
+    let mut s = Stack::new(span, base);
+    s.push("embed", LayerKind::Embedding { vocab, dim: t.dim });
+    s.push("positions", LayerKind::Positions { dim: t.dim });
+    let linear = |out| LayerKind::Linear {
+        out,
+        bias: true,
+        tie: false,
+    };
+    for i in 0..t.blocks {
+        let block = |part: &str| format!("block{i}.{part}");
+        let mut attn = Stack::new(span, base);
+        attn.push(block("attn.norm"), LayerKind::LayerNorm { eps: 1e-5 });
+        attn.push(
+            block("attn.attention"),
+            LayerKind::Attention {
+                heads: t.heads,
+                causal: true,
+                bias: true,
+            },
+        );
+        s.push(
+            block("attn"),
+            LayerKind::Residual {
+                body: attn.layers,
+                shortcut: Vec::new(),
+            },
+        );
+        let mut mlp = Stack::new(span, base);
+        mlp.push(block("mlp.norm"), LayerKind::LayerNorm { eps: 1e-5 });
+        mlp.push(block("mlp.fc0"), linear(t.mlp * t.dim));
+        mlp.push(block("mlp.gelu"), LayerKind::Act(Activation::Gelu));
+        mlp.push(block("mlp.fc1"), linear(t.dim));
+        s.push(
+            block("mlp"),
+            LayerKind::Residual {
+                body: mlp.layers,
+                shortcut: Vec::new(),
+            },
+        );
+    }
+    s.push("norm", LayerKind::LayerNorm { eps: 1e-5 });
+    s.push("head", linear(vocab));
+    s.layers
 }
 
 fn mlp(
@@ -492,6 +603,7 @@ fn resnet(
         LayerKind::Linear {
             out: classes,
             bias: true,
+            tie: false,
         },
     );
     s.layers

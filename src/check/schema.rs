@@ -500,6 +500,36 @@ pub static KINDS: &[KindSpec] = &[
     },
     KindSpec {
         category: Category::Dataset,
+        name: "text",
+        doc: "byte-level language modelling on a file: windows of `context` bytes every `stride` bytes, the next byte the label at every position; vocabulary 256 (`vocab`); the last `validation` fraction of the file is the test split; the bundled sonnets when no `path` is given",
+        fields: &[
+            f(
+                "path",
+                Ty::Str,
+                Some("\"\""),
+                "the text file (`\"\"`: the bundled Shakespeare sonnets, 100 kB)",
+            ),
+            f("context", COUNT, Some("128"), "bytes per window"),
+            f(
+                "stride",
+                COUNT,
+                Some("context"),
+                "bytes between the starts of windows (the context unless given)",
+            ),
+            f(
+                "validation",
+                Ty::Float {
+                    min: 0.0,
+                    max: 0.9,
+                    min_open: false,
+                },
+                Some("0.1"),
+                "the fraction of the file, from its end, held out as the test split",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Dataset,
         name: "blobs",
         doc: "Gaussian blobs: a synthetic classification task",
         fields: fields!(common: COMMON_DATA;
@@ -659,6 +689,39 @@ pub static KINDS: &[KindSpec] = &[
     },
     KindSpec {
         category: Category::Model,
+        name: "transformer",
+        doc: "a pre-norm causal transformer on token data: embedding and learned positions, `blocks` blocks of attention and MLP (each a residual with layer norm first), a final layer norm and `linear(vocab)` at every position",
+        fields: &[
+            f("blocks", COUNT, Some("2"), "transformer blocks"),
+            f("dim", COUNT, Some("128"), "features per token"),
+            f(
+                "heads",
+                COUNT,
+                Some("4"),
+                "attention heads (they must divide `dim`)",
+            ),
+            f(
+                "mlp",
+                COUNT,
+                Some("4"),
+                "the MLP's width as a multiple of `dim`",
+            ),
+            f(
+                "init",
+                Ty::Obj(Category::Init),
+                Some("default"),
+                "weight initialisation (`default`: N(0, 1) embeddings, N(0, 0.02) positions, Xavier attention projections, the usual elsewhere)",
+            ),
+            f(
+                "layers",
+                Ty::ObjList(Category::LayerInit),
+                Some("[]"),
+                "per-layer initialisation overrides: `[layer(\"head\", zeros)]`",
+            ),
+        ],
+    },
+    KindSpec {
+        category: Category::Model,
         name: "layers",
         doc: "a stack of layers written in the recipe; its other numeric fields are parameters the stack can name",
         fields: &[
@@ -692,15 +755,21 @@ pub static KINDS: &[KindSpec] = &[
     KindSpec {
         category: Category::Layer,
         name: "linear",
-        doc: "`x·wᵀ + b` over the last axis (flat features; `flatten` an image first)",
+        doc: "`x·wᵀ + b` over the last axis (flat features, or each token's; `flatten` an image first)",
         fields: layer_fields!(
             f(
                 "out",
                 Ty::Width,
                 None,
-                "output features (`classes` for the dataset's class count)"
+                "output features (`classes` for the dataset's class count, `vocab` for its vocabulary)"
             ),
-            f("bias", Ty::Bool, Some("true"), "whether it adds a bias")
+            f("bias", Ty::Bool, Some("true"), "whether it adds a bias"),
+            f(
+                "tie",
+                Ty::Bool,
+                Some("false"),
+                "whether its weight is the model's embedding table (`linear(vocab, tie = true)`: tied input and output embeddings)"
+            )
         ),
     },
     KindSpec {
@@ -774,8 +843,50 @@ pub static KINDS: &[KindSpec] = &[
     },
     KindSpec {
         category: Category::Layer,
+        name: "positions",
+        doc: "a learned vector for each position added to its token's: [tokens, dim] -> [tokens, dim]",
+        fields: layer_fields!(f(
+            "dim",
+            Ty::Width,
+            None,
+            "features per token (the embedding's)"
+        )),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "attention",
+        doc: "multi-head self-attention over [tokens, dim] with its query, key, value and output projections",
+        fields: layer_fields!(
+            f(
+                "heads",
+                Ty::Width,
+                None,
+                "attention heads (each dim / heads features)"
+            ),
+            f(
+                "causal",
+                Ty::Bool,
+                Some("true"),
+                "whether each position attends to itself and earlier ones alone"
+            ),
+            f(
+                "bias",
+                Ty::Bool,
+                Some("true"),
+                "whether the projections add biases"
+            )
+        ),
+    },
+    KindSpec {
+        category: Category::Layer,
+        name: "mean_over_tokens",
+        doc: "the mean over positions: [tokens, features] -> [features]",
+        fields: &LAYER_COMMON,
+    },
+    KindSpec {
+        category: Category::Layer,
         name: "layer_norm",
-        doc: "normalisation over the last axis (a sample's features), with a learned scale and shift",
+        doc: "normalisation over the last axis (a sample's features, or each token's), with a learned scale and shift",
         fields: layer_fields!(f("eps", POS, Some("1e-5"), "added to the variance")),
     },
     KindSpec {

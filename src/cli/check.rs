@@ -174,7 +174,7 @@ pub fn plan(file: &Path, args: &RecipeArgs, show_layers: bool, only: Option<&str
             let table = lowering::sample_shape(data)
                 .zip(lowering::classes(data))
                 .and_then(|(shape, k)| {
-                    lowering::lower_for(model, &shape, k, lowering::vocab(data)).ok()
+                    lowering::lower_for(model, &shape, k, lowering::tokens(data)).ok()
                 })
                 .and_then(|spec| spec.table().ok());
             let params = table
@@ -303,7 +303,10 @@ pub fn show(model: &str, name: &str) -> i32 {
         obj,
         &[],
         lowering::SYMBOLIC_CLASSES,
-        Some(lowering::SYMBOLIC_CLASSES),
+        Some(lowering::Tokens {
+            vocab: lowering::SYMBOLIC_CLASSES,
+            every_position: false,
+        }),
     ) {
         Ok(spec) => {
             print!("{}", spec.to_recipe(name));

@@ -126,12 +126,12 @@ pub fn gradcheck(args: &GradcheckArgs) -> i32 {
             Inputs::Synthetic { shape, classes } => (shape.clone(), *classes),
             Inputs::Data(d) => (d.sample_shape.clone(), d.classes),
         };
-        let vocab = ahtsgd::check::model::vocab(trial.config.obj("data"));
+        let tokens = ahtsgd::check::model::tokens(trial.config.obj("data"));
         let spec: ModelSpec = match ahtsgd::check::model::lower_for(
             trial.config.obj("model"),
             &shape,
             classes,
-            vocab,
+            tokens,
         ) {
             Ok(s) => s,
             Err(d) => {
@@ -144,8 +144,9 @@ pub fn gradcheck(args: &GradcheckArgs) -> i32 {
             .and_then(|m| {
                 let n = args.batch;
                 let batch = |attempt: usize| match &inputs {
-                    Inputs::Synthetic { shape, classes } if vocab.is_some() => {
-                        gradcheck::token_batch(shape[0], *classes, n, attempt as u64)
+                    Inputs::Synthetic { shape, classes } if tokens.is_some() => {
+                        let every = tokens.is_some_and(|t| t.every_position);
+                        gradcheck::token_batch(shape[0], *classes, n, every, attempt as u64)
                     }
                     Inputs::Synthetic { shape, classes } => {
                         gradcheck::synthetic_batch(shape, *classes, n, attempt as u64)

@@ -56,6 +56,10 @@ pub enum Update {
         epoch: f64,
         test_loss: f64,
         test_accuracy: f64,
+        /// Modular tasks: the accuracy on the training split.
+        train_accuracy: Option<f64>,
+        /// Language models: the test perplexity.
+        test_perplexity: Option<f64>,
     },
     /// A finished record was kept instead of training.
     Kept {
@@ -101,15 +105,16 @@ impl Update {
                 trial,
                 step,
                 epoch,
-                test_loss,
-                test_accuracy,
+                scores,
             } => (
                 *trial,
                 Update::Eval {
                     step: *step,
                     epoch: *epoch,
-                    test_loss: *test_loss,
-                    test_accuracy: *test_accuracy,
+                    test_loss: scores.test_loss,
+                    test_accuracy: scores.test_accuracy,
+                    train_accuracy: scores.train_accuracy,
+                    test_perplexity: scores.test_perplexity,
                 },
             ),
         })
@@ -138,8 +143,17 @@ impl Update {
                 epoch,
                 test_loss,
                 test_accuracy,
+                train_accuracy,
+                test_perplexity,
             } => {
-                json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
+                let mut e = json!({"event": "eval", "trial": trial, "step": step, "epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy});
+                if let Some(a) = train_accuracy {
+                    e["train_accuracy"] = json!(a);
+                }
+                if let Some(p) = test_perplexity {
+                    e["test_perplexity"] = json!(p);
+                }
+                e
             }
             Update::Kept { status } => json!({"event": "kept", "trial": trial, "status": status}),
         }
@@ -169,6 +183,8 @@ impl Update {
                 epoch: f("epoch")?,
                 test_loss: f("test_loss")?,
                 test_accuracy: f("test_accuracy")?,
+                train_accuracy: f("train_accuracy"),
+                test_perplexity: f("test_perplexity"),
             },
             "kept" => Update::Kept {
                 status: v.get("status")?.as_str()?.to_string(),
@@ -194,9 +210,18 @@ impl Update {
             Update::Step {
                 epoch, loss, alpha, ..
             } => Some(format!("epoch {epoch:.2} loss {loss:.4} α {alpha:.3}")),
-            Update::Eval { test_accuracy, .. } => {
-                Some(format!("test acc {:.2}%", test_accuracy * 100.0))
-            }
+            Update::Eval {
+                test_accuracy,
+                train_accuracy,
+                ..
+            } => Some(match train_accuracy {
+                Some(train) => format!(
+                    "train acc {:.2}% test acc {:.2}%",
+                    train * 100.0,
+                    test_accuracy * 100.0
+                ),
+                None => format!("test acc {:.2}%", test_accuracy * 100.0),
+            }),
             _ => None,
         }
     }
@@ -219,12 +244,22 @@ impl Update {
                 step,
                 test_loss,
                 test_accuracy,
+                train_accuracy,
+                test_perplexity,
                 ..
-            } => format!(
-                "trial {trial:04} step {} test loss {test_loss:.4} test accuracy {:.2}%",
-                of(*step),
-                test_accuracy * 100.0
-            ),
+            } => {
+                let mut line = format!(
+                    "trial {trial:04} step {} test loss {test_loss:.4}",
+                    of(*step)
+                );
+                if let Some(p) = test_perplexity {
+                    line += &format!(" perplexity {p:.3}");
+                }
+                if let Some(a) = train_accuracy {
+                    line += &format!(" train accuracy {:.2}%", a * 100.0);
+                }
+                line + &format!(" test accuracy {:.2}%", test_accuracy * 100.0)
+            }
             Update::Kept { .. } => return None,
         })
     }
@@ -495,6 +530,16 @@ mod tests {
                 epoch: 1.0,
                 test_loss: 0.5,
                 test_accuracy: 0.875,
+                train_accuracy: None,
+                test_perplexity: None,
+            },
+            Update::Eval {
+                step: 100,
+                epoch: 1.0,
+                test_loss: 0.5,
+                test_accuracy: 0.875,
+                train_accuracy: Some(1.0),
+                test_perplexity: Some(1.5),
             },
             Update::Kept {
                 status: "completed".into(),

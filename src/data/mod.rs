@@ -55,6 +55,8 @@ pub struct Dataset {
     /// Shape of one sample: `[features]` or `[channels, height, width]`.
     pub sample_shape: Vec<usize>,
     pub classes: usize,
+    /// Labels per sample: 1, or a sequence's length for a target at every position.
+    pub labels_per_sample: usize,
     pub train_x: Vec<f32>,
     pub train_y: Vec<u32>,
     pub test_x: Vec<f32>,
@@ -69,11 +71,11 @@ impl Dataset {
     }
 
     pub fn train_len(&self) -> usize {
-        self.train_y.len()
+        self.train_y.len() / self.labels_per_sample.max(1)
     }
 
     pub fn test_len(&self) -> usize {
-        self.test_y.len()
+        self.test_y.len() / self.labels_per_sample.max(1)
     }
 }
 
@@ -113,6 +115,7 @@ fn from_idx(name: &str, files: [(String, Vec<u8>); 4]) -> Result<Dataset, DataEr
         name: name.to_string(),
         sample_shape: vec![1, r, c],
         classes: 10,
+        labels_per_sample: 1,
         train_x: scale(train_px),
         train_y: train_y.into_iter().map(u32::from).collect(),
         test_x: scale(test_px),
@@ -231,6 +234,7 @@ pub fn cifar10(path: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
         name: "cifar10".into(),
         sample_shape: vec![3, 32, 32],
         classes: 10,
+        labels_per_sample: 1,
         train_x,
         train_y,
         test_x,
@@ -255,6 +259,7 @@ pub fn svhn(dir: &Path, verify_mode: Verify) -> Result<Dataset, DataError> {
         name: "svhn".into(),
         sample_shape: vec![3, 32, 32],
         classes: 10,
+        labels_per_sample: 1,
         train_x,
         train_y,
         test_x,
@@ -313,6 +318,16 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
             train_fraction,
             seed,
         } => tokens::modular(*p, *op, *train_fraction, *seed)?.into_dataset(),
+        Source::Text {
+            path,
+            context,
+            stride,
+            validation,
+        } => match path {
+            Some(path) => tokens::read_text(path, *context, *stride, *validation)?,
+            None => tokens::bundled_text(*context, *stride, *validation)?,
+        }
+        .into_dataset(),
     };
     let limit = |n: Option<usize>| n.unwrap_or(usize::MAX);
     truncate(&mut d.train_x, &mut d.train_y, limit(spec.train_limit));
@@ -472,6 +487,7 @@ mod tests {
             name: "tiny".into(),
             sample_shape: vec![3, 2, 2],
             classes: 2,
+            labels_per_sample: 1,
             train_x: sample.repeat(2),
             train_y: vec![0, 1],
             test_x: sample.clone(),
@@ -939,6 +955,7 @@ pub fn arrays(path: &Path) -> Result<Dataset, DataError> {
         name: "arrays".into(),
         sample_shape: dtrain[1..].to_vec(),
         classes,
+        labels_per_sample: 1,
         train_x,
         train_y,
         test_x,

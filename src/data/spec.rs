@@ -51,6 +51,14 @@ pub enum Source {
         train_fraction: f64,
         seed: u64,
     },
+    /// Byte-level language modelling ([`super::tokens::text`]): windows of a file, or of the
+    /// bundled text when `path` is `None`.
+    Text {
+        path: Option<PathBuf>,
+        context: usize,
+        stride: usize,
+        validation: f64,
+    },
     /// Interleaved spirals in 2-D.
     Spirals {
         classes: usize,

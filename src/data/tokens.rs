@@ -1,8 +1,8 @@
 //! Token datasets: the algorithmic tasks of the grokking literature (`a op b =` and the answer,
 //! modulo a prime) and byte-level language modelling on any file.
 //!
-//! The sequences are token ids; a model reads them through an embedding. Recipes reach
-//! `modular` (dataset kind `modular`); the `text` kind comes with the sequence layers.
+//! The sequences are token ids; a model reads them through an embedding. Recipes reach them
+//! as the dataset kinds `modular` and `text`.
 
 use super::DataError;
 use rand::SeedableRng;
@@ -37,14 +37,17 @@ pub struct TokenData {
 
 impl TokenData {
     /// As a [`super::Dataset`] whose samples are the token ids (as floats, exact below 2^24)
-    /// and whose classes are the vocabulary; only for one target per sequence.
+    /// and whose classes are the vocabulary, with a label per sequence or per position.
     pub fn into_dataset(self) -> super::Dataset {
-        debug_assert_eq!(self.targets, Targets::Answer);
         let floats = |v: Vec<u32>| v.into_iter().map(|t| t as f32).collect();
         super::Dataset {
             name: self.name,
             sample_shape: vec![self.context],
             classes: self.vocab,
+            labels_per_sample: match self.targets {
+                Targets::Answer => 1,
+                Targets::EveryPosition => self.context,
+            },
             train_x: floats(self.train_x),
             train_y: self.train_y,
             test_x: floats(self.test_x),

@@ -44,10 +44,53 @@ pub enum Node {
         w: Var,
         vocab: usize,
     },
+    /// `x` plus the first rows of `w` (`[context, dim]`), one per position.
+    Positions {
+        w: Var,
+    },
+    /// Attention between an attention layer's two projections (which are `Linear` nodes
+    /// before and after this one).
+    Attend {
+        heads: usize,
+        causal: bool,
+    },
+    MeanOverTokens,
     Residual {
         body: Vec<Node>,
         shortcut: Vec<Node>,
     },
+}
+
+/// `[n, t, f]` as `[n·t, f]` rows, with `(n, t)` to shape an output back; other ranks as
+/// they are.
+pub fn token_rows(x: &Tensor) -> Result<(Tensor, Option<(usize, usize)>)> {
+    match *x.dims() {
+        [n, t, f] => Ok((x.reshape((n * t, f))?, Some((n, t)))),
+        _ => Ok((x.clone(), None)),
+    }
+}
+
+/// `[n·t, f]` rows back as `[n, t, f]` when they were tokens.
+pub fn from_rows(y: Tensor, tokens: Option<(usize, usize)>) -> Result<Tensor> {
+    match tokens {
+        Some((n, t)) => {
+            let f = y.dim(1)?;
+            y.reshape((n, t, f))
+        }
+        None => Ok(y),
+    }
+}
+
+/// The first `x.dim(1)` rows of a positions table, to add to `x` (`[n, t, dim]`).
+pub fn positions_for(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let t = x.dim(1)?;
+    if t > w.dim(0)? {
+        candle_core::bail!(
+            "a sequence of {t} tokens is longer than the {} positions the model learned",
+            w.dim(0)?
+        );
+    }
+    w.narrow(0, 0, t)
 }
 
 /// The rows of `table` (`[vocab, dim]`) that the token ids `x` (`[batch, tokens]`, ids as
@@ -78,7 +121,11 @@ pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode, step: u64) -> Result<Tens
         if let (Node::Linear { w, b: Some(b) }, Some(Node::Act(Activation::Relu))) =
             (&nodes[i], nodes.get(i + 1))
         {
-            h = linear::affine(&h, w.as_tensor(), b.as_tensor(), true)?;
+            let (rows, tokens) = token_rows(&h)?;
+            h = from_rows(
+                linear::affine(&rows, w.as_tensor(), b.as_tensor(), true)?,
+                tokens,
+            )?;
             i += 2;
             continue;
         }
@@ -91,10 +138,17 @@ pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode, step: u64) -> Result<Tens
 impl Node {
     fn forward(&self, x: &Tensor, mode: Mode, step: u64) -> Result<Tensor> {
         match self {
-            Node::Linear { w, b } => match b {
-                Some(b) => linear::affine(x, w.as_tensor(), b.as_tensor(), false),
-                None => linear::xwt(x, w.as_tensor()),
-            },
+            Node::Linear { w, b } => {
+                let (rows, tokens) = token_rows(x)?;
+                let y = match b {
+                    Some(b) => linear::affine(&rows, w.as_tensor(), b.as_tensor(), false)?,
+                    None => linear::xwt(&rows, w.as_tensor())?,
+                };
+                from_rows(y, tokens)
+            }
+            Node::Positions { w } => x.broadcast_add(&positions_for(w.as_tensor(), x)?),
+            Node::Attend { heads, causal } => super::attention::attend(x, *heads, *causal),
+            Node::MeanOverTokens => x.mean(1),
             Node::Conv {
                 w,
                 b,

@@ -232,20 +232,31 @@ pub fn check(
 }
 
 /// `n` random sequences of `context` token ids uniform below `vocab` (as f64, the form a
-/// token dataset's samples take) with labels uniform over the vocabulary.
-pub fn token_batch(context: usize, vocab: usize, n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+/// token dataset's samples take) with labels uniform over the vocabulary: one per sequence,
+/// or one per position when `every_position`.
+pub fn token_batch(
+    context: usize,
+    vocab: usize,
+    n: usize,
+    every_position: bool,
+    seed: u64,
+) -> Result<(Tensor, Tensor)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let xs: Vec<f64> = (0..n * context)
         .map(|_| rng.random_range(0..vocab.max(1)) as f64)
         .collect();
-    let ys: Vec<u32> = (0..n)
+    let per = if every_position { context } else { 1 };
+    let ys: Vec<u32> = (0..n * per)
         .map(|_| rng.random_range(0..vocab.max(1) as u32))
         .collect();
     let dev = candle_core::Device::Cpu;
-    Ok((
-        Tensor::from_vec(xs, (n, context), &dev)?,
-        Tensor::new(ys, &dev)?,
-    ))
+    let y = Tensor::new(ys, &dev)?;
+    let y = if every_position {
+        y.reshape((n, context))?
+    } else {
+        y
+    };
+    Ok((Tensor::from_vec(xs, (n, context), &dev)?, y))
 }
 
 /// `n` random inputs of `shape` (standard normal) with labels uniform over `classes`, f64.

@@ -11,6 +11,7 @@ use candle_core::{D, DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+pub mod attention;
 mod bn;
 pub mod conv;
 mod cpu;
@@ -22,6 +23,7 @@ pub mod gradcheck;
 pub mod linear;
 pub mod norm;
 pub mod pool;
+pub mod readout;
 pub mod spec;
 mod tape;
 
@@ -111,6 +113,14 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 }
 
+/// The shape of a weight [`Builder::weight_as`] makes.
+struct Weight<'a> {
+    fan_in: usize,
+    fan_out: usize,
+    kernel: &'a [usize],
+    bias: bool,
+}
+
 /// Creates named, initialised parameters from one seeded stream, layer by layer in the
 /// stack's order (a residual's body before its shortcut).
 struct Builder<'a> {
@@ -122,6 +132,8 @@ struct Builder<'a> {
     rng: ChaCha8Rng,
     params: Vec<(String, Var)>,
     buffers: Vec<(String, Var)>,
+    /// The embedding's table, which a tied output layer reads as its weight.
+    table: Option<Var>,
 }
 
 impl Builder<'_> {
@@ -151,6 +163,29 @@ impl Builder<'_> {
         kernel: &[usize],
         bias: bool,
     ) -> Result<(Var, Option<Var>)> {
+        let shape = Weight {
+            fan_in,
+            fan_out,
+            kernel,
+            bias,
+        };
+        self.weight_as(layer, &layer.name, shape, (Init::Default, Init::Default))
+    }
+
+    /// [`Builder::weight`] for parameters named `PREFIX.weight` and `PREFIX.bias`, with
+    /// `defaults` standing for the layer's `default` initialisations (`Default`: the usual).
+    fn weight_as(
+        &mut self,
+        layer: &spec::Layer,
+        prefix: &str,
+        Weight {
+            fan_in,
+            fan_out,
+            kernel,
+            bias,
+        }: Weight,
+        defaults: (Init, Init),
+    ) -> Result<(Var, Option<Var>)> {
         let receptive: usize = kernel.iter().product();
         let mut shape = vec![fan_out, fan_in];
         shape.extend_from_slice(kernel);
@@ -161,23 +196,41 @@ impl Builder<'_> {
             self.overrides,
             &mut used,
         );
+        let init = match init {
+            Init::Default => defaults.0,
+            other => other,
+        };
         let w = init.sample(
             fan_out * fan_in * receptive,
             fan_in * receptive,
             fan_out * receptive,
             &mut self.rng,
         );
-        let w = self.var(format!("{}.weight", layer.name), w, shape)?;
+        let w = self.var(format!("{prefix}.weight"), w, shape)?;
         if !bias {
             return Ok((w, None));
         }
-        let b = match bias_init {
-            Init::Default => Init::Uniform(1.0 / ((fan_in * receptive) as f64).sqrt()),
-            other => other,
-        }
-        .sample(fan_out, fan_in * receptive, fan_out, &mut self.rng);
-        let b = self.var(format!("{}.bias", layer.name), b, vec![fan_out])?;
+        let b = self.bias_as(prefix, bias_init, defaults.1, fan_in * receptive, fan_out)?;
         Ok((w, Some(b)))
+    }
+
+    /// A bias `PREFIX.bias` of `fan_out` values; `default` stands for `default` (which is
+    /// itself uniform in ±1/√fan_in).
+    fn bias_as(
+        &mut self,
+        prefix: &str,
+        init: Init,
+        default: Init,
+        fan_in: usize,
+        fan_out: usize,
+    ) -> Result<Var> {
+        let b = match (init, default) {
+            (Init::Default, Init::Default) => Init::Uniform(1.0 / (fan_in as f64).sqrt()),
+            (Init::Default, d) => d,
+            (other, _) => other,
+        }
+        .sample(fan_out, fan_in, fan_out, &mut self.rng);
+        self.var(format!("{prefix}.bias"), b, vec![fan_out])
     }
 
     fn batch_norm(
@@ -208,10 +261,79 @@ impl Builder<'_> {
         let mut out = Vec::with_capacity(layers.len());
         for l in layers {
             let node = match &l.kind {
-                K::Linear { out, bias } => {
-                    let (w, b) = self.weight(l, shape[0], *out, &[], *bias)?;
+                K::Linear {
+                    out,
+                    bias,
+                    tie: false,
+                } => {
+                    let (w, b) = self.weight(l, shape[shape.len() - 1], *out, &[], *bias)?;
                     exec::Node::Linear { w, b }
                 }
+                K::Linear {
+                    out,
+                    bias,
+                    tie: true,
+                } => {
+                    let w = self.table.clone().ok_or_else(|| {
+                        ModelError::Shape(format!(
+                            "`{}` ties its weight to an embedding the model does not have",
+                            l.name
+                        ))
+                    })?;
+                    let b = if *bias {
+                        let mut used = vec![false; self.overrides.len()];
+                        let (_, bias_init) =
+                            layer_init(&l.name, (l.init, l.bias_init), self.overrides, &mut used);
+                        let fan_in = shape[shape.len() - 1];
+                        Some(self.bias_as(&l.name, bias_init, Init::Default, fan_in, *out)?)
+                    } else {
+                        None
+                    };
+                    exec::Node::Linear { w, b }
+                }
+                K::Positions { dim } => {
+                    let mut used = vec![false; self.overrides.len()];
+                    let (init, _) =
+                        layer_init(&l.name, (l.init, l.bias_init), self.overrides, &mut used);
+                    let init = match init {
+                        Init::Default => Init::Normal(0.02),
+                        other => other,
+                    };
+                    let context = shape[0];
+                    let w = init.sample(context * dim, *dim, context, &mut self.rng);
+                    let w = self.var(format!("{}.weight", l.name), w, vec![context, *dim])?;
+                    exec::Node::Positions { w }
+                }
+                K::Attention {
+                    heads,
+                    causal,
+                    bias,
+                } => {
+                    // PyTorch's nn.MultiheadAttention: Xavier-uniform projections, zero biases
+                    let defaults = (Init::Xavier, Init::Zeros);
+                    let d = shape[1];
+                    let qkv = Weight {
+                        fan_in: d,
+                        fan_out: 3 * d,
+                        kernel: &[],
+                        bias: *bias,
+                    };
+                    let (wq, bq) = self.weight_as(l, &format!("{}.qkv", l.name), qkv, defaults)?;
+                    let proj = Weight {
+                        fan_in: d,
+                        fan_out: d,
+                        kernel: &[],
+                        bias: *bias,
+                    };
+                    let (wo, bo) = self.weight_as(l, &format!("{}.out", l.name), proj, defaults)?;
+                    out.push(exec::Node::Linear { w: wq, b: bq });
+                    out.push(exec::Node::Attend {
+                        heads: *heads,
+                        causal: *causal,
+                    });
+                    exec::Node::Linear { w: wo, b: bo }
+                }
+                K::MeanOverTokens => exec::Node::MeanOverTokens,
                 K::Conv {
                     out,
                     kernel,
@@ -267,6 +389,7 @@ impl Builder<'_> {
                     };
                     let w = init.sample(vocab * dim, *dim, *vocab, &mut self.rng);
                     let w = self.var(format!("{}.weight", l.name), w, vec![*vocab, *dim])?;
+                    self.table = Some(w.clone());
                     exec::Node::Embedding { w, vocab: *vocab }
                 }
                 K::Residual { body, shortcut } => exec::Node::Residual {
@@ -298,6 +421,7 @@ impl Model {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417),
             params: Vec::new(),
             buffers: Vec::new(),
+            table: None,
         };
         let nodes = b.stack(&spec.stack, &spec.input)?;
         let mut params = b.params;
@@ -359,16 +483,19 @@ impl Model {
     }
 }
 
-/// Mean cross-entropy from logits (log-softmax from primitive ops).
+/// Mean cross-entropy from logits (log-softmax from primitive ops), over the rows the
+/// labels read ([`readout`]).
 pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
-    candle_nn::loss::cross_entropy(logits, y)
+    let (logits, y) = readout::rows(logits, y)?;
+    candle_nn::loss::cross_entropy(&logits, &y)
 }
 
-/// Number of correct predictions.
+/// Number of correct predictions over the rows the labels read.
 pub fn correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
+    let (logits, y) = readout::rows(logits, y)?;
     let pred = logits.argmax(D::Minus1)?;
     Ok(pred
-        .eq(y)?
+        .eq(&y)?
         .to_dtype(DType::F32)?
         .sum_all()?
         .to_scalar::<f32>()? as usize)

@@ -123,10 +123,12 @@ pub struct Layer {
 /// What a layer computes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    /// `x·wᵀ + b` over the last axis.
+    /// `x·wᵀ + b` over the last axis (each token's features, for `[tokens, features]`).
+    /// `tie`: `w` is the model's embedding table (`[vocab, dim]`), not a weight of its own.
     Linear {
         out: usize,
         bias: bool,
+        tie: bool,
     },
     /// 2-D convolution of `[C, H, W]` samples.
     Conv {
@@ -173,6 +175,21 @@ pub enum LayerKind {
         vocab: usize,
         dim: usize,
     },
+    /// `[tokens, dim]` plus a learned `[context, dim]` table, row `t` at position `t`.
+    Positions {
+        dim: usize,
+    },
+    /// Multi-head self-attention over `[tokens, dim]`: `qkv` (`[3·dim, dim]`) projects each
+    /// token to its query, key and value, each head (`dim / heads` features) attends with
+    /// scaled dot products (to earlier positions alone when `causal`), and `out` (`[dim,
+    /// dim]`) projects the heads' outputs back.
+    Attention {
+        heads: usize,
+        causal: bool,
+        bias: bool,
+    },
+    /// `[tokens, dim] -> [dim]`: the mean over positions.
+    MeanOverTokens,
     /// `body(x) + shortcut(x)`; an empty shortcut is the identity.
     Residual {
         body: Vec<Layer>,
@@ -196,6 +213,9 @@ impl LayerKind {
             LayerKind::LayerNorm { .. } => "layer_norm",
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Embedding { .. } => "embedding",
+            LayerKind::Positions { .. } => "positions",
+            LayerKind::Attention { .. } => "attention",
+            LayerKind::MeanOverTokens => "mean_over_tokens",
             LayerKind::Residual { .. } => "residual",
         }
     }
@@ -212,6 +232,10 @@ pub struct ModelSpec {
     /// One sample's shape (`[features]` or `[channels, height, width]`).
     pub input: Vec<usize>,
     pub classes: usize,
+    /// Whether the data has a target at every position (a text's next bytes): the model must
+    /// then end in `[tokens, classes]`. Otherwise it ends in `[classes]`, or, on token data,
+    /// in `[tokens, classes]` read at the last position (where a modular task's `=` is).
+    pub every_position: bool,
 }
 
 /// A tensor shape for one sample (no batch axis).
@@ -311,14 +335,63 @@ impl Layer {
             },
             LayerKind::Linear { out, .. } => match input {
                 [_] => vec![*out],
+                [tokens, _] => vec![*tokens, *out],
                 _ => {
                     return Err(err(
                         format!(
-                            "`{}` (linear) acts on flat features, its input is {}",
+                            "`{}` (linear) acts on flat features (or each token's), its input is {}",
                             self.name,
                             dims(input)
                         ),
                         "add `flatten` (or `global_avg_pool`) before it",
+                    ));
+                }
+            },
+            LayerKind::Positions { dim } => match input {
+                [_, d] if d == dim => input.to_vec(),
+                _ => {
+                    return Err(err(
+                        format!(
+                            "`{}` (positions) adds [tokens, {dim}] to each sequence, its input is {}",
+                            self.name,
+                            dims(input)
+                        ),
+                        "put it after the `embedding`, with the embedding's width",
+                    ));
+                }
+            },
+            LayerKind::Attention { heads, .. } => match input {
+                [_, d] if d % heads == 0 => input.to_vec(),
+                [_, d] => {
+                    return Err(err(
+                        format!(
+                            "`{}` (attention) splits {d} features into {heads} heads, which does not divide them",
+                            self.name
+                        ),
+                        "choose a head count that divides the width (4 heads of 32 for 128)",
+                    ));
+                }
+                _ => {
+                    return Err(err(
+                        format!(
+                            "`{}` (attention) attends over [tokens, features], its input is {}",
+                            self.name,
+                            dims(input)
+                        ),
+                        "put it after an `embedding` (on token data), before any `mean_over_tokens`",
+                    ));
+                }
+            },
+            LayerKind::MeanOverTokens => match input {
+                [_, d] => vec![*d],
+                _ => {
+                    return Err(err(
+                        format!(
+                            "`{}` (mean_over_tokens) averages [tokens, features], its input is {}",
+                            self.name,
+                            dims(input)
+                        ),
+                        "use it on token data, after the `embedding`",
                     ));
                 }
             },
@@ -355,10 +428,10 @@ impl Layer {
                 input.to_vec()
             }
             LayerKind::LayerNorm { .. } => {
-                if input.len() != 1 {
+                if !matches!(input.len(), 1 | 2) {
                     return Err(err(
                         format!(
-                            "`{}` (layer norm) normalises the last axis of [features], its input is {}",
+                            "`{}` (layer norm) normalises the last axis of [features] (or each token's [tokens, features]), its input is {}",
                             self.name,
                             dims(input)
                         ),
@@ -393,7 +466,9 @@ impl Layer {
     /// (weight shape, whether it has a bias) for layers with a weight.
     fn weight(&self, input: &[usize]) -> Option<(Vec<usize>, bool)> {
         match &self.kind {
-            LayerKind::Linear { out, bias } => Some((vec![*out, input[0]], *bias)),
+            LayerKind::Linear { out, bias, .. } => {
+                Some((vec![*out, input[input.len() - 1]], *bias))
+            }
             LayerKind::Conv {
                 out, kernel, bias, ..
             } => Some((vec![*out, input[0], kernel[0], kernel[1]], *bias)),
@@ -485,7 +560,32 @@ impl ModelSpec {
         }
         let mut out = Vec::new();
         let last = go(&self.stack, &self.input, 0, &mut out)?;
-        if last != [self.classes] {
+        self.check_ties(&out)?;
+        let per_token = match (&self.input[..], &last[..]) {
+            (&[t], &[lt, k]) => lt == t && k == self.classes,
+            _ => false,
+        };
+        if self.every_position && !per_token {
+            let (span, layer) = self
+                .stack
+                .last()
+                .map_or((Span::default(), String::new()), |l| {
+                    (l.span, l.name.clone())
+                });
+            return Err(ShapeError {
+                layer,
+                span,
+                message: format!(
+                    "the model ends in {}, but this data has a target at each of its {} positions: the last layer must give [{}, {}]",
+                    dims(&last),
+                    self.input[0],
+                    self.input[0],
+                    self.classes
+                ),
+                help: "end the stack with `linear(vocab)` on each token's features (no `flatten` or `mean_over_tokens`)".into(),
+            });
+        }
+        if last != [self.classes] && !per_token {
             let (span, layer) = self
                 .stack
                 .last()
@@ -507,6 +607,39 @@ impl ModelSpec {
         Ok(out)
     }
 
+    /// A tied `linear` reads the embedding's table as its weight: the model must start with
+    /// an embedding of the linear's width and input.
+    fn check_ties(&self, walked: &[(&Layer, Shape, usize)]) -> Result<(), ShapeError> {
+        let table = match self.stack.first().map(|l| &l.kind) {
+            Some(LayerKind::Embedding { vocab, dim }) => Some((*vocab, *dim)),
+            _ => None,
+        };
+        for (l, input, _) in walked {
+            let LayerKind::Linear { out, tie: true, .. } = l.kind else {
+                continue;
+            };
+            let features = input[input.len() - 1];
+            if table != Some((out, features)) {
+                return Err(ShapeError {
+                    layer: l.name.clone(),
+                    span: l.span,
+                    message: match table {
+                        None => format!(
+                            "`{}` ties its weight to the embedding, but the model does not start with one",
+                            l.name
+                        ),
+                        Some((v, d)) => format!(
+                            "`{}` ties its [{out}, {features}] weight to the embedding's [{v}, {d}] table, which differs",
+                            l.name
+                        ),
+                    },
+                    help: "a tied output layer is `linear(vocab, tie = true)` on features as wide as the embedding's".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The `plan --layers` table: every layer with its output shape, parameters and
     /// initialisation after the overrides; an override that matches no layer is an error.
     pub fn table(&self) -> Result<Vec<LayerRow>, ShapeError> {
@@ -519,7 +652,8 @@ impl ModelSpec {
                 layer_init(&l.name, (l.init, l.bias_init), &self.overrides, &mut used);
             let (shape, init, bias_init, parameters) = match l.weight(&input) {
                 Some((w, has_bias)) => {
-                    let n: usize = w.iter().product();
+                    let tied = matches!(l.kind, LayerKind::Linear { tie: true, .. });
+                    let n: usize = if tied { 0 } else { w.iter().product() };
                     let b = if has_bias { w[0] } else { 0 };
                     (
                         w,
@@ -528,14 +662,31 @@ impl ModelSpec {
                         n + b,
                     )
                 }
-                None => {
-                    let p = match l.kind {
-                        LayerKind::BatchNorm { .. } => 2 * input[0],
-                        LayerKind::LayerNorm { .. } => 2 * input[input.len() - 1],
-                        _ => 0,
-                    };
-                    (Vec::new(), None, None, p)
-                }
+                None => match l.kind {
+                    LayerKind::Attention { bias: has_bias, .. } => {
+                        let d = input[1];
+                        (
+                            vec![3 * d, d],
+                            Some(init.to_source()),
+                            has_bias.then(|| bias.to_source()),
+                            4 * d * d + if has_bias { 4 * d } else { 0 },
+                        )
+                    }
+                    LayerKind::Positions { dim } => (
+                        vec![input[0], dim],
+                        Some(init.to_source()),
+                        None,
+                        input[0] * dim,
+                    ),
+                    _ => {
+                        let p = match l.kind {
+                            LayerKind::BatchNorm { .. } => 2 * input[0],
+                            LayerKind::LayerNorm { .. } => 2 * input[input.len() - 1],
+                            _ => 0,
+                        };
+                        (Vec::new(), None, None, p)
+                    }
+                },
             };
             rows.push(LayerRow {
                 name: l.name.clone(),
@@ -599,9 +750,14 @@ impl ModelSpec {
             out.push_str("  ]\n");
         }
         out.push_str("  stack = [\n");
+        let tokens = matches!(
+            self.stack.first().map(|l| &l.kind),
+            Some(LayerKind::Embedding { .. })
+        );
         let ctx = Context {
             inherited: (init, bias_init),
             classes: self.classes,
+            class_name: if tokens { "vocab" } else { "classes" },
         };
         write_stack(&self.stack, "", &ctx, 2, &mut out);
         out.push_str("  ]\n}\n");
@@ -610,10 +766,11 @@ impl ModelSpec {
 }
 
 /// What [`write_stack`] writes against: the model-wide initialisation, and the class count
-/// (a width equal to it is written `classes`).
+/// (a width equal to it is written `classes`, or `vocab` on token data).
 struct Context {
     inherited: (Init, Init),
     classes: usize,
+    class_name: &'static str,
 }
 
 fn write_stack(stack: &[Layer], prefix: &str, ctx: &Context, indent: usize, out: &mut String) {
@@ -621,7 +778,7 @@ fn write_stack(stack: &[Layer], prefix: &str, ctx: &Context, indent: usize, out:
     let inherited = ctx.inherited;
     let width = |w: usize| {
         if w == ctx.classes {
-            "classes".to_string()
+            ctx.class_name.to_string()
         } else {
             w.to_string()
         }
@@ -629,8 +786,26 @@ fn write_stack(stack: &[Layer], prefix: &str, ctx: &Context, indent: usize, out:
     for l in stack {
         let local = l.name.strip_prefix(prefix).unwrap_or(&l.name);
         let mut args: Vec<String> = match &l.kind {
-            LayerKind::Linear { out, bias } => {
+            LayerKind::Linear { out, bias, tie } => {
                 let mut a = vec![width(*out)];
+                if !bias {
+                    a.push("bias = false".into());
+                }
+                if *tie {
+                    a.push("tie = true".into());
+                }
+                a
+            }
+            LayerKind::Positions { dim } => vec![dim.to_string()],
+            LayerKind::Attention {
+                heads,
+                causal,
+                bias,
+            } => {
+                let mut a = vec![heads.to_string()];
+                if !causal {
+                    a.push("causal = false".into());
+                }
                 if !bias {
                     a.push("bias = false".into());
                 }
@@ -682,6 +857,7 @@ fn write_stack(stack: &[Layer], prefix: &str, ctx: &Context, indent: usize, out:
             LayerKind::Dropout { p } => vec![format!("{p:?}")],
             LayerKind::Embedding { dim, .. } => vec![dim.to_string()],
             LayerKind::LayerNorm { .. }
+            | LayerKind::MeanOverTokens
             | LayerKind::GlobalAvgPool
             | LayerKind::Flatten
             | LayerKind::Act(_)

@@ -403,6 +403,7 @@ mod tests {
             test_accuracy: acc,
             test_loss: 1.0 - acc,
             epoch: 1.0,
+            ..Default::default()
         };
         Summary {
             experiment: "e".into(),

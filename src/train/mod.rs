@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+pub use record::Scores;
 use record::{MetricLine, Recorder, Summary, TimingLine};
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,15 +36,14 @@ fn data_spec(c: &crate::plan::Obj) -> Result<data::DataSpec, data::DataError> {
 }
 
 fn model_spec(c: &crate::plan::Obj, data: &Dataset) -> Result<model::ModelSpec, model::ModelError> {
-    let vocab = crate::check::model::vocab(c.obj("data"));
-    crate::check::model::lower_for(c.obj("model"), &data.sample_shape, data.classes, vocab).map_err(
-        |d| {
+    let tokens = crate::check::model::tokens(c.obj("data"));
+    crate::check::model::lower_for(c.obj("model"), &data.sample_shape, data.classes, tokens)
+        .map_err(|d| {
             model::ModelError::Shape(match d.help {
                 Some(h) => format!("{} ({h})", d.message),
                 None => d.message,
             })
-        },
-    )
+        })
 }
 
 /// What the caller hears while a trial runs.
@@ -70,8 +70,7 @@ pub enum Event {
         trial: usize,
         step: u64,
         epoch: f64,
-        test_loss: f64,
-        test_accuracy: f64,
+        scores: Scores,
     },
 }
 
@@ -191,16 +190,21 @@ fn batch_tensor(
     buf: &mut Vec<f32>,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let len = d.sample_len();
+    let k = d.labels_per_sample;
     buf.clear();
-    let mut ys = Vec::with_capacity(idx.len());
+    let mut ys = Vec::with_capacity(idx.len() * k);
     for &i in idx {
         buf.extend_from_slice(&x[i * len..(i + 1) * len]);
-        ys.push(y[i]);
+        ys.extend_from_slice(&y[i * k..(i + 1) * k]);
     }
     let mut shape = vec![idx.len()];
     shape.extend(&d.sample_shape);
     let xt = Tensor::from_slice(buf, shape, dev)?.to_dtype(dtype)?;
-    let yt = Tensor::from_vec(ys, idx.len(), dev)?;
+    let yt = if k == 1 {
+        Tensor::from_vec(ys, idx.len(), dev)?
+    } else {
+        Tensor::from_vec(ys, (idx.len(), k), dev)?
+    };
     Ok((xt, yt))
 }
 
@@ -234,30 +238,57 @@ fn train_batch_augmented(
     Ok((x, y))
 }
 
-/// Test loss and accuracy over the evaluation split.
-fn evaluate(
+/// Mean loss and accuracy over one split (`x`, `y`), in chunks.
+fn split_scores(
     d: &Dataset,
+    (x, y): (&[f32], &[u32]),
     m: &Model,
     dtype: DType,
     dev: &Device,
     buf: &mut Vec<f32>,
 ) -> candle_core::Result<(f64, f64)> {
-    let n = d.test_len();
+    let k = d.labels_per_sample.max(1);
+    let n = y.len() / k;
     if n == 0 {
         return Ok((f64::NAN, 0.0));
     }
     let (mut loss, mut correct) = (0.0, 0usize);
     let idx: Vec<usize> = (0..n).collect();
-    for chunk in idx.chunks(1000) {
-        let (x, y) = batch_tensor(d, &d.test_x, &d.test_y, chunk, dtype, dev, buf)?;
-        let logits = m.forward_mode(&x, Mode::Eval)?;
-        loss += model::cross_entropy(&logits, &y)?
+    // about a thousand rows of logits at a time (sequences of many positions in fewer)
+    for chunk in idx.chunks((1000 / k).max(16)) {
+        let (xt, yt) = batch_tensor(d, x, y, chunk, dtype, dev, buf)?;
+        let logits = m.forward_mode(&xt, Mode::Eval)?;
+        loss += model::cross_entropy(&logits, &yt)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?
             * chunk.len() as f64;
-        correct += model::correct(&logits, &y)?;
+        correct += model::correct(&logits, &yt)?;
     }
-    Ok((loss / n as f64, correct as f64 / n as f64))
+    Ok((loss / n as f64, correct as f64 / (n * k) as f64))
+}
+
+/// The scores of an evaluation: test loss and accuracy; the training split's accuracy where
+/// `train_accuracy`; the perplexity for data with a label at every position.
+fn evaluate(
+    d: &Dataset,
+    m: &Model,
+    train_accuracy: bool,
+    dtype: DType,
+    dev: &Device,
+    buf: &mut Vec<f32>,
+) -> candle_core::Result<Scores> {
+    let (test_loss, test_accuracy) = split_scores(d, (&d.test_x, &d.test_y), m, dtype, dev, buf)?;
+    let train_accuracy = if train_accuracy {
+        Some(split_scores(d, (&d.train_x, &d.train_y), m, dtype, dev, buf)?.1)
+    } else {
+        None
+    };
+    Ok(Scores {
+        test_loss,
+        test_accuracy,
+        train_accuracy,
+        test_perplexity: (d.labels_per_sample > 1).then(|| test_loss.exp()),
+    })
 }
 
 enum Opt {
@@ -355,6 +386,9 @@ pub fn run_trial(
         .and_then(|v| v.parse().ok())
         .filter(|_| restored.is_none());
     let diverge_loss = c.f64("diverge_loss");
+    // the modular tasks' accuracy on the training split, whose gap to the test split's is
+    // grokking
+    let train_accuracy = matches!(data_spec.source, data::Source::Modular { .. });
     // augmentation for 32x32 images: crop with 4 pixels of padding, plus flips except for digits
     let augment = data_spec.augment.map(|a| a.flip);
     on_event(Event::Started {
@@ -556,17 +590,16 @@ pub fn run_trial(
             }
             if step.is_multiple_of(eval_every) || step == total_steps {
                 let eval_started = Instant::now();
-                let (tl, ta) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
+                let scores = evaluate(&data, &model, train_accuracy, dtype, &dev, &mut buf)?;
                 summary.time.eval_seconds += eval_started.elapsed().as_secs_f64();
                 let ep = step as f64 / steps_per_epoch as f64;
-                rec.metric(&MetricLine::eval(step, ep, tl, ta))?;
-                summary.observe_eval(ep, tl, ta);
+                rec.metric(&MetricLine::eval(step, ep, &scores))?;
+                summary.observe_eval(ep, &scores);
                 on_event(Event::Evaluated {
                     trial: trial.index,
                     step,
                     epoch: ep,
-                    test_loss: tl,
-                    test_accuracy: ta,
+                    scores,
                 });
                 let now = Instant::now();
                 let dt = now.duration_since(last_timing.0).as_secs_f64();
@@ -795,10 +828,10 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunErr
         ));
     }
     let mut buf = Vec::new();
-    let (test_loss, test_accuracy) = evaluate(&data, &model, dtype, &dev, &mut buf)?;
+    let scores = evaluate(&data, &model, false, dtype, &dev, &mut buf)?;
     Ok(Evaluation {
-        test_loss,
-        test_accuracy,
+        test_loss: scores.test_loss,
+        test_accuracy: scores.test_accuracy,
         samples: data.test_len(),
         warnings,
     })

@@ -19,6 +19,12 @@ pub struct MetricLine {
     pub test_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_accuracy: Option<f64>,
+    /// On the whole training split (modular tasks: the gap to the test accuracy is grokking).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
+    /// `exp(test_loss)`, the test loss being nats per token (language models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_perplexity: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,15 +58,30 @@ impl MetricLine {
         }
     }
 
-    pub fn eval(step: u64, epoch: f64, loss: f64, acc: f64) -> Self {
+    pub fn eval(step: u64, epoch: f64, s: &Scores) -> Self {
         MetricLine {
             step,
             epoch,
-            test_loss: Some(loss),
-            test_accuracy: Some(acc),
+            test_loss: Some(s.test_loss),
+            test_accuracy: Some(s.test_accuracy),
+            train_accuracy: s.train_accuracy,
+            test_perplexity: s.test_perplexity,
             ..Default::default()
         }
     }
+}
+
+/// What an evaluation measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Scores {
+    /// Mean cross-entropy per row read (per token, for a language model), in nats.
+    pub test_loss: f64,
+    /// Over the rows read (every position, for a language model).
+    pub test_accuracy: f64,
+    /// On the whole training split, where the data asks for it (modular tasks).
+    pub train_accuracy: Option<f64>,
+    /// `exp(test_loss)`, for data with a target at every position.
+    pub test_perplexity: Option<f64>,
 }
 
 /// One line of timing.jsonl.
@@ -77,6 +98,11 @@ pub struct EvalPoint {
     pub test_accuracy: f64,
     pub test_loss: f64,
     pub epoch: f64,
+    /// See [`Scores`]; absent for data without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_perplexity: Option<f64>,
 }
 
 /// Seconds a trial spent in each part of its work (kept across resumes, in the checkpoint).
@@ -218,11 +244,14 @@ impl Summary {
             && (fin.test_accuracy - 1.0 / self.classes as f64).abs() <= 0.02
     }
 
-    pub fn observe_eval(&mut self, epoch: f64, loss: f64, acc: f64) {
+    pub fn observe_eval(&mut self, epoch: f64, s: &Scores) {
+        let acc = s.test_accuracy;
         let p = EvalPoint {
             test_accuracy: acc,
-            test_loss: loss,
+            test_loss: s.test_loss,
             epoch,
+            train_accuracy: s.train_accuracy,
+            test_perplexity: s.test_perplexity,
         };
         if self.best.as_ref().is_none_or(|b| acc > b.test_accuracy) {
             self.best = Some(p.clone());

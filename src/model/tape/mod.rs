@@ -13,13 +13,15 @@
 //! ([`backward`]), tangent ([`tangents`]) and second-order reverse ([`tangents_back`]).
 
 mod act;
+mod attention;
 mod layer_norm;
 mod norm;
 mod window;
 
-use super::exec::Node;
+use super::exec::{Node, from_rows, positions_for, token_rows};
 use super::norm::Mode;
 use super::pool::{self, Maxima};
+use super::readout::Readout;
 use super::spec::Activation;
 use super::{conv, linear};
 use crate::optim::sharpness::Hessian;
@@ -46,6 +48,8 @@ fn stage_at(nodes: &[Node], i: usize) -> bool {
 /// One layer as it ran.
 enum Run {
     /// `y = x·wᵀ (+ b)`, then ReLU when `relu`; `delta`: the gradient of the pre-activation.
+    /// On tokens (`[n, t, f]`), `x` and `y` are their `[n·t, f]` rows and `tokens` is
+    /// `(n, t)`.
     Dense {
         w: Var,
         b: Option<Var>,
@@ -53,6 +57,18 @@ enum Run {
         y: Tensor,
         relu: bool,
         delta: Option<Tensor>,
+        tokens: Option<(usize, usize)>,
+    },
+    /// Row `i` of `w` added at position `i`; `(n, t)`: the input's sequences and positions.
+    Positions {
+        w: Var,
+        n: usize,
+        t: usize,
+    },
+    Attention(attention::AttentionRun),
+    /// The mean over `t` positions.
+    MeanOverTokens {
+        t: usize,
     },
     /// `a = f(z)`; `da`: the gradient of `a`, kept where f'' is not zero. ReLU's `z` is its
     /// output (its passes read that alone).
@@ -123,6 +139,37 @@ enum Run {
     },
 }
 
+/// Adds `g` to the gradient `grads` holds for `w`: a tied weight meets two.
+fn accumulate(grads: &mut GradStore, w: &Var, g: Tensor) -> Result<()> {
+    let g = match grads.remove(w.as_tensor()) {
+        Some(earlier) => (earlier + g)?,
+        None => g,
+    };
+    grads.insert(w.as_tensor(), g);
+    Ok(())
+}
+
+/// Adds `t` to H·v's entry `slot`: a tied weight meets two.
+fn accumulate_entry(out: &mut [Option<Tensor>], slot: usize, t: Tensor) -> Result<()> {
+    out[slot] = Some(match out[slot].take() {
+        Some(earlier) => (earlier + t)?,
+        None => t,
+    });
+    Ok(())
+}
+
+/// A positions table's gradient from `g` (`[n, t, dim]`): the sum over the batch, in the
+/// table's first `t` rows.
+fn position_rows(w: &Var, g: &Tensor) -> Result<Tensor> {
+    let rows = g.sum(0)?;
+    let (context, t) = (w.dim(0)?, rows.dim(0)?);
+    if t == context {
+        return Ok(rows);
+    }
+    let rest = Tensor::zeros((context - t, rows.dim(1)?), rows.dtype(), rows.device())?;
+    Tensor::cat(&[&rows, &rest], 0)
+}
+
 /// `[vocab, dim]` zeros with the rows of `g` (`[batch, tokens, dim]`) added at the rows `ids`
 /// names: the gradient of an embedding table.
 fn scatter_rows(w: &Var, ids: &Tensor, g: &Tensor) -> Result<Tensor> {
@@ -139,7 +186,8 @@ impl Run {
             | Run::Stage { .. }
             | Run::Norm(_)
             | Run::LayerNorm(_)
-            | Run::Embedding { .. } => true,
+            | Run::Embedding { .. }
+            | Run::Positions { .. } => true,
             Run::Residual { body, shortcut } => body.iter().chain(shortcut).any(Run::has_params),
             Run::Act { .. }
             | Run::Flatten { .. }
@@ -147,6 +195,8 @@ impl Run {
             | Run::Window(_)
             | Run::GlobalAvgPool { .. }
             | Run::LeakyRelu { .. }
+            | Run::Attention(_)
+            | Run::MeanOverTokens { .. }
             | Run::Dropout { .. } => false,
         }
     }
@@ -250,21 +300,40 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
             Node::Linear { w, b } => {
                 let relu = b.is_some() && relu_next;
                 let wt = w.as_tensor().detach();
+                let (x, tokens) = token_rows(&h)?;
                 let out = match b {
-                    Some(b) => linear::affine(&h, &wt, &b.as_tensor().detach(), relu)?,
-                    None => linear::xwt(&h, &wt)?,
+                    Some(b) => linear::affine(&x, &wt, &b.as_tensor().detach(), relu)?,
+                    None => linear::xwt(&x, &wt)?,
                 };
                 if relu {
                     used = 2;
                 }
+                h = from_rows(out.clone(), tokens)?;
                 Run::Dense {
                     w: w.clone(),
                     b: b.clone(),
-                    x: std::mem::replace(&mut h, out.clone()),
+                    x,
                     y: out,
                     relu,
                     delta: None,
+                    tokens,
                 }
+            }
+            Node::Positions { w } => {
+                let rows = positions_for(&w.as_tensor().detach(), &h)?;
+                let (n, t) = (h.dim(0)?, h.dim(1)?);
+                h = h.broadcast_add(&rows)?;
+                Run::Positions { w: w.clone(), n, t }
+            }
+            Node::Attend { heads, causal } => {
+                let (run, out) = attention::forward(&h, *heads, *causal)?;
+                h = out;
+                Run::Attention(run)
+            }
+            Node::MeanOverTokens => {
+                let t = h.dim(1)?;
+                h = h.mean(1)?;
+                Run::MeanOverTokens { t }
             }
             Node::Act(act) => {
                 let a = act.apply(&h)?;
@@ -435,21 +504,30 @@ fn backward(
                 y,
                 relu,
                 delta,
+                tokens,
             } => {
                 let wt = w.as_tensor().detach();
                 let asked = [want_x, want.grads, want.grads && b.is_some()];
-                let d = linear::affine_back(x, &wt, y, &g, *relu, asked)?;
+                let rows = token_rows(&g)?.0;
+                let d = linear::affine_back(x, &wt, y, &rows, *relu, asked)?;
                 if let Some(gw) = d.w {
-                    grads.insert(w.as_tensor(), gw);
+                    accumulate(grads, w, gw)?;
                 }
                 if let (Some(b), Some(gb)) = (b, d.b) {
                     grads.insert(b.as_tensor(), gb);
                 }
                 if let Some(gx) = d.x {
-                    g = gx;
+                    g = from_rows(gx, *tokens)?;
                 }
                 *delta = keep(d.delta);
             }
+            Run::Positions { w, .. } => {
+                if want.grads {
+                    grads.insert(w.as_tensor(), position_rows(w, &g)?);
+                }
+            }
+            Run::Attention(run) => g = run.backward(&g, want.keep)?,
+            Run::MeanOverTokens { t } => g = spread_tokens(&g, *t)?,
             Run::Act { act, z, a, da } => {
                 let dz = act::back(*act, &g, z, a)?;
                 let d = std::mem::replace(&mut g, dz);
@@ -461,7 +539,7 @@ fn backward(
             Run::Flatten { dims } => g = g.reshape(dims.clone())?,
             Run::Embedding { w, ids, input } => {
                 if want.grads {
-                    grads.insert(w.as_tensor(), scatter_rows(w, ids, &g)?);
+                    accumulate(grads, w, scatter_rows(w, ids, &g)?)?;
                 }
                 if want_x {
                     // token ids are data: nothing before them has a gradient through them
@@ -545,6 +623,15 @@ fn backward(
     Ok(need_input.then_some(g))
 }
 
+/// The adjoint of a mean over `t` positions: `g: [n, d]` spread evenly over them.
+fn spread_tokens(g: &Tensor, t: usize) -> Result<Tensor> {
+    let (n, d) = g.dims2()?;
+    (g / t as f64)?
+        .reshape((n, 1, d))?
+        .broadcast_as((n, t, d))?
+        .contiguous()
+}
+
 /// The adjoint of a global average pool: `g: [N, C]` spread evenly over each channel's pixels.
 fn spread(g: &Tensor, (n, c, h, w): (usize, usize, usize, usize)) -> Result<Tensor> {
     (g / (h * w) as f64)?
@@ -556,6 +643,8 @@ fn spread(g: &Tensor, (n, c, h, w): (usize, usize, usize, usize)) -> Result<Tens
 /// A forward and reverse pass over a batch.
 pub struct Tape {
     runs: Vec<Run>,
+    /// Which of the output's logits the loss read.
+    readout: Readout,
     /// The softmax of the logits (kept for H·v).
     prob: Option<Tensor>,
     /// The mean loss, a scalar that may still be on the device.
@@ -579,15 +668,18 @@ impl Tape {
         mode: Mode,
         step: u64,
     ) -> Result<Tape> {
-        let (mut runs, logits) = forward(nodes, x, mode, step)?;
+        let (mut runs, out) = forward(nodes, x, mode, step)?;
+        let readout = Readout::of(&out, y)?;
+        let (logits, y) = (readout.rows(&out)?, readout.labels(y)?);
         let (loss, g, prob) = if with_grads && has_norm(nodes) {
-            let (loss, g) = super::grad::softmax_cross_entropy_deferred(&logits, y)?;
+            let (loss, g) = super::grad::softmax_cross_entropy_deferred(&logits, &y)?;
             (loss, g, None)
         } else {
-            let (loss, g, prob) = super::grad::softmax_xent(&logits, y)?;
+            let (loss, g, prob) = super::grad::softmax_xent(&logits, &y)?;
             let loss = Tensor::new(loss, &candle_core::Device::Cpu)?;
             (loss, g, Some(prob))
         };
+        let g = readout.back(g)?;
         let mut grads = GradStore::default();
         let want = Want {
             grads: with_grads,
@@ -596,6 +688,7 @@ impl Tape {
         backward(&mut runs, g, false, want, &mut grads)?;
         Ok(Tape {
             runs,
+            readout,
             prob,
             loss,
             grads,
@@ -625,6 +718,7 @@ enum Tangent {
     Input(Option<Tensor>),
     /// Batch or layer norm's R(x̂) and R(s) (None when its input's tangent is zero).
     Norm(Option<(Tensor, Tensor)>),
+    Attention(Option<attention::AttentionTangent>),
     Residual {
         body: Vec<Tangent>,
         shortcut: Vec<Tangent>,
@@ -659,13 +753,20 @@ fn tangents(
     for r in runs {
         let (tangent, next) = match r {
             Run::Dense {
-                w, b, x, y, relu, ..
+                w,
+                b,
+                x,
+                y,
+                relu,
+                tokens,
+                ..
             } => {
                 let mut rz = match b {
                     Some(b) => linear::affine(x, dir.of(w), dir.of(b), false)?,
                     None => linear::xwt(x, dir.of(w))?,
                 };
-                if let Some(r) = &rh {
+                let r_in = rh.take().map(|r| token_rows(&r).map(|r| r.0)).transpose()?;
+                if let Some(r) = &r_in {
                     rz = (rz + linear::xwt(r, &w.as_tensor().detach())?)?;
                 }
                 let out = if *relu {
@@ -673,7 +774,26 @@ fn tangents(
                 } else {
                     rz
                 };
-                (Tangent::Input(rh.take()), Some(out))
+                (Tangent::Input(r_in), Some(from_rows(out, *tokens)?))
+            }
+            Run::Positions { w, n, t } => {
+                let rows = dir.of(w).narrow(0, 0, *t)?;
+                let out = match &rh {
+                    Some(r) => r.broadcast_add(&rows)?,
+                    None => {
+                        let d = rows.dim(1)?;
+                        rows.unsqueeze(0)?.broadcast_as((*n, *t, d))?.contiguous()?
+                    }
+                };
+                (Tangent::Input(None), Some(out))
+            }
+            Run::Attention(run) => {
+                let (kept, out) = run.tangent(rh.as_ref())?;
+                (Tangent::Attention(kept), out)
+            }
+            Run::MeanOverTokens { .. } => {
+                let out = rh.as_ref().map(|r| r.mean(1)).transpose()?;
+                (Tangent::Input(None), out)
             }
             Run::Act { act, z, a, .. } => {
                 let out = rh.as_ref().map(|r| act::back(*act, r, z, a)).transpose()?;
@@ -791,12 +911,14 @@ fn tangents_back(
                 y,
                 relu,
                 delta,
+                tokens,
             } => {
                 let delta = saved(delta)?;
+                let rows = token_rows(&rg)?.0;
                 let rdelta = if *relu {
-                    linear::relu_back(&rg, y)?
+                    linear::relu_back(&rows, y)?
                 } else {
-                    rg.clone()
+                    rows
                 };
                 // the weight's tangent and the input's, side by side where threads allow
                 let rw = || -> Result<Tensor> {
@@ -814,14 +936,22 @@ fn tangents_back(
                     Ok(Some((rdelta.matmul(&wt)? + delta.matmul(dir.of(w))?)?))
                 };
                 let (rw, next) = linear::both(&rdelta, rw, next);
-                out[dir.slot(w)] = Some(rw?);
+                accumulate_entry(out, dir.slot(w), rw?)?;
                 if let Some(b) = b {
                     out[dir.slot(b)] = Some(linear::sum_rows(&rdelta)?);
                 }
                 if let Some(n) = next? {
-                    rg = n;
+                    rg = from_rows(n, *tokens)?;
                 }
             }
+            Run::Positions { w, .. } => out[dir.slot(w)] = Some(position_rows(w, &rg)?),
+            Run::Attention(run) => {
+                let Tangent::Attention(t) = &kept[i] else {
+                    candle_core::bail!("H·v: attention without its tangents");
+                };
+                rg = run.tangent_back(&rg, t.as_ref())?;
+            }
+            Run::MeanOverTokens { t } => rg = spread_tokens(&rg, *t)?,
             Run::Act { act, z, a, da } => {
                 // R(dz) = f'(z)·R(da) + f''(z)·R(z)·da
                 let mut r = act::back(*act, &rg, z, a)?;
@@ -832,7 +962,7 @@ fn tangents_back(
             }
             Run::Flatten { dims } => rg = rg.reshape(dims.clone())?,
             Run::Embedding { w, ids, input } => {
-                out[dir.slot(w)] = Some(scatter_rows(w, ids, &rg)?);
+                accumulate_entry(out, dir.slot(w), scatter_rows(w, ids, &rg)?)?;
                 if want_x {
                     rg = Tensor::zeros(*input, rg.dtype(), rg.device())?;
                 }
@@ -998,12 +1128,14 @@ impl Hessian for RopHessian {
         // R of the logits' gradient: (diag(s) − s sᵀ)·R(z) / n, row by row
         let rz =
             rz.ok_or_else(|| candle_core::Error::Msg("H·v: a model without parameters".into()))?;
+        let rz = self.tape.readout.rows(&rz)?;
         let Some(prob) = &self.tape.prob else {
             candle_core::bail!("H·v: the tape did not keep the softmax");
         };
         let n = rz.dim(0)? as f64;
         let sr = (prob * &rz)?;
         let rg = ((&sr - prob.broadcast_mul(&sr.sum_keepdim(1)?)?)? / n)?;
+        let rg = self.tape.readout.back(rg)?;
         tangents_back(runs, &kept, rg, false, &dir, &mut out)?;
         out.into_iter()
             .enumerate()
