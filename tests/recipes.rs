@@ -123,3 +123,32 @@ fn cifar_resnet_recipe_runs_on_binary_batches() {
     ];
     run("cifar10_resnet_sharpness.aht", &sets, tmp.path());
 }
+
+/// The sequence recipes need no files: the modular task is generated and the char LM reads
+/// the bundled sonnets. A few steps at small width, AdamW and AHTSGD trials both (the second
+/// estimating sharpness by H·v through attention).
+#[test]
+fn grokking_and_charlm_recipes_run_without_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grok = [
+        "gpt.dim=16".to_string(),
+        "gpt.heads=2".into(),
+        "grokking.max_steps=3".into(),
+        "grokking.eval_every=2 steps".into(),
+        "grokking.optimizer=aht".into(),
+        "aht.alpha.sharpness.every=2 steps".into(),
+    ];
+    run("grokking.aht", &grok, tmp.path());
+    let lm = [
+        "gpt.dim=16".to_string(),
+        "gpt.heads=2".into(),
+        "sonnets.context=16".into(),
+        "charlm.batch=8".into(),
+        "charlm.max_steps=3".into(),
+        "charlm.eval_every=2 steps".into(),
+        "charlm.optimizer=aht".into(),
+        "aht.alpha.sharpness.every=2 steps".into(),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    run("charlm.aht", &lm, tmp.path());
+}

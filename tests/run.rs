@@ -1429,3 +1429,139 @@ experiment e { data = modadd, model = net, optimizer = opt, epochs = 300, batch 
     // 529 pairs, 370 for training: 23 full batches of 16 per epoch
     assert_eq!(s["steps"], 300 * 23);
 }
+
+/// A byte-level transformer on a small text file: the loss falls and the test perplexity is
+/// recorded as e^test_loss; the same seed gives the same metrics; `generate` samples from the
+/// trained model, the same text from the same seed, the most likely bytes at temperature 0,
+/// and says what to do on a trial that is not a language model or a folder that is not a
+/// trial.
+#[test]
+fn a_char_transformer_trains_on_text_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus: String = (0..60)
+        .map(|i| format!("the cat sat on the mat {i}. "))
+        .collect();
+    write(tmp.path(), "corpus.txt", &corpus);
+    let recipe = "version = 2
+dataset txt = text { path = \"corpus.txt\", context = 16, validation = 0.2 }
+model gpt = transformer { blocks = 1, dim = 16, heads = 2, mlp = 2 }
+experiment lm { data = txt, model = gpt, optimizer = adamw { lr = 1e-2 }, epochs = 4, batch = 8, eval_every = 10 steps, log_every = 1 steps }
+";
+    write(tmp.path(), "lm.aht", recipe);
+    for out in ["a", "b"] {
+        let o = ahtsgd(
+            &["run", "lm.aht", "--out", out, "--threads", "1", "--quiet"],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let metrics = |out: &str| read(tmp.path().join(out).join("lm/trial-0000/metrics.jsonl"));
+    assert_eq!(metrics("a"), metrics("b"));
+    let lines: Vec<serde_json::Value> = metrics("a")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let train: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| l["train_loss"].as_f64())
+        .collect();
+    // 256 bytes at first (ln 256 = 5.55 nats), well below that after four epochs
+    assert!(train[0] > 4.5 && *train.last().unwrap() < 2.5, "{train:?}");
+    let s: serde_json::Value =
+        serde_json::from_str(&read(tmp.path().join("a/lm/trial-0000/summary.json"))).unwrap();
+    let fin = &s["final"];
+    let (loss, ppl) = (
+        fin["test_loss"].as_f64().unwrap(),
+        fin["test_perplexity"].as_f64().unwrap(),
+    );
+    assert!((ppl - loss.exp()).abs() < 1e-9 * ppl, "{fin}");
+    assert!(fin.get("train_accuracy").is_none(), "{fin}");
+    // 1,728 bytes, 80% for training: (1382 - 17) / 16 + 1 = 86 windows, 10 full batches of 8
+    assert_eq!(s["steps_per_epoch"], 10);
+
+    let trial = "a/lm/trial-0000";
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["generate", trial, "--prompt", "the cat", "--tokens", "40"];
+        args.extend_from_slice(extra);
+        ahtsgd(&args, tmp.path())
+    };
+    let one = sample(&["--seed", "1"]);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let text = String::from_utf8_lossy(&one.stdout).to_string();
+    assert!(text.starts_with("the cat"), "{text}");
+    assert_eq!(
+        text.trim_end_matches('\n').len(),
+        "the cat".len() + 40,
+        "{text:?}"
+    );
+    assert_eq!(
+        sample(&["--seed", "1"]).stdout,
+        one.stdout,
+        "same seed, same text"
+    );
+    let cold = sample(&["--temperature", "0"]);
+    assert_eq!(
+        cold.stdout,
+        sample(&["--temperature", "0", "--seed", "9"]).stdout
+    );
+    // what the corpus repeats is what a trained model continues with
+    let cold = String::from_utf8_lossy(&cold.stdout).to_string();
+    assert!(
+        cold.contains(" sat ") || cold.contains(" on ") || cold.contains(" the "),
+        "{cold:?}"
+    );
+
+    let o = ahtsgd(&["generate", "nowhere"], tmp.path());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let modular = "version = 2
+experiment m { data = modular { p = 5 }, model = layers { stack = [embedding(4), flatten, linear(vocab)] }, optimizer = sgd { lr = 0.1 }, epochs = 1, batch = 4 }
+";
+    write(tmp.path(), "m.aht", modular);
+    let o = ahtsgd(&["run", "m.aht", "--out", "m", "--quiet"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ahtsgd(&["generate", "m/m/trial-0000"], tmp.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`modular` data") && err.contains("`text` data"),
+        "{err}"
+    );
+}
+
+/// Text files that cannot make a window: an empty file and one shorter than a window stop
+/// the trial with the file named and what to change; a model that does not predict every
+/// position is a check-time error.
+#[test]
+fn text_data_errors_name_the_file_and_what_to_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "empty.txt", "");
+    write(tmp.path(), "short.txt", "tiny");
+    for (file, says) in [
+        ("empty.txt", "is empty"),
+        ("short.txt", "has 4 bytes"),
+        ("absent.txt", "absent.txt"),
+    ] {
+        let recipe = format!(
+            "version = 2\nexperiment e {{ data = text {{ path = \"{file}\", context = 8 }}, model = transformer {{ blocks = 1, dim = 8, heads = 2 }}, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        );
+        write(tmp.path(), "t.aht", &recipe);
+        let o = ahtsgd(&["run", "t.aht", "--out", "r", "--quiet"], tmp.path());
+        assert!(!o.status.success(), "{file}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(file) && err.contains(says), "{file}: {err}");
+    }
+    let recipe = "version = 2\nexperiment e { data = text { context = 8 }, model = layers { stack = [embedding(8), mean_over_tokens, linear(vocab)] }, optimizer = sgd { lr = 0.1 }, epochs = 1 }\n";
+    write(tmp.path(), "t.aht", recipe);
+    let o = ahtsgd(&["check", "t.aht"], tmp.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("a target at each of its 8 positions") && err.contains("t.aht"),
+        "{err}"
+    );
+}

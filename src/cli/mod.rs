@@ -87,6 +87,8 @@ pub enum Command {
     Eval(record::EvalArgs),
     /// Run a recorded trial again from its resolved.aht and compare the metrics
     Rerun(record::RerunArgs),
+    /// Sample text from a recorded language model (a trial on `text` data)
+    Generate(record::GenerateArgs),
     /// Train every trial of a recipe and record the results
     Run(run::RunArgs),
     /// Write α-stable draws (one per line, or .npy with --out)
@@ -188,6 +190,7 @@ pub fn run() -> i32 {
         Command::Show { model, name } => check::show(&model, &name),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => record::eval(args),
+        Command::Generate(args) => record::generate(&args),
         Command::Gradcheck(args) => gradcheck::gradcheck(&args),
         Command::Lsp { .. } => lsp(),
         Command::Data(cmd) => data::run(cmd),

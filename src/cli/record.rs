@@ -25,6 +25,24 @@ pub struct RerunArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// A trial folder of a language model: RUN_DIR/<experiment>/trial-NNNN
+    pub trial_dir: PathBuf,
+    /// The text the model continues
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Bytes to generate
+    #[arg(long, default_value_t = 200)]
+    pub tokens: usize,
+    /// Sampling temperature (0: the most likely byte each time)
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Seed of the draws
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 /// The single trial of a recorded `resolved.aht`, with extra `--set`s.
 fn recorded_trial(dir: &Path, sets: Vec<String>) -> Result<ahtsgd::plan::Trial, i32> {
     let path = dir.join("resolved.aht");
@@ -93,6 +111,31 @@ pub fn eval(args: EvalArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+pub fn generate(args: &GenerateArgs) -> i32 {
+    let trial = match recorded_trial(&args.trial_dir, Vec::new()) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let sampling = train::generate::Sampling {
+        tokens: args.tokens,
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    match train::generate::generate(&trial, &args.trial_dir, args.prompt.as_bytes(), &sampling) {
+        Ok(bytes) => {
+            let mut text = args.prompt.clone().into_bytes();
+            text.extend(bytes);
+            // bytes the model wrote that are not UTF-8 show as U+FFFD
+            println!("{}", String::from_utf8_lossy(&text));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.trial_dir.display());
             1
         }
     }

@@ -728,6 +728,102 @@ mod tests {
         }
     }
 
+    /// The built-in transformer and the `layers` recipe `ahtsgd show transformer` prints are
+    /// one model on token data: the same layers, parameters and logits.
+    #[test]
+    fn the_transformer_and_its_layers_recipe_are_the_same_model() {
+        use crate::check::model::{Tokens, describe, lower_for};
+        let tokens = Some(Tokens {
+            vocab: 9,
+            every_position: true,
+        });
+        let builtin = spec("transformer { blocks = 2, dim = 8, heads = 2, mlp = 3 }");
+        let symbolic = Some(Tokens {
+            vocab: crate::check::model::SYMBOLIC_CLASSES,
+            every_position: false,
+        });
+        let shown = describe(
+            &builtin,
+            &[],
+            crate::check::model::SYMBOLIC_CLASSES,
+            symbolic,
+        )
+        .unwrap()
+        .to_recipe("net");
+        assert!(shown.contains("linear(vocab, name = \"head\")"), "{shown}");
+        let layers = spec(shown.strip_prefix("model net = ").unwrap().trim_end());
+        let a = lower_for(&builtin, &[5], 9, tokens).unwrap();
+        let b = lower_for(&layers, &[5], 9, tokens).unwrap();
+        assert_eq!(a.table().unwrap(), b.table().unwrap(), "{shown}");
+        // 9·8 + 5·8 embeddings and positions, per block 4·8² + 4·8 attention, 2·2·8 norms,
+        // 8·24 + 24 + 24·8 + 8 MLP; a final norm and the 8 → 9 head
+        let block = 4 * 64 + 32 + 32 + (8 * 24 + 24 + 24 * 8 + 8);
+        assert_eq!(a.param_count().unwrap(), 72 + 40 + 2 * block + 16 + 81);
+        let (ma, mb) = (
+            Model::build(&a, DType::F64, &Device::Cpu, 5).unwrap(),
+            Model::build(&b, DType::F64, &Device::Cpu, 5).unwrap(),
+        );
+        let names: Vec<&str> = ma.params.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"block1.attn.attention.qkv.weight"),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"block1.attn.attention.out.bias"),
+            "{names:?}"
+        );
+        let x = Tensor::new(
+            &[[1f64, 4.0, 0.0, 8.0, 2.0], [3.0, 3.0, 7.0, 1.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (la, lb) = (ma.forward(&x).unwrap(), mb.forward(&x).unwrap());
+        assert_eq!(la.dims(), &[2, 5, 9]);
+        assert_eq!(sharpness::max_abs(&(&la - &lb).unwrap()).unwrap(), 0.0);
+    }
+
+    /// A tied output layer owns no weight: the embedding's table is the model's one copy.
+    #[test]
+    fn a_tied_output_layer_shares_the_embedding_table() {
+        use crate::check::model::{Tokens, lower_for};
+        let tokens = Some(Tokens {
+            vocab: 6,
+            every_position: true,
+        });
+        let tied = lower_for(
+            &spec("layers { stack = [embedding(4), layer_norm, linear(vocab, tie = true)] }"),
+            &[3],
+            6,
+            tokens,
+        )
+        .unwrap();
+        let m = Model::build(&tied, DType::F64, &Device::Cpu, 0).unwrap();
+        let names: Vec<&str> = m.params.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "embedding0.weight",
+                "layer_norm0.bias",
+                "layer_norm0.weight",
+                "linear0.bias"
+            ]
+        );
+        assert_eq!(tied.param_count().unwrap(), 24 + 8 + 6);
+        // the width must match the table's
+        let err = lower_for(
+            &spec("layers { stack = [embedding(4), linear(5), linear(vocab, tie = true)] }"),
+            &[3],
+            6,
+            tokens,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("ties its [6, 5] weight"),
+            "{}",
+            err.message
+        );
+    }
+
     /// A built-in kind and the `layers` recipe `ahtsgd show` prints for it are one model: the
     /// same layers and names, the same parameters from the same seed, and the same logits.
     #[test]

@@ -29,7 +29,19 @@ pub struct Arm {
     /// Seconds of training per epoch of finished trials, sharpness estimation included and
     /// evaluation and loading left out (the overhead check).
     pub seconds_per_epoch: Estimate,
+    /// Final accuracy on the training split, where evaluations record it (modular tasks).
+    pub train_accuracy: Estimate,
+    /// Final test perplexity, where evaluations record it (language models).
+    pub perplexity: Estimate,
+    /// For trials that record training accuracy: the step at which each finished trial first
+    /// reached [`TARGET_ACCURACY`] on the test split (`None`: not within its steps), and the
+    /// most steps any of them ran.
+    pub reaching: Vec<Option<u64>>,
+    pub max_steps: u64,
 }
+
+/// The test accuracy whose first step the summaries report for grokking runs.
+pub const TARGET_ACCURACY: f64 = 0.99;
 
 /// An arm against the baseline, paired by seed (final test accuracy, in points), over the
 /// seeds that both finished.
@@ -108,6 +120,24 @@ pub fn compare(
                     &ok.iter().map(|r| r.wall_seconds).collect::<Vec<_>>(),
                 ),
                 seconds_per_epoch: per_epoch(&ok),
+                train_accuracy: pct(ok
+                    .iter()
+                    .filter_map(|r| r.final_.as_ref().and_then(|f| f.train_accuracy))),
+                perplexity: stats::estimate(
+                    &ok.iter()
+                        .filter_map(|r| r.final_.as_ref().and_then(|f| f.test_perplexity))
+                        .collect::<Vec<_>>(),
+                ),
+                reaching: ok
+                    .iter()
+                    .filter(|r| {
+                        r.final_
+                            .as_ref()
+                            .is_some_and(|f| f.train_accuracy.is_some())
+                    })
+                    .map(|r| r.step_reaching(TARGET_ACCURACY))
+                    .collect(),
+                max_steps: ok.iter().map(|r| r.steps).max().unwrap_or(0),
             }
         })
         .collect();
@@ -186,6 +216,16 @@ fn per_epoch(runs: &[&Summary]) -> Estimate {
     )
 }
 
+/// The middle of sorted `xs` (the mean of the two middle ones for an even count).
+fn median(xs: &[u64]) -> u64 {
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2
+    }
+}
+
 /// Mean ± sd and the 95% interval with 2 decimals.
 fn ci(e: &Estimate) -> String {
     if e.n == 0 {
@@ -231,6 +271,33 @@ impl Arm {
         }
         if self.missing.is_none() {
             notes.push("missing unknown: no planned.json".into());
+        }
+        if self.train_accuracy.n > 0 {
+            notes.push(format!("final train accuracy {}", ci(&self.train_accuracy)));
+        }
+        if !self.reaching.is_empty() {
+            let mut steps: Vec<u64> = self.reaching.iter().flatten().copied().collect();
+            steps.sort_unstable();
+            let target = TARGET_ACCURACY * 100.0;
+            let late = self.reaching.len() - steps.len();
+            if !steps.is_empty() {
+                notes.push(format!(
+                    "{target}% test accuracy reached by {} of {} (median step {})",
+                    steps.len(),
+                    self.reaching.len(),
+                    median(&steps)
+                ));
+            }
+            if late > 0 {
+                notes.push(format!(
+                    "{late} of {} did not reach {target}% test accuracy within {} steps",
+                    self.reaching.len(),
+                    self.max_steps
+                ));
+            }
+        }
+        if self.perplexity.n > 0 {
+            notes.push(format!("final test perplexity {}", ci(&self.perplexity)));
         }
         vec![
             self.name.clone(),
@@ -551,6 +618,58 @@ mod tests {
         let c = compare("e", &refs, "plain", None);
         assert_eq!(c.arms[0].missing, None);
         assert!(c.arms[0].cells()[9].contains("no planned.json"));
+    }
+
+    /// A grokking run's evaluations: test accuracy at each 100 steps, training accuracy 1.
+    fn grokking(seed: u64, accuracies: &[f64]) -> Summary {
+        let mut r = run("adamw", None, seed, 0.0);
+        r.steps_per_epoch = 10;
+        r.evals = accuracies
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| EvalPoint {
+                test_accuracy: a,
+                epoch: (i as f64 + 1.0) * 10.0,
+                train_accuracy: Some(1.0),
+                ..Default::default()
+            })
+            .collect();
+        r.final_ = r.evals.last().cloned();
+        r.steps = 100 * accuracies.len() as u64;
+        r
+    }
+
+    #[test]
+    fn grokking_runs_say_when_they_reached_99_percent_and_which_did_not() {
+        // seed 0 reaches 99% at its third evaluation (step 300), seed 1 at its second (200),
+        // seed 2 never within its 400 steps
+        let runs = [
+            grokking(0, &[0.1, 0.5, 0.995, 1.0]),
+            grokking(1, &[0.2, 0.99, 1.0, 1.0]),
+            grokking(2, &[0.1, 0.2, 0.3, 0.6]),
+        ];
+        assert_eq!(runs[0].step_reaching(0.99), Some(300));
+        assert_eq!(runs[2].step_reaching(0.99), None);
+        let refs: Vec<&Summary> = runs.iter().collect();
+        let c = compare("e", &refs, "adamw", None);
+        let notes = &c.arms[0].cells()[9];
+        assert!(
+            notes.contains("99% test accuracy reached by 2 of 3 (median step 250)"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("1 of 3 did not reach 99% test accuracy within 400 steps"),
+            "{notes}"
+        );
+        assert!(notes.contains("final train accuracy 100.00"), "{notes}");
+        // image runs record no training accuracy, and their notes say nothing of it
+        let plain = [run("plain", None, 0, 0.9)];
+        let refs: Vec<&Summary> = plain.iter().collect();
+        let notes = &compare("e", &refs, "plain", None).arms[0].cells()[9];
+        assert!(
+            !notes.contains("train accuracy") && !notes.contains("99%"),
+            "{notes}"
+        );
     }
 
     #[test]

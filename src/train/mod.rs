@@ -3,6 +3,7 @@
 //! The library reports progress through [`Event`]s; the binary renders them.
 
 pub mod checkpoint;
+pub mod generate;
 pub mod record;
 
 use crate::data::{self, Dataset};
@@ -23,7 +24,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// The typed model for the loaded data: its stack, names and shapes.
 /// The typed description of a trial's dataset.
 fn data_spec(c: &crate::plan::Obj) -> Result<data::DataSpec, data::DataError> {
     let o = c.obj("data");
@@ -35,15 +35,24 @@ fn data_spec(c: &crate::plan::Obj) -> Result<data::DataSpec, data::DataError> {
     })
 }
 
+/// The typed model for the loaded data: its stack, names and shapes.
 fn model_spec(c: &crate::plan::Obj, data: &Dataset) -> Result<model::ModelSpec, model::ModelError> {
+    model_spec_for(c, &data.sample_shape, data.classes)
+}
+
+/// [`model_spec`] for samples of `shape` and `classes` classes.
+fn model_spec_for(
+    c: &crate::plan::Obj,
+    shape: &[usize],
+    classes: usize,
+) -> Result<model::ModelSpec, model::ModelError> {
     let tokens = crate::check::model::tokens(c.obj("data"));
-    crate::check::model::lower_for(c.obj("model"), &data.sample_shape, data.classes, tokens)
-        .map_err(|d| {
-            model::ModelError::Shape(match d.help {
-                Some(h) => format!("{} ({h})", d.message),
-                None => d.message,
-            })
+    crate::check::model::lower_for(c.obj("model"), shape, classes, tokens).map_err(|d| {
+        model::ModelError::Shape(match d.help {
+            Some(h) => format!("{} ({h})", d.message),
+            None => d.message,
         })
+    })
 }
 
 /// What the caller hears while a trial runs.
@@ -93,6 +102,8 @@ pub enum RunError {
     BadCheckpoint(#[from] checkpoint::CheckpointError),
     #[error("{0}")]
     Write(#[from] record::WriteError),
+    #[error("generate: {0}")]
+    Generate(String),
 }
 
 impl RunError {
@@ -782,11 +793,30 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunErr
     };
     let data = data::load(&data_spec(c)?, c.f64("seed") as u64)?;
     let model = Model::build(&model_spec(c, &data)?, dtype, &dev, 0)?;
+    let warnings = restore_recorded(&model, dir, dtype, &dev)?;
+    let mut buf = Vec::new();
+    let scores = evaluate(&data, &model, false, dtype, &dev, &mut buf)?;
+    Ok(Evaluation {
+        test_loss: scores.test_loss,
+        test_accuracy: scores.test_accuracy,
+        samples: data.test_len(),
+        warnings,
+    })
+}
+
+/// Sets `model`'s parameters and buffers to those a trial folder recorded: its final ones, or
+/// its latest checkpoint's. Returns what the caller should be warned of.
+fn restore_recorded(
+    model: &Model,
+    dir: &Path,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Vec<String>, RunError> {
     let final_path = checkpoint::final_path(dir);
     let (tensors, param_prefix, buffer_prefix) = if final_path.exists() {
-        (candle_core::safetensors::load(&final_path, &dev)?, "", "")
+        (candle_core::safetensors::load(&final_path, dev)?, "", "")
     } else {
-        match checkpoint::load(dir, &dev)? {
+        match checkpoint::load(dir, dev)? {
             Some((t, _)) => (t, "param/", "buffer/"),
             None => {
                 return Err(RunError::Checkpoint(format!(
@@ -827,12 +857,5 @@ pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunErr
             missing.join(", ")
         ));
     }
-    let mut buf = Vec::new();
-    let scores = evaluate(&data, &model, false, dtype, &dev, &mut buf)?;
-    Ok(Evaluation {
-        test_loss: scores.test_loss,
-        test_accuracy: scores.test_accuracy,
-        samples: data.test_len(),
-        warnings,
-    })
+    Ok(warnings)
 }

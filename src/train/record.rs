@@ -244,6 +244,15 @@ impl Summary {
             && (fin.test_accuracy - 1.0 / self.classes as f64).abs() <= 0.02
     }
 
+    /// The first step at which an evaluation's test accuracy reached `target` (a fraction),
+    /// if one did.
+    pub fn step_reaching(&self, target: f64) -> Option<u64> {
+        self.evals
+            .iter()
+            .find(|e| e.test_accuracy >= target)
+            .map(|e| (e.epoch * self.steps_per_epoch as f64).round() as u64)
+    }
+
     pub fn observe_eval(&mut self, epoch: f64, s: &Scores) {
         let acc = s.test_accuracy;
         let p = EvalPoint {
