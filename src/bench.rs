@@ -14,7 +14,7 @@ use crate::optim::alpha::{AlphaSchedule, Smoothing};
 use crate::optim::{AhtSgd, NoiseKind, ParamsAhtSgd, sharpness, stable};
 use crate::plan::Obj;
 use candle_core::{DType, Device, Result, Tensor};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +82,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "CIFAR ResNet-50 (width 64), SGD step (not run on the CPU unless named)",
     ),
     (
+        "gpt-sgd",
+        "transformer { blocks = 2, dim = 128, heads = 4 } on 64 windows of 64 bytes (vocabulary 256), loss at every position, SGD step",
+    ),
+    (
+        "gpt-hvp",
+        "one Hessian-vector product of the transformer (forward and reverse pass, then the R-operator pass)",
+    ),
+    (
         "sampler",
         "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
     ),
@@ -103,6 +111,7 @@ pub fn needs_second_order(workload: &str) -> bool {
             | "mlp-power-iter"
             | "cnn-hvp"
             | "resnet18-hvp"
+            | "gpt-hvp"
     )
 }
 
@@ -199,6 +208,25 @@ fn batches(shape: &[usize], dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
             let x = Tensor::from_vec(x, full, dev)?;
             let y = x.flatten_from(1)?.matmul(&teacher)?.argmax(1)?;
             Ok((x, y))
+        })
+        .collect()
+}
+
+/// Bytes per window of the GPT workloads.
+const GPT_CONTEXT: usize = 64;
+
+/// 16 batches of 64 windows of random bytes, with a random next byte at every position.
+fn token_batches(dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1234);
+    let n = 64 * GPT_CONTEXT;
+    (0..16)
+        .map(|_| {
+            let x: Vec<f32> = (0..n).map(|_| rng.random_range(0..256u32) as f32).collect();
+            let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..256u32)).collect();
+            Ok((
+                Tensor::from_vec(x, (64, GPT_CONTEXT), dev)?,
+                Tensor::from_vec(y, (64, GPT_CONTEXT), dev)?,
+            ))
         })
         .collect()
 }
@@ -372,14 +400,33 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                 ("resnet18 { width = 64 }", &[3, 32, 32])
             } else if w.starts_with("resnet50") {
                 ("resnet50 { width = 64 }", &[3, 32, 32])
+            } else if w.starts_with("gpt") {
+                (
+                    "transformer { blocks = 2, dim = 128, heads = 4, mlp = 4 }",
+                    &[GPT_CONTEXT],
+                )
             } else {
                 ("mlp { hidden = [256, 256], init = default }", &[784])
             };
-            let lowered = crate::check::model::lower(&spec(model_text), shape, 10)
+            let gpt = w.starts_with("gpt");
+            let (classes, tokens) = if gpt {
+                let t = crate::check::model::Tokens {
+                    vocab: 256,
+                    every_position: true,
+                };
+                (256, Some(t))
+            } else {
+                (10, None)
+            };
+            let lowered = crate::check::model::lower_for(&spec(model_text), shape, classes, tokens)
                 .map_err(|d| candle_core::Error::Msg(d.message))?;
             let m = &Model::build(&lowered, DType::F32, dev, 0)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            let data = batches(shape, dev)?;
+            let data = if gpt {
+                token_batches(dev)?
+            } else {
+                batches(shape, dev)?
+            };
             let i = std::cell::Cell::new(0usize);
             let next = || {
                 i.set((i.get() + 1) % data.len());
@@ -442,27 +489,26 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     },
                     base,
                 )?,
-                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" | "vgg-hvp" => {
-                    time_paired(
-                        p,
-                        dev,
-                        || {
-                            let (x, y) = next();
-                            let v: Vec<Tensor> = vars
-                                .iter()
-                                .map(|v| v.as_tensor().ones_like())
-                                .collect::<Result<_>>()?;
-                            if w == "mlp-hvp-graph" {
-                                let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
-                                sharpness::hvp(&loss, &vars, &v)?;
-                            } else {
-                                m.hessian(&x, &y)?.hvp(&v)?;
-                            }
-                            Ok(())
-                        },
-                        base,
-                    )?
-                }
+                "mlp-hvp" | "cnn-hvp" | "mlp-hvp-graph" | "resnet18-hvp" | "vgg-hvp"
+                | "gpt-hvp" => time_paired(
+                    p,
+                    dev,
+                    || {
+                        let (x, y) = next();
+                        let v: Vec<Tensor> = vars
+                            .iter()
+                            .map(|v| v.as_tensor().ones_like())
+                            .collect::<Result<_>>()?;
+                        if w == "mlp-hvp-graph" {
+                            let loss = model::cross_entropy(&m.forward(&x)?, &y)?;
+                            sharpness::hvp(&loss, &vars, &v)?;
+                        } else {
+                            m.hessian(&x, &y)?.hvp(&v)?;
+                        }
+                        Ok(())
+                    },
+                    base,
+                )?,
                 "mlp-power-iter" | "resnet18-power-iter" => time_paired(
                     p,
                     dev,

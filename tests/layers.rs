@@ -354,6 +354,10 @@ fn vgg_recipe_with_dropout_trains_and_resumes_bitwise() {
 #[test]
 fn gradcheck_passes_on_every_recipe_at_small_widths() {
     let cases: &[(&str, &[&str])] = &[
+        (
+            "charlm.aht",
+            &["gpt.dim=8", "gpt.heads=2", "sonnets.context=6"],
+        ),
         ("cifar10_resnet_sharpness.aht", &["net.width=2"]),
         (
             "controller_grid.aht",
@@ -363,6 +367,7 @@ fn gradcheck_passes_on_every_recipe_at_small_widths() {
                 "kaiming.hidden=[8, 6]",
             ],
         ),
+        ("grokking.aht", &["gpt.dim=8", "gpt.heads=2"]),
         ("layers.aht", &["resnet18_layers.width=2"]),
         ("mnist_lr_robustness.aht", &["mlp.hidden=[8]"]),
         (

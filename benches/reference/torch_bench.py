@@ -18,6 +18,12 @@ Workloads (f32, batch 128, synthetic data, seed 0), as in `ahtsgd bench --list`:
   vgg-hvp              one Hessian-vector product of it by double backward (dropout off, batch
                        norm with batch statistics, as ahtsgd's sharpness estimates take it)
   sampler              10^7 alpha-stable draws (alpha 1.5), reported as draws per second
+  gpt-sgd              a 2-block pre-norm causal transformer (dim 128, 4 heads, MLP 512 with
+                       tanh GELU, learned positions, vocabulary 256) on batch 64 of context 64,
+                       cross-entropy at every position, SGD step; attention by PyTorch's fused
+                       F.scaled_dot_product_attention
+  gpt-hvp              one Hessian-vector product of it by double backward (attention written
+                       out as softmax(QK^T/sqrt(d))V: the fused kernels have no double backward)
 
 Prints one line per workload (median of --reps repetitions of --steps calls), like
 `ahtsgd bench`; with --json, one JSON object per line with workload, threads, device,
@@ -125,6 +131,45 @@ def vgg(dev):
     return m.to(dev)
 
 
+class Block(nn.Module):
+    """A pre-norm block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, d, heads, mlp, fused):
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc0, self.fc1 = nn.Linear(d, mlp * d), nn.Linear(mlp * d, d)
+        self.heads, self.fused = heads, fused
+
+    def forward(self, x):
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.n1(x)).split(d, dim=2)
+        q, k, v = (z.view(n, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        if self.fused:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            s = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
+            mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            a = s.masked_fill(mask, float("-inf")).softmax(-1) @ v
+        x = x + self.out(a.transpose(1, 2).reshape(n, t, d))
+        return x + self.fc1(F.gelu(self.fc0(self.n2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    """`transformer { blocks = 2, dim = 128, heads = 4, mlp = 4 }` on `text { context = 64 }`."""
+
+    def __init__(self, fused, vocab=256, context=64, d=128, heads=4, blocks=2, mlp=4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(0.02 * torch.randn(context, d))
+        self.blocks = nn.Sequential(*[Block(d, heads, mlp, fused) for _ in range(blocks)])
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
+
+    def forward(self, x):
+        h = self.embed(x) + self.pos[: x.shape[1]]
+        return self.head(self.norm(self.blocks(h))).flatten(0, 1)
+
+
 def sgd_step(model, x, y, lr=0.1, noise=None):
     loss = F.cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -154,6 +199,8 @@ def main():
     x_mlp = torch.randn(128, 784, device=dev)
     x_img = torch.randn(128, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (128,), device=dev)
+    x_tok = torch.randint(0, 256, (64, 64), device=dev)
+    y_tok = torch.randint(0, 256, (64 * 64,), device=dev)
     results = {}
     for name in names:
         steps, scale = a.steps, 1.0
@@ -196,6 +243,18 @@ def main():
             m = resnet18(dev)
             fn = lambda: sgd_step(m, x_img, y)
             steps = max(1, a.steps // 10)
+        elif name == "gpt-sgd":
+            m = GPT(fused=True).to(dev)
+            fn = lambda: sgd_step(m, x_tok, y_tok)
+        elif name == "gpt-hvp":
+            m = GPT(fused=False).to(dev)
+            params = list(m.parameters())
+
+            def fn():
+                loss = F.cross_entropy(m(x_tok), y_tok)
+                g = torch.autograd.grad(loss, params, create_graph=True)
+                v = [torch.ones_like(p) for p in params]
+                torch.autograd.grad(g, params, v)
         elif name == "sampler":
             fn = lambda: stable(1.5, (10_000_000,), dev)
             steps, scale = max(1, a.steps // 10), 1e7
