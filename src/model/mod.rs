@@ -18,6 +18,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod exec;
+mod gelu;
 mod grad;
 pub mod gradcheck;
 pub mod linear;

@@ -5,16 +5,23 @@ use crate::model::linear;
 use crate::model::spec::Activation;
 use candle_core::{Result, Tensor};
 
-/// `g·f'(z)`: the gradient of an activation's input from its output's.
-pub(super) fn back(act: Activation, g: &Tensor, z: &Tensor, a: &Tensor) -> Result<Tensor> {
-    match act {
-        Activation::Relu => linear::relu_back(g, a),
+/// `g·f'(z)`: the gradient of an activation's input from its output's; `t`: GELU's kept
+/// tanh(u), where its kernels ran.
+pub(super) fn back(
+    act: Activation,
+    g: &Tensor,
+    z: &Tensor,
+    a: &Tensor,
+    t: Option<&Tensor>,
+) -> Result<Tensor> {
+    match (act, t) {
+        (Activation::Relu, _) => linear::relu_back(g, a),
+        (Activation::Gelu, Some(t)) => g * crate::model::gelu::derivative(z, t)?,
         _ => g * derivative(act, z, a)?,
     }
 }
 
-const GELU_C: f64 = 0.797_884_560_802_865_4; // √(2/π)
-const GELU_K: f64 = 0.044715;
+use crate::model::gelu::{C as GELU_C, K as GELU_K};
 
 /// `f'(z)`, from the input `z` and the output `a = f(z)`.
 fn derivative(act: Activation, z: &Tensor, a: &Tensor) -> Result<Tensor> {
@@ -45,8 +52,16 @@ fn gelu_parts(z: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((u.tanh()?, du))
 }
 
-/// `f''(z)`.
-pub(super) fn second_derivative(act: Activation, z: &Tensor, a: &Tensor) -> Result<Option<Tensor>> {
+/// `f''(z)`; `t` as for [`back`].
+pub(super) fn second_derivative(
+    act: Activation,
+    z: &Tensor,
+    a: &Tensor,
+    t: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    if let (Activation::Gelu, Some(t)) = (act, t) {
+        return crate::model::gelu::second_derivative(z, t).map(Some);
+    }
     Ok(Some(match act {
         Activation::Relu => return Ok(None),
         // −2a(1 − a²)
@@ -74,4 +89,57 @@ pub(super) fn second_derivative(act: Activation, z: &Tensor, a: &Tensor) -> Resu
             ((a1 - a2)? + a3)?
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// GELU's CPU kernels give the same bits as the candle-op formulas they replace, in f32
+    /// and f64, over values from −12 to 12 (both tails, the kink-free middle) and zeros.
+    #[test]
+    fn gelu_kernels_match_the_op_formulas_bit_for_bit() {
+        for dtype in [DType::F32, DType::F64] {
+            let mut v: Vec<f64> = (0..4001).map(|i| -12.0 + 0.006 * i as f64).collect();
+            v.extend([0.0, -0.0, 1e-30, -1e-30, 37.5, -37.5]);
+            let z = Tensor::new(v.as_slice(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let bits = |t: &Tensor| -> Vec<u64> {
+                t.to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            };
+            let a = Activation::Gelu.apply(&z).unwrap();
+            let (ka, kt) = crate::model::gelu::forward_keep(&z).unwrap();
+            assert_eq!(bits(&ka), bits(&a), "{dtype:?} forward");
+            assert_eq!(
+                bits(&kt),
+                bits(&gelu_parts(&z).unwrap().0),
+                "{dtype:?} tanh"
+            );
+            let g = z.ones_like().unwrap();
+            assert_eq!(
+                bits(&back(Activation::Gelu, &g, &z, &a, Some(&kt)).unwrap()),
+                bits(&back(Activation::Gelu, &g, &z, &a, None).unwrap()),
+                "{dtype:?} derivative"
+            );
+            let second = |t| {
+                second_derivative(Activation::Gelu, &z, &a, t)
+                    .unwrap()
+                    .unwrap()
+            };
+            assert_eq!(
+                bits(&second(Some(&kt))),
+                bits(&second(None)),
+                "{dtype:?} second"
+            );
+        }
+    }
 }

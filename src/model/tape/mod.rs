@@ -71,11 +71,12 @@ enum Run {
         t: usize,
     },
     /// `a = f(z)`; `da`: the gradient of `a`, kept where f'' is not zero. ReLU's `z` is its
-    /// output (its passes read that alone).
+    /// output (its passes read that alone). `t`: GELU's tanh(u), where its kernels ran.
     Act {
         act: Activation,
         z: Tensor,
         a: Tensor,
+        t: Option<Tensor>,
         da: Option<Tensor>,
     },
     /// Every axis but the batch's into one; `dims`: the input's shape.
@@ -336,7 +337,12 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
                 Run::MeanOverTokens { t }
             }
             Node::Act(act) => {
-                let a = act.apply(&h)?;
+                let (a, t) = if *act == Activation::Gelu && super::gelu::runs_on(&h) {
+                    let (a, t) = super::gelu::forward_keep(&h)?;
+                    (a, Some(t))
+                } else {
+                    (act.apply(&h)?, None)
+                };
                 let z = std::mem::replace(&mut h, a.clone());
                 // ReLU's passes read its output alone: its input is not kept
                 let z = if *act == Activation::Relu {
@@ -348,6 +354,7 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
                     act: *act,
                     z,
                     a,
+                    t,
                     da: None,
                 }
             }
@@ -528,8 +535,8 @@ fn backward(
             }
             Run::Attention(run) => g = run.backward(&g, want.keep)?,
             Run::MeanOverTokens { t } => g = spread_tokens(&g, *t)?,
-            Run::Act { act, z, a, da } => {
-                let dz = act::back(*act, &g, z, a)?;
+            Run::Act { act, z, a, t, da } => {
+                let dz = act::back(*act, &g, z, a, t.as_ref())?;
                 let d = std::mem::replace(&mut g, dz);
                 // the second-order reverse reads it where f'' is not zero
                 if *act != Activation::Relu {
@@ -795,8 +802,11 @@ fn tangents(
                 let out = rh.as_ref().map(|r| r.mean(1)).transpose()?;
                 (Tangent::Input(None), out)
             }
-            Run::Act { act, z, a, .. } => {
-                let out = rh.as_ref().map(|r| act::back(*act, r, z, a)).transpose()?;
+            Run::Act { act, z, a, t, .. } => {
+                let out = rh
+                    .as_ref()
+                    .map(|r| act::back(*act, r, z, a, t.as_ref()))
+                    .transpose()?;
                 let r_in = rh.take().filter(|_| *act != Activation::Relu);
                 (Tangent::Input(r_in), out)
             }
@@ -952,10 +962,11 @@ fn tangents_back(
                 rg = run.tangent_back(&rg, t.as_ref())?;
             }
             Run::MeanOverTokens { t } => rg = spread_tokens(&rg, *t)?,
-            Run::Act { act, z, a, da } => {
+            Run::Act { act, z, a, t, da } => {
                 // R(dz) = f'(z)·R(da) + f''(z)·R(z)·da
-                let mut r = act::back(*act, &rg, z, a)?;
-                if let (Some(rz), Some(f2)) = (r_in, act::second_derivative(*act, z, a)?) {
+                let t = t.as_ref();
+                let mut r = act::back(*act, &rg, z, a, t)?;
+                if let (Some(rz), Some(f2)) = (r_in, act::second_derivative(*act, z, a, t)?) {
                     r = (r + (f2 * (rz * saved(da)?)?)?)?;
                 }
                 rg = r;

@@ -1,0 +1,167 @@
+//! GELU (tanh approximation) on the CPU in single passes that keep `t = tanh(u)`,
+//! `u = c·(z + k·z³)`, for the derivatives, so the reverse pass and the R-operator evaluate no
+//! power or tanh again. Each element goes through the same f32 (or f64) operations, in the
+//! same order, as the candle-op formulas in [`crate::model::Activation::apply`] and the tape's
+//! derivatives (candle's `x * s` is `x·s + 0`, `x + s` is `x·1 + s`, `s − x` is `x·(−1) + s`),
+//! so the values are the same bits (tested).
+
+use super::cpu::view;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+
+/// `k` of GELU's cubic term.
+pub const K: f64 = 0.044715;
+/// `c = √(2/π)`.
+pub const C: f64 = 0.797_884_560_802_865_4;
+
+/// The float operations the kernels need, per type.
+trait Float: WithDType + num_traits::Float {
+    /// candle's affine: `v·mul + add` with the constants rounded to the type first.
+    #[inline(always)]
+    fn aff(self, mul: f64, add: f64) -> Self {
+        self * Self::from_f64(mul) + Self::from_f64(add)
+    }
+}
+
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// `(a, t)`: GELU of `z` and `tanh(u)`, as `Activation::apply` computes them.
+#[inline(always)]
+fn forward<T: Float>(z: T) -> (T, T) {
+    let cube = z.powf(T::from_f64(3.0));
+    let inner = (z + cube.aff(K, 0.0)).aff((2.0 / std::f64::consts::PI).sqrt(), 0.0);
+    let t = inner.tanh();
+    (z.aff(0.5, 0.0) * t.aff(1.0, 1.0), t)
+}
+
+/// `u' = c·(1 + 3k·z²)`, as the tape's `gelu_parts` computes it.
+#[inline(always)]
+fn du<T: Float>(z: T) -> T {
+    (z * z).aff(3.0 * K, 0.0).aff(1.0, 1.0).aff(C, 0.0)
+}
+
+/// `f'(z) = ½(1 + t) + ½z·(1 − t²)·u'`.
+#[inline(always)]
+fn first<T: Float>(z: T, t: T) -> T {
+    let sech2 = (t * t).aff(-1.0, 1.0);
+    t.aff(1.0, 1.0).aff(0.5, 0.0) + z.aff(0.5, 0.0) * (sech2 * du(z))
+}
+
+/// `f''(z) = (1 − t²)·u' − z·t·(1 − t²)·u'² + ½z·(1 − t²)·u''`, `u'' = 6kc·z`.
+#[inline(always)]
+fn second<T: Float>(z: T, t: T) -> T {
+    let sech2 = (t * t).aff(-1.0, 1.0);
+    let d = du(z);
+    let ddu = z.aff(6.0 * K * C, 0.0);
+    let a1 = sech2 * d;
+    let a2 = (z * t) * (sech2 * (d * d));
+    let a3 = z.aff(0.5, 0.0) * (sech2 * ddu);
+    (a1 - a2) + a3
+}
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 13;
+
+struct Forward;
+
+impl CustomOp1 for Forward {
+    fn name(&self) -> &'static str {
+        "ahtsgd-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Float>(x: &[T], l: &Layout) -> Vec<T> {
+            use rayon::prelude::*;
+            let x = view(x, l);
+            let n = x.len();
+            let mut out = vec![T::zero(); 2 * n];
+            let (a, t) = out.split_at_mut(n);
+            a.par_chunks_mut(CHUNK)
+                .zip(t.par_chunks_mut(CHUNK))
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|((a, t), x)| {
+                    for ((a, t), &z) in a.iter_mut().zip(t.iter_mut()).zip(x) {
+                        (*a, *t) = forward(z);
+                    }
+                });
+            out
+        }
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(go(x, l)),
+            CpuStorage::F64(x) => CpuStorage::F64(go(x, l)),
+            _ => candle_core::bail!("gelu: f32 or f64"),
+        };
+        let mut dims = vec![2];
+        dims.extend(l.dims());
+        Ok((out, Shape::from(dims)))
+    }
+}
+
+/// `f'` (`second`: `f''`) from `z` and `t`.
+struct Derivative {
+    second: bool,
+}
+
+impl CustomOp2 for Derivative {
+    fn name(&self) -> &'static str {
+        "ahtsgd-gelu-derivative"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let second = self.second;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(z), CpuStorage::F32(t)) => {
+                CpuStorage::F32(pair(&view(z, l1), &view(t, l2), second))
+            }
+            (CpuStorage::F64(z), CpuStorage::F64(t)) => {
+                CpuStorage::F64(pair(&view(z, l1), &view(t, l2), second))
+            }
+            _ => candle_core::bail!("gelu derivative: f32 or f64 operands of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+fn pair<T: Float>(z: &[T], t: &[T], second: bool) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out = vec![T::zero(); z.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(z.par_chunks(CHUNK).zip(t.par_chunks(CHUNK)))
+        .for_each(|(o, (z, t))| {
+            for ((o, &z), &t) in o.iter_mut().zip(z).zip(t) {
+                *o = if second {
+                    self::second(z, t)
+                } else {
+                    first(z, t)
+                };
+            }
+        });
+    out
+}
+
+/// Whether the kernels run on `z` (a CPU tensor of f32 or f64).
+pub fn runs_on(z: &Tensor) -> bool {
+    z.device().is_cpu() && matches!(z.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
+/// GELU of `z` and `t = tanh(u)`, in one pass (CPU, f32 or f64).
+pub fn forward_keep(z: &Tensor) -> Result<(Tensor, Tensor)> {
+    let both = z.detach().apply_op1_no_bwd(&Forward)?;
+    Ok((both.get(0)?, both.get(1)?))
+}
+
+/// `f'(z)` from `z` and the kept `t`.
+pub fn derivative(z: &Tensor, t: &Tensor) -> Result<Tensor> {
+    z.apply_op2_no_bwd(t, &Derivative { second: false })
+}
+
+/// `f''(z)` from `z` and the kept `t`.
+pub fn second_derivative(z: &Tensor, t: &Tensor) -> Result<Tensor> {
+    z.apply_op2_no_bwd(t, &Derivative { second: true })
+}
