@@ -13,7 +13,7 @@
 //!
 //! Masked entries have `P = 0`, so `RP`, `dS` and `R(dS)` are 0 there whatever `S` was.
 
-use crate::model::attention::{merge, split, weights};
+use crate::model::attention::{merge, split, through_softmax, weights};
 use candle_core::{D, Result, Tensor};
 
 /// Attention as it ran.
@@ -74,8 +74,7 @@ pub(super) fn forward(u: &Tensor, heads: usize, causal: bool) -> Result<(Attenti
 impl AttentionRun {
     /// `P ⊙ (x − rowsum(x ⊙ P))`: the softmax's adjoint (and tangent) map.
     fn through_softmax(&self, x: &Tensor) -> Result<Tensor> {
-        let r = rowsum(&(x * &self.p)?)?;
-        &self.p * x.broadcast_sub(&r)?
+        through_softmax(&self.p, x)
     }
 
     /// The gradient of the input from `g`, the output's; keeps what the R-operator needs when
