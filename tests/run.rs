@@ -1428,6 +1428,17 @@ experiment e { data = modadd, model = net, optimizer = opt, epochs = 300, batch 
     assert!(accuracy > 0.5, "test accuracy {accuracy}: {s}");
     // 529 pairs, 370 for training: 23 full batches of 16 per epoch
     assert_eq!(s["steps"], 300 * 23);
+    let train = s["final"]["train_accuracy"].as_f64().unwrap();
+    assert!(train >= accuracy, "training {train} below test {accuracy}");
+    // the report draws training beside test accuracy for token data (and no perplexity)
+    let o = ahtsgd(&["report", "a"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = read(tmp.path().join("a/report/e_train_accuracy.svg"));
+    assert!(
+        svg.contains("net (train)") || svg.contains("(train)"),
+        "{svg:.300}"
+    );
+    assert!(!tmp.path().join("a/report/e_test_perplexity.svg").exists());
 }
 
 /// A byte-level transformer on a small text file: the loss falls and the test perplexity is
@@ -1476,6 +1487,10 @@ experiment lm { data = txt, model = gpt, optimizer = adamw { lr = 1e-2 }, epochs
     );
     assert!((ppl - loss.exp()).abs() < 1e-9 * ppl, "{fin}");
     assert!(fin.get("train_accuracy").is_none(), "{fin}");
+    let o = ahtsgd(&["report", "a"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tmp.path().join("a/report/lm_test_perplexity.svg").exists());
+    assert!(!tmp.path().join("a/report/lm_train_accuracy.svg").exists());
     // 1,728 bytes, 80% for training: (1382 - 17) / 16 + 1 = 86 windows, 10 full batches of 8
     assert_eq!(s["steps_per_epoch"], 10);
 

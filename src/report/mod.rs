@@ -44,6 +44,10 @@ pub struct Metric {
     pub train_loss: Option<f64>,
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
+    /// Modular tasks: accuracy on the whole training split.
+    pub train_accuracy: Option<f64>,
+    /// Language models: e^test_loss.
+    pub test_perplexity: Option<f64>,
     pub alpha: Option<f64>,
     pub lambda_max: Option<f64>,
     pub sharpness_ema: Option<f64>,
@@ -211,6 +215,41 @@ pub fn figures(exp: &Finished) -> Result<Figures, ReportError> {
             curves(&|m| Some((m.step as f64, m.train_loss?))),
         ),
     ];
+    // token data: training accuracy beside the test accuracy (grokking is the gap between
+    // them), and perplexity for language models; absent on other data
+    let mut train_accuracy = curves(&|m| Some((m.step as f64, m.train_accuracy? * 100.0)));
+    if !train_accuracy.is_empty() {
+        let clipped = clip_bands(&mut train_accuracy, 0.0, 100.0);
+        let mut test_by_step = curves(&|m| Some((m.step as f64, m.test_accuracy? * 100.0)));
+        clip_bands(&mut test_by_step, 0.0, 100.0);
+        for c in &mut test_by_step {
+            c.label = format!("{} (test)", c.label);
+        }
+        for c in &mut train_accuracy {
+            c.label = format!("{} (train)", c.label);
+        }
+        train_accuracy.extend(test_by_step);
+        charts.push(plot::Chart::new(
+            "train_accuracy",
+            &format!(
+                "{name}: training and test accuracy{}",
+                if clipped { CLIPPED } else { "" }
+            ),
+            "step",
+            "accuracy (%)",
+            train_accuracy,
+        ));
+    }
+    let perplexity = curves(&|m| Some((m.step as f64, m.test_perplexity?)));
+    if !perplexity.is_empty() {
+        charts.push(plot::Chart::new(
+            "test_perplexity",
+            &format!("{name}: test perplexity"),
+            "step",
+            "perplexity (e^nats per token)",
+            perplexity,
+        ));
+    }
     // α only where it moves or differs from 2 (plain SGD reports 2: Gaussian, no noise).
     let alpha: Vec<Curve> = curves(&|m| Some((m.step as f64, m.alpha?)))
         .into_iter()
