@@ -1494,6 +1494,15 @@ experiment lm { data = txt, model = gpt, optimizer = adamw { lr = 1e-2 }, epochs
     // 1,728 bytes, 80% for training: (1382 - 17) / 16 + 1 = 86 windows, 10 full batches of 8
     assert_eq!(s["steps_per_epoch"], 10);
 
+    // gradcheck on the file's own windows, a label at every position
+    let o = ahtsgd(&["gradcheck", "lm.aht", "--batch", "2"], tmp.path());
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     let trial = "a/lm/trial-0000";
     let sample = |extra: &[&str]| {
         let mut args = vec!["generate", trial, "--prompt", "the cat", "--tokens", "40"];

@@ -36,9 +36,10 @@ fn data_batch(
     skip: usize,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let per = d.sample_len();
+    let labels = d.labels_per_sample.max(1);
     let total = d.train_len().max(1);
     let mut xs = Vec::with_capacity(n * per);
-    let mut ys = Vec::with_capacity(n);
+    let mut ys = Vec::with_capacity(n * labels);
     for k in 0..n {
         let i = (skip + k) % total;
         xs.extend(
@@ -46,12 +47,19 @@ fn data_batch(
                 .iter()
                 .map(|&v| f64::from(v)),
         );
-        ys.push(d.train_y[i]);
+        ys.extend_from_slice(&d.train_y[i * labels..(i + 1) * labels]);
     }
     let mut shape = vec![n];
     shape.extend(&d.sample_shape);
     let dev = Device::Cpu;
-    Ok((Tensor::from_vec(xs, shape, &dev)?, Tensor::new(ys, &dev)?))
+    let y = Tensor::new(ys, &dev)?;
+    // a label at every position: `[n, positions]`, as training reads them
+    let y = if labels > 1 {
+        y.reshape((n, labels))?
+    } else {
+        y
+    };
+    Ok((Tensor::from_vec(xs, shape, &dev)?, y))
 }
 
 enum Inputs {
