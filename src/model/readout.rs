@@ -41,7 +41,8 @@ impl Readout {
     pub fn rows(&self, logits: &Tensor) -> Result<Tensor> {
         match *self {
             Readout::Rows => Ok(logits.clone()),
-            Readout::Last { n, t, k } => logits.narrow(1, t - 1, 1)?.reshape((n, k)),
+            // contiguous: the device's loss kernel reads rows in place
+            Readout::Last { n, t, k } => logits.narrow(1, t - 1, 1)?.contiguous()?.reshape((n, k)),
             Readout::Every { n, t, k } => logits.reshape((n * t, k)),
         }
     }
