@@ -4,7 +4,7 @@
 //! `S = c·Q·Kᵀ` (entries after the diagonal at −∞ when causal), `P = softmax(S)` row by row,
 //! and `O = P·V`.
 
-use super::cpu::view;
+use super::cpu::{f32_or_f64, map_chunks, view};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Tensor,
 };
@@ -82,19 +82,44 @@ pub fn through_softmax(p: &Tensor, x: &Tensor) -> Result<Tensor> {
     p * x.broadcast_sub(&r)?
 }
 
-/// Rows of `t` entries at a time, in parallel.
-fn rows<T: Copy + Send + Sync>(
-    n: usize,
-    t: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-    zero: T,
-) -> Vec<T> {
-    use rayon::prelude::*;
-    let mut out = vec![zero; n];
-    out.par_chunks_mut(t.max(1))
-        .enumerate()
-        .for_each(|(r, row)| f(r, row));
-    out
+/// softmax(scale·s) over each row of `t` scores, entries after the diagonal 0 when causal
+/// (row `r` is the query at position `r mod t`).
+fn row_softmax<T>(s: &[T], t: usize, scale: T, causal: bool) -> Vec<T>
+where
+    T: num_traits::Float + Send + Sync,
+{
+    map_chunks(s, t, |r, src, row| {
+        // the keys after the query's position are masked
+        let live = if causal { r % t + 1 } else { t };
+        let m = src[..live]
+            .iter()
+            .fold(T::neg_infinity(), |m, &v| m.max(v * scale));
+        let mut sum = T::zero();
+        for &v in &src[..live] {
+            sum = sum + (v * scale - m).exp();
+        }
+        let inv = T::one() / sum;
+        for (o, &v) in row[..live].iter_mut().zip(&src[..live]) {
+            o.write((v * scale - m).exp() * inv);
+        }
+        for o in &mut row[live..] {
+            o.write(T::zero());
+        }
+    })
+}
+
+/// `p ⊙ (x − rowsum(x ⊙ p))` over rows of `t`.
+fn softmax_adjoint<T>(p: &[T], x: &[T], t: usize) -> Vec<T>
+where
+    T: num_traits::Float + Send + Sync + std::iter::Sum,
+{
+    map_chunks(p, t, |r, p, row| {
+        let x = &x[r * t..(r + 1) * t];
+        let dot: T = p.iter().zip(x).map(|(&a, &b)| a * b).sum();
+        for ((o, &a), &b) in row.iter_mut().zip(p).zip(x) {
+            o.write(a * (b - dot));
+        }
+    })
 }
 
 /// softmax(scale·s) over each row of the scores `s` (`[.., t, t]`), entries after the
@@ -112,36 +137,11 @@ impl CustomOp1 for RowSoftmax {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let t = l.dims()[l.dims().len() - 1];
         let (scale, causal) = (self.scale, self.causal);
-        macro_rules! go {
-            ($s:expr, $ty:ty) => {{
-                let s = view($s, l);
-                let scale = scale as $ty;
-                rows(
-                    s.len(),
-                    t,
-                    |r, row: &mut [$ty]| {
-                        let src = &s[r * t..(r + 1) * t];
-                        // the row's position among the queries: keys after it are masked
-                        let live = if causal { r % t + 1 } else { t };
-                        let mut m = <$ty>::NEG_INFINITY;
-                        for &v in &src[..live] {
-                            m = m.max(v * scale);
-                        }
-                        let mut sum = 0.0;
-                        for (o, &v) in row[..live].iter_mut().zip(&src[..live]) {
-                            *o = (v * scale - m).exp();
-                            sum += *o;
-                        }
-                        let inv = 1.0 / sum;
-                        row[..live].iter_mut().for_each(|o| *o *= inv);
-                    },
-                    0.0,
-                )
-            }};
-        }
         let out = match st {
-            CpuStorage::F32(s) => CpuStorage::F32(go!(s, f32)),
-            CpuStorage::F64(s) => CpuStorage::F64(go!(s, f64)),
+            CpuStorage::F32(s) => {
+                CpuStorage::F32(row_softmax(&view(s, l), t, scale as f32, causal))
+            }
+            CpuStorage::F64(s) => CpuStorage::F64(row_softmax(&view(s, l), t, scale, causal)),
             _ => candle_core::bail!("attention softmax: f32 or f64"),
         };
         Ok((out, l.shape().clone()))
@@ -164,28 +164,11 @@ impl CustomOp2 for ThroughSoftmax {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let t = l1.dims()[l1.dims().len() - 1];
-        macro_rules! go {
-            ($p:expr, $x:expr, $ty:ty) => {{
-                let (p, x) = (view($p, l1), view($x, l2));
-                rows(
-                    p.len(),
-                    t,
-                    |r, row: &mut [$ty]| {
-                        let (p, x) = (&p[r * t..(r + 1) * t], &x[r * t..(r + 1) * t]);
-                        let dot: $ty = p.iter().zip(x).map(|(a, b)| a * b).sum();
-                        for ((o, &a), &b) in row.iter_mut().zip(p).zip(x) {
-                            *o = a * (b - dot);
-                        }
-                    },
-                    0.0,
-                )
-            }};
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(x)) => CpuStorage::F32(go!(p, x, f32)),
-            (CpuStorage::F64(p), CpuStorage::F64(x)) => CpuStorage::F64(go!(p, x, f64)),
-            _ => candle_core::bail!("softmax adjoint: f32 or f64 operands of one type"),
-        };
+        let out = f32_or_f64!(self.name(), s1, s2, |p, x| softmax_adjoint(
+            &view(p, l1),
+            &view(x, l2),
+            t
+        ));
         Ok((out, l1.shape().clone()))
     }
 }

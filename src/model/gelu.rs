@@ -5,7 +5,7 @@
 //! derivatives (candle's `x * s` is `x·s + 0`, `x + s` is `x·1 + s`, `s − x` is `x·(−1) + s`),
 //! so the values are the same bits (tested).
 
-use super::cpu::view;
+use super::cpu::{f32_or_f64, view};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
 /// `k` of GELU's cubic term.
@@ -115,34 +115,26 @@ impl CustomOp2 for Derivative {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let second = self.second;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(z), CpuStorage::F32(t)) => {
-                CpuStorage::F32(pair(&view(z, l1), &view(t, l2), second))
-            }
-            (CpuStorage::F64(z), CpuStorage::F64(t)) => {
-                CpuStorage::F64(pair(&view(z, l1), &view(t, l2), second))
-            }
-            _ => candle_core::bail!("gelu derivative: f32 or f64 operands of one type"),
-        };
+        let out = f32_or_f64!(self.name(), s1, s2, |z, t| pair(
+            &view(z, l1),
+            &view(t, l2),
+            second
+        ));
         Ok((out, l1.shape().clone()))
     }
 }
 
 fn pair<T: Float>(z: &[T], t: &[T], second: bool) -> Vec<T> {
-    use rayon::prelude::*;
-    let mut out = vec![T::zero(); z.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(z.par_chunks(CHUNK).zip(t.par_chunks(CHUNK)))
-        .for_each(|(o, (z, t))| {
-            for ((o, &z), &t) in o.iter_mut().zip(z).zip(t) {
-                *o = if second {
-                    self::second(z, t)
-                } else {
-                    first(z, t)
-                };
-            }
-        });
-    out
+    super::cpu::map_chunks(z, CHUNK, |i, z, o| {
+        let t = &t[i * CHUNK..];
+        for ((o, &z), &t) in o.iter_mut().zip(z).zip(t) {
+            o.write(if second {
+                self::second(z, t)
+            } else {
+                first(z, t)
+            });
+        }
+    })
 }
 
 /// Whether the kernels run on `z` (a CPU tensor of f32 or f64).

@@ -565,44 +565,43 @@ impl ModelSpec {
             (&[t], &[lt, k]) => lt == t && k == self.classes,
             _ => false,
         };
-        if self.every_position && !per_token {
+        // a misfit output is the last layer's
+        let at_last = |message: String, help: &str| {
             let (span, layer) = self
                 .stack
                 .last()
                 .map_or((Span::default(), String::new()), |l| {
                     (l.span, l.name.clone())
                 });
-            return Err(ShapeError {
+            Err(ShapeError {
                 layer,
                 span,
-                message: format!(
+                message,
+                help: help.into(),
+            })
+        };
+        if self.every_position && !per_token {
+            return at_last(
+                format!(
                     "the model ends in {}, but this data has a target at each of its {} positions: the last layer must give [{}, {}]",
                     dims(&last),
                     self.input[0],
                     self.input[0],
                     self.classes
                 ),
-                help: "end the stack with `linear(vocab)` on each token's features (no `flatten` or `mean_over_tokens`)".into(),
-            });
+                "end the stack with `linear(vocab)` on each token's features (no `flatten` or `mean_over_tokens`)",
+            );
         }
         if last != [self.classes] && !per_token {
-            let (span, layer) = self
-                .stack
-                .last()
-                .map_or((Span::default(), String::new()), |l| {
-                    (l.span, l.name.clone())
-                });
-            return Err(ShapeError {
-                layer,
-                span,
-                message: format!(
+            return at_last(
+                format!(
                     "the model ends in {}, but the data has {} classes: the last layer must give [{}]",
                     dims(&last),
                     self.classes,
                     self.classes
                 ),
-                help: "end the stack with `linear(classes)` (after `flatten` or `global_avg_pool` for images)".into(),
-            });
+                "end the stack with `linear(classes)` (after `flatten` or `global_avg_pool` for images)",
+            );
         }
         Ok(out)
     }

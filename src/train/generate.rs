@@ -2,7 +2,7 @@
 //! prompt's bytes, then one byte at a time from the softmax of the model's logits at the last
 //! position (divided by the temperature), each step reading at most the model's context.
 
-use super::{RunError, device, model_spec_for, restore_recorded};
+use super::{RunError, device, dtype_of, model_spec_for, restore_recorded};
 use crate::model::{Model, norm::Mode};
 use crate::plan::Trial;
 use candle_core::{D, DType, Tensor};
@@ -43,11 +43,7 @@ pub fn generate(
         )));
     }
     let dev = device(c.str("device"))?;
-    let dtype = if c.str("dtype") == "f64" {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    let dtype = dtype_of(c);
     let context = data.usize("context");
     let model = Model::build(&model_spec_for(c, &[context], 256)?, dtype, &dev, 0)?;
     restore_recorded(&model, dir, dtype, &dev)?;

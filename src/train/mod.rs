@@ -24,6 +24,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// The floating-point type a trial's `dtype` names.
+fn dtype_of(c: &crate::plan::Obj) -> DType {
+    if c.str("dtype") == "f64" {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
 /// The typed description of a trial's dataset.
 fn data_spec(c: &crate::plan::Obj) -> Result<data::DataSpec, data::DataError> {
     let o = c.obj("data");
@@ -320,11 +329,7 @@ pub fn run_trial(
     let started = Instant::now();
     let seed = c.f64("seed") as u64;
     let dev = device(c.str("device"))?;
-    let dtype = if c.str("dtype") == "f64" {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    let dtype = dtype_of(c);
     let resolved = trial.resolved_source();
     let data_spec = data_spec(c)?;
     let data = data::load(&data_spec, seed)?;
@@ -786,11 +791,7 @@ pub struct Evaluation {
 pub fn evaluate_recorded(trial: &Trial, dir: &Path) -> Result<Evaluation, RunError> {
     let c = &trial.config;
     let dev = device(c.str("device"))?;
-    let dtype = if c.str("dtype") == "f64" {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    let dtype = dtype_of(c);
     let data = data::load(&data_spec(c)?, c.f64("seed") as u64)?;
     let model = Model::build(&model_spec(c, &data)?, dtype, &dev, 0)?;
     let warnings = restore_recorded(&model, dir, dtype, &dev)?;
