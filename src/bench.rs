@@ -177,16 +177,18 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The trial configuration of an experiment on the model `text`, in the newest language
+/// version (so `tanh` and `gelu` compute tanh with the portable kernel).
 fn spec(text: &str) -> Obj {
+    let version = crate::check::schema::VERSIONS.last().expect("a version");
     let src = format!(
-        "model m = {text}\nexperiment e {{ data = arrays {{ path = \"-\" }}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
+        "version = {version}\nmodel m = {text}\nexperiment e {{ data = arrays {{ path = \"-\" }}, model = m, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 }}\n"
     );
     check_text("bench.aht", &src, &Options::default())
         .plan
         .expect("bench models check")
         .trials[0]
         .config
-        .obj("model")
         .clone()
 }
 
@@ -418,8 +420,11 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
             } else {
                 (10, None)
             };
-            let lowered = crate::check::model::lower_for(&spec(model_text), shape, classes, tokens)
-                .map_err(|d| candle_core::Error::Msg(d.message))?;
+            let config = spec(model_text);
+            let mut lowered =
+                crate::check::model::lower_for(config.obj("model"), shape, classes, tokens)
+                    .map_err(|d| candle_core::Error::Msg(d.message))?;
+            lowered.tanh = crate::check::model::tanh(&config);
             let m = &Model::build(&lowered, DType::F32, dev, 0)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let data = if gpt {

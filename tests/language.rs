@@ -627,3 +627,45 @@ fn the_smoothing_default_follows_the_language_version() {
     let again = check_text("resolved.aht", &v1, &Options::default());
     assert_eq!(again.plan.unwrap().trials[0].resolved_source(), v1);
 }
+
+/// The experiment's `tanh` is `system` in versions 1 and 2 and `portable` from version 3;
+/// either may be written in any version; a version-2 record written before the field existed
+/// (no `tanh` line) checks to `system`, the tanh it ran with.
+#[test]
+fn the_tanh_default_follows_the_language_version() {
+    let body = |field: &str| {
+        format!(
+            "experiment e {{ data = blobs {{}}, model = mlp {{ activation = gelu }}, optimizer = sgd {{ lr = 0.1 }}, epochs = 1 {field} }}\n"
+        )
+    };
+    let resolved = |text: &str| {
+        let c = check_text("v.aht", text, &Options::default());
+        assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+        c.plan.unwrap().trials[0].resolved_source()
+    };
+    for (version, want) in [
+        ("", "system"),
+        ("version = 2\n", "system"),
+        ("version = 3\n", "portable"),
+    ] {
+        let r = resolved(&format!("{version}{}", body("")));
+        assert!(r.contains(&format!("  tanh = {want}\n")), "{version}: {r}");
+    }
+    let r = resolved(&format!("version = 2\n{}", body(", tanh = portable")));
+    assert!(r.contains("tanh = portable"), "{r}");
+    let r = resolved(&format!("version = 3\n{}", body(", tanh = system")));
+    assert!(r.contains("tanh = system"), "{r}");
+    let v2 = resolved(&format!("version = 2\n{}", body("")));
+    let before: String = v2
+        .lines()
+        .filter(|l| !l.contains("tanh ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(resolved(&before), v2);
+    let c = check_text(
+        "v.aht",
+        &format!("version = 3\n{}", body(", tanh = libm")),
+        &Options::default(),
+    );
+    assert!(c.plan.is_none() && !c.diagnostics.is_empty());
+}

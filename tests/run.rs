@@ -1589,3 +1589,51 @@ fn text_data_errors_name_the_file_and_what_to_change() {
         "{err}"
     );
 }
+
+/// `tanh = portable` (version 3's default) trains a GELU and tanh network to the same bits on
+/// every instruction set, close to the C library's numbers; a version-2 recipe keeps the C
+/// library's tanh, which `--set e.tanh=system` gives a version-3 recipe bit for bit.
+#[test]
+fn the_portable_tanh_is_version_3s_and_old_recipes_keep_theirs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = "dataset d = blobs { classes = 3, features = 16, samples = 96, test_samples = 32 }
+model m = layers { stack = [linear(48), gelu, linear(32), tanh, linear(classes)] }
+experiment e { data = d, model = m, optimizer = sgd { lr = 0.2 }, epochs = 2, batch = 16, log_every = 1 step }
+";
+    write(tmp.path(), "v2.aht", &format!("version = 2\n{body}"));
+    write(tmp.path(), "v3.aht", &format!("version = 3\n{body}"));
+    let run = |file: &str, out: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["run", file, "--out", out, "--threads", "2", "--quiet"];
+        args.extend(extra);
+        let o = ahtsgd_env(&args, tmp.path(), env);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let trial = tmp.path().join(out).join("e/trial-0000");
+        (
+            read(trial.join("metrics.jsonl")),
+            read(trial.join("resolved.aht")),
+        )
+    };
+    let (system, resolved) = run("v2.aht", "v2", &[], &[]);
+    assert!(resolved.contains("tanh = system"), "{resolved}");
+    let (set, _) = run("v3.aht", "v3-system", &["--set", "e.tanh=system"], &[]);
+    assert_eq!(set, system, "--set e.tanh=system on version 3");
+    let (portable, resolved) = run("v3.aht", "v3", &[], &[]);
+    assert!(resolved.contains("tanh = portable"), "{resolved}");
+    assert_ne!(portable, system, "another tanh, other last bits");
+    let (baseline, _) = run("v3.aht", "v3-baseline", &[], &[("AHTSGD_SIMD", "baseline")]);
+    assert_eq!(
+        baseline, portable,
+        "baseline x86-64 against this CPU's widest kernels"
+    );
+    let losses = |m: &str| -> Vec<f64> {
+        m.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["train_loss"].as_f64())
+            .collect()
+    };
+    let (a, b) = (losses(&system), losses(&portable));
+    assert!(a.len() >= 10 && a.len() == b.len(), "{system}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "losses {x} and {y}");
+    }
+}

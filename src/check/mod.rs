@@ -191,7 +191,9 @@ fn check_modules(
                                 format!("language version {} is not supported", v.node),
                             )
                             .at(v.span, "unknown version")
-                            .help("this build reads `version = 1` and `version = 2`"),
+                            .help(
+                                "this build reads `version = 1`, `version = 2` and `version = 3`",
+                            ),
                         );
                     }
                     version_seen = Some(v.span);

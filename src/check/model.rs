@@ -3,7 +3,9 @@
 //! layer names its checkpoints use), shapes inferred from the sample shape and class count.
 
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::spec::{Activation, Init, Layer, LayerInit, LayerKind, ModelSpec, ShapeError};
+use crate::model::spec::{
+    Activation, Init, Layer, LayerInit, LayerKind, ModelSpec, ShapeError, Tanh,
+};
 use crate::plan::{Obj, Val};
 use crate::source::Span;
 
@@ -206,7 +208,30 @@ pub fn describe(
         input: input.to_vec(),
         classes,
         every_position,
+        tanh: Tanh::default(),
     })
+}
+
+/// The typed model of a trial's configuration (an `experiment`'s resolved fields) for
+/// samples of `input` and `classes` classes: [`lower_for`] with the trial's token data and
+/// its `tanh`.
+pub fn lower_trial(config: &Obj, input: &[usize], classes: usize) -> Result<ModelSpec, Diagnostic> {
+    let mut spec = lower_for(
+        config.obj("model"),
+        input,
+        classes,
+        tokens(config.obj("data")),
+    )?;
+    spec.tanh = tanh(config);
+    Ok(spec)
+}
+
+/// An experiment's `tanh` (`system` where a configuration predates the field).
+pub fn tanh(config: &Obj) -> Tanh {
+    match config.fields.iter().find(|(n, _)| *n == "tanh") {
+        Some((_, Val::Name(s))) if s == "portable" => Tanh::Portable,
+        _ => Tanh::System,
+    }
 }
 
 fn activation(model: &Obj) -> Activation {

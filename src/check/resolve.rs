@@ -423,6 +423,17 @@ impl<'t, 'm> Resolver<'t, 'm> {
         }
     }
 
+    /// A field's default in this recipe's language version.
+    fn default_text(&self, kind: &KindSpec, spec: &FieldSpec) -> Option<&'static str> {
+        schema::VERSIONED_DEFAULTS
+            .iter()
+            .find(|(c, k, f, since, _)| {
+                *c == kind.category && *k == kind.name && *f == spec.name && self.version < *since
+            })
+            .map(|&(.., old)| old)
+            .or(spec.default)
+    }
+
     fn default_expr(&mut self, text: &'static str) -> Option<Expr> {
         if let Some(e) = self.defaults.get(text) {
             return e.clone();
@@ -657,9 +668,10 @@ impl<'t, 'm> Resolver<'t, 'm> {
                 values.push((spec.name, v.clone()));
                 continue;
             }
+            let default = self.default_text(kind, spec);
             // a default that names another field of the kind takes that field's value
             if src.is_none()
-                && let Some(text) = spec.default
+                && let Some(text) = default
                 && let Some((_, v)) = values.iter().find(|(n, _)| *n == text)
             {
                 values.push((spec.name, v.clone()));
@@ -667,7 +679,7 @@ impl<'t, 'm> Resolver<'t, 'm> {
             }
             let expr = match src.and_then(|s| s.value.clone()) {
                 Some(e) => e,
-                None => match spec.default {
+                None => match default {
                     Some(text) => match self.default_expr(text) {
                         Some(mut e) => {
                             respan(&mut e, span);

@@ -231,7 +231,12 @@ const ADAM_FIELDS: &[FieldSpec] = &[
 ];
 
 /// The language versions this build reads; the last is the newest.
-pub const VERSIONS: &[u64] = &[1, 2];
+pub const VERSIONS: &[u64] = &[1, 2, 3];
+
+/// Defaults that changed with a language version: (category, kind, field, the version that
+/// brought the default in the field's spec, the default before it).
+pub const VERSIONED_DEFAULTS: &[(Category, &str, &str, u64, &str)] =
+    &[(Category::Experiment, "experiment", "tanh", 3, "system")];
 
 // Fields shared by the optimizers, in the order they appear.
 const SCALE: FieldSpec = f(
@@ -1494,6 +1499,12 @@ pub static KINDS: &[KindSpec] = &[
                 Ty::Enum(&["f32", "f64"]),
                 Some("f32"),
                 "floating-point type",
+            ),
+            f(
+                "tanh",
+                Ty::Enum(&["portable", "system"]),
+                Some("portable"),
+                "how `tanh` and `gelu` compute tanh on the CPU: `portable`, ahtsgd's own vectorised tanh (the same bits on every machine; the default from version 3), or `system`, the C library's (the default in versions 1 and 2)",
             ),
             f(
                 "eval_every",

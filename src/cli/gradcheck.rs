@@ -135,18 +135,14 @@ pub fn gradcheck(args: &GradcheckArgs) -> i32 {
             Inputs::Data(d) => (d.sample_shape.clone(), d.classes),
         };
         let tokens = ahtsgd::check::model::tokens(trial.config.obj("data"));
-        let spec: ModelSpec = match ahtsgd::check::model::lower_for(
-            trial.config.obj("model"),
-            &shape,
-            classes,
-            tokens,
-        ) {
-            Ok(s) => s,
-            Err(d) => {
-                eprintln!("error: experiment `{}`: {}", exp.name, d.message);
-                return 1;
-            }
-        };
+        let spec: ModelSpec =
+            match ahtsgd::check::model::lower_trial(&trial.config, &shape, classes) {
+                Ok(s) => s,
+                Err(d) => {
+                    eprintln!("error: experiment `{}`: {}", exp.name, d.message);
+                    return 1;
+                }
+            };
         let result = Model::build(&spec, DType::F64, &Device::Cpu, 0)
             .map_err(|e| e.to_string())
             .and_then(|m| {

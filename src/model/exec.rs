@@ -3,7 +3,7 @@
 //! backward, H·v).
 
 use super::norm::{BatchNorm, Mode};
-use super::spec::Activation;
+use super::spec::{Activation, Tanh};
 use super::{conv, linear, pool2};
 use candle_core::{D, Result, Tensor, Var};
 
@@ -27,7 +27,8 @@ pub enum Node {
     GlobalAvgPool,
     Flatten,
     BatchNorm(BatchNorm),
-    Act(Activation),
+    /// An activation, and how its tanh is computed (`tanh` and `gelu`).
+    Act(Activation, Tanh),
     LeakyRelu(f64),
     LayerNorm {
         gamma: Var,
@@ -118,7 +119,7 @@ pub fn forward(nodes: &[Node], x: &Tensor, mode: Mode, step: u64) -> Result<Tens
     let mut i = 0;
     while i < nodes.len() {
         // a linear layer and the ReLU after it are one graph node (as in the built-in MLP)
-        if let (Node::Linear { w, b: Some(b) }, Some(Node::Act(Activation::Relu))) =
+        if let (Node::Linear { w, b: Some(b) }, Some(Node::Act(Activation::Relu, _))) =
             (&nodes[i], nodes.get(i + 1))
         {
             let (rows, tokens) = token_rows(&h)?;
@@ -172,7 +173,7 @@ impl Node {
                     bn.forward(x, mode)
                 }
             }
-            Node::Act(a) => a.apply(x),
+            Node::Act(a, tanh) => a.apply(x, *tanh),
             Node::LeakyRelu(slope) => x.maximum(&(x * *slope)?),
             Node::Embedding { w, vocab } => Ok(embed(w.as_tensor(), x, *vocab)?.0),
             Node::LayerNorm { gamma, beta, eps } => {

@@ -3,9 +3,12 @@
 //! power or tanh again. Each element goes through the same f32 (or f64) operations, in the
 //! same order, as the candle-op formulas in [`crate::model::Activation::apply`] and the tape's
 //! derivatives (candle's `x * s` is `x·s + 0`, `x + s` is `x·1 + s`, `s − x` is `x·(−1) + s`),
-//! so the values are the same bits (tested).
+//! so the values are the same bits (tested). With [`Tanh::Portable`] the cube is `z·z·z` and
+//! tanh is [`crate::model::tanh`]'s, vectorised for the CPU's widest instruction set.
 
 use super::cpu::{f32_or_f64, view};
+use super::spec::Tanh;
+use super::tanh::PortableTanh;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
 /// `k` of GELU's cubic term.
@@ -14,7 +17,7 @@ pub const K: f64 = 0.044715;
 pub const C: f64 = 0.797_884_560_802_865_4;
 
 /// The float operations the kernels need, per type.
-trait Float: WithDType + num_traits::Float {
+trait Float: WithDType + num_traits::Float + PortableTanh {
     /// candle's affine: `v·mul + add` with the constants rounded to the type first.
     #[inline(always)]
     fn aff(self, mul: f64, add: f64) -> Self {
@@ -33,6 +36,24 @@ fn forward<T: Float>(z: T) -> (T, T) {
     let t = inner.tanh();
     (z.aff(0.5, 0.0) * t.aff(1.0, 1.0), t)
 }
+
+/// [`forward`] with `z·z·z` and the portable tanh.
+#[inline(always)]
+fn forward_portable<T: Float>(z: T) -> (T, T) {
+    let cube = z * z * z;
+    let inner = (z + cube.aff(K, 0.0)).aff((2.0 / std::f64::consts::PI).sqrt(), 0.0);
+    let t = inner.portable_tanh();
+    (z.aff(0.5, 0.0) * t.aff(1.0, 1.0), t)
+}
+
+#[inline(always)]
+fn forward_portable_chunk<T: Float>(x: &[T], a: &mut [T], t: &mut [T]) {
+    for ((a, t), &z) in a.iter_mut().zip(t.iter_mut()).zip(x) {
+        (*a, *t) = forward_portable(z);
+    }
+}
+
+crate::simd::multiversion!(fn forward_portable_best<T: Float>(x: &[T], a: &mut [T], t: &mut [T]) -> () = forward_portable_chunk);
 
 /// `u' = c·(1 + 3k·z²)`, as the tape's `gelu_parts` computes it.
 #[inline(always)]
@@ -62,7 +83,7 @@ fn second<T: Float>(z: T, t: T) -> T {
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 13;
 
-struct Forward;
+struct Forward(Tanh);
 
 impl CustomOp1 for Forward {
     fn name(&self) -> &'static str {
@@ -70,7 +91,8 @@ impl CustomOp1 for Forward {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Float>(x: &[T], l: &Layout) -> Vec<T> {
+        let portable = self.0 == Tanh::Portable;
+        fn go<T: Float>(x: &[T], l: &Layout, portable: bool) -> Vec<T> {
             use rayon::prelude::*;
             let x = view(x, l);
             let n = x.len();
@@ -80,15 +102,19 @@ impl CustomOp1 for Forward {
                 .zip(t.par_chunks_mut(CHUNK))
                 .zip(x.par_chunks(CHUNK))
                 .for_each(|((a, t), x)| {
-                    for ((a, t), &z) in a.iter_mut().zip(t.iter_mut()).zip(x) {
-                        (*a, *t) = forward(z);
+                    if portable {
+                        forward_portable_best(x, a, t);
+                    } else {
+                        for ((a, t), &z) in a.iter_mut().zip(t.iter_mut()).zip(x) {
+                            (*a, *t) = forward(z);
+                        }
                     }
                 });
             out
         }
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(go(x, l)),
-            CpuStorage::F64(x) => CpuStorage::F64(go(x, l)),
+            CpuStorage::F32(x) => CpuStorage::F32(go(x, l, portable)),
+            CpuStorage::F64(x) => CpuStorage::F64(go(x, l, portable)),
             _ => candle_core::bail!("gelu: f32 or f64"),
         };
         let mut dims = vec![2];
@@ -142,9 +168,9 @@ pub fn runs_on(z: &Tensor) -> bool {
     z.device().is_cpu() && matches!(z.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }
 
-/// GELU of `z` and `t = tanh(u)`, in one pass (CPU, f32 or f64).
-pub fn forward_keep(z: &Tensor) -> Result<(Tensor, Tensor)> {
-    let both = z.detach().apply_op1_no_bwd(&Forward)?;
+/// GELU of `z` and `t = tanh(u)`, in one pass (CPU, f32 or f64), tanh as `tanh` says.
+pub fn forward_keep(z: &Tensor, tanh: Tanh) -> Result<(Tensor, Tensor)> {
+    let both = z.detach().apply_op1_no_bwd(&Forward(tanh))?;
     Ok((both.get(0)?, both.get(1)?))
 }
 

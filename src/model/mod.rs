@@ -26,9 +26,10 @@ pub mod norm;
 pub mod pool;
 pub mod readout;
 pub mod spec;
+pub mod tanh;
 mod tape;
 
-pub use spec::{Activation, Init, LayerInit, ModelSpec, glob_match, layer_init};
+pub use spec::{Activation, Init, LayerInit, ModelSpec, Tanh, glob_match, layer_init};
 
 pub use grad::softmax_cross_entropy;
 
@@ -57,9 +58,14 @@ pub fn set_tf32_convolutions(on: bool) {
 }
 
 impl Activation {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+    /// The activation of `x`, its tanh computed as `tanh` says where that is ours to choose
+    /// (the CPU, f32 and f64; elsewhere the device's).
+    pub fn apply(self, x: &Tensor, tanh: Tanh) -> Result<Tensor> {
+        let portable = tanh == Tanh::Portable && gelu::runs_on(x);
         match self {
             Activation::Relu => linear::relu(x),
+            Activation::Tanh if portable => self::tanh::apply(x),
+            Activation::Gelu if portable => Ok(gelu::forward_keep(x, tanh)?.0),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => sigmoid(x),
             Activation::Silu => x * sigmoid(x)?,
@@ -135,6 +141,7 @@ struct Builder<'a> {
     buffers: Vec<(String, Var)>,
     /// The embedding's table, which a tied output layer reads as its weight.
     table: Option<Var>,
+    tanh: Tanh,
 }
 
 impl Builder<'_> {
@@ -365,7 +372,7 @@ impl Builder<'_> {
                 K::BatchNorm { momentum, eps } => {
                     exec::Node::BatchNorm(self.batch_norm(&l.name, shape[0], *momentum, *eps)?)
                 }
-                K::Act(a) => exec::Node::Act(*a),
+                K::Act(a) => exec::Node::Act(*a, self.tanh),
                 K::LeakyRelu { slope } => exec::Node::LeakyRelu(*slope),
                 K::LayerNorm { eps } => {
                     let f = shape[shape.len() - 1];
@@ -423,6 +430,7 @@ impl Model {
             params: Vec::new(),
             buffers: Vec::new(),
             table: None,
+            tanh: spec.tanh,
         };
         let nodes = b.stack(&spec.stack, &spec.input)?;
         let mut params = b.params;

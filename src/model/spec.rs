@@ -95,6 +95,28 @@ impl Activation {
     }
 }
 
+/// How `tanh` and `gelu` compute tanh on the CPU (the experiment's `tanh` field).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tanh {
+    /// The C library's `tanhf`/`tanh` (and `powf` for GELU's cube): the default of language
+    /// versions 1 and 2, whose last bits depend on the C library.
+    #[default]
+    System,
+    /// ahtsgd's own vectorised tanh ([`crate::model::tanh`]) and `z·z·z`: the same bits on
+    /// every CPU; the default from version 3.
+    Portable,
+}
+
+impl Tanh {
+    /// The value a recipe writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tanh::System => "system",
+            Tanh::Portable => "portable",
+        }
+    }
+}
+
 /// A per-layer initialisation override from a model's `layers` list: `T` is [`Init`] when
 /// building, recipe text when listing (`plan --layers`).
 #[derive(Clone, Debug, PartialEq)]
@@ -236,6 +258,8 @@ pub struct ModelSpec {
     /// then end in `[tokens, classes]`. Otherwise it ends in `[classes]`, or, on token data,
     /// in `[tokens, classes]` read at the last position (where a modular task's `=` is).
     pub every_position: bool,
+    /// How tanh is computed (`tanh` and `gelu` layers on the CPU).
+    pub tanh: Tanh,
 }
 
 /// A tensor shape for one sample (no batch axis).

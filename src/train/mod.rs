@@ -55,8 +55,7 @@ fn model_spec_for(
     shape: &[usize],
     classes: usize,
 ) -> Result<model::ModelSpec, model::ModelError> {
-    let tokens = crate::check::model::tokens(c.obj("data"));
-    crate::check::model::lower_for(c.obj("model"), shape, classes, tokens).map_err(|d| {
+    crate::check::model::lower_trial(c, shape, classes).map_err(|d| {
         model::ModelError::Shape(match d.help {
             Some(h) => format!("{} ({h})", d.message),
             None => d.message,

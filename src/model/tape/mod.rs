@@ -35,7 +35,7 @@ fn stage_at(nodes: &[Node], i: usize) -> bool {
         (&nodes[i], nodes.get(i + 1), nodes.get(i + 2)),
         (
             Node::Conv { b: Some(_), .. },
-            Some(Node::Act(Activation::Relu)),
+            Some(Node::Act(Activation::Relu, _)),
             Some(Node::Pool {
                 max: true,
                 k: 2,
@@ -295,7 +295,7 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
     let mut runs = Vec::with_capacity(nodes.len());
     let mut i = 0;
     while i < nodes.len() {
-        let relu_next = matches!(nodes.get(i + 1), Some(Node::Act(Activation::Relu)));
+        let relu_next = matches!(nodes.get(i + 1), Some(Node::Act(Activation::Relu, _)));
         let mut used = 1;
         let run = match &nodes[i] {
             Node::Linear { w, b } => {
@@ -336,12 +336,12 @@ fn forward(nodes: &[Node], mut h: Tensor, mode: Mode, step: u64) -> Result<(Vec<
                 h = h.mean(1)?;
                 Run::MeanOverTokens { t }
             }
-            Node::Act(act) => {
+            Node::Act(act, tanh) => {
                 let (a, t) = if *act == Activation::Gelu && super::gelu::runs_on(&h) {
-                    let (a, t) = super::gelu::forward_keep(&h)?;
+                    let (a, t) = super::gelu::forward_keep(&h, *tanh)?;
                     (a, Some(t))
                 } else {
-                    (act.apply(&h)?, None)
+                    (act.apply(&h, *tanh)?, None)
                 };
                 let z = std::mem::replace(&mut h, a.clone());
                 // ReLU's passes read its output alone: its input is not kept
