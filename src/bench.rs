@@ -90,6 +90,10 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "one Hessian-vector product of the transformer (forward and reverse pass, then the R-operator pass)",
     ),
     (
+        "gpt-power-iter",
+        "the transformer: power iteration, 10 HVPs on one batch",
+    ),
+    (
         "sampler",
         "10^7 α-stable draws, α = 1.5, f32 (rate in draws/s)",
     ),
@@ -112,6 +116,7 @@ pub fn needs_second_order(workload: &str) -> bool {
             | "cnn-hvp"
             | "resnet18-hvp"
             | "gpt-hvp"
+            | "gpt-power-iter"
     )
 }
 
@@ -514,7 +519,7 @@ pub fn run(workload: &str, p: &Protocol, dev: &Device, threads: usize) -> Result
                     },
                     base,
                 )?,
-                "mlp-power-iter" | "resnet18-power-iter" => time_paired(
+                "mlp-power-iter" | "resnet18-power-iter" | "gpt-power-iter" => time_paired(
                     p,
                     dev,
                     || {

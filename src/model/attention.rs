@@ -6,7 +6,7 @@
 
 use super::cpu::{f32_or_f64, map_chunks, view};
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Tensor, WithDType,
 };
 
 /// `[n, t, 3·d]` (each token's query, key and value side by side) as three `[n, h, t, d/h]`.
@@ -49,10 +49,10 @@ pub fn softmax(s: &Tensor) -> Result<Tensor> {
 pub fn weights(q: &Tensor, k: &Tensor, causal: bool) -> Result<Tensor> {
     let (_, _, t, dh) = q.dims4()?;
     let scale = 1.0 / (dh as f64).sqrt();
-    let scores = q.matmul(&k.t()?)?;
-    if runs_on_cpu(&scores) {
-        return scores.apply_op1_no_bwd(&RowSoftmax { scale, causal });
+    if runs_on_cpu(q) {
+        return bmm(q, &k.t()?)?.apply_op1_no_bwd(&RowSoftmax { scale, causal });
     }
+    let scores = q.matmul(&k.t()?)?;
     let s = (scores * scale)?;
     let s = if causal {
         s.broadcast_add(&causal_mask(t, s.dtype(), s.device())?)?
@@ -122,6 +122,103 @@ where
     })
 }
 
+/// `a·b` for `[n, h, m, k]` by `[n, h, k, p]` (either a transposed view): candle's matmul
+/// (no graph), except that on the CPU with more than one thread the `n·h` small products run
+/// side by side, each on one thread, where candle runs them one after another and each is too
+/// small to split. Each product is the same `gemm` call as candle's, so the same bits (tested).
+pub fn bmm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let threads = candle_core::utils::get_num_threads();
+    if threads > 1 && runs_on_cpu(a) && a.rank() == 4 && b.rank() == 4 {
+        return a.apply_op2_no_bwd(b, &BatchedMatmul);
+    }
+    a.detach().matmul(&b.detach())
+}
+
+/// The step between batch items of a rank-4 layout whose batch axes are contiguous.
+fn batch_stride(l: &Layout) -> Option<usize> {
+    let (s, d) = (l.stride(), l.dims());
+    (s[0] == s[1] * d[1] || d[0] == 1).then_some(s[1])
+}
+
+struct BatchedMatmul;
+
+fn batched<T: WithDType + 'static>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+) -> Result<(Vec<T>, Shape)> {
+    use rayon::prelude::*;
+    let (n, h, m, k) = la.shape().dims4()?;
+    let (n2, h2, k2, p) = lb.shape().dims4()?;
+    if (n, h, k) != (n2, h2, k2) {
+        candle_core::bail!("batched matmul: {:?} by {:?}", la.dims(), lb.dims());
+    }
+    let (Some(sa), Some(sb)) = (batch_stride(la), batch_stride(lb)) else {
+        candle_core::bail!("batched matmul: batch axes not contiguous");
+    };
+    let (ra, ca) = (la.stride()[2] as isize, la.stride()[3] as isize);
+    let (rb, cb) = (lb.stride()[2] as isize, lb.stride()[3] as isize);
+    let (a, b) = (&a[la.start_offset()..], &b[lb.start_offset()..]);
+    let mut dst = vec![T::zero(); n * h * m * p];
+    dst.par_chunks_mut((m * p).max(1))
+        .enumerate()
+        .for_each(|(step, d)| {
+            // SAFETY: the pointers and strides come from the operands' layouts, checked to
+            // hold n·h items of [m, k] and [k, p]; d is one row-major [m, p] item.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    p,
+                    k,
+                    d.as_mut_ptr(),
+                    1,
+                    p as isize,
+                    false,
+                    a[step * sa..].as_ptr(),
+                    ca,
+                    ra,
+                    b[step * sb..].as_ptr(),
+                    cb,
+                    rb,
+                    T::zero(),
+                    T::one(),
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        });
+    Ok((dst, Shape::from((n, h, m, p))))
+}
+
+impl CustomOp2 for BatchedMatmul {
+    fn name(&self) -> &'static str {
+        "ahtsgd-batched-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let (d, s) = batched(a, l1, b, l2)?;
+                Ok((CpuStorage::F32(d), s))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let (d, s) = batched(a, l1, b, l2)?;
+                Ok((CpuStorage::F64(d), s))
+            }
+            _ => candle_core::bail!("batched matmul: f32 or f64 operands of one type"),
+        }
+    }
+}
+
 /// softmax(scale·s) over each row of the scores `s` (`[.., t, t]`), entries after the
 /// diagonal 0 when causal.
 struct RowSoftmax {
@@ -176,6 +273,50 @@ impl CustomOp2 for ThroughSoftmax {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The batched products side by side give candle's matmul bits, for the operand layouts
+    /// attention uses (contiguous, and a transposed key or weight view), in f32 and f64.
+    #[test]
+    fn batched_products_are_candles_matmul() {
+        let dev = Device::Cpu;
+        let fill = |shape: (usize, usize, usize, usize), seed: usize| {
+            let n = shape.0 * shape.1 * shape.2 * shape.3;
+            let v: Vec<f64> = (0..n)
+                .map(|i| (((i + seed) * 2_654_435_761) % 1000) as f64 / 250.0 - 2.0)
+                .collect();
+            Tensor::from_vec(v, shape, &dev).unwrap()
+        };
+        for dtype in [DType::F32, DType::F64] {
+            let q = fill((3, 4, 64, 32), 1).to_dtype(dtype).unwrap();
+            let k = fill((3, 4, 64, 32), 2).to_dtype(dtype).unwrap();
+            let p = fill((3, 4, 64, 64), 3).to_dtype(dtype).unwrap();
+            for (a, b) in [
+                (q.clone(), k.t().unwrap()),
+                (p.clone(), k.clone()),
+                (p.t().unwrap(), q.clone()),
+                (q.clone(), fill((3, 4, 32, 5), 4).to_dtype(dtype).unwrap()),
+            ] {
+                let want = a.matmul(&b).unwrap();
+                let got = a.apply_op2_no_bwd(&b, &BatchedMatmul).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let bits = |t: &Tensor| -> Vec<u64> {
+                    let v = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+                    v.to_vec1::<f64>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect()
+                };
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{dtype:?} {:?} x {:?}",
+                    a.dims(),
+                    b.dims()
+                );
+            }
+        }
+    }
 
     /// The CPU passes against candle's ops on the same scores, with and without the mask, in
     /// f64: the same to rounding.

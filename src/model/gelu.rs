@@ -150,15 +150,33 @@ impl CustomOp2 for Derivative {
     }
 }
 
+type Out<T> = [std::mem::MaybeUninit<T>];
+
+#[inline(always)]
+fn first_chunk<T: Float>(z: &[T], t: &[T], o: &mut Out<T>) {
+    for ((o, &z), &t) in o.iter_mut().zip(z).zip(t) {
+        o.write(first(z, t));
+    }
+}
+
+#[inline(always)]
+fn second_chunk<T: Float>(z: &[T], t: &[T], o: &mut Out<T>) {
+    for ((o, &z), &t) in o.iter_mut().zip(z).zip(t) {
+        o.write(second(z, t));
+    }
+}
+
+// IEEE additions and multiplications alone: the same bits on every instruction set
+crate::simd::multiversion!(fn first_best<T: Float>(z: &[T], t: &[T], o: &mut Out<T>) -> () = first_chunk);
+crate::simd::multiversion!(fn second_best<T: Float>(z: &[T], t: &[T], o: &mut Out<T>) -> () = second_chunk);
+
 fn pair<T: Float>(z: &[T], t: &[T], second: bool) -> Vec<T> {
     super::cpu::map_chunks(z, CHUNK, |i, z, o| {
         let t = &t[i * CHUNK..];
-        for ((o, &z), &t) in o.iter_mut().zip(z).zip(t) {
-            o.write(if second {
-                self::second(z, t)
-            } else {
-                first(z, t)
-            });
+        if second {
+            second_best(z, t, o);
+        } else {
+            first_best(z, t, o);
         }
     })
 }

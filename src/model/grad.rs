@@ -31,17 +31,43 @@ pub(super) fn softmax_xent(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor, 
     if labels.len() != n {
         candle_core::bail!("cross-entropy: {} labels for {n} rows", labels.len());
     }
+    if let Some(&c) = labels.iter().find(|&&c| c as usize >= k) {
+        candle_core::bail!("cross-entropy: label {c} for {k} classes");
+    }
+    let (dev, shape) = (logits.device(), (n, k));
+    if dev.is_cpu() && logits.dtype() == DType::F32 {
+        let z = logits.flatten_all()?.to_vec1::<f32>()?;
+        let (loss, grad, prob) = xent_rows(&z, &labels, k);
+        return Ok((
+            loss,
+            Tensor::from_vec(grad, shape, dev)?,
+            Tensor::from_vec(prob, shape, dev)?,
+        ));
+    }
+    if dev.is_cpu() && logits.dtype() == DType::F64 {
+        let z = logits.flatten_all()?.to_vec1::<f64>()?;
+        let (loss, grad, prob) = xent_rows(&z, &labels, k);
+        return Ok((
+            loss,
+            Tensor::from_vec(grad, shape, dev)?,
+            Tensor::from_vec(prob, shape, dev)?,
+        ));
+    }
+    xent_serial(logits, &labels)
+}
+
+/// [`softmax_xent`] through f64 copies of the logits, row after row (devices other than the
+/// CPU); labels checked.
+fn xent_serial(logits: &Tensor, labels: &[u32]) -> Result<(f64, Tensor, Tensor)> {
+    let (n, k) = logits.dims2()?;
     let z = logits
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1::<f64>()?;
     let mut prob = vec![0f64; n * k];
     let mut total = 0f64;
-    for ((row, p), &c) in z.chunks_exact(k).zip(prob.chunks_exact_mut(k)).zip(&labels) {
+    for ((row, p), &c) in z.chunks_exact(k).zip(prob.chunks_exact_mut(k)).zip(labels) {
         let c = c as usize;
-        if c >= k {
-            candle_core::bail!("cross-entropy: label {c} for {k} classes");
-        }
         let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut s = 0f64;
         for (pi, &zi) in p.iter_mut().zip(row) {
@@ -60,6 +86,59 @@ pub(super) fn softmax_xent(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor, 
     let grad = Tensor::from_vec(grad, (n, k), dev)?.to_dtype(dt)?;
     let prob = Tensor::from_vec(prob, (n, k), dev)?.to_dtype(dt)?;
     Ok((total * inv_n, grad, prob))
+}
+
+/// [`softmax_xent`] on the CPU: rows in parallel, each through the f64 operations of the
+/// serial loop in the same order, the rows' losses added in row order, the results rounded
+/// to the logits' type as `to_dtype` rounds: the same bits, without the conversions' copies.
+fn xent_rows<T: candle_core::WithDType>(
+    z: &[T],
+    labels: &[u32],
+    k: usize,
+) -> (f64, Vec<T>, Vec<T>) {
+    use rayon::prelude::*;
+    let n = labels.len();
+    let inv_n = 1.0 / n.max(1) as f64;
+    let mut grad = vec![T::zero(); n * k];
+    let mut prob = vec![T::zero(); n * k];
+    // rows per task: enough work to outweigh the hand-off
+    let rows = (8192 / k.max(1)).max(1);
+    let mut terms = vec![0f64; n];
+    terms
+        .par_chunks_mut(rows)
+        .zip(grad.par_chunks_mut(rows * k))
+        .zip(prob.par_chunks_mut(rows * k))
+        .zip(z.par_chunks(rows * k))
+        .zip(labels.par_chunks(rows))
+        .for_each(|((((terms, grad), prob), z), labels)| {
+            let mut p = vec![0f64; k];
+            for ((((term, g), q), row), &c) in terms
+                .iter_mut()
+                .zip(grad.chunks_exact_mut(k))
+                .zip(prob.chunks_exact_mut(k))
+                .zip(z.chunks_exact(k))
+                .zip(labels)
+            {
+                let m = row
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let mut s = 0f64;
+                for (pi, zi) in p.iter_mut().zip(row) {
+                    *pi = (zi.to_f64() - m).exp();
+                    s += *pi;
+                }
+                *term = m + s.ln() - row[c as usize].to_f64();
+                for ((g, q), pi) in g.iter_mut().zip(q.iter_mut()).zip(&mut p) {
+                    *pi /= s;
+                    *q = T::from_f64(*pi);
+                    *g = T::from_f64(*pi * inv_n);
+                }
+                g[c as usize] = T::from_f64(p[c as usize] * inv_n - inv_n);
+            }
+        });
+    let total = terms.iter().fold(0f64, |t, &x| t + x);
+    (total * inv_n, grad, prob)
 }
 
 /// Mean softmax cross-entropy of `logits: [n, k]` against class indices `y: [n]` and its
@@ -208,5 +287,47 @@ impl crate::optim::estimate::Curvature for Model {
 
     fn variables(&self) -> Vec<candle_core::Var> {
         self.vars()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The parallel CPU loss gives the serial loop's bits: the loss, the gradient and the
+    /// softmax, in f32 and f64, over more rows than one task takes.
+    #[test]
+    fn parallel_cross_entropy_is_the_serial_loop() {
+        let (n, k) = (700, 37);
+        let z: Vec<f64> = (0..n * k)
+            .map(|i| ((i * 7919) % 1013) as f64 / 37.0 - 13.0)
+            .collect();
+        let labels: Vec<u32> = (0..n).map(|i| (i * 31 % k) as u32).collect();
+        let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::F64] {
+            let logits = Tensor::from_vec(z.clone(), (n, k), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let (loss, grad, prob) = softmax_xent(&logits, &y).unwrap();
+            let (want, wgrad, wprob) = xent_serial(&logits, &labels).unwrap();
+            assert_eq!(loss.to_bits(), want.to_bits(), "{dtype:?} loss");
+            let bits = |t: &Tensor| -> Vec<u64> {
+                let v = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+                v.to_vec1::<f64>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&grad), bits(&wgrad), "{dtype:?} gradient");
+            assert_eq!(bits(&prob), bits(&wprob), "{dtype:?} softmax");
+            assert_eq!(grad.dtype(), dtype);
+        }
+        let bad = Tensor::new(&[0u32, 40], &Device::Cpu).unwrap();
+        let two = Tensor::zeros((2, k), DType::F32, &Device::Cpu).unwrap();
+        let err = softmax_xent(&two, &bad).unwrap_err().to_string();
+        assert!(err.contains("label 40 for 37 classes"), "{err}");
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! Masked entries have `P = 0`, so `RP`, `dS` and `R(dS)` are 0 there whatever `S` was.
 
-use crate::model::attention::{merge, split, through_softmax, weights};
+use crate::model::attention::{bmm, merge, split, through_softmax, weights};
 use candle_core::{D, Result, Tensor};
 
 /// Attention as it ran.
@@ -57,7 +57,7 @@ fn heads_of(g: &Tensor, heads: usize) -> Result<Tensor> {
 pub(super) fn forward(u: &Tensor, heads: usize, causal: bool) -> Result<(AttentionRun, Tensor)> {
     let (q, k, v) = split(u, heads)?;
     let p = weights(&q, &k, causal)?;
-    let o = merge(&p.matmul(&v)?)?;
+    let o = merge(&bmm(&p, &v)?)?;
     let scale = 1.0 / (q.dim(3)? as f64).sqrt();
     let run = AttentionRun {
         heads,
@@ -81,11 +81,11 @@ impl AttentionRun {
     /// `keep`.
     pub(super) fn backward(&mut self, g: &Tensor, keep: bool) -> Result<Tensor> {
         let d_o = heads_of(g, self.heads)?;
-        let dv = self.p.t()?.matmul(&d_o)?;
-        let dp = d_o.matmul(&self.v.t()?)?;
+        let dv = bmm(&self.p.t()?, &d_o)?;
+        let dp = bmm(&d_o, &self.v.t()?)?;
         let ds = self.through_softmax(&dp)?;
-        let dq = (ds.matmul(&self.k)? * self.scale)?;
-        let dk = (ds.t()?.matmul(&self.q)? * self.scale)?;
+        let dq = (bmm(&ds, &self.k)? * self.scale)?;
+        let dk = (bmm(&ds.t()?, &self.q)? * self.scale)?;
         let du = join(&dq, &dk, &dv)?;
         if keep {
             self.kept = Some((d_o, dp, ds));
@@ -103,9 +103,9 @@ impl AttentionRun {
             return Ok((None, None));
         };
         let (rq, rk, rv) = split(ru, self.heads)?;
-        let rs = ((rq.matmul(&self.k.t()?)? + self.q.matmul(&rk.t()?)?)? * self.scale)?;
+        let rs = ((bmm(&rq, &self.k.t()?)? + bmm(&self.q, &rk.t()?)?)? * self.scale)?;
         let rp = self.through_softmax(&rs)?;
-        let ro = (rp.matmul(&self.v)? + self.p.matmul(&rv)?)?;
+        let ro = (bmm(&rp, &self.v)? + bmm(&self.p, &rv)?)?;
         Ok((Some(AttentionTangent { rq, rk, rv, rp }), Some(merge(&ro)?)))
     }
 
@@ -119,11 +119,11 @@ impl AttentionRun {
             candle_core::bail!("H·v: the reverse pass kept no attention deltas");
         };
         let rd_o = heads_of(rg, self.heads)?;
-        let mut rdv = self.p.t()?.matmul(&rd_o)?;
-        let mut rdp = rd_o.matmul(&self.v.t()?)?;
+        let mut rdv = bmm(&self.p.t()?, &rd_o)?;
+        let mut rdp = bmm(&rd_o, &self.v.t()?)?;
         if let Some(t) = tangent {
-            rdv = (rdv + t.rp.t()?.matmul(d_o)?)?;
-            rdp = (rdp + d_o.matmul(&t.rv.t()?)?)?;
+            rdv = (rdv + bmm(&t.rp.t()?, d_o)?)?;
+            rdp = (rdp + bmm(d_o, &t.rv.t()?)?)?;
         }
         let mut rds = self.through_softmax(&rdp)?;
         if let Some(t) = tangent {
@@ -133,11 +133,11 @@ impl AttentionRun {
                 - self.p.broadcast_mul(&rowsum(&(dp * &t.rp)?)?)?)?;
             rds = (rds + extra)?;
         }
-        let mut rdq = rds.matmul(&self.k)?;
-        let mut rdk = rds.t()?.matmul(&self.q)?;
+        let mut rdq = bmm(&rds, &self.k)?;
+        let mut rdk = bmm(&rds.t()?, &self.q)?;
         if let Some(t) = tangent {
-            rdq = (rdq + ds.matmul(&t.rk)?)?;
-            rdk = (rdk + ds.t()?.matmul(&t.rq)?)?;
+            rdq = (rdq + bmm(ds, &t.rk)?)?;
+            rdk = (rdk + bmm(&ds.t()?, &t.rq)?)?;
         }
         join(&(rdq * self.scale)?, &(rdk * self.scale)?, &rdv)
     }

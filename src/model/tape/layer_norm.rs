@@ -29,10 +29,11 @@ fn row_mean(t: &Tensor) -> Result<Tensor> {
     t.mean_keepdim(D::Minus1)
 }
 
-/// Σ over every axis but the last (a per-feature parameter's gradient).
+/// Σ over every axis but the last (a per-feature parameter's gradient): row by row in order,
+/// as candle's `sum(0)` adds, without its index arithmetic per element.
 fn feature_sum(t: &Tensor) -> Result<Tensor> {
     let f = t.dim(D::Minus1)?;
-    t.reshape(((), f))?.sum(0)
+    crate::model::linear::sum_rows(&t.reshape(((), f))?)
 }
 
 pub(super) fn forward(

@@ -162,7 +162,9 @@ fn accumulate_entry(out: &mut [Option<Tensor>], slot: usize, t: Tensor) -> Resul
 /// A positions table's gradient from `g` (`[n, t, dim]`): the sum over the batch, in the
 /// table's first `t` rows.
 fn position_rows(w: &Var, g: &Tensor) -> Result<Tensor> {
-    let rows = g.sum(0)?;
+    let (n, t, f) = g.dims3()?;
+    // the sum over the batch, sample by sample in order (as `sum(0)` adds)
+    let rows = super::linear::sum_rows(&g.reshape((n, t * f))?)?.reshape((t, f))?;
     let (context, t) = (w.dim(0)?, rows.dim(0)?);
     if t == context {
         return Ok(rows);
