@@ -1354,6 +1354,11 @@ experiment e {
         norms.iter().all(|n| *n > 0.01),
         "norms before clipping: {norms:?}"
     );
+    // Adam without a bound logs the gradient's norm too (it once wrote 0), the norm a bound
+    // never reached reports
+    let unclipped = field(0, "grad_norm");
+    assert!(unclipped.iter().all(|n| *n > 0.01), "{unclipped:?}");
+    assert_eq!(unclipped, field(2, "grad_norm"));
     let resolved = read(tmp.path().join("r/e/trial-0003/resolved.aht"));
     assert!(resolved.contains("grad_clip = norm"), "{resolved}");
 }

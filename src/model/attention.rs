@@ -128,16 +128,29 @@ where
 /// small to split. Each product is the same `gemm` call as candle's, so the same bits (tested).
 pub fn bmm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let threads = candle_core::utils::get_num_threads();
-    if threads > 1 && runs_on_cpu(a) && a.rank() == 4 && b.rank() == 4 {
+    if threads > 1
+        && runs_on_cpu(a)
+        && a.rank() == 4
+        && b.rank() == 4
+        && batch_stride(a.layout()).is_some()
+        && batch_stride(b.layout()).is_some()
+    {
         return a.apply_op2_no_bwd(b, &BatchedMatmul);
     }
     a.detach().matmul(&b.detach())
 }
 
-/// The step between batch items of a rank-4 layout whose batch axes are contiguous.
+/// The step between batch items of a rank-4 layout whose two batch axes walk as one (as
+/// candle's matmul reads them; an axis of one item may have any stride).
 fn batch_stride(l: &Layout) -> Option<usize> {
     let (s, d) = (l.stride(), l.dims());
-    (s[0] == s[1] * d[1] || d[0] == 1).then_some(s[1])
+    if s[0] == s[1] * d[1] || d[0] == 1 {
+        Some(s[1])
+    } else if d[1] == 1 {
+        Some(s[0])
+    } else {
+        None
+    }
 }
 
 struct BatchedMatmul;
@@ -286,6 +299,12 @@ mod tests {
                 .collect();
             Tensor::from_vec(v, shape, &dev).unwrap()
         };
+        // [n, t, d] as split makes one head of it: [n, 1, t, d] through a transpose
+        let one_head = |x: &Tensor| {
+            let (n, _, t, d) = x.dims4().unwrap();
+            let flat = x.narrow(1, 0, 1).unwrap().reshape((n, t, d)).unwrap();
+            flat.reshape((n, t, 1, d)).unwrap().transpose(1, 2).unwrap()
+        };
         for dtype in [DType::F32, DType::F64] {
             let q = fill((3, 4, 64, 32), 1).to_dtype(dtype).unwrap();
             let k = fill((3, 4, 64, 32), 2).to_dtype(dtype).unwrap();
@@ -295,7 +314,15 @@ mod tests {
                 (p.clone(), k.clone()),
                 (p.t().unwrap(), q.clone()),
                 (q.clone(), fill((3, 4, 32, 5), 4).to_dtype(dtype).unwrap()),
+                // one head, and one sequence, as `split` leaves them (a batch axis of one
+                // item keeps another axis's stride)
+                (one_head(&q), one_head(&k).t().unwrap()),
+                (
+                    q.narrow(0, 0, 1).unwrap(),
+                    k.narrow(0, 1, 1).unwrap().t().unwrap(),
+                ),
             ] {
+                assert!(batch_stride(a.layout()).is_some() && batch_stride(b.layout()).is_some());
                 let want = a.matmul(&b).unwrap();
                 let got = a.apply_op2_no_bwd(&b, &BatchedMatmul).unwrap();
                 assert_eq!(got.dims(), want.dims());

@@ -64,10 +64,14 @@ impl AdamW {
     }
 
     /// One update from `grads`; parameters without a gradient are left as they are. Returns
-    /// the whole gradient's norm before clipping where `grad_clip` is set.
-    pub fn step(&mut self, grads: &GradStore) -> Result<Option<f64>> {
-        let clipped =
-            super::grad_clip::clip_if(grads, self.vars.iter().map(|m| &m.var), self.grad_clip)?;
+    /// the whole gradient's norm (before clipping, where `grad_clip` is set).
+    pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
+        let vars = || self.vars.iter().map(|m| &m.var);
+        let clipped = super::grad_clip::clip_if(grads, vars(), self.grad_clip)?;
+        let norm = match &clipped {
+            Some(c) => c.norm,
+            None => super::grad_clip::grad_norm(grads, vars())?,
+        };
         let grads = super::grad_clip::Clipped::or(&clipped, grads);
         self.step += 1;
         let p = &self.params;
@@ -89,7 +93,7 @@ impl AdamW {
             m.second.set(&next_v)?;
             m.var.set(&next)?;
         }
-        Ok(clipped.map(|c| c.norm))
+        Ok(norm)
     }
 
     /// The moments as `adam_m/<name>` and `adam_v/<name>`, on the host.
@@ -231,13 +235,30 @@ mod tests {
         a.decay = Decay::WeightsOnly;
         a.grad_clip = Some(1.0);
         let norms: Vec<f64> = (0..3)
-            .map(|_| {
-                a.step(&loss(&w, &b, &x).backward().unwrap())
-                    .unwrap()
-                    .unwrap()
-            })
+            .map(|_| a.step(&loss(&w, &b, &x).backward().unwrap()).unwrap())
             .collect();
         assert_matches(&norms, &w, &b, &ADAMW);
+    }
+
+    /// Without `grad_clip` the step still reports the gradient's norm: PyTorch's first-step
+    /// norm on the reference problem (the gradient before any update does not depend on
+    /// clipping), where it was once written as 0.
+    #[test]
+    fn the_gradient_norm_is_reported_without_clipping() {
+        use crate::optim::grad_clip::reference::{ADAMW, loss, problem};
+        let (w, b, x) = problem();
+        let mut a = AdamW::new(
+            vec![("w".into(), w.clone()), ("b".into(), b.clone())],
+            ParamsAdamW::default(),
+        )
+        .unwrap();
+        let norm = a.step(&loss(&w, &b, &x).backward().unwrap()).unwrap();
+        assert!(
+            (norm - ADAMW.norms[0]).abs() < 1e-4 * ADAMW.norms[0],
+            "{norm}"
+        );
+        let second = a.step(&loss(&w, &b, &x).backward().unwrap()).unwrap();
+        assert!(second > 0.0 && second != norm, "{second}");
     }
 
     /// Five steps, export, a fresh optimizer imports at step 5, five more: the bits of ten

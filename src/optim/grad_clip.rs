@@ -41,6 +41,15 @@ pub fn clip_if<'a>(
     max.map(|m| clip_grad_norm(grads, vars, m)).transpose()
 }
 
+/// ‖g‖ of the gradients of `vars` in `grads` together (the norm [`clip_grad_norm`] bounds).
+pub fn grad_norm<'a>(grads: &GradStore, vars: impl IntoIterator<Item = &'a Var>) -> Result<f64> {
+    let tensors: Vec<Tensor> = vars
+        .into_iter()
+        .filter_map(|v| grads.get(v.as_tensor()).cloned())
+        .collect();
+    Ok(dots(&[(&tensors, &tensors)])?[0].sqrt())
+}
+
 /// The gradients of `vars` in `grads`, rescaled together to norm at most `max`.
 pub fn clip_grad_norm<'a>(
     grads: &GradStore,
@@ -51,7 +60,7 @@ pub fn clip_grad_norm<'a>(
         .into_iter()
         .filter_map(|v| grads.get(v.as_tensor()).map(|g| (v, g.clone())))
         .unzip();
-    let norm = dots(&[(&tensors, &tensors)])?[0].sqrt();
+    let norm = grad_norm(grads, vars.iter().copied())?;
     let k = factor(norm, max);
     if !(norm.is_finite() && k < 1.0) {
         return Ok(Clipped { grads: None, norm });

@@ -573,7 +573,7 @@ pub fn run_trial(
                     optim::Telemetry {
                         alpha: 2.0,
                         lr,
-                        grad_norm: grad_norm.unwrap_or_default(),
+                        grad_norm,
                         ..Default::default()
                     }
                 }
