@@ -1504,7 +1504,7 @@ pub static KINDS: &[KindSpec] = &[
                 "tanh",
                 Ty::Enum(&["portable", "system"]),
                 Some("portable"),
-                "how `tanh` and `gelu` compute tanh on the CPU: `portable`, ahtsgd's own vectorised tanh (the same bits on every machine; the default from version 3), or `system`, the C library's (the default in versions 1 and 2)",
+                "how `tanh` and `gelu` compute tanh on the CPU: `portable`, ahtsgd's own vectorised tanh (its bits the same on every CPU and C library; the default from version 3), or `system`, the C library's (the default in versions 1 and 2)",
             ),
             f(
                 "eval_every",

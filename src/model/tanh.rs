@@ -60,7 +60,7 @@ pub trait PortableTanh: Copy {
 }
 
 macro_rules! portable_tanh {
-    ($t:ty, $bits:ty, $mantissa:expr, $bias:expr, $magic:expr, $cap:expr,
+    ($t:ty, $mantissa:expr, $bias:expr, $magic:expr, $cap:expr,
      ln2 = ($hi:expr, $lo:expr), small = $small:expr, exp = $exp:expr) => {
         impl PortableTanh for $t {
             #[inline(always)]
@@ -106,7 +106,6 @@ macro_rules! portable_tanh {
 
 portable_tanh!(
     f32,
-    u32,
     23,
     127,
     12_582_912.0,
@@ -134,7 +133,6 @@ portable_tanh!(
 
 portable_tanh!(
     f64,
-    u64,
     52,
     1023,
     6_755_399_441_055_744.0,
