@@ -226,10 +226,10 @@ pub fn lower_trial(config: &Obj, input: &[usize], classes: usize) -> Result<Mode
     Ok(spec)
 }
 
-/// An experiment's `tanh` (`system` where a configuration predates the field).
+/// An experiment's `tanh`.
 pub fn tanh(config: &Obj) -> Tanh {
-    match config.fields.iter().find(|(n, _)| *n == "tanh") {
-        Some((_, Val::Name(s))) if s == "portable" => Tanh::Portable,
+    match config.str("tanh") {
+        "portable" => Tanh::Portable,
         _ => Tanh::System,
     }
 }

@@ -155,55 +155,79 @@ fn batch_stride(l: &Layout) -> Option<usize> {
 
 struct BatchedMatmul;
 
-fn batched<T: WithDType + 'static>(
-    a: &[T],
-    la: &Layout,
-    b: &[T],
-    lb: &Layout,
-) -> Result<(Vec<T>, Shape)> {
-    use rayon::prelude::*;
-    let (n, h, m, k) = la.shape().dims4()?;
-    let (n2, h2, k2, p) = lb.shape().dims4()?;
-    if (n, h, k) != (n2, h2, k2) {
-        candle_core::bail!("batched matmul: {:?} by {:?}", la.dims(), lb.dims());
+/// The shapes and strides of `[n, h, m, k]` by `[n, h, k, p]`, checked.
+struct Products {
+    items: usize,
+    m: usize,
+    k: usize,
+    p: usize,
+    /// (step between items, row stride, column stride) of each operand.
+    a: (usize, isize, isize),
+    b: (usize, isize, isize),
+    offsets: (usize, usize),
+    /// `[n, h, m, p]`.
+    shape: Shape,
+}
+
+impl Products {
+    fn of(la: &Layout, lb: &Layout) -> Result<Products> {
+        let (n, h, m, k) = la.shape().dims4()?;
+        let (n2, h2, k2, p) = lb.shape().dims4()?;
+        if (n, h, k) != (n2, h2, k2) {
+            candle_core::bail!("batched matmul: {:?} by {:?}", la.dims(), lb.dims());
+        }
+        let (Some(sa), Some(sb)) = (batch_stride(la), batch_stride(lb)) else {
+            candle_core::bail!("batched matmul: batch axes not contiguous");
+        };
+        let strides = |l: &Layout, item| (item, l.stride()[2] as isize, l.stride()[3] as isize);
+        Ok(Products {
+            items: n * h,
+            m,
+            k,
+            p,
+            a: strides(la, sa),
+            b: strides(lb, sb),
+            offsets: (la.start_offset(), lb.start_offset()),
+            shape: Shape::from((n, h, m, p)),
+        })
     }
-    let (Some(sa), Some(sb)) = (batch_stride(la), batch_stride(lb)) else {
-        candle_core::bail!("batched matmul: batch axes not contiguous");
-    };
-    let (ra, ca) = (la.stride()[2] as isize, la.stride()[3] as isize);
-    let (rb, cb) = (lb.stride()[2] as isize, lb.stride()[3] as isize);
-    let (a, b) = (&a[la.start_offset()..], &b[lb.start_offset()..]);
-    let mut dst = vec![T::zero(); n * h * m * p];
-    dst.par_chunks_mut((m * p).max(1))
-        .enumerate()
-        .for_each(|(step, d)| {
-            // SAFETY: the pointers and strides come from the operands' layouts, checked to
-            // hold n·h items of [m, k] and [k, p]; d is one row-major [m, p] item.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    p,
-                    k,
-                    d.as_mut_ptr(),
-                    1,
-                    p as isize,
-                    false,
-                    a[step * sa..].as_ptr(),
-                    ca,
-                    ra,
-                    b[step * sb..].as_ptr(),
-                    cb,
-                    rb,
-                    T::zero(),
-                    T::one(),
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            }
-        });
-    Ok((dst, Shape::from((n, h, m, p))))
+
+    fn run<T: WithDType + 'static>(&self, a: &[T], b: &[T]) -> Vec<T> {
+        use rayon::prelude::*;
+        let Products { m, k, p, .. } = *self;
+        let (a, b) = (&a[self.offsets.0..], &b[self.offsets.1..]);
+        let mut dst = vec![T::zero(); self.items * m * p];
+        dst.par_chunks_mut((m * p).max(1))
+            .enumerate()
+            .for_each(|(step, d)| {
+                // SAFETY: the pointers and strides come from the operands' layouts, checked
+                // to hold n·h items of [m, k] and [k, p]; d is one row-major [m, p] item.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        p,
+                        k,
+                        d.as_mut_ptr(),
+                        1,
+                        p as isize,
+                        false,
+                        a[step * self.a.0..].as_ptr(),
+                        self.a.2,
+                        self.a.1,
+                        b[step * self.b.0..].as_ptr(),
+                        self.b.2,
+                        self.b.1,
+                        T::zero(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            });
+        dst
+    }
 }
 
 impl CustomOp2 for BatchedMatmul {
@@ -218,17 +242,9 @@ impl CustomOp2 for BatchedMatmul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (d, s) = batched(a, l1, b, l2)?;
-                Ok((CpuStorage::F32(d), s))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (d, s) = batched(a, l1, b, l2)?;
-                Ok((CpuStorage::F64(d), s))
-            }
-            _ => candle_core::bail!("batched matmul: f32 or f64 operands of one type"),
-        }
+        let products = Products::of(l1, l2)?;
+        let out = f32_or_f64!(self.name(), s1, s2, |a, b| products.run(a, b));
+        Ok((out, products.shape))
     }
 }
 

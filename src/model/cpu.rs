@@ -39,9 +39,16 @@ pub(crate) fn view<'a, T: Copy>(data: &'a [T], l: &Layout) -> std::borrow::Cow<'
     }
 }
 
-/// Runs `$f(a, b)` on two storages of one float type and wraps the result in that type's
-/// storage; other types are an error naming `$op`.
+/// Runs `$f(a)` on a storage of f32 or f64, or `$f(a, b)` on two storages of one float type,
+/// and wraps the result in that type's storage; other types are an error naming `$op`.
 macro_rules! f32_or_f64 {
+    ($op:expr, $a:expr, $f:expr) => {
+        match $a {
+            CpuStorage::F32(a) => CpuStorage::F32($f(a)),
+            CpuStorage::F64(a) => CpuStorage::F64($f(a)),
+            _ => candle_core::bail!("{}: f32 or f64", $op),
+        }
+    };
     ($op:expr, $a:expr, $b:expr, $f:expr) => {
         match ($a, $b) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(a, b)),

@@ -112,11 +112,7 @@ impl CustomOp1 for Forward {
                 });
             out
         }
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(go(x, l, portable)),
-            CpuStorage::F64(x) => CpuStorage::F64(go(x, l, portable)),
-            _ => candle_core::bail!("gelu: f32 or f64"),
-        };
+        let out = f32_or_f64!(self.name(), s, |x| go(x, l, portable));
         let mut dims = vec![2];
         dims.extend(l.dims());
         Ok((out, Shape::from(dims)))

@@ -34,26 +34,26 @@ pub(super) fn softmax_xent(logits: &Tensor, y: &Tensor) -> Result<(f64, Tensor, 
     if let Some(&c) = labels.iter().find(|&&c| c as usize >= k) {
         candle_core::bail!("cross-entropy: label {c} for {k} classes");
     }
-    let (dev, shape) = (logits.device(), (n, k));
-    if dev.is_cpu() && logits.dtype() == DType::F32 {
-        let z = logits.flatten_all()?.to_vec1::<f32>()?;
-        let (loss, grad, prob) = xent_rows(&z, &labels, k);
-        return Ok((
-            loss,
-            Tensor::from_vec(grad, shape, dev)?,
-            Tensor::from_vec(prob, shape, dev)?,
-        ));
+    match logits.dtype() {
+        DType::F32 if logits.device().is_cpu() => xent_cpu::<f32>(logits, &labels),
+        DType::F64 if logits.device().is_cpu() => xent_cpu::<f64>(logits, &labels),
+        _ => xent_serial(logits, &labels),
     }
-    if dev.is_cpu() && logits.dtype() == DType::F64 {
-        let z = logits.flatten_all()?.to_vec1::<f64>()?;
-        let (loss, grad, prob) = xent_rows(&z, &labels, k);
-        return Ok((
-            loss,
-            Tensor::from_vec(grad, shape, dev)?,
-            Tensor::from_vec(prob, shape, dev)?,
-        ));
-    }
-    xent_serial(logits, &labels)
+}
+
+/// [`xent_rows`] on CPU logits of type `T`, as tensors.
+fn xent_cpu<T: candle_core::WithDType>(
+    logits: &Tensor,
+    labels: &[u32],
+) -> Result<(f64, Tensor, Tensor)> {
+    let (n, k) = logits.dims2()?;
+    let dev = logits.device();
+    let (loss, grad, prob) = xent_rows(&logits.flatten_all()?.to_vec1::<T>()?, labels, k);
+    Ok((
+        loss,
+        Tensor::from_vec(grad, (n, k), dev)?,
+        Tensor::from_vec(prob, (n, k), dev)?,
+    ))
 }
 
 /// [`softmax_xent`] through f64 copies of the logits, row after row (devices other than the

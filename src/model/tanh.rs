@@ -44,11 +44,7 @@ impl CustomOp1 for Op {
         fn go<T: PortableTanh + Send + Sync>(x: &[T], l: &Layout) -> Vec<T> {
             super::cpu::map_chunks(&view(x, l), 1 << 13, |_, x, o| chunk_best(x, o))
         }
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(go(x, l)),
-            CpuStorage::F64(x) => CpuStorage::F64(go(x, l)),
-            _ => candle_core::bail!("tanh: f32 or f64"),
-        };
+        let out = super::cpu::f32_or_f64!(self.name(), s, |x| go(x, l));
         Ok((out, l.shape().clone()))
     }
 }
@@ -61,12 +57,23 @@ pub trait PortableTanh: Copy {
 
 macro_rules! portable_tanh {
     ($t:ty, $mantissa:expr, $bias:expr, $magic:expr, $cap:expr,
-     ln2 = ($hi:expr, $lo:expr), small = $small:expr, exp = $exp:expr) => {
+     ln2 = ($hi:expr, $lo:expr), small = $small:expr, exp_degree = $deg:expr) => {
         impl PortableTanh for $t {
             #[inline(always)]
             fn portable_tanh(self) -> $t {
                 const SMALL: &[$t] = &$small;
-                const EXP: &[$t] = &$exp;
+                // e^r's Taylor polynomial, highest power first: 1/j! for j = deg down to 0
+                // (the factorials are exact in the type)
+                const EXP: [$t; $deg + 1] = {
+                    let mut c = [1.0; $deg + 1];
+                    let (mut factorial, mut j): ($t, usize) = (1.0, 1);
+                    while j <= $deg {
+                        factorial *= j as $t;
+                        c[$deg - j] = 1.0 / factorial;
+                        j += 1;
+                    }
+                    c
+                };
                 // 1.5·2^mantissa: adding it rounds a small non-negative value to an integer,
                 // which then sits in the low bits
                 const MAGIC: $t = $magic;
@@ -119,16 +126,7 @@ portable_tanh!(
         1.333_332_4e-1,
         -3.333_333_4e-1,
     ],
-    exp = [
-        1.0 / 5040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ]
+    exp_degree = 7
 );
 
 portable_tanh!(
@@ -151,22 +149,7 @@ portable_tanh!(
         1.333_333_333_333_271_4e-1,
         -3.333_333_333_333_333e-1,
     ],
-    exp = [
-        1.0 / 6_227_020_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ]
+    exp_degree = 13
 );
 
 #[cfg(test)]

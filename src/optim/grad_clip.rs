@@ -47,7 +47,12 @@ pub fn grad_norm<'a>(grads: &GradStore, vars: impl IntoIterator<Item = &'a Var>)
         .into_iter()
         .filter_map(|v| grads.get(v.as_tensor()).cloned())
         .collect();
-    Ok(dots(&[(&tensors, &tensors)])?[0].sqrt())
+    norm(&tensors)
+}
+
+/// ‖g‖ of `tensors` together.
+fn norm(tensors: &[Tensor]) -> Result<f64> {
+    Ok(dots(&[(tensors, tensors)])?[0].sqrt())
 }
 
 /// The gradients of `vars` in `grads`, rescaled together to norm at most `max`.
@@ -60,7 +65,7 @@ pub fn clip_grad_norm<'a>(
         .into_iter()
         .filter_map(|v| grads.get(v.as_tensor()).map(|g| (v, g.clone())))
         .unzip();
-    let norm = grad_norm(grads, vars.iter().copied())?;
+    let norm = norm(&tensors)?;
     let k = factor(norm, max);
     if !(norm.is_finite() && k < 1.0) {
         return Ok(Clipped { grads: None, norm });
